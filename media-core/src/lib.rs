@@ -1,0 +1,20 @@
+//! Sans-IO media primitives for AeThex LIVE.
+//!
+//! Nothing in this crate reads a clock, spawns a task or touches a socket: time comes in as an
+//! argument (`std::time::Instant` values chosen by the caller), bytes come in as slices, and
+//! every function is total over its input (no panics on any bytes; property-tested).
+//!
+//! - [`demux`]: classify a datagram on the shared media port (RFC 7983) and pull the ICE ufrag
+//!   out of a STUN Binding request, so the SFU can route new addresses to the right peer.
+//! - [`sdp`]: sniff the media sections (kind, mid, direction) of an SDP offer before the WebRTC
+//!   engine sees it, so the HTTP layer can refuse impossible offers with a clear error.
+//! - [`timeline`]: keep an outgoing RTP timeline continuous when the publisher behind it changes
+//!   (OBS reconnects with the same key).
+//! - [`keyframe`]: coalesce keyframe requests (PLI/FIR) so at most one per interval reaches
+//!   the publisher, without ever losing one.
+#![warn(missing_docs)]
+
+pub mod demux;
+pub mod keyframe;
+pub mod sdp;
+pub mod timeline;

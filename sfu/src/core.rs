@@ -1,0 +1,623 @@
+//! The sans-IO SFU core: peers, demux, forwarding, keyframe requests.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use media_core::demux::{classify, stun_local_ufrag, DatagramKind};
+use media_core::keyframe::Decision;
+use media_core::sdp::{self, Kind};
+use str0m::change::SdpOffer;
+use str0m::format::{CodecConfig, PayloadParams};
+use str0m::media::{MediaData, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, IceCreds, Rtc};
+
+use crate::forward::Stream;
+use crate::peer::{Peer, PeerBroken, Role};
+use crate::stats::{DropReason, SfuStats};
+use crate::{CloseReason, Input, Output, PeerId, SfuConfig, SfuError, SfuEvent, StreamId, Transmit};
+
+/// A publisher was accepted.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// The new session.
+    pub peer: PeerId,
+    /// SDP answer for the WHIP client.
+    pub answer: String,
+    /// The publisher it replaced (same stream key reconnecting), if any.
+    pub replaced: Option<PeerId>,
+}
+
+/// A subscriber was accepted.
+#[derive(Debug, Clone)]
+pub struct Subscribed {
+    /// The new session.
+    pub peer: PeerId,
+    /// SDP answer for the WHEP client.
+    pub answer: String,
+}
+
+/// The sans-IO SFU. See the crate docs for the run loop.
+pub struct Sfu {
+    config: SfuConfig,
+    peers: HashMap<PeerId, Peer>,
+    by_ufrag: HashMap<String, PeerId>,
+    by_addr: HashMap<SocketAddr, PeerId>,
+    streams: HashMap<StreamId, Stream>,
+    /// Peers with work to drain.
+    dirty: VecDeque<PeerId>,
+    out: VecDeque<Output>,
+    next_id: u64,
+    rng: u64,
+    stats: SfuStats,
+    last_now: Option<Instant>,
+}
+
+impl Sfu {
+    /// A core that puts `config.candidates` in its answers. `seed` feeds session ids and ICE
+    /// credentials (take it from the OS in production, fix it in deterministic tests).
+    pub fn new(config: SfuConfig, seed: u64) -> Self {
+        Self {
+            config,
+            peers: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            streams: HashMap::new(),
+            dirty: VecDeque::new(),
+            out: VecDeque::new(),
+            next_id: 1,
+            rng: seed | 1,
+            stats: SfuStats::default(),
+            last_now: None,
+        }
+    }
+
+    /// Counters and gauges.
+    pub fn stats(&self) -> SfuStats {
+        let mut s = self.stats.clone();
+        s.publishers = self.peers.values().filter(|p| p.is_publisher()).count() as u64;
+        s.subscribers = self.peers.len() as u64 - s.publishers;
+        s
+    }
+
+    /// Whether `stream` has a publisher.
+    pub fn is_live(&self, stream: &StreamId) -> bool {
+        self.streams.get(stream).is_some_and(|s| s.publisher.is_some())
+    }
+
+    /// Number of peers (publishers + subscribers).
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    fn random(&mut self) -> u64 {
+        // xorshift64*: ids and ICE credentials only need to be unguessable per session, and the
+        // seed comes from the OS in production.
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn new_ice_creds(&mut self) -> IceCreds {
+        let ufrag = format!("{:016x}", self.random());
+        let pass = format!("{:016x}{:016x}", self.random(), self.random());
+        IceCreds { ufrag, pass }
+    }
+
+    fn admit(&self) -> Result<(), SfuError> {
+        if self.peers.len() >= self.config.max_peers {
+            return Err(SfuError::Full(self.peers.len()));
+        }
+        Ok(())
+    }
+
+    /// Accept a WHIP offer for `stream`. A live publisher on the same stream is replaced.
+    pub fn publish(&mut self, now: Instant, stream: StreamId, offer: &str) -> Result<Published, SfuError> {
+        let sections = sdp::media_sections(offer).map_err(|e| SfuError::BadOffer(e.to_string()))?;
+        let sending = sections
+            .iter()
+            .filter(|m| !m.disabled && matches!(m.kind, Kind::Audio | Kind::Video) && m.direction.offerer_sends())
+            .count();
+        if sending == 0 {
+            return Err(SfuError::Unusable("a WHIP offer must send audio or video (sendonly)".into()));
+        }
+        self.admit()?;
+        let (rtc, answer, ufrag) = self.accept(now, offer, publisher_codecs())?;
+        let kinds = accepted_kinds(&rtc, &sections);
+        if kinds.is_empty() {
+            return Err(SfuError::Unusable("no offered codec is supported (H264, VP8, VP9, AV1, Opus)".into()));
+        }
+        let params = negotiated_params(&rtc, &kinds);
+
+        let id = self.alloc_id();
+        let interval = self.config.keyframe_request_interval;
+        let entry = self.streams.entry(stream.clone()).or_insert_with(|| Stream::new(interval));
+        let replaced = entry.publisher.take();
+        entry.generation += 1;
+        entry.params = params;
+        entry.keyframes.reset();
+        entry.publisher = Some(id);
+        let generation = entry.generation;
+        let subscribers: Vec<PeerId> = entry.subscribers.iter().copied().collect();
+
+        let mut peer = Peer::new(id, stream.clone(), Role::Publisher { generation }, ufrag.clone(), rtc, now);
+        peer.kinds = kinds;
+        self.insert_peer(peer);
+        if let Some(old) = replaced {
+            tracing::info!(stream = %stream, old = %old, new = %id, "publisher replaced");
+            self.remove_peer(old, CloseReason::Replaced);
+        }
+        for sub in subscribers {
+            if let Some(p) = self.peers.get_mut(&sub) {
+                p.needs_keyframe = true;
+            }
+        }
+        tracing::info!(stream = %stream, peer = %id, "publisher accepted");
+        Ok(Published { peer: id, answer, replaced })
+    }
+
+    /// Accept a WHEP offer for `stream`, which must be live.
+    pub fn subscribe(&mut self, now: Instant, stream: StreamId, offer: &str) -> Result<Subscribed, SfuError> {
+        let sections = sdp::media_sections(offer).map_err(|e| SfuError::BadOffer(e.to_string()))?;
+        let receiving = sections
+            .iter()
+            .any(|m| !m.disabled && matches!(m.kind, Kind::Audio | Kind::Video) && m.direction.offerer_receives());
+        if !receiving {
+            return Err(SfuError::Unusable("a WHEP offer must receive audio or video (recvonly)".into()));
+        }
+        let Some(entry) = self.streams.get(&stream).filter(|s| s.publisher.is_some()) else {
+            return Err(SfuError::Offline(stream));
+        };
+        let codecs = CodecConfig::new_from_payload_params(entry.params.clone());
+        self.admit()?;
+        let (rtc, answer, ufrag) = self.accept(now, offer, codecs)?;
+        let kinds = accepted_kinds(&rtc, &sections);
+        let out_video = first_of_kind(&sections, &kinds, MediaKind::Video);
+        let out_audio = first_of_kind(&sections, &kinds, MediaKind::Audio);
+        if out_video.is_none() && out_audio.is_none() {
+            return Err(SfuError::Unusable("the viewer supports none of the stream's codecs".into()));
+        }
+        let id = self.alloc_id();
+        let mut peer = Peer::new(id, stream.clone(), Role::Subscriber, ufrag, rtc, now);
+        peer.kinds = kinds;
+        peer.out_video = out_video;
+        peer.out_audio = out_audio;
+        self.insert_peer(peer);
+        if let Some(s) = self.streams.get_mut(&stream) {
+            s.subscribers.insert(id);
+        }
+        tracing::info!(stream = %stream, peer = %id, "subscriber accepted");
+        Ok(Subscribed { peer: id, answer })
+    }
+
+    /// Add a remote ICE candidate (WHIP/WHEP PATCH trickle). Unparseable lines are ignored.
+    pub fn add_remote_candidates(&mut self, peer: PeerId, candidates: &[String]) -> Result<usize, SfuError> {
+        let p = self.peers.get_mut(&peer).ok_or(SfuError::UnknownPeer)?;
+        let mut added = 0;
+        for line in candidates {
+            let text = line.trim().trim_start_matches("a=");
+            if let Ok(c) = Candidate::from_sdp_string(text) {
+                let rtc = &mut p.rtc;
+                if catch_unwind(AssertUnwindSafe(|| rtc.add_remote_candidate(c))).is_ok() {
+                    added += 1;
+                }
+            }
+        }
+        self.dirty.push_back(peer);
+        self.drain();
+        Ok(added)
+    }
+
+    /// End a session (WHIP/WHEP DELETE).
+    pub fn close(&mut self, peer: PeerId) -> Result<(), SfuError> {
+        if !self.peers.contains_key(&peer) {
+            return Err(SfuError::UnknownPeer);
+        }
+        self.remove_peer(peer, CloseReason::Closed);
+        Ok(())
+    }
+
+    /// Close every session (shutdown).
+    pub fn close_all(&mut self) {
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for id in ids {
+            self.remove_peer(id, CloseReason::Closed);
+        }
+    }
+
+    /// Which stream a session belongs to, and whether it publishes.
+    pub fn peer_info(&self, peer: PeerId) -> Option<(StreamId, bool)> {
+        self.peers.get(&peer).map(|p| (p.stream.clone(), p.is_publisher()))
+    }
+
+    fn alloc_id(&mut self) -> PeerId {
+        // Unguessable high bits, a counter below so ids never repeat.
+        let id = (self.random() & 0xFFFF_FFFF_0000_0000) | (self.next_id & 0xFFFF_FFFF);
+        self.next_id += 1;
+        PeerId(id)
+    }
+
+    fn accept(&mut self, now: Instant, offer: &str, codecs: CodecConfig) -> Result<(Rtc, String, String), SfuError> {
+        let parsed = SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::BadOffer(e.to_string()))?;
+        let creds = self.new_ice_creds();
+        let ufrag = creds.ufrag.clone();
+        let mut builder = Rtc::builder().set_ice_lite(true).set_local_ice_credentials(creds).clear_codecs();
+        *builder.codec_config() = codecs;
+        let candidates = self.config.candidates.clone();
+        let result = catch_unwind(AssertUnwindSafe(move || {
+            let mut rtc = builder.build(now);
+            for addr in candidates {
+                if let Ok(c) = Candidate::host(addr, "udp") {
+                    rtc.add_local_candidate(c);
+                }
+            }
+            let answer = rtc.sdp_api().accept_offer(parsed).map_err(|e| e.to_string())?;
+            Ok::<_, String>((rtc, answer.to_sdp_string()))
+        }));
+        match result {
+            Ok(Ok((rtc, answer))) => Ok((rtc, sdp::spread_candidates(&answer), ufrag)),
+            Ok(Err(e)) => Err(SfuError::BadOffer(e)),
+            Err(_) => Err(SfuError::BadOffer("the offer could not be negotiated".into())),
+        }
+    }
+
+    fn insert_peer(&mut self, peer: Peer) {
+        let id = peer.id;
+        self.by_ufrag.insert(peer.ufrag.clone(), id);
+        self.peers.insert(id, peer);
+        self.dirty.push_back(id);
+        self.drain();
+    }
+
+    fn remove_peer(&mut self, id: PeerId, reason: CloseReason) {
+        let Some(mut peer) = self.peers.remove(&id) else { return };
+        peer.disconnect();
+        // Flush what the engine still wants to send (DTLS close_notify).
+        while let Ok(out) = peer.poll_output() {
+            match out {
+                str0m::Output::Transmit(t) => self.push_transmit(t),
+                str0m::Output::Timeout(_) => break,
+                str0m::Output::Event(_) => {}
+            }
+        }
+        self.by_ufrag.remove(&peer.ufrag);
+        self.by_addr.retain(|_, p| *p != id);
+        if reason == CloseReason::Failed {
+            self.stats.peer_failures += 1;
+        }
+        let mut went_offline = false;
+        if let Some(stream) = self.streams.get_mut(&peer.stream) {
+            stream.subscribers.remove(&id);
+            if stream.publisher == Some(id) {
+                stream.publisher = None;
+                went_offline = true;
+            }
+            if stream.is_idle() {
+                self.streams.remove(&peer.stream);
+            }
+        }
+        tracing::info!(peer = %id, stream = %peer.stream, ?reason, "session closed");
+        self.out.push_back(Output::Event(SfuEvent::PeerClosed(id, reason)));
+        if went_offline && reason != CloseReason::Replaced {
+            self.out.push_back(Output::Event(SfuEvent::StreamOffline(peer.stream)));
+        }
+    }
+
+    /// Feed one input; then drain [`Sfu::poll_output`].
+    pub fn handle_input(&mut self, input: Input<'_>) {
+        match input {
+            Input::Timeout(now) => self.handle_timeout(now),
+            Input::Datagram { at, from, to, data } => self.handle_datagram(at, from, to, data),
+        }
+        self.drain();
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = Some(now);
+        let due: Vec<PeerId> = self.peers.values().filter(|p| p.deadline <= now).map(|p| p.id).collect();
+        for id in due {
+            let Some(peer) = self.peers.get_mut(&id) else { continue };
+            if peer.handle_input(str0m::Input::Timeout(now)).is_err() {
+                self.remove_peer(id, CloseReason::Failed);
+                continue;
+            }
+            self.dirty.push_back(id);
+        }
+        let timeout = self.config.connect_timeout;
+        let stale: Vec<PeerId> =
+            self.peers.values().filter(|p| !p.connected && now >= p.created + timeout).map(|p| p.id).collect();
+        for id in stale {
+            self.remove_peer(id, CloseReason::ConnectTimeout);
+        }
+        let due_streams: Vec<StreamId> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.keyframes.deadline().is_some_and(|d| d <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for stream in due_streams {
+            self.poll_keyframe(&stream, now);
+        }
+    }
+
+    fn handle_datagram(&mut self, at: Instant, from: SocketAddr, to: SocketAddr, data: &[u8]) {
+        self.last_now = Some(at);
+        self.stats.packets_in += 1;
+        self.stats.bytes_in += data.len() as u64;
+        let kind = classify(data);
+        if kind == DatagramKind::Unknown {
+            self.stats.drop(DropReason::Malformed);
+            return;
+        }
+        let id = match self.by_addr.get(&from) {
+            Some(id) => *id,
+            None => {
+                let Some(id) = stun_local_ufrag(data).and_then(|u| self.by_ufrag.get(u)).copied() else {
+                    self.stats.drop(DropReason::UnknownSource);
+                    return;
+                };
+                id
+            }
+        };
+        let to = self.local_address(to);
+        let Ok(receive) = Receive::new(Protocol::Udp, from, to, data) else {
+            self.stats.drop(DropReason::Malformed);
+            return;
+        };
+        let input = str0m::Input::Receive(at, receive);
+        let Some(peer) = self.peers.get_mut(&id) else { return };
+        if !peer.rtc.accepts(&input) {
+            self.stats.drop(DropReason::Rejected);
+            return;
+        }
+        if kind == DatagramKind::Stun {
+            // A valid check from a new address (peer-reflexive, NAT rebinding): route it here.
+            self.by_addr.insert(from, id);
+        }
+        if peer.handle_input(input).is_err() {
+            self.remove_peer(id, CloseReason::Failed);
+            return;
+        }
+        self.dirty.push_back(id);
+    }
+
+    fn local_address(&self, to: SocketAddr) -> SocketAddr {
+        if to.ip().is_unspecified() {
+            if let Some(first) = self.config.candidates.first() {
+                return SocketAddr::new(first.ip(), to.port());
+            }
+        }
+        to
+    }
+
+    /// Next output. Returns [`Output::Timeout`] when drained.
+    pub fn poll_output(&mut self) -> Output {
+        self.drain();
+        if let Some(out) = self.out.pop_front() {
+            return out;
+        }
+        let far = self.last_now.map_or_else(Instant::now, |n| n) + Duration::from_secs(1);
+        let peers = self.peers.values().map(|p| p.deadline);
+        let streams = self.streams.values().filter_map(|s| s.keyframes.deadline());
+        let connect = self.peers.values().filter(|p| !p.connected).map(|p| p.created + self.config.connect_timeout);
+        Output::Timeout(peers.chain(streams).chain(connect).min().unwrap_or(far).min(far))
+    }
+
+    fn drain(&mut self) {
+        while let Some(id) = self.dirty.pop_front() {
+            if let Err(PeerBroken) = self.drain_peer(id) {
+                self.remove_peer(id, CloseReason::Failed);
+            }
+        }
+    }
+
+    fn drain_peer(&mut self, id: PeerId) -> Result<(), PeerBroken> {
+        // Bounded: an engine yields a finite burst before its next timeout.
+        for _ in 0..100_000 {
+            let Some(peer) = self.peers.get_mut(&id) else { return Ok(()) };
+            if !peer.rtc.is_alive() {
+                self.remove_peer(id, CloseReason::Disconnected);
+                return Ok(());
+            }
+            match peer.poll_output()? {
+                str0m::Output::Timeout(t) => {
+                    peer.deadline = t;
+                    return Ok(());
+                }
+                str0m::Output::Transmit(t) => self.push_transmit(t),
+                str0m::Output::Event(e) => self.handle_event(id, e),
+            }
+        }
+        Ok(())
+    }
+
+    fn push_transmit(&mut self, t: str0m::net::Transmit) {
+        let data: Vec<u8> = t.contents.into();
+        self.stats.packets_out += 1;
+        self.stats.bytes_out += data.len() as u64;
+        self.out.push_back(Output::Transmit(Transmit { to: t.destination, data }));
+    }
+
+    fn handle_event(&mut self, id: PeerId, event: Event) {
+        match event {
+            Event::Connected => self.on_connected(id),
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                self.remove_peer(id, CloseReason::Disconnected);
+            }
+            Event::MediaData(data) => self.forward(id, data),
+            Event::KeyframeRequest(_) => {
+                if let Some(stream) = self.peers.get(&id).map(|p| p.stream.clone()) {
+                    self.request_keyframe(&stream);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_connected(&mut self, id: PeerId) {
+        let Some(peer) = self.peers.get_mut(&id) else { return };
+        peer.connected = true;
+        let stream = peer.stream.clone();
+        let publisher = peer.is_publisher();
+        tracing::info!(peer = %id, stream = %stream, publisher, "session connected");
+        self.out.push_back(Output::Event(SfuEvent::PeerConnected(id)));
+        if publisher {
+            self.out.push_back(Output::Event(SfuEvent::StreamLive(stream.clone())));
+            let has_viewers = self.streams.get(&stream).is_some_and(|s| !s.subscribers.is_empty());
+            if has_viewers {
+                self.request_keyframe(&stream);
+            }
+        } else {
+            // A new viewer needs a keyframe to start decoding.
+            self.request_keyframe(&stream);
+        }
+    }
+
+    /// A subscriber (or the SFU) wants a keyframe for `stream`: coalesced per stream.
+    fn request_keyframe(&mut self, stream: &StreamId) {
+        let Some(now) = self.last_now else { return };
+        self.stats.keyframe_requests_in += 1;
+        let Some(s) = self.streams.get_mut(stream) else { return };
+        if s.keyframes.request(now) == Decision::SendNow {
+            self.send_keyframe_request(stream);
+        }
+    }
+
+    fn poll_keyframe(&mut self, stream: &StreamId, now: Instant) {
+        let Some(s) = self.streams.get_mut(stream) else { return };
+        if s.keyframes.poll(now) == Decision::SendNow {
+            self.send_keyframe_request(stream);
+        }
+    }
+
+    fn send_keyframe_request(&mut self, stream: &StreamId) {
+        let Some(pid) = self.streams.get(stream).and_then(|s| s.publisher) else { return };
+        let Some(publisher) = self.peers.get_mut(&pid) else { return };
+        if publisher.request_keyframe() {
+            self.stats.keyframe_requests_sent += 1;
+            self.dirty.push_back(pid);
+        }
+    }
+
+    fn forward(&mut self, from: PeerId, data: MediaData) {
+        let Some(publisher) = self.peers.get_mut(&from) else { return };
+        let Role::Publisher { generation } = publisher.role else { return };
+        let Some(&kind) = publisher.kinds.get(&data.mid) else { return };
+        if kind == MediaKind::Video {
+            // One simulcast layer per stream until layer switching exists (see docs).
+            match (&publisher.video_rid, data.rid) {
+                (None, Some(rid)) => publisher.video_rid = Some(rid),
+                (Some(chosen), Some(rid)) if *chosen != rid => return,
+                _ => {}
+            }
+        }
+        let stream_id = publisher.stream.clone();
+        let now = self.last_now.unwrap_or(data.network_time);
+        let Some(stream) = self.streams.get_mut(&stream_id) else { return };
+        if stream.publisher != Some(from) {
+            return;
+        }
+        let timeline = if kind == MediaKind::Video { &mut stream.video_timeline } else { &mut stream.audio_timeline };
+        let ticks = timeline.map(generation, data.time.numer(), now);
+        let time = MediaTime::new(ticks, data.time.frequency());
+        let subscribers: Vec<PeerId> = stream.subscribers.iter().copied().collect();
+        let keyframe = data.is_keyframe();
+        let mut want_keyframe = false;
+        let mut broken = Vec::new();
+        for sid in subscribers {
+            let Some(sub) = self.peers.get_mut(&sid) else { continue };
+            if !sub.connected {
+                continue;
+            }
+            let mid: Option<Mid> = if kind == MediaKind::Video { sub.out_video } else { sub.out_audio };
+            let Some(mid) = mid else { continue };
+            if kind == MediaKind::Video && sub.needs_keyframe {
+                if !keyframe {
+                    self.stats.drop(DropReason::AwaitingKeyframe);
+                    want_keyframe = true;
+                    continue;
+                }
+                sub.needs_keyframe = false;
+            }
+            match sub.write_sample(mid, data.params, data.network_time, time, data.data.clone()) {
+                Ok(true) => {
+                    self.stats.samples_forwarded += 1;
+                    self.dirty.push_back(sid);
+                }
+                Ok(false) => {}
+                Err(PeerBroken) => broken.push(sid),
+            }
+        }
+        for sid in broken {
+            self.remove_peer(sid, CloseReason::Failed);
+        }
+        if want_keyframe {
+            self.request_keyframe(&stream_id);
+        }
+    }
+}
+
+/// Codecs a publisher may send: Opus; H264 (packetization-mode 1, the profiles OBS, Safari and
+/// Chromium offer), VP8, VP9, AV1.
+fn publisher_codecs() -> CodecConfig {
+    let mut c = CodecConfig::empty();
+    c.enable_opus(true, false);
+    c.enable_vp8(true);
+    c.enable_h264(true);
+    // Constrained High (OBS/Safari 640c1f) and Main/High variants str0m does not list.
+    for (pt, rtx, profile) in [(100u8, 101u8, 0x640c1fu32), (102, 103, 0x4d0c1f), (104, 105, 0x42c01f)] {
+        c.add_h264(pt.into(), Some(rtx.into()), true, profile);
+    }
+    c.enable_vp9(true);
+    c.enable_av1(true);
+    c
+}
+
+/// Kind of every mid the engine accepted (present, not disabled), from the sniffed offer.
+fn accepted_kinds(rtc: &Rtc, sections: &[sdp::MediaSection]) -> HashMap<Mid, MediaKind> {
+    let mut kinds = HashMap::new();
+    for s in sections {
+        let kind = match s.kind {
+            Kind::Audio => MediaKind::Audio,
+            Kind::Video => MediaKind::Video,
+            _ => continue,
+        };
+        let Some(mid_text) = &s.mid else { continue };
+        let mid = Mid::from(mid_text.as_str());
+        if let Some(media) = rtc.media(mid) {
+            if !media.disabled() && !media.remote_pts().is_empty() {
+                kinds.insert(mid, kind);
+            }
+        }
+    }
+    kinds
+}
+
+/// The payload types the publisher negotiated, to restrict its viewers to them.
+fn negotiated_params(rtc: &Rtc, kinds: &HashMap<Mid, MediaKind>) -> Vec<PayloadParams> {
+    let mut out: Vec<PayloadParams> = Vec::new();
+    for mid in kinds.keys() {
+        let Some(media) = rtc.media(*mid) else { continue };
+        for pt in media.remote_pts() {
+            if let Some(p) = rtc.codec_config().find(|p| p.pt() == *pt) {
+                if !out.iter().any(|o| o.pt() == p.pt()) {
+                    out.push(*p);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn first_of_kind(sections: &[sdp::MediaSection], kinds: &HashMap<Mid, MediaKind>, want: MediaKind) -> Option<Mid> {
+    sections
+        .iter()
+        .filter(|s| s.direction.offerer_receives())
+        .filter_map(|s| s.mid.as_deref().map(Mid::from))
+        .find(|m| kinds.get(m) == Some(&want))
+}

@@ -1,0 +1,70 @@
+//! Typed identifiers.
+
+use std::fmt;
+
+/// A stream, named by its channel (`[a-z0-9_-]`, 1 to 64 characters).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamId(String);
+
+/// Why a stream name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("channel names are 1-64 characters of a-z, 0-9, '-' and '_'")]
+pub struct StreamIdError;
+
+impl StreamId {
+    /// Validate and wrap a channel name.
+    pub fn new(name: &str) -> Result<Self, StreamIdError> {
+        let ok = (1..=64).contains(&name.len())
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if ok { Ok(Self(name.to_string())) } else { Err(StreamIdError) }
+    }
+
+    /// The channel name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One peer connection (a publisher or a subscriber session).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId(pub u64);
+
+impl fmt::Display for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl std::str::FromStr for PeerId {
+    type Err = std::num::ParseIntError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        u64::from_str_radix(s, 16).map(PeerId)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_names_are_validated() {
+        assert!(StreamId::new("demo").is_ok());
+        assert!(StreamId::new("my_chan-2").is_ok());
+        assert!(StreamId::new("").is_err());
+        assert!(StreamId::new("Upper").is_err());
+        assert!(StreamId::new("a/b").is_err());
+        assert!(StreamId::new(&"x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn peer_id_round_trips_through_text() {
+        let id = PeerId(0xdead_beef_0123);
+        assert_eq!(id.to_string().parse::<PeerId>().unwrap(), id);
+    }
+}

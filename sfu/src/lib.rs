@@ -1,0 +1,137 @@
+//! The AeThex LIVE selective forwarding unit.
+//!
+//! # Shape
+//! [`Sfu`] is a sans-IO core: it owns every peer's str0m [`str0m::Rtc`], the demux maps of the
+//! shared UDP port, and the per-stream forwarding state. It never reads a clock, spawns a task
+//! or touches a socket. Time and datagrams come in through [`Sfu::handle_input`]; datagrams to
+//! send, events and the next deadline come out of [`Sfu::poll_output`]. [`driver`] is the thin
+//! tokio layer that owns the one UDP socket and feeds the core.
+//!
+//! # Run loop and time model
+//! After any call that mutates the core (`handle_input`, `publish`, `subscribe`, `close`),
+//! drain [`Sfu::poll_output`] until it returns [`Output::Timeout`]; then wait for the earliest
+//! of that deadline, a datagram or a command, and feed it. Deadlines may already be past.
+//!
+//! # Panics versus errors
+//! Client mistakes (bad SDP, unknown stream, garbage datagrams) are errors or counted drops.
+//! Every call into a peer's engine runs under `catch_unwind`: a panic closes that peer only.
+#![warn(missing_docs)]
+
+mod core;
+pub mod driver;
+mod forward;
+mod ids;
+mod peer;
+mod stats;
+
+pub use crate::core::{Published, Sfu, Subscribed};
+pub use ids::{PeerId, StreamId, StreamIdError};
+pub use stats::{DropReason, SfuStats};
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Configuration of the sans-IO core.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SfuConfig {
+    /// Addresses put in answers as host candidates (the advertised IPs with the UDP port).
+    pub candidates: Vec<SocketAddr>,
+    /// At most one keyframe request per this interval reaches a publisher track.
+    pub keyframe_request_interval: Duration,
+    /// Peers (publishers + subscribers) this node accepts before answering "full".
+    pub max_peers: usize,
+    /// A peer that has not connected (ICE + DTLS) within this time is closed.
+    pub connect_timeout: Duration,
+}
+
+/// One input to the core.
+#[derive(Debug)]
+pub enum Input<'a> {
+    /// Time has advanced to this instant.
+    Timeout(Instant),
+    /// A datagram arrived on the shared media socket.
+    Datagram {
+        /// When it was received.
+        at: Instant,
+        /// Remote address.
+        from: SocketAddr,
+        /// Local address it arrived on (an unspecified IP is replaced by the first candidate).
+        to: SocketAddr,
+        /// The payload.
+        data: &'a [u8],
+    },
+}
+
+/// A datagram the driver must send.
+#[derive(Debug)]
+pub struct Transmit {
+    /// Destination address.
+    pub to: SocketAddr,
+    /// Payload.
+    pub data: Vec<u8>,
+}
+
+/// Something that happened, for logs, metrics and (later) webhooks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SfuEvent {
+    /// A publisher connected: the stream is live.
+    StreamLive(StreamId),
+    /// The stream's publisher went away and none replaced it.
+    StreamOffline(StreamId),
+    /// A peer completed ICE + DTLS.
+    PeerConnected(PeerId),
+    /// A peer was removed, with the reason.
+    PeerClosed(PeerId, CloseReason),
+}
+
+/// Why a peer was removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The application (WHIP/WHEP DELETE, shutdown) closed it.
+    Closed,
+    /// A new publisher with the same key took over the stream.
+    Replaced,
+    /// ICE or DTLS failed, timed out, or the peer disconnected.
+    Disconnected,
+    /// It never connected within the connect timeout.
+    ConnectTimeout,
+    /// Its engine reported an error or panicked.
+    Failed,
+}
+
+/// Output of the core, drained by [`Sfu::poll_output`].
+#[derive(Debug)]
+#[must_use]
+pub enum Output {
+    /// Send this datagram.
+    Transmit(Transmit),
+    /// Something happened.
+    Event(SfuEvent),
+    /// Nothing more to do until this instant (or the next input).
+    Timeout(Instant),
+}
+
+/// Errors of the SFU's control operations.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SfuError {
+    /// The SDP offer could not be parsed or accepted.
+    #[error("bad SDP offer: {0}")]
+    BadOffer(String),
+    /// The offer is valid SDP but offers nothing this SFU can use (no common codec, wrong
+    /// direction).
+    #[error("unusable offer: {0}")]
+    Unusable(String),
+    /// The stream has no live publisher.
+    #[error("stream {0} is offline")]
+    Offline(StreamId),
+    /// No such peer.
+    #[error("no such session")]
+    UnknownPeer,
+    /// The node has no room for another peer.
+    #[error("node is full ({0} peers)")]
+    Full(usize),
+    /// The SFU is shutting down or its driver is gone.
+    #[error("media engine is unavailable")]
+    Unavailable,
+}

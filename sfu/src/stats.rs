@@ -1,0 +1,70 @@
+//! Counters kept by the core; the driver exposes a snapshot to `/metrics`.
+
+/// Why a datagram or media sample was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Not STUN, DTLS or RTP by its first byte, or unparseable.
+    Malformed,
+    /// From an address no session knows, and not a STUN check naming one.
+    UnknownSource,
+    /// The session's engine refused it.
+    Rejected,
+    /// A video sample for a subscriber still waiting for a keyframe.
+    AwaitingKeyframe,
+}
+
+impl DropReason {
+    /// All reasons, for exporting every series even at zero.
+    pub const ALL: [DropReason; 4] =
+        [DropReason::Malformed, DropReason::UnknownSource, DropReason::Rejected, DropReason::AwaitingKeyframe];
+
+    /// The label value used in metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::UnknownSource => "unknown_source",
+            DropReason::Rejected => "rejected",
+            DropReason::AwaitingKeyframe => "awaiting_keyframe",
+        }
+    }
+}
+
+/// A snapshot of the SFU's gauges and counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SfuStats {
+    /// Live publishers (connected or connecting).
+    pub publishers: u64,
+    /// Subscribers (connected or connecting).
+    pub subscribers: u64,
+    /// Datagrams received on the media port.
+    pub packets_in: u64,
+    /// Bytes received on the media port.
+    pub bytes_in: u64,
+    /// Datagrams sent.
+    pub packets_out: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Media samples forwarded to subscribers.
+    pub samples_forwarded: u64,
+    /// Drops, indexed like [`DropReason::ALL`].
+    pub drops: [u64; 4],
+    /// Keyframe requests received from subscribers (before coalescing) and raised by the SFU.
+    pub keyframe_requests_in: u64,
+    /// Keyframe requests sent to publishers (after coalescing).
+    pub keyframe_requests_sent: u64,
+    /// Peers closed because their engine failed or panicked.
+    pub peer_failures: u64,
+}
+
+impl SfuStats {
+    /// Count one drop.
+    pub fn drop(&mut self, reason: DropReason) {
+        let idx = DropReason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        self.drops[idx] += 1;
+    }
+
+    /// Drops for one reason.
+    pub fn drops_for(&self, reason: DropReason) -> u64 {
+        DropReason::ALL.iter().position(|r| *r == reason).map_or(0, |i| self.drops[i])
+    }
+}

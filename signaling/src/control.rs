@@ -1,0 +1,39 @@
+//! The narrow interface between HTTP signaling and the media engine.
+
+use std::future::Future;
+
+use sfu::driver::SfuHandle;
+use sfu::{PeerId, Published, SfuError, SfuStats, StreamId, Subscribed};
+
+/// What signaling needs from the SFU. Implemented by [`SfuHandle`] (a command plus a oneshot
+/// reply to the driver) and by fakes in tests, so HTTP tests need no ports and no media.
+pub trait SfuControl: Clone + Send + Sync + 'static {
+    /// Accept a WHIP offer for a stream.
+    fn publish(&self, stream: StreamId, offer: String) -> impl Future<Output = Result<Published, SfuError>> + Send;
+    /// Accept a WHEP offer for a stream.
+    fn subscribe(&self, stream: StreamId, offer: String) -> impl Future<Output = Result<Subscribed, SfuError>> + Send;
+    /// Trickle candidates to a session.
+    fn trickle(&self, peer: PeerId, candidates: Vec<String>) -> impl Future<Output = Result<usize, SfuError>> + Send;
+    /// End a session.
+    fn close(&self, peer: PeerId) -> impl Future<Output = Result<(), SfuError>> + Send;
+    /// Counters and gauges for `/metrics`.
+    fn stats(&self) -> impl Future<Output = Result<SfuStats, SfuError>> + Send;
+}
+
+impl SfuControl for SfuHandle {
+    fn publish(&self, stream: StreamId, offer: String) -> impl Future<Output = Result<Published, SfuError>> + Send {
+        SfuHandle::publish(self, stream, offer)
+    }
+    fn subscribe(&self, stream: StreamId, offer: String) -> impl Future<Output = Result<Subscribed, SfuError>> + Send {
+        SfuHandle::subscribe(self, stream, offer)
+    }
+    fn trickle(&self, peer: PeerId, candidates: Vec<String>) -> impl Future<Output = Result<usize, SfuError>> + Send {
+        SfuHandle::trickle(self, peer, candidates)
+    }
+    fn close(&self, peer: PeerId) -> impl Future<Output = Result<(), SfuError>> + Send {
+        SfuHandle::close(self, peer)
+    }
+    fn stats(&self) -> impl Future<Output = Result<SfuStats, SfuError>> + Send {
+        SfuHandle::stats(self)
+    }
+}

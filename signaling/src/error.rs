@@ -1,0 +1,112 @@
+//! API errors: typed, mapped once to a status and a JSON body `{"code", "error"}`.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use sfu::SfuError;
+
+/// Everything an HTTP handler can fail with. Client mistakes are 4xx; only bugs are 500.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// The body is not a usable SDP offer.
+    #[error("{0}")]
+    BadSdp(String),
+    /// A request that is malformed in another way.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Content-Type is not what the endpoint takes.
+    #[error("expected Content-Type {expected}")]
+    UnsupportedMediaType {
+        /// The accepted media type.
+        expected: &'static str,
+    },
+    /// Missing or wrong bearer token.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// No such channel or session.
+    #[error("{0}")]
+    NotFound(String),
+    /// The channel exists but nobody is publishing.
+    #[error("channel {0} is offline")]
+    Offline(String),
+    /// The session changed (If-Match mismatch).
+    #[error("the session's ETag does not match If-Match")]
+    PreconditionFailed,
+    /// A resource with that name exists.
+    #[error("{0}")]
+    Conflict(String),
+    /// The body is larger than the limit.
+    #[error("request body over {limit} bytes")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The node has no room; try again later (or elsewhere).
+    #[error("the node is full; retry later")]
+    Full,
+    /// The media engine or storage is unavailable (shutting down).
+    #[error("service unavailable")]
+    Unavailable,
+    /// A bug: logged with its cause, answered with a generic body.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// Status and stable machine-readable code.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::BadSdp(_) => (StatusCode::BAD_REQUEST, "bad_sdp"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::UnsupportedMediaType { .. } => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Offline(_) => (StatusCode::NOT_FOUND, "offline"),
+            ApiError::PreconditionFailed => (StatusCode::PRECONDITION_FAILED, "precondition_failed"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            ApiError::Full => (StatusCode::SERVICE_UNAVAILABLE, "full"),
+            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl From<SfuError> for ApiError {
+    fn from(e: SfuError) -> Self {
+        match e {
+            SfuError::BadOffer(m) => ApiError::BadSdp(format!("bad SDP offer: {m}")),
+            SfuError::Unusable(m) => ApiError::BadSdp(m),
+            SfuError::Offline(s) => ApiError::Offline(s.to_string()),
+            SfuError::UnknownPeer => ApiError::NotFound("no such session".into()),
+            SfuError::Full(_) => ApiError::Full,
+            SfuError::Unavailable => ApiError::Unavailable,
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        ApiError::Internal(format!("database: {e}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let message = match &self {
+            ApiError::Internal(cause) => {
+                tracing::error!(cause = %cause, "internal error");
+                "internal error".to_string()
+            }
+            other => other.to_string(),
+        };
+        let body = serde_json::json!({ "code": code, "error": message });
+        let mut resp = (status, axum::Json(body)).into_response();
+        if matches!(self, ApiError::Full | ApiError::Unavailable) {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        resp
+    }
+}

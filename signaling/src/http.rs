@@ -1,0 +1,347 @@
+//! WHIP (RFC 9725) and WHEP (draft-ietf-wish-whep) endpoints, health and metrics.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use sfu::{PeerId, StreamId};
+use tower_http::cors::{Any, CorsLayer};
+
+use crate::control::SfuControl;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::web;
+
+const SDP: &str = "application/sdp";
+const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
+
+/// A STUN or TURN server announced to clients in `Link: rel="ice-server"` headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceServer {
+    /// `stun:host:port` or `turn:host:port?transport=udp`.
+    pub url: String,
+    /// TURN username.
+    pub username: Option<String>,
+    /// TURN password.
+    pub credential: Option<String>,
+}
+
+/// HTTP-side settings.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Largest accepted request body (SDP offers, trickle fragments).
+    pub max_body_bytes: usize,
+    /// Servers announced with `Link: rel="ice-server"`.
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// Whether a session publishes (WHIP) or views (WHEP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Whip,
+    Whep,
+}
+
+#[derive(Debug, Clone)]
+struct Session {
+    peer: PeerId,
+    channel: String,
+    kind: Kind,
+    etag: String,
+}
+
+/// Session resources by their unguessable token.
+#[derive(Default)]
+pub struct Sessions {
+    by_token: Mutex<HashMap<String, Session>>,
+}
+
+impl Sessions {
+    fn insert(&self, token: String, session: Session) {
+        self.lock().insert(token, session);
+    }
+    fn get(&self, token: &str) -> Option<Session> {
+        self.lock().get(token).cloned()
+    }
+    fn remove(&self, token: &str) -> Option<Session> {
+        self.lock().remove(token)
+    }
+    /// Forget the resource of a peer the SFU closed on its own (replaced, disconnected).
+    pub fn forget_peer(&self, peer: PeerId) {
+        self.lock().retain(|_, s| s.peer != peer);
+    }
+    /// Number of session resources.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+    /// No session resources.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        self.by_token.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Everything the handlers share.
+pub struct AppState<C> {
+    /// The media engine.
+    pub sfu: C,
+    /// Channels and keys.
+    pub store: Store,
+    /// Live session resources.
+    pub sessions: Arc<Sessions>,
+    /// Settings.
+    pub settings: Arc<HttpSettings>,
+    /// Prometheus registry.
+    pub metrics: Arc<Metrics>,
+}
+
+impl<C: Clone> Clone for AppState<C> {
+    fn clone(&self) -> Self {
+        Self {
+            sfu: self.sfu.clone(),
+            store: self.store.clone(),
+            sessions: self.sessions.clone(),
+            settings: self.settings.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// The whole HTTP surface.
+pub fn router<C: SfuControl>(state: AppState<C>) -> Router {
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::IF_MATCH])
+        .expose_headers([
+            header::LOCATION,
+            header::ETAG,
+            header::LINK,
+            header::RETRY_AFTER,
+            header::HeaderName::from_static("accept-post"),
+            header::HeaderName::from_static("x-aethex-channel"),
+        ]);
+    Router::new()
+        .route("/healthz", get(healthz::<C>))
+        .route("/metrics", get(metrics::<C>))
+        .route("/whip", post(whip_by_key::<C>).options(options_sdp))
+        .route("/whip/{channel}", post(whip_by_channel::<C>).options(options_sdp))
+        .route("/whip/{channel}/{session}", axum::routing::patch(patch_session::<C>).delete(delete_session::<C>))
+        .route("/whep/{channel}", post(whep::<C>).options(options_sdp))
+        .route("/whep/{channel}/{session}", axum::routing::patch(patch_session::<C>).delete(delete_session::<C>))
+        .route("/watch/{channel}", get(web::watch))
+        .route("/live", get(web::live))
+        .route("/static/{file}", get(web::asset))
+        .route("/", get(web::index))
+        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .layer(cors)
+        .with_state(state)
+}
+
+async fn healthz<C: SfuControl>(State(st): State<AppState<C>>) -> Response {
+    let ready = st.store.ping().await.is_ok() && st.sfu.stats().await.is_ok();
+    if ready {
+        (StatusCode::OK, axum::Json(serde_json::json!({"status": "ok"}))).into_response()
+    } else {
+        ApiError::Unavailable.into_response()
+    }
+}
+
+async fn metrics<C: SfuControl>(State(st): State<AppState<C>>) -> Result<Response, ApiError> {
+    let stats = st.sfu.stats().await?;
+    let text = st.metrics.render(&stats);
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+async fn options_sdp() -> Response {
+    (StatusCode::NO_CONTENT, [(header::HeaderName::from_static("accept-post"), SDP)]).into_response()
+}
+
+fn require_content_type(headers: &HeaderMap, expected: &'static str) -> Result<(), ApiError> {
+    let value = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let essence = value.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case(expected) {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType { expected })
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or(ApiError::Unauthorized("missing Authorization: Bearer <stream key>"))?;
+    let text = value.to_str().map_err(|_| ApiError::Unauthorized("malformed Authorization header"))?;
+    let (scheme, token) = text.split_once(' ').ok_or(ApiError::Unauthorized("malformed Authorization header"))?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(ApiError::Unauthorized("expected Authorization: Bearer <stream key>"));
+    }
+    Ok(token)
+}
+
+async fn read_text(headers: &HeaderMap, body: Body, limit: usize) -> Result<String, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::TooLarge { limit });
+    }
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::TooLarge { limit })?;
+    String::from_utf8(bytes.to_vec()).map_err(|_| ApiError::BadSdp("the body is not UTF-8 text".into()))
+}
+
+fn parse_channel(name: &str) -> Result<StreamId, ApiError> {
+    StreamId::new(name).map_err(|_| ApiError::NotFound(format!("no such channel: {name}")))
+}
+
+fn new_token() -> Result<String, ApiError> {
+    let mut raw = [0u8; 16];
+    getrandom::fill(&mut raw).map_err(|e| ApiError::Internal(format!("random source: {e}")))?;
+    Ok(hex::encode(raw))
+}
+
+async fn whip_by_key<C: SfuControl>(State(st): State<AppState<C>>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    require_content_type(&headers, SDP)?;
+    let key = bearer(&headers)?;
+    let channel = st
+        .store
+        .channel_for_key(key)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .ok_or(ApiError::Unauthorized("invalid stream key"))?;
+    let offer = read_text(&headers, body, st.settings.max_body_bytes).await?;
+    publish(&st, channel, offer).await
+}
+
+async fn whip_by_channel<C: SfuControl>(
+    State(st): State<AppState<C>>,
+    Path(channel): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    require_content_type(&headers, SDP)?;
+    parse_channel(&channel)?;
+    let key = bearer(&headers)?;
+    let owner = st.store.channel_for_key(key).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    if owner.as_deref() != Some(channel.as_str()) {
+        let exists = st.store.channel_exists(&channel).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+        if !exists {
+            return Err(ApiError::NotFound(format!("no such channel: {channel}")));
+        }
+        return Err(ApiError::Unauthorized("invalid stream key for this channel"));
+    }
+    let offer = read_text(&headers, body, st.settings.max_body_bytes).await?;
+    publish(&st, channel, offer).await
+}
+
+async fn publish<C: SfuControl>(st: &AppState<C>, channel: String, offer: String) -> Result<Response, ApiError> {
+    let stream = parse_channel(&channel)?;
+    let published = st.sfu.publish(stream, offer).await?;
+    if let Some(old) = published.replaced {
+        st.sessions.forget_peer(old);
+    }
+    created(st, Kind::Whip, channel, published.peer, published.answer)
+}
+
+async fn whep<C: SfuControl>(
+    State(st): State<AppState<C>>,
+    Path(channel): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    require_content_type(&headers, SDP)?;
+    let stream = parse_channel(&channel)?;
+    let offer = read_text(&headers, body, st.settings.max_body_bytes).await?;
+    if !st.store.channel_exists(&channel).await.map_err(|e| ApiError::Internal(e.to_string()))? {
+        return Err(ApiError::NotFound(format!("no such channel: {channel}")));
+    }
+    let subscribed = st.sfu.subscribe(stream, offer).await?;
+    created(&st, Kind::Whep, channel, subscribed.peer, subscribed.answer)
+}
+
+fn created<C>(st: &AppState<C>, kind: Kind, channel: String, peer: PeerId, answer: String) -> Result<Response, ApiError> {
+    let token = new_token()?;
+    let etag = format!("\"{}\"", &token[..16]);
+    let prefix = if kind == Kind::Whip { "whip" } else { "whep" };
+    let location = format!("/{prefix}/{channel}/{token}");
+    st.sessions.insert(token, Session { peer, channel: channel.clone(), kind, etag: etag.clone() });
+    let mut resp = (StatusCode::CREATED, answer).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));
+    h.insert(header::LOCATION, HeaderValue::from_str(&location).map_err(|e| ApiError::Internal(e.to_string()))?);
+    h.insert(header::ETAG, HeaderValue::from_str(&etag).map_err(|e| ApiError::Internal(e.to_string()))?);
+    if let Ok(v) = HeaderValue::from_str(&channel) {
+        h.insert(header::HeaderName::from_static("x-aethex-channel"), v);
+    }
+    for server in &st.settings.ice_servers {
+        if let Ok(v) = HeaderValue::from_str(&link_value(server)) {
+            h.append(header::LINK, v);
+        }
+    }
+    Ok(resp)
+}
+
+/// `Link` header value for one ICE server (RFC 9725 section 4.6).
+fn link_value(s: &IceServer) -> String {
+    let mut v = format!("<{}>; rel=\"ice-server\"", s.url);
+    if let (Some(user), Some(cred)) = (&s.username, &s.credential) {
+        v.push_str(&format!("; username=\"{user}\"; credential=\"{cred}\"; credential-type=\"password\""));
+    }
+    v
+}
+
+fn session_for(st_sessions: &Sessions, kind: Kind, channel: &str, token: &str) -> Result<Session, ApiError> {
+    st_sessions
+        .get(token)
+        .filter(|s| s.kind == kind && s.channel == channel)
+        .ok_or_else(|| ApiError::NotFound("no such session".into()))
+}
+
+fn kind_of(uri_path: &str) -> Kind {
+    if uri_path.starts_with("/whip/") { Kind::Whip } else { Kind::Whep }
+}
+
+async fn patch_session<C: SfuControl>(
+    State(st): State<AppState<C>>,
+    Path((channel, token)): Path<(String, String)>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    require_content_type(&headers, SDPFRAG)?;
+    let session = session_for(&st.sessions, kind_of(uri.path()), &channel, &token)?;
+    if let Some(want) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
+        if want.trim() != "*" && want.trim() != session.etag {
+            return Err(ApiError::PreconditionFailed);
+        }
+    }
+    let frag = read_text(&headers, body, st.settings.max_body_bytes).await?;
+    let candidates: Vec<String> =
+        frag.lines().map(str::trim).filter(|l| l.starts_with("a=candidate:")).map(str::to_string).collect();
+    st.sfu.trickle(session.peer, candidates).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn delete_session<C: SfuControl>(
+    State(st): State<AppState<C>>,
+    Path((channel, token)): Path<(String, String)>,
+    uri: axum::http::Uri,
+) -> Result<Response, ApiError> {
+    let session = session_for(&st.sessions, kind_of(uri.path()), &channel, &token)?;
+    st.sessions.remove(&token);
+    match st.sfu.close(session.peer).await {
+        // Already gone on the media side (disconnected): the resource is gone too.
+        Ok(()) | Err(sfu::SfuError::UnknownPeer) => Ok(StatusCode::OK.into_response()),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,19 @@
+//! AeThex LIVE signaling: the HTTP surface of a node.
+//!
+//! WHIP (RFC 9725) and WHEP (draft-ietf-wish-whep) endpoints, channels and stream keys in SQL,
+//! Prometheus `/metrics`, `/healthz`, and the embedded web client. It reaches the media engine
+//! only through [`SfuControl`], so its tests run with a fake engine and no sockets.
+#![warn(missing_docs)]
+
+pub mod control;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod store;
+pub mod web;
+
+pub use control::SfuControl;
+pub use error::ApiError;
+pub use http::{router, AppState, HttpSettings, IceServer, Sessions};
+pub use metrics::Metrics;
+pub use store::{Store, StoreError, StreamKey};

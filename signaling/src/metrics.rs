@@ -1,0 +1,104 @@
+//! Prometheus exposition of the SFU's counters (scraped at `/metrics`).
+
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use sfu::{DropReason, SfuStats};
+
+/// The registry and its series. Values are copied from an [`SfuStats`] snapshot at scrape time.
+pub struct Metrics {
+    registry: Registry,
+    publishers: IntGauge,
+    subscribers: IntGauge,
+    packets_in: IntCounter,
+    bytes_in: IntCounter,
+    packets_out: IntCounter,
+    bytes_out: IntCounter,
+    samples_forwarded: IntCounter,
+    drops: IntCounterVec,
+    keyframe_requests: IntCounterVec,
+    peer_failures: IntCounter,
+    scrape: std::sync::Mutex<()>,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric name");
+    registry.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+impl Metrics {
+    /// Register every series.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let publishers = IntGauge::new("aethex_publishers", "Publishing sessions (WHIP)").expect("metric");
+        let subscribers = IntGauge::new("aethex_subscribers", "Viewing sessions (WHEP)").expect("metric");
+        registry.register(Box::new(publishers.clone())).expect("unique metric");
+        registry.register(Box::new(subscribers.clone())).expect("unique metric");
+        let drops = IntCounterVec::new(
+            Opts::new("aethex_drops_total", "Datagrams or samples dropped, by reason"),
+            &["reason"],
+        )
+        .expect("metric");
+        registry.register(Box::new(drops.clone())).expect("unique metric");
+        let keyframe_requests = IntCounterVec::new(
+            Opts::new(
+                "aethex_keyframe_requests_total",
+                "Keyframe requests: from viewers and the SFU (in), to publishers after coalescing (sent)",
+            ),
+            &["direction"],
+        )
+        .expect("metric");
+        registry.register(Box::new(keyframe_requests.clone())).expect("unique metric");
+        Self {
+            packets_in: counter(&registry, "aethex_packets_in_total", "Datagrams received on the media port"),
+            bytes_in: counter(&registry, "aethex_bytes_in_total", "Bytes received on the media port"),
+            packets_out: counter(&registry, "aethex_packets_out_total", "Datagrams sent from the media port"),
+            bytes_out: counter(&registry, "aethex_bytes_out_total", "Bytes sent from the media port"),
+            samples_forwarded: counter(&registry, "aethex_samples_forwarded_total", "Media frames forwarded to viewers"),
+            peer_failures: counter(&registry, "aethex_peer_failures_total", "Sessions closed because their engine failed"),
+            registry,
+            publishers,
+            subscribers,
+            drops,
+            keyframe_requests,
+            scrape: std::sync::Mutex::new(()),
+        }
+    }
+
+    /// Render the Prometheus text format for this snapshot.
+    pub fn render(&self, s: &SfuStats) -> String {
+        let _guard = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
+        self.publishers.set(s.publishers as i64);
+        self.subscribers.set(s.subscribers as i64);
+        set(&self.packets_in, s.packets_in);
+        set(&self.bytes_in, s.bytes_in);
+        set(&self.packets_out, s.packets_out);
+        set(&self.bytes_out, s.bytes_out);
+        set(&self.samples_forwarded, s.samples_forwarded);
+        set(&self.peer_failures, s.peer_failures);
+        for reason in DropReason::ALL {
+            set(&self.drops.with_label_values(&[reason.label()]), s.drops_for(reason));
+        }
+        set(&self.keyframe_requests.with_label_values(&["in"]), s.keyframe_requests_in);
+        set(&self.keyframe_requests.with_label_values(&["sent"]), s.keyframe_requests_sent);
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Counters only go up in this API; the snapshot is authoritative, so move to its value.
+fn set(c: &IntCounter, value: u64) {
+    let current = c.get();
+    if value >= current {
+        c.inc_by(value - current);
+    } else {
+        c.reset();
+        c.inc_by(value);
+    }
+}

@@ -1,0 +1,190 @@
+//! Channels and stream keys in SQL (SQLite by default; the queries are portable).
+
+use std::path::Path;
+use std::str::FromStr;
+
+use sha2::{Digest, Sha256};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::SqlitePool;
+
+/// Storage errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The channel name is taken.
+    #[error("channel {0} already exists")]
+    Exists(String),
+    /// The database failed.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The OS random source failed.
+    #[error("random source: {0}")]
+    Random(String),
+}
+
+/// A stream key as handed to the creator once. Never logged: `Debug` is redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StreamKey(String);
+
+impl StreamKey {
+    /// The secret text (show it once, to its owner).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for StreamKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StreamKey(<redacted>)")
+    }
+}
+
+/// Handle to the database.
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// Length of a stream key's random part in bytes (192 bits).
+const KEY_BYTES: usize = 24;
+
+fn hash_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+fn new_key() -> Result<StreamKey, StoreError> {
+    let mut raw = [0u8; KEY_BYTES];
+    getrandom::fill(&mut raw).map_err(|e| StoreError::Random(e.to_string()))?;
+    Ok(StreamKey(format!("sk_{}", hex::encode(raw))))
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+impl Store {
+    /// Open (creating if needed) `aethex.db` in `data_dir` and run migrations.
+    pub async fn open_data_dir(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
+        let url = format!("sqlite://{}", data_dir.join("aethex.db").display());
+        Self::open(&url).await
+    }
+
+    /// Open a database by URL (`sqlite://path` or `sqlite::memory:`) and run migrations.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(std::time::Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// Create a channel with a fresh stream key.
+    pub async fn create_channel(&self, name: &str) -> Result<StreamKey, StoreError> {
+        let key = new_key()?;
+        let result = sqlx::query("INSERT INTO channels (name, stream_key_hash, created_at) VALUES ($1, $2, $3)")
+            .bind(name)
+            .bind(hash_key(key.expose()))
+            .bind(unix_now())
+            .execute(&self.pool)
+            .await;
+        match result {
+            Ok(_) => Ok(key),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Exists(name.to_string())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Replace a channel's stream key; returns the new key, or `None` if there is no such channel.
+    pub async fn rotate_key(&self, name: &str) -> Result<Option<StreamKey>, StoreError> {
+        let key = new_key()?;
+        let done = sqlx::query("UPDATE channels SET stream_key_hash = $1 WHERE name = $2")
+            .bind(hash_key(key.expose()))
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok((done.rows_affected() == 1).then_some(key))
+    }
+
+    /// The channel a stream key belongs to.
+    pub async fn channel_for_key(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let row: Option<(String,)> = sqlx::query_as("SELECT name FROM channels WHERE stream_key_hash = $1")
+            .bind(hash_key(key))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.0))
+    }
+
+    /// Whether a channel exists.
+    pub async fn channel_exists(&self, name: &str) -> Result<bool, StoreError> {
+        let row: Option<(String,)> = sqlx::query_as("SELECT name FROM channels WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// Number of channels.
+    pub async fn channel_count(&self) -> Result<i64, StoreError> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM channels").fetch_one(&self.pool).await?;
+        Ok(n)
+    }
+
+    /// A cheap liveness check of the database.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Close the pool (shutdown).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn temp_store() -> (Store, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("aethex-store-{}-{}", std::process::id(), unix_now_nanos()));
+        (Store::open_data_dir(&dir).await.unwrap(), dir)
+    }
+
+    fn unix_now_nanos() -> u128 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+    }
+
+    #[tokio::test]
+    async fn key_finds_its_channel_and_is_stored_hashed() {
+        let (store, dir) = temp_store().await;
+        let key = store.create_channel("alice").await.unwrap();
+        assert!(key.expose().len() >= 3 + 32, "at least 128 bits of hex");
+        assert_eq!(store.channel_for_key(key.expose()).await.unwrap().as_deref(), Some("alice"));
+        assert_eq!(store.channel_for_key("sk_wrong").await.unwrap(), None);
+        let (stored,): (String,) = sqlx::query_as("SELECT stream_key_hash FROM channels").fetch_one(&store.pool).await.unwrap();
+        assert_ne!(stored, key.expose());
+        assert_eq!(stored, hash_key(key.expose()));
+        assert!(!format!("{key:?}").contains(key.expose()));
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[tokio::test]
+    async fn duplicate_channel_is_refused_and_keys_survive_reopen() {
+        let (store, dir) = temp_store().await;
+        let key = store.create_channel("bob").await.unwrap();
+        assert!(matches!(store.create_channel("bob").await, Err(StoreError::Exists(_))));
+        store.close().await;
+        let reopened = Store::open_data_dir(&dir).await.unwrap();
+        assert_eq!(reopened.channel_for_key(key.expose()).await.unwrap().as_deref(), Some("bob"));
+        let rotated = reopened.rotate_key("bob").await.unwrap().unwrap();
+        assert_eq!(reopened.channel_for_key(key.expose()).await.unwrap(), None);
+        assert_eq!(reopened.channel_for_key(rotated.expose()).await.unwrap().as_deref(), Some("bob"));
+        std::fs::remove_dir_all(dir).ok();
+    }
+}

@@ -1,0 +1,248 @@
+//! Typed configuration. `config.toml` at the repo root documents every key at its default;
+//! a test keeps the two equal.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// HTTP server.
+    pub http: HttpConfig,
+    /// WebRTC transport.
+    pub rtc: RtcConfig,
+    /// Forwarding engine.
+    pub sfu: SfuConfig,
+    /// Storage.
+    pub storage: StorageConfig,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen address for WHIP, WHEP, the web client, `/metrics` and `/healthz`.
+    pub listen: SocketAddr,
+    /// Public base URL for printed links; empty means derived from the advertised IP.
+    pub public_url: String,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([0, 0, 0, 0], 8080)), public_url: String::new(), max_body_bytes: 64 * 1024 }
+    }
+}
+
+/// One `[[rtc.ice_servers]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IceServerConfig {
+    /// `stun:` or `turn:` URL.
+    pub url: String,
+    /// TURN username.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// TURN password.
+    #[serde(default)]
+    pub credential: Option<String>,
+}
+
+/// `[rtc]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RtcConfig {
+    /// The one UDP port for every peer's ICE, DTLS and SRTP.
+    pub udp_port: u16,
+    /// IP the UDP socket binds to.
+    pub bind_ip: IpAddr,
+    /// IPs put in SDP answers as host candidates; empty means the bind IP, or 127.0.0.1 when
+    /// the bind IP is unspecified.
+    pub advertise_ips: Vec<IpAddr>,
+    /// STUN/TURN servers announced to clients.
+    pub ice_servers: Vec<IceServerConfig>,
+}
+
+impl Default for RtcConfig {
+    fn default() -> Self {
+        Self { udp_port: 8189, bind_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED), advertise_ips: Vec::new(), ice_servers: Vec::new() }
+    }
+}
+
+impl RtcConfig {
+    /// The IPs actually advertised.
+    pub fn effective_advertise_ips(&self) -> Vec<IpAddr> {
+        if !self.advertise_ips.is_empty() {
+            self.advertise_ips.clone()
+        } else if self.bind_ip.is_unspecified() {
+            vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]
+        } else {
+            vec![self.bind_ip]
+        }
+    }
+}
+
+/// `[sfu]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SfuConfig {
+    /// At most one keyframe request per this many ms reaches a publisher.
+    pub keyframe_request_interval_ms: u64,
+    /// Sessions (publishers + viewers) this node accepts before answering 503.
+    pub max_peers: usize,
+    /// A session that has not connected within this many ms is closed.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for SfuConfig {
+    fn default() -> Self {
+        Self { keyframe_request_interval_ms: 300, max_peers: 2000, connect_timeout_ms: 15_000 }
+    }
+}
+
+impl SfuConfig {
+    /// The sans-IO core's configuration for these candidates.
+    pub fn core(&self, candidates: Vec<SocketAddr>) -> sfu::SfuConfig {
+        sfu::SfuConfig {
+            candidates,
+            keyframe_request_interval: Duration::from_millis(self.keyframe_request_interval_ms),
+            max_peers: self.max_peers,
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+        }
+    }
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Directory for the SQLite database (`aethex.db`).
+    pub data_dir: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { data_dir: PathBuf::from("./data") }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (names the key and why).
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the key.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The documented default configuration, as shipped.
+pub const SHIPPED: &str = include_str!("../config.toml");
+
+impl Config {
+    /// Parse TOML text.
+    pub fn from_toml(text: &str, path: &std::path::Path) -> Result<Self, ConfigError> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Load a file; a missing file at the default path means defaults.
+    pub fn load(path: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+        match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.to_path_buf(), source })?;
+                Self::from_toml(&text, p)
+            }
+            None => {
+                let p = std::path::Path::new("config.toml");
+                match std::fs::read_to_string(p) {
+                    Ok(text) => Self::from_toml(&text, p),
+                    Err(_) => Ok(Config::default()),
+                }
+            }
+        }
+    }
+
+    /// Range checks serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.http.max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid("http.max_body_bytes must be at least 1024".into()));
+        }
+        if self.sfu.max_peers == 0 {
+            return Err(ConfigError::Invalid("sfu.max_peers must be at least 1".into()));
+        }
+        if !(50..=10_000).contains(&self.sfu.keyframe_request_interval_ms) {
+            return Err(ConfigError::Invalid("sfu.keyframe_request_interval_ms must be 50..=10000".into()));
+        }
+        if self.sfu.connect_timeout_ms < 1000 {
+            return Err(ConfigError::Invalid("sfu.connect_timeout_ms must be at least 1000".into()));
+        }
+        if self.rtc.effective_advertise_ips().iter().any(|ip| ip.is_unspecified()) {
+            return Err(ConfigError::Invalid("rtc.advertise_ips must not contain 0.0.0.0 or ::".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_config_toml_equals_defaults() {
+        let shipped = Config::from_toml(SHIPPED, std::path::Path::new("config.toml")).unwrap();
+        assert_eq!(shipped, Config::default());
+    }
+
+    #[test]
+    fn every_default_key_is_documented_in_config_toml() {
+        let defaults = toml::Value::try_from(Config::default()).unwrap();
+        let shipped: toml::Value = toml::from_str(SHIPPED).unwrap();
+        let lines: Vec<&str> = SHIPPED.lines().collect();
+        for (section, table) in defaults.as_table().unwrap() {
+            for key in table.as_table().unwrap().keys() {
+                assert!(shipped.get(section).and_then(|s| s.get(key)).is_some(), "config.toml lacks {section}.{key}");
+                let at = lines.iter().position(|l| l.starts_with(&format!("{key} ="))).unwrap();
+                assert!(lines[at - 1].starts_with('#'), "{section}.{key} has no comment above it");
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_key_is_named_in_the_error() {
+        let err = Config::from_toml("[http]\nlisten_adress = \"0.0.0.0:1\"\n", std::path::Path::new("x.toml")).unwrap_err();
+        assert!(err.to_string().contains("listen_adress"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        let err = Config::from_toml("[sfu]\nmax_peers = 0\n", std::path::Path::new("x.toml")).unwrap_err();
+        assert!(err.to_string().contains("max_peers"), "{err}");
+    }
+
+    #[test]
+    fn advertise_defaults_to_loopback_when_binding_everywhere() {
+        assert_eq!(RtcConfig::default().effective_advertise_ips(), vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+    }
+}

@@ -1,0 +1,112 @@
+//! AeThex LIVE: the `aethex` binary's library side. `serve` wires the SFU driver, the HTTP
+//! signaling and storage together; `main.rs` only parses flags and calls it, and tests call the
+//! same function in-process on `127.0.0.1:0`.
+
+pub mod config;
+
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use signaling::{AppState, HttpSettings, IceServer, Metrics, Sessions, Store};
+use tokio::net::{TcpListener, UdpSocket};
+
+pub use config::Config;
+
+/// Sockets bound before serving, so callers learn the real ports first.
+pub struct Listeners {
+    /// HTTP.
+    pub http: TcpListener,
+    /// Media (ICE/DTLS/SRTP).
+    pub udp: UdpSocket,
+}
+
+impl Listeners {
+    /// Bind both sockets from the configuration.
+    pub async fn bind(config: &Config) -> std::io::Result<Self> {
+        let http = TcpListener::bind(config.http.listen).await?;
+        let udp = UdpSocket::bind(SocketAddr::new(config.rtc.bind_ip, config.rtc.udp_port)).await?;
+        Ok(Self { http, udp })
+    }
+
+    /// Bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Bound UDP address.
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.udp.local_addr().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+}
+
+/// The public base URL for printed links.
+pub fn public_url(config: &Config, http_addr: SocketAddr) -> String {
+    if !config.http.public_url.is_empty() {
+        return config.http.public_url.trim_end_matches('/').to_string();
+    }
+    let ip = if http_addr.ip().is_unspecified() {
+        config.rtc.effective_advertise_ips()[0]
+    } else {
+        http_addr.ip()
+    };
+    format!("http://{}", SocketAddr::new(ip, http_addr.port()))
+}
+
+/// Run a node until `shutdown` resolves; then stop accepting, close every session, return.
+pub async fn serve(
+    config: Config,
+    store: Store,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let udp_port = listeners.udp_addr().port();
+    let candidates: Vec<SocketAddr> =
+        config.rtc.effective_advertise_ips().into_iter().map(|ip| SocketAddr::new(ip, udp_port)).collect();
+    let seed = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let (sfu, driver) = sfu::driver::spawn(listeners.udp, config.sfu.core(candidates), seed)?;
+
+    let sessions = Arc::new(Sessions::default());
+    let mut events = sfu.events();
+    let forget = sessions.clone();
+    let watcher = tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(sfu::SfuEvent::PeerClosed(peer, _)) => forget.forget_peer(peer),
+                Ok(sfu::SfuEvent::StreamLive(s)) => tracing::info!(stream = %s, "stream live"),
+                Ok(sfu::SfuEvent::StreamOffline(s)) => tracing::info!(stream = %s, "stream offline"),
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "event watcher lagged");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+
+    let settings = HttpSettings {
+        max_body_bytes: config.http.max_body_bytes,
+        ice_servers: config
+            .rtc
+            .ice_servers
+            .iter()
+            .map(|s| IceServer { url: s.url.clone(), username: s.username.clone(), credential: s.credential.clone() })
+            .collect(),
+    };
+    let state = AppState {
+        sfu: sfu.clone(),
+        store: store.clone(),
+        sessions,
+        settings: Arc::new(settings),
+        metrics: Arc::new(Metrics::new()),
+    };
+    let app = signaling::router(state);
+    axum::serve(listeners.http, app).with_graceful_shutdown(shutdown).await?;
+    tracing::info!("HTTP stopped; closing sessions");
+    sfu.shutdown().await;
+    let _ = driver.await;
+    watcher.abort();
+    store.close().await;
+    Ok(())
+}

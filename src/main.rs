@@ -1,0 +1,238 @@
+//! `aethex`: the AeThex LIVE media server. Parses flags, installs tracing, loads config, calls
+//! the library. See `aethex --help`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use aethex::config::{Config, ConfigError, SHIPPED};
+use aethex::Listeners;
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use signaling::{Store, StoreError};
+
+/// AeThex LIVE: a low-latency WHIP/WHEP live-streaming server.
+///
+/// Go live from OBS 30+ (Settings > Stream > Service: WHIP) or a browser, watch in a browser
+/// with sub-second delay. Start with `aethex serve`; it prints the URLs to use.
+#[derive(Parser)]
+#[command(name = "aethex", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node: SFU, WHIP/WHEP, web client and SQLite storage in one process.
+    Serve(ServeArgs),
+    /// Check a configuration file and print the effective configuration.
+    CheckConfig {
+        /// The file to check.
+        #[arg(long, short, env = "AETHEX_CONFIG", default_value = "config.toml")]
+        config: PathBuf,
+    },
+    /// Print the documented default configuration (the shipped config.toml).
+    DefaultConfig,
+    /// Manage channels and stream keys.
+    #[command(subcommand)]
+    Channel(ChannelCommand),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Configuration file (default: ./config.toml if present, else built-in defaults).
+    #[arg(long, short, env = "AETHEX_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory for the SQLite database [config: storage.data_dir].
+    #[arg(long, env = "AETHEX_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// HTTP listen address, e.g. 0.0.0.0:8080 [config: http.listen].
+    #[arg(long, env = "AETHEX_HTTP_LISTEN")]
+    http_listen: Option<SocketAddr>,
+    /// UDP port for all WebRTC media [config: rtc.udp_port].
+    #[arg(long, env = "AETHEX_UDP_PORT")]
+    udp_port: Option<u16>,
+    /// IP announced to peers as the ICE candidate (repeatable) [config: rtc.advertise_ips].
+    #[arg(long, env = "AETHEX_ADVERTISE_IP", value_delimiter = ',')]
+    advertise_ip: Vec<IpAddr>,
+}
+
+#[derive(Subcommand)]
+enum ChannelCommand {
+    /// Create a channel and print its stream key (shown once; only a hash is stored).
+    Create(ChannelArgs),
+    /// Replace a channel's stream key and print the new one.
+    RotateKey(ChannelArgs),
+}
+
+#[derive(Args)]
+struct ChannelArgs {
+    /// Channel name: 1-64 characters of a-z, 0-9, '-' and '_'.
+    name: String,
+    /// Configuration file (for data_dir and the public URL).
+    #[arg(long, short, env = "AETHEX_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory for the SQLite database [config: storage.data_dir].
+    #[arg(long, env = "AETHEX_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::DefaultConfig => {
+            print!("{SHIPPED}");
+            Ok(())
+        }
+        Command::CheckConfig { config } => check_config(&config),
+        Command::Serve(args) => runtime().and_then(|rt| rt.block_on(serve(args))),
+        Command::Channel(cmd) => runtime().and_then(|rt| rt.block_on(channel(cmd))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("AETHEX_LOG").unwrap_or_else(|_| EnvFilter::new("info,str0m=warn,sqlx=warn"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+}
+
+fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(Some(path)).map_err(explain)?;
+    println!("{}: ok", path.display());
+    println!("{}", toml::to_string_pretty(&config).context("rendering the configuration")?);
+    Ok(())
+}
+
+fn explain(e: ConfigError) -> anyhow::Error {
+    anyhow::anyhow!("{e}\nhint: `aethex default-config` prints every key with its meaning")
+}
+
+fn load(config: Option<&std::path::Path>, data_dir: Option<PathBuf>) -> anyhow::Result<Config> {
+    let mut c = Config::load(config).map_err(explain)?;
+    if let Some(d) = data_dir {
+        c.storage.data_dir = d;
+    }
+    Ok(c)
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_tracing();
+    let mut config = load(args.config.as_deref(), args.data_dir)?;
+    if let Some(l) = args.http_listen {
+        config.http.listen = l;
+    }
+    if let Some(p) = args.udp_port {
+        config.rtc.udp_port = p;
+    }
+    if !args.advertise_ip.is_empty() {
+        config.rtc.advertise_ips = args.advertise_ip;
+    }
+    config.validate().map_err(explain)?;
+
+    let store = Store::open_data_dir(&config.storage.data_dir)
+        .await
+        .with_context(|| format!("opening the database in {}", config.storage.data_dir.display()))?;
+    let demo_key = if store.channel_count().await? == 0 { Some(store.create_channel("demo").await?) } else { None };
+    let listeners = Listeners::bind(&config).await.with_context(|| {
+        format!("binding HTTP {} and UDP {}:{}", config.http.listen, config.rtc.bind_ip, config.rtc.udp_port)
+    })?;
+    let base = aethex::public_url(&config, listeners.http_addr());
+    print_banner(&config, &listeners, &base, demo_key.as_ref());
+
+    aethex::serve(config, store, listeners, shutdown_signal()).await.context("serving")?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+fn print_banner(config: &Config, l: &Listeners, base: &str, demo_key: Option<&signaling::StreamKey>) {
+    let ips: Vec<String> = config.rtc.effective_advertise_ips().iter().map(ToString::to_string).collect();
+    println!("AeThex LIVE {} is running", env!("CARGO_PKG_VERSION"));
+    println!("  HTTP            {}  (WHIP, WHEP, web client, /metrics, /healthz)", l.http_addr());
+    println!("  media (UDP)     {}  advertised as {}", l.udp_addr(), ips.join(", "));
+    println!("  data            {}", config.storage.data_dir.display());
+    println!("  go live (web)   {base}/live");
+    if let Some(key) = demo_key {
+        println!();
+        println!("First start: created channel \"demo\". Its stream key is shown only now:");
+        println!("  OBS 30+  Settings > Stream");
+        println!("    Service       WHIP");
+        println!("    Server        {base}/whip");
+        println!("    Bearer Token  {}", key.expose());
+        println!("  Watch           {base}/watch/demo");
+    } else {
+        println!("  watch           {base}/watch/<channel>");
+        println!("  new channel     aethex channel create <name> --data-dir {}", config.storage.data_dir.display());
+    }
+    if config.rtc.advertise_ips.is_empty() && config.rtc.bind_ip.is_unspecified() {
+        println!();
+        println!("note: media is advertised on 127.0.0.1 only; pass --advertise-ip <this machine's IP> for other machines");
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown requested: no new sessions, closing the open ones");
+}
+
+async fn channel(cmd: ChannelCommand) -> anyhow::Result<()> {
+    let (args, rotate) = match cmd {
+        ChannelCommand::Create(a) => (a, false),
+        ChannelCommand::RotateKey(a) => (a, true),
+    };
+    sfu::StreamId::new(&args.name).map_err(|e| anyhow::anyhow!("invalid channel name {:?}: {e}", args.name))?;
+    let config = load(args.config.as_deref(), args.data_dir)?;
+    let store = Store::open_data_dir(&config.storage.data_dir)
+        .await
+        .with_context(|| format!("opening the database in {}", config.storage.data_dir.display()))?;
+    let key = if rotate {
+        store.rotate_key(&args.name).await?.ok_or_else(|| anyhow::anyhow!("no such channel: {}", args.name))?
+    } else {
+        match store.create_channel(&args.name).await {
+            Ok(k) => k,
+            Err(StoreError::Exists(n)) => {
+                anyhow::bail!("channel {n} already exists (use `aethex channel rotate-key {n}` for a new key)")
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    store.close().await;
+    let base = aethex::public_url(&config, config.http.listen);
+    let out = serde_json::json!({
+        "channel": args.name,
+        "stream_key": key.expose(),
+        "whip_url": format!("{base}/whip"),
+        "watch_url": format!("{base}/watch/{}", args.name),
+    });
+    println!("{out}");
+    Ok(())
+}
