@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Install what the test suites need on a Debian machine. Idempotent, quiet and fast when
+# everything is already there.
+#   - /usr/bin/chromium (Debian package; never a downloaded browser build)
+#   - node >= 20 + npm, and tests/browser/node_modules (npm ci)
+#   - curl, python3 and a venv at .venv with tests/peers/requirements.txt
+#   - cmake and nasm (used by the aws-lc-rs crypto backend when building the server)
+# Installs Debian packages only when running as root; otherwise says what is missing.
+set -euo pipefail
+
+cd "$(dirname -- "${BASH_SOURCE[0]}")/.."
+ROOT=$(pwd)
+
+IS_ROOT=0
+[[ $(id -u) -eq 0 ]] && IS_ROOT=1
+APT_UPDATED=0
+MISSING=()
+SUMMARY=()
+
+apt_install() { # packages...
+  if [[ $APT_UPDATED -eq 0 ]]; then
+    echo "install-test-deps: apt-get update"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    APT_UPDATED=1
+  fi
+  echo "install-test-deps: apt-get install $*"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# Make sure a command exists, installing Debian package $2 if we may. Returns 1 if still missing.
+need_cmd() { # cmd package [required|optional]
+  local cmd=$1 pkg=$2 kind=${3:-required}
+  if command -v "$cmd" >/dev/null 2>&1; then return 0; fi
+  if [[ $IS_ROOT -eq 1 ]] && command -v apt-get >/dev/null 2>&1; then
+    apt_install "$pkg" || true
+    command -v "$cmd" >/dev/null 2>&1 && return 0
+  fi
+  if [[ $kind == required ]]; then
+    MISSING+=("$cmd (Debian package '$pkg': apt-get install -y $pkg)")
+  else
+    SUMMARY+=("note: $cmd not installed (Debian package '$pkg'); only needed to build the server")
+  fi
+  return 1
+}
+
+# --- Chromium -------------------------------------------------------------------------------
+if [[ ! -x /usr/bin/chromium ]]; then
+  if [[ $IS_ROOT -eq 1 ]] && command -v apt-get >/dev/null 2>&1; then
+    apt_install chromium || true
+  fi
+fi
+if [[ -x /usr/bin/chromium ]]; then
+  SUMMARY+=("chromium: $(/usr/bin/chromium --version 2>/dev/null | head -n1)")
+else
+  MISSING+=("/usr/bin/chromium (Debian package 'chromium': apt-get update && apt-get install -y chromium)")
+fi
+
+# --- small tools ------------------------------------------------------------------------------
+need_cmd curl curl && SUMMARY+=("curl: $(command -v curl)")
+need_cmd cmake cmake optional && SUMMARY+=("cmake: $(cmake --version | head -n1)")
+need_cmd nasm nasm optional && SUMMARY+=("nasm: $(nasm -v | head -n1)")
+
+# --- node / npm / playwright-core -------------------------------------------------------------
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  MISSING+=("node >= 20 and npm (not installed; Debian's nodejs may be too old for playwright-core)")
+else
+  NODE_MAJOR=$(node -p 'process.versions.node.split(".")[0]')
+  if [[ $NODE_MAJOR -lt 20 ]]; then
+    MISSING+=("node >= 20 (found $(node --version))")
+  else
+    # Skip npm ci when the installed playwright-core already matches the lock file.
+    want=$(cd tests/browser && node -p 'require("./package-lock.json").packages["node_modules/playwright-core"].version')
+    have=$(cd tests/browser && node -p 'try { require("./node_modules/playwright-core/package.json").version } catch (e) { "" }')
+    if [[ "$want" != "$have" ]]; then
+      echo "install-test-deps: npm ci in tests/browser"
+      (cd tests/browser && npm ci --silent --no-audit --no-fund)
+      have=$(cd tests/browser && node -p 'require("./node_modules/playwright-core/package.json").version')
+    fi
+    SUMMARY+=("node: $(node --version), playwright-core $have (tests/browser/node_modules)")
+  fi
+fi
+
+# --- python venv ------------------------------------------------------------------------------
+if need_cmd python3 python3; then
+  REQ=tests/peers/requirements.txt
+  if [[ ! -x .venv/bin/python ]]; then
+    echo "install-test-deps: creating .venv"
+    if ! python3 -m venv .venv >/dev/null 2>&1; then
+      if [[ $IS_ROOT -eq 1 ]] && command -v apt-get >/dev/null 2>&1; then
+        rm -rf .venv
+        apt_install python3-venv || true
+        python3 -m venv .venv >/dev/null 2>&1 || true
+      fi
+    fi
+  fi
+  if [[ ! -x .venv/bin/python ]]; then
+    rm -rf .venv
+    MISSING+=("a working 'python3 -m venv' (Debian package 'python3-venv')")
+  elif [[ ! -f $REQ ]]; then
+    SUMMARY+=("python: .venv ($(.venv/bin/python --version 2>&1)); $REQ not found, skipped")
+  else
+    # Reinstall only when the requirements changed since the last successful install.
+    stamp=.venv/.aethex-requirements.sha256
+    sum=$(sha256sum "$REQ" | cut -d' ' -f1)
+    if [[ ! -f $stamp || $(cat "$stamp") != "$sum" ]]; then
+      echo "install-test-deps: pip install -r $REQ into .venv"
+      .venv/bin/pip install -q --disable-pip-version-check -r "$REQ"
+      echo "$sum" >"$stamp"
+    fi
+    SUMMARY+=("python: .venv ($(.venv/bin/python --version 2>&1)) with $REQ")
+  fi
+fi
+
+# --- summary ----------------------------------------------------------------------------------
+for line in "${SUMMARY[@]}"; do echo "  $line"; done
+if [[ ${#MISSING[@]} -gt 0 ]]; then
+  echo "install-test-deps: missing (install as root, or run this script as root):" >&2
+  for m in "${MISSING[@]}"; do echo "  - $m" >&2; done
+  exit 1
+fi
+echo "install-test-deps: all test dependencies present ($ROOT)"

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Headless Chromium end-to-end test against a freshly started aethex server.
+#
+#   bash tests/browser/run.sh target/debug/aethex
+#
+# Creates a channel in a temporary data dir, starts `aethex serve` on free loopback ports, runs
+# tests/browser/watch.test.mjs (go-live page publishes, watch page plays) and stops the server.
+# Needs /usr/bin/chromium, node/npm, curl and python3 (see scripts/install-test-deps.sh).
+set -euo pipefail
+
+if [[ $# -ne 1 ]]; then
+  echo "usage: $0 PATH/TO/aethex" >&2
+  exit 2
+fi
+BIN=$(realpath -- "$1")
+if [[ ! -x "$BIN" ]]; then
+  echo "run.sh: $BIN is not an executable" >&2
+  exit 2
+fi
+
+cd "$(dirname -- "${BASH_SOURCE[0]}")/../.."
+ROOT=$(pwd)
+
+if [[ ! -d tests/browser/node_modules/playwright-core ]]; then
+  (cd tests/browser && npm ci --silent --no-audit --no-fund)
+fi
+
+DATA=$(mktemp -d -t aethex-browser-data.XXXXXX)
+LOG=$(mktemp -t aethex-browser-server.XXXXXX.log)
+SERVER_PID=""
+STATUS=1
+
+cleanup() {
+  local rc=$?
+  [[ $STATUS -ne 0 ]] || rc=0
+  if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    local i
+    for ((i = 0; i < 50; i++)); do
+      kill -0 "$SERVER_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$SERVER_PID" 2>/dev/null; then
+      echo "# server (pid $SERVER_PID) did not exit within 5 s of SIGTERM; sending SIGKILL"
+      kill -KILL "$SERVER_PID" 2>/dev/null || true
+    fi
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  if [[ $rc -ne 0 && -s "$LOG" ]]; then
+    echo "# ---- server log (last 80 lines of $LOG) ----"
+    tail -n 80 "$LOG" | sed 's/^/# /'
+  else
+    rm -f "$LOG"
+  fi
+  rm -rf "$DATA"
+  exit "$rc"
+}
+trap cleanup EXIT
+
+free_port() { # $1 = tcp|udp
+  python3 -c 'import socket,sys
+t = socket.SOCK_STREAM if sys.argv[1] == "tcp" else socket.SOCK_DGRAM
+s = socket.socket(socket.AF_INET, t); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()' "$1"
+}
+
+CREATED=$("$BIN" channel create demo2 --data-dir "$DATA")
+read -r CHANNEL KEY < <(printf '%s' "$CREATED" | python3 -c 'import json,sys
+d = json.load(sys.stdin); print(d["channel"], d["stream_key"])')
+if [[ -z "${CHANNEL:-}" || -z "${KEY:-}" ]]; then
+  echo "run.sh: could not parse channel/stream_key from: $CREATED" >&2
+  exit 1
+fi
+
+HTTP_PORT=$(free_port tcp)
+UDP_PORT=$(free_port udp)
+URL="http://127.0.0.1:$HTTP_PORT"
+
+"$BIN" serve --data-dir "$DATA" --http-listen "127.0.0.1:$HTTP_PORT" --udp-port "$UDP_PORT" \
+  --advertise-ip 127.0.0.1 >"$LOG" 2>&1 &
+SERVER_PID=$!
+
+ready=0
+for ((i = 0; i < 100; i++)); do # 100 x 0.2 s = 20 s
+  if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+    echo "run.sh: server exited before becoming healthy" >&2
+    exit 1
+  fi
+  code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$URL/healthz" || true)
+  if [[ "$code" == 200 ]]; then ready=1; break; fi
+  sleep 0.2
+done
+if [[ $ready -ne 1 ]]; then
+  echo "run.sh: $URL/healthz did not answer 200 within 20 s" >&2
+  exit 1
+fi
+echo "# server pid $SERVER_PID on $URL (udp $UDP_PORT), channel $CHANNEL"
+
+set +e
+AETHEX_URL="$URL" AETHEX_CHANNEL="$CHANNEL" AETHEX_KEY="$KEY" \
+  timeout -k 5 120 node "$ROOT/tests/browser/watch.test.mjs"
+STATUS=$?
+set -e
+exit "$STATUS"

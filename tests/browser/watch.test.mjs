@@ -1,0 +1,274 @@
+// Headless Chromium end-to-end test of the AeThex LIVE web client against a running server.
+//
+//   AETHEX_URL=http://127.0.0.1:18080 AETHEX_CHANNEL=demo AETHEX_KEY=... node tests/browser/watch.test.mjs
+//
+// Publishes Chromium's fake camera from /live (WHIP), plays it on /watch/{channel} (WHEP) and
+// checks the player's state, stats overlay and console. Prints `ok - name` / `not ok - name: why`
+// per case and a final `N passed, M failed` line; exits 0 only when nothing failed.
+//
+// Chromium is Debian's /usr/bin/chromium, started by this script with an exact command line (one
+// --disable-features switch, fresh user-data-dir) and driven through playwright-core over CDP.
+import { chromium } from 'playwright-core';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+const BASE = (process.env.AETHEX_URL || 'http://127.0.0.1:18080').replace(/\/+$/, '');
+const CHANNEL = process.env.AETHEX_CHANNEL || '';
+const KEY = process.env.AETHEX_KEY || '';
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const TOTAL_TIMEOUT_MS = 90_000;
+
+const results = [];
+let browserProc = null;
+let browser = null;
+let userDataDir = null;
+let finished = false;
+
+function log(line) { process.stdout.write(line + '\n'); }
+function note(line) { log('# ' + line); }
+function pass(name) { results.push(true); log(`ok - ${name}`); }
+function fail(name, why) { results.push(false); log(`not ok - ${name}: ${String(why).replace(/\s+/g, ' ').trim()}`); }
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function shutdown() {
+  if (browser) { await Promise.race([browser.close().catch(() => {}), sleep(3000)]); browser = null; }
+  if (browserProc && browserProc.exitCode === null && browserProc.signalCode === null) {
+    const proc = browserProc;
+    const exited = new Promise((r) => proc.once('exit', r));
+    try { process.kill(-proc.pid, 'SIGTERM'); } catch (_) { /* gone */ }
+    await Promise.race([exited, sleep(5000)]);
+    if (proc.exitCode === null && proc.signalCode === null) {
+      try { process.kill(-proc.pid, 'SIGKILL'); } catch (_) { /* gone */ }
+      await Promise.race([exited, sleep(2000)]);
+    }
+  }
+  browserProc = null;
+  if (userDataDir) { try { fs.rmSync(userDataDir, { recursive: true, force: true }); } catch (_) { /* ignore */ } }
+}
+
+async function finish(extraFailure) {
+  if (finished) return;
+  finished = true;
+  if (extraFailure) fail(extraFailure[0], extraFailure[1]);
+  await shutdown();
+  const passed = results.filter(Boolean).length;
+  const failed = results.length - passed;
+  log(`${passed} passed, ${failed} failed`);
+  process.exit(failed === 0 && passed > 0 ? 0 : 1);
+}
+
+const globalTimer = setTimeout(() => {
+  finish(['test run finished within 90 s', 'global timeout hit']);
+}, TOTAL_TIMEOUT_MS);
+
+// Start Chromium ourselves so that its command line is exactly what we want, then attach over CDP.
+async function launchChromium() {
+  userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'aethex-chromium-'));
+  const args = [
+    '--headless',
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--no-default-browser-check',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+    '--disable-extensions',
+    '--disable-background-timer-throttling',
+    '--disable-renderer-backgrounding',
+    '--disable-backgrounding-occluded-windows',
+    '--mute-audio',
+    '--hide-scrollbars',
+    '--use-fake-ui-for-media-stream',
+    '--use-fake-device-for-media-stream',
+    '--allow-loopback-in-peer-connection',
+    '--disable-features=WebRtcHideLocalIpsWithMdns,Translate,MediaRouter,OptimizationHints',
+    '--window-size=1280,720',
+    `--user-data-dir=${userDataDir}`,
+    '--remote-debugging-address=127.0.0.1',
+    '--remote-debugging-port=0',
+    'about:blank',
+  ];
+  browserProc = spawn(CHROMIUM, args, { detached: true, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  const ws = await new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error('Chromium did not report its DevTools endpoint within 15 s: ' + stderr.slice(-500))), 15000);
+    browserProc.stderr.on('data', (d) => {
+      stderr += d.toString();
+      const m = stderr.match(/DevTools listening on (ws:\/\/\S+)/);
+      if (m) { clearTimeout(t); resolve(m[1]); }
+    });
+    browserProc.once('exit', (code, sig) => { clearTimeout(t); reject(new Error(`Chromium exited early (${code ?? sig}): ${stderr.slice(-500)}`)); });
+    browserProc.once('error', (e) => { clearTimeout(t); reject(e); });
+  });
+  browserProc.stderr.resume(); // keep draining, but stop accumulating
+  browserProc.stderr.removeAllListeners('data');
+  browserProc.stderr.on('data', () => {});
+  browser = await chromium.connectOverCDP(ws, { timeout: 15000 });
+  return browser.contexts()[0] || await browser.newContext();
+}
+
+// Collect console errors and uncaught page errors per page.
+function watchErrors(page) {
+  const errors = [];
+  page.on('console', (m) => { if (m.type() === 'error') errors.push({ console: true, text: m.text() }); });
+  page.on('pageerror', (e) => errors.push({ console: false, text: 'pageerror: ' + (e && e.message || e) }));
+  return errors;
+}
+
+async function poll(fn, timeoutMs, intervalMs = 200) {
+  const end = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < end) {
+    last = await fn();
+    if (last && last.done) return last;
+    await sleep(intervalMs);
+  }
+  return last || {};
+}
+
+async function main() {
+  if (!CHANNEL || !KEY) throw new Error('AETHEX_CHANNEL and AETHEX_KEY must be set');
+  if (!fs.existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found (run scripts/install-test-deps.sh)`);
+  const ctx = await launchChromium();
+  note(`chromium ${browser.version()}, server ${BASE}, channel ${CHANNEL}`);
+
+  // Timestamp the first decoded video frame (the video's first `resize`) in page time.
+  await ctx.addInitScript(() => {
+    document.addEventListener('resize', (ev) => {
+      if (ev.target && ev.target.tagName === 'VIDEO' && ev.target.videoWidth > 0 && !window.__aethexFirstFrameAt) {
+        window.__aethexFirstFrameAt = performance.now();
+      }
+    }, true);
+  });
+
+  // a) publish
+  const live = await ctx.newPage();
+  const liveErrors = watchErrors(live);
+  let published = false;
+  {
+    const name = 'go-live page publishes with a fake camera';
+    try {
+      await live.goto(`${BASE}/live`, { timeout: 10000 });
+      await live.fill('#key', KEY, { timeout: 5000 });
+      await live.check('#src-camera', { timeout: 5000 });
+      await live.click('#go', { timeout: 5000 });
+      const st = await poll(() => live.evaluate(() => {
+        const l = window.aethexLive || {};
+        return { done: l.state === 'live' || l.state === 'error', state: l.state, channel: l.channel, message: l.message };
+      }), 15000);
+      if (st.state !== 'live') {
+        fail(name, `state=${st.state} message=${JSON.stringify(st.message)}`);
+      } else if (st.channel !== CHANNEL) {
+        published = true;
+        fail(name, `live, but X-Aethex-Channel gave ${JSON.stringify(st.channel)} instead of ${JSON.stringify(CHANNEL)}`);
+      } else {
+        published = true;
+        pass(name);
+      }
+    } catch (e) { fail(name, e.message); }
+  }
+
+  // b) play
+  const watch = await ctx.newPage();
+  const watchErrs = watchErrors(watch);
+  {
+    const name = 'watch page plays the live stream';
+    try {
+      if (!published) throw new Error('nothing is published (a failed)');
+      await watch.goto(`${BASE}/watch/${encodeURIComponent(CHANNEL)}`, { timeout: 10000 });
+      let firstCt = null;
+      const sample = () => watch.evaluate(() => {
+        const v = document.querySelector('video');
+        const p = window.aethexPlayer || {};
+        return { w: v.videoWidth, h: v.videoHeight, ct: v.currentTime, state: p.state, msg: p.message, cs: p.connectionState,
+          ff: window.__aethexFirstFrameAt || null };
+      });
+      const st = await poll(async () => {
+        const s = await sample();
+        if (s.w > 0 && firstCt === null) firstCt = s.ct;
+        s.done = s.w > 0 && firstCt !== null && s.ct - firstCt >= 1 && s.state === 'playing';
+        return s;
+      }, 20000, 250);
+      if (st.ff != null) note(`time to first frame: ${Math.round(st.ff)} ms after navigation start`);
+      if (!st.done) {
+        fail(name, `videoWidth=${st.w} currentTime=${st.ct} (first ${firstCt}) state=${st.state} connection=${st.cs} message=${JSON.stringify(st.msg)}`);
+      } else {
+        note(`playing ${st.w}x${st.h}`);
+        pass(name);
+      }
+    } catch (e) { fail(name, e.message); }
+  }
+
+  // c) overlay
+  {
+    const name = 'overlay shows stats';
+    try {
+      const st = await poll(() => watch.evaluate(() => {
+        const el = document.getElementById('stats');
+        const text = el ? el.textContent : '';
+        const visible = !!el && !el.hidden && el.getBoundingClientRect().height > 0;
+        return { done: visible && /resolution\s+\d+x\d+/.test(text), text, visible };
+      }), 6000, 500);
+      if (!st.done) fail(name, `visible=${st.visible} text=${JSON.stringify(st.text)}`);
+      else {
+        note('overlay: ' + st.text.split('\n').map((l) => l.replace(/\s+/g, ' ').trim()).join(' | '));
+        pass(name);
+      }
+    } catch (e) { fail(name, e.message); }
+  }
+
+  // d) console
+  {
+    const name = 'no console errors';
+    const all = [...liveErrors.map((e) => '[live] ' + e.text), ...watchErrs.map((e) => '[watch] ' + e.text)];
+    if (all.length) fail(name, all.join(' ;; ').slice(0, 1500));
+    else pass(name);
+  }
+
+  // e) unknown channel
+  {
+    const name = 'offline channel shows offline state';
+    const page = await ctx.newPage();
+    const errs = watchErrors(page);
+    try {
+      await page.goto(`${BASE}/watch/no-such-channel-xyz`, { timeout: 10000 });
+      const st = await poll(() => page.evaluate(() => {
+        const p = window.aethexPlayer || {};
+        const m = document.getElementById('message');
+        return { done: p.state === 'offline' || p.state === 'error', state: p.state, text: m && !m.hidden ? m.textContent : '' };
+      }), 5000, 200);
+      const bad = errs.filter((e) => !(e.console && e.text.startsWith('Failed to load resource')));
+      if (!st.done) fail(name, `state=${st.state}`);
+      else if (!st.text) fail(name, `state=${st.state} but no message shown`);
+      else if (bad.length) fail(name, bad.map((e) => e.text).join(' ;; ').slice(0, 1000));
+      else { note(`unknown channel: ${st.state}: ${st.text}`); pass(name); }
+    } catch (e) { fail(name, e.message); }
+    await page.close().catch(() => {});
+  }
+
+  // f) stop publishing; the viewer should notice the end of the stream
+  {
+    const name = 'stop ends the broadcast and the viewer goes offline';
+    try {
+      if (!published) throw new Error('nothing was published');
+      await live.click('#stop', { timeout: 5000 });
+      const ls = await poll(() => live.evaluate(() => ({ done: window.aethexLive.state === 'idle', state: window.aethexLive.state })), 5000);
+      if (!ls.done) throw new Error(`go-live page state=${ls.state} after Stop`);
+      const ws = await poll(() => watch.evaluate(() => {
+        const p = window.aethexPlayer || {};
+        return { done: p.state === 'offline', state: p.state, msg: p.message };
+      }), 15000, 250);
+      if (!ws.done) fail(name, `viewer state=${ws.state} message=${JSON.stringify(ws.msg)} 15 s after Stop`);
+      else pass(name);
+    } catch (e) { fail(name, e.message); }
+  }
+}
+
+main().then(() => finish(), (e) => finish(['test setup', e && e.stack || e]));
+process.on('SIGINT', () => finish(['interrupted', 'SIGINT']));
+process.on('SIGTERM', () => finish(['interrupted', 'SIGTERM']));
+void globalTimer;

@@ -1,0 +1,982 @@
+#!/usr/bin/env python3
+"""Independent WebRTC peer (aiortc) for AeThex LIVE end-to-end tests and measurements.
+
+Subcommands:
+  publish   WHIP publisher: synthetic video (moving pattern + wallclock barcode) and a
+            440 Hz Opus sine; counts encoder keyframes and the ones forced by PLI/FIR.
+  view      WHEP viewer: counts decoded frames, time to first frame, reads the barcode of
+            every decoded video frame and reports glass-to-glass latency.
+  selftest  publisher -> viewer inside one process (no server), to prove the barcode
+            survives VP8 / H264 encoding.
+
+stdout carries only JSON lines (`{"event":"live"}` for the publisher, then one final
+result line); all logs go to stderr. Exit code 0 when ok, 1 otherwise.
+"""
+
+import argparse
+import asyncio
+import fractions
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import numpy as np
+
+import aioice.ice
+import av
+from aiortc import (
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
+from aiortc.codecs.h264 import H264Encoder
+from aiortc.codecs.vpx import Vp8Encoder, VpxPayloadDescriptor
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtp import RtcpPsfbPacket, RtcpRtpfbPacket
+
+log = logging.getLogger("aiortc_peer")
+
+# ---------------------------------------------------------------------------
+# Loopback: aioice never gathers 127.0.0.1 on its own. The server and all peers live on
+# 127.0.0.1, so make it the only host address aioice enumerates.
+# ---------------------------------------------------------------------------
+LOOPBACK = "127.0.0.1"
+
+
+def _loopback_only(use_ipv4=True, use_ipv6=False):
+    return [LOOPBACK] if use_ipv4 else []
+
+
+aioice.ice.get_host_addresses = _loopback_only
+
+
+def rtc_config():
+    # An empty list: otherwise aiortc adds a public STUN server.
+    return RTCConfiguration(iceServers=[])
+
+
+def now_ms():
+    return time.time() * 1000.0
+
+
+def emit(obj, stats_out=None):
+    line = json.dumps(obj, separators=(",", ":"))
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+    if stats_out:
+        with open(stats_out, "w") as f:
+            f.write(line + "\n")
+
+
+# ---------------------------------------------------------------------------
+# Barcode: 32-bit wallclock ms, MSB first, two rows of 32 square blocks at the top of the
+# frame; row 0 holds the bits (white=1, black=0), row 1 the same bits inverted. A reading
+# counts only when every block of both rows is unambiguous and the rows are complementary.
+# Block size is derived from the frame width so a decoder can find it: B = (W // 40) & ~1
+# (16 px at 640 wide), the code starts at x = 4*B.
+# ---------------------------------------------------------------------------
+BITS = 32
+
+
+def barcode_block(width):
+    return max(2, (width // 40) & ~1)
+
+
+def barcode_draw(y_plane, stamp):
+    """Write `stamp` (uint32) into the luma plane (h x w uint8 array) in place."""
+    h, w = y_plane.shape
+    b = barcode_block(w)
+    x0 = 4 * b
+    y_plane[0 : 2 * b, :] = 0
+    for i in range(BITS):
+        bit = (stamp >> (BITS - 1 - i)) & 1
+        x = x0 + i * b
+        y_plane[0:b, x : x + b] = 255 if bit else 0
+        y_plane[b : 2 * b, x : x + b] = 0 if bit else 255
+
+
+def barcode_read(y_plane, margin=30):
+    """Return the uint32 stamp from a luma plane, or None if the code is not valid."""
+    h, w = y_plane.shape
+    b = barcode_block(w)
+    x0 = 4 * b
+    if x0 + BITS * b > w or 2 * b > h:
+        return None
+    q = max(1, b // 4)
+    rows = y_plane[0 : 2 * b, x0 : x0 + BITS * b].astype(np.float32)
+    # mean of the centre (b/2 x b/2) of every block
+    rows = rows.reshape(2, b, BITS, b)[:, q : b - q, :, q : b - q]
+    means = rows.mean(axis=(1, 3))  # shape (2, 32)
+    if np.any(np.abs(means - 128.0) < margin):
+        return None
+    top = means[0] > 128.0
+    bottom = means[1] > 128.0
+    if not np.all(top != bottom):
+        return None
+    value = 0
+    for bit in top:
+        value = (value << 1) | int(bit)
+    return value
+
+
+def luma_of(frame):
+    """Luma plane of a decoded av.VideoFrame as an (h, w) uint8 array."""
+    if frame.format.name in ("yuv420p", "yuvj420p", "yuv422p", "yuv444p", "nv12"):
+        plane = frame.planes[0]
+        arr = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
+        return arr[: frame.height, : frame.width]
+    return frame.to_ndarray(format="gray")
+
+
+def g2g_from_frame(frame, t_ms):
+    stamp = barcode_read(luma_of(frame))
+    if stamp is None:
+        return None
+    d = (int(t_ms) - stamp) & 0xFFFFFFFF
+    if d >= 0x80000000:
+        d -= 0x100000000
+    return d
+
+
+# ---------------------------------------------------------------------------
+# Synthetic tracks
+# ---------------------------------------------------------------------------
+VIDEO_CLOCK = 90000
+
+
+class BarcodeVideoTrack(MediaStreamTrack):
+    """Moving pattern + wallclock barcode, yuv420p, paced at `fps`."""
+
+    kind = "video"
+
+    def __init__(self, width=640, height=360, fps=30):
+        super().__init__()
+        self.width = width & ~1
+        self.height = height & ~1
+        self.fps = fps
+        self.frames = 0
+        self._start = None
+        self._pts = 0
+        w, h = self.width, self.height
+        # A texture periodic in x with period w, stored twice as wide, so the horizontal
+        # scroll wraps seamlessly (a jump would look like a scene cut to libx264 and make
+        # it insert an IDR on its own).
+        yy, xx = np.mgrid[0:h, 0:w]
+        k = 2 * math.pi / w
+        tex = 128 + 60 * np.sin(xx * k * 28) * np.cos(yy / 17.0) + 40 * np.sin(xx * k * 15 + yy / 41.0)
+        rng = np.random.default_rng(1)
+        tex += rng.integers(-12, 13, size=tex.shape)
+        tex = np.clip(tex, 16, 235).astype(np.uint8)
+        self._tex = np.concatenate([tex, tex], axis=1)
+        cy, cx = np.mgrid[0 : h // 2, 0 : w // 2]
+        u = (128 + 50 * np.sin(cx * (2 * math.pi / (w // 2)) * 5)).astype(np.uint8)
+        v = (128 + 50 * np.cos(cy / 13.0) + 0 * cx).astype(np.uint8)
+        self._u = np.concatenate([u, u], axis=1)
+        self._v = np.concatenate([v, v], axis=1)
+
+    async def recv(self):
+        if self.readyState != "live":
+            raise MediaStreamError
+        step = VIDEO_CLOCK / self.fps
+        if self._start is None:
+            self._start = time.time()
+            self._pts = 0
+        else:
+            self._pts += step
+            wait = self._start + self._pts / VIDEO_CLOCK - time.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        n = self.frames
+        w, h = self.width, self.height
+        off = (n * 6) % w
+        buf = np.empty((h * 3 // 2, w), np.uint8)
+        y = buf[:h]
+        y[:] = self._tex[:, off : off + w]
+        # a bouncing bright box
+        bs = max(8, h // 6)
+        bx = int((w - bs) * (0.5 + 0.5 * math.sin(n / 20.0)))
+        by = int(2 * barcode_block(w) + (h - 2 * barcode_block(w) - bs) * (0.5 + 0.5 * math.cos(n / 27.0)))
+        y[by : by + bs, bx : bx + bs] = 235
+        coff = (n * 3) % (w // 2)
+        chroma = buf[h:].reshape(2, h // 2, w // 2)
+        chroma[0] = self._u[:, coff : coff + w // 2]
+        chroma[1] = self._v[:, coff : coff + w // 2]
+        chroma[:, : barcode_block(w)] = 128  # grey chroma under the two barcode rows
+        # the stamp is the moment the frame is produced (handed to the encoder)
+        barcode_draw(y, int(time.time() * 1000) & 0xFFFFFFFF)
+        frame = av.VideoFrame.from_ndarray(buf, format="yuv420p")
+        frame.pts = int(self._pts)
+        frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+        self.frames += 1
+        return frame
+
+
+class SineAudioTrack(MediaStreamTrack):
+    """440 Hz sine, 48 kHz mono s16, 20 ms frames."""
+
+    kind = "audio"
+    RATE = 48000
+    SAMPLES = 960
+
+    def __init__(self, freq=440.0):
+        super().__init__()
+        self.freq = freq
+        self.frames = 0
+        self._start = None
+        self._pts = 0
+
+    async def recv(self):
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.time()
+            self._pts = 0
+        else:
+            self._pts += self.SAMPLES
+            wait = self._start + self._pts / self.RATE - time.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        t = (np.arange(self.SAMPLES) + self._pts) / self.RATE
+        pcm = (0.3 * 32767 * np.sin(2 * math.pi * self.freq * t)).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = self.RATE
+        frame.pts = self._pts
+        frame.time_base = fractions.Fraction(1, self.RATE)
+        self.frames += 1
+        return frame
+
+
+# ---------------------------------------------------------------------------
+# Keyframe accounting: wrap the aiortc encoders (aiortc 1.16: encode(frame, force_keyframe)
+# runs in the default executor). A keyframe is detected in the packetized output, so it
+# covers encoder start, forced (PLI/FIR) and self-made (libx264 GOP, rebuild on REMB).
+# ---------------------------------------------------------------------------
+class KeyframeStats:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.encoded = 0
+        self.keyframes = 0
+        self.forced_requests = 0  # encode() calls with force_keyframe=True
+        self.forced_keyframes = 0  # ... that did produce a keyframe
+        self.unforced_keyframes = 0
+        self.encoder_builds = 0
+        self.keyframe_frame_index = []  # encoded-frame index of each keyframe
+        self.keyframe_wall_ms = []  # wallclock ms when each keyframe left the encoder
+        self.pli_fir_received = 0
+        self.remb_received = 0
+        self.nack_received = 0
+
+
+KF = KeyframeStats()
+
+
+def _vp8_is_key(payloads):
+    if not payloads:
+        return False
+    try:
+        descr, rest = VpxPayloadDescriptor.parse(payloads[0])
+    except Exception:
+        return False
+    # first partition start: P bit (bit 0 of first byte) == 0 means key frame
+    return bool(descr.partition_start and descr.partition_id == 0 and rest and not (rest[0] & 1))
+
+
+def _h264_is_key(payloads):
+    for p in payloads:
+        if not p:
+            continue
+        t = p[0] & 0x1F
+        if t == 5:
+            return True
+        if t == 28 and len(p) > 1 and (p[1] & 0x80) and (p[1] & 0x1F) == 5:
+            return True
+        if t == 24:
+            pos = 1
+            while pos + 2 < len(p):
+                n = (p[pos] << 8) | p[pos + 1]
+                if pos + 2 < len(p) and (p[pos + 2] & 0x1F) == 5:
+                    return True
+                pos += 2 + n
+    return False
+
+
+def _wrap_encoder(cls, is_key):
+    orig = cls.encode
+
+    def encode(self, frame, force_keyframe=False):
+        before = getattr(self, "codec", None)
+        payloads, ts = orig(self, frame, force_keyframe)
+        after = getattr(self, "codec", None)
+        key = is_key(payloads)
+        with KF.lock:
+            idx = KF.encoded
+            KF.encoded += 1
+            if after is not None and after is not before:
+                KF.encoder_builds += 1
+            if force_keyframe:
+                KF.forced_requests += 1
+            if key:
+                KF.keyframes += 1
+                KF.keyframe_frame_index.append(idx)
+                KF.keyframe_wall_ms.append(now_ms())
+                if force_keyframe:
+                    KF.forced_keyframes += 1
+                else:
+                    KF.unforced_keyframes += 1
+        if key:
+            log.info("keyframe #%d at encoded frame %d (forced=%s)", KF.keyframes, idx, force_keyframe)
+        return payloads, ts
+
+    cls.encode = encode
+
+
+_wrap_encoder(Vp8Encoder, _vp8_is_key)
+_wrap_encoder(H264Encoder, _h264_is_key)
+
+_orig_handle_rtcp = RTCRtpSender._handle_rtcp_packet
+IGNORE_REMB = False  # --ignore-remb: drop REMB so the encoder is never rebuilt by it
+
+# --keyint N (H264 only): libx264's periodic IDR interval. aiortc leaves it at x264's default
+# (250 frames) and sets no gop_size, so a gop_size set right after the context is created
+# survives; aiortc's VP8 encoder sets gop_size=3000 itself (kf_max_dist), not overridable here.
+H264_KEYINT = None
+
+
+class _AvShim:
+    """Stands in for the `av` module inside aiortc.codecs.h264 to set gop_size on creation."""
+
+    def __getattr__(self, name):
+        return getattr(av, name)
+
+    class CodecContext:
+        @staticmethod
+        def create(*args, **kwargs):
+            ctx = av.CodecContext.create(*args, **kwargs)
+            if H264_KEYINT is not None and args and args[0] == "libx264":
+                ctx.gop_size = H264_KEYINT
+            return ctx
+
+
+import aiortc.codecs.h264 as _aiortc_h264  # noqa: E402
+
+_aiortc_h264.av = _AvShim()
+
+
+async def _counting_handle_rtcp(self, packet):
+    try:
+        if isinstance(packet, RtcpPsfbPacket):
+            if packet.fmt in (1, 4):  # PLI, FIR
+                if self.kind == "video":
+                    KF.pli_fir_received += 1
+            elif packet.fmt == 15:  # APP: REMB
+                KF.remb_received += 1
+                if IGNORE_REMB:
+                    return None
+        elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == 1:  # generic NACK
+            KF.nack_received += 1
+    except Exception:  # counting must never break the transport
+        pass
+    return await _orig_handle_rtcp(self, packet)
+
+
+RTCRtpSender._handle_rtcp_packet = _counting_handle_rtcp
+
+# Viewer side: when aiortc sends PLIs (jitter buffer gaps, decoder errors before the first
+# keyframe), relative to the viewer's t0.
+PLI_SENT_AT = []  # wallclock ms
+_orig_send_pli = RTCRtpReceiver._send_rtcp_pli
+
+
+async def _counting_send_pli(self, media_ssrc):
+    PLI_SENT_AT.append(now_ms())
+    return await _orig_send_pli(self, media_ssrc)
+
+
+RTCRtpReceiver._send_rtcp_pli = _counting_send_pli
+
+
+# ---------------------------------------------------------------------------
+# HTTP (urllib in a thread)
+# ---------------------------------------------------------------------------
+class HttpResult:
+    def __init__(self, status, body, headers):
+        self.status = status
+        self.body = body
+        # header names are case-insensitive (hyper sends them lower-case)
+        self.headers = {k.lower(): v for k, v in (headers or {}).items()}
+
+    def text(self):
+        return self.body.decode("utf-8", "replace")
+
+    def json(self):
+        try:
+            return json.loads(self.body)
+        except Exception:
+            return None
+
+
+def _http(method, url, body=None, headers=None, timeout=10.0):
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return HttpResult(r.status, r.read(), dict(r.headers.items()))
+    except urllib.error.HTTPError as e:
+        try:
+            data = e.read()
+        except Exception:
+            data = b""
+        return HttpResult(e.code, data, dict(e.headers.items()) if e.headers else {})
+
+
+async def http(method, url, body=None, headers=None, timeout=10.0):
+    return await asyncio.wait_for(
+        asyncio.to_thread(_http, method, url, body, headers, timeout), timeout + 2
+    )
+
+
+class PeerError(Exception):
+    pass
+
+
+def sdp_candidate_summary(sdp):
+    """[(kind, mid, n_candidates, end_of_candidates)] per m-section, for diagnostics."""
+    out = []
+    cur = None
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            cur = [line[2:].split(" ")[0], None, 0, False]
+            out.append(cur)
+        elif cur is not None:
+            if line.startswith("a=mid:"):
+                cur[1] = line[6:]
+            elif line.startswith("a=candidate:"):
+                cur[2] += 1
+            elif line.startswith("a=end-of-candidates"):
+                cur[3] = True
+    return [tuple(x) for x in out]
+
+
+def check_answer(sdp):
+    summary = sdp_candidate_summary(sdp)
+    log.info("answer m-sections (kind, mid, candidates, end-of-candidates): %s", summary)
+    if summary and summary[-1][2] == 0:
+        log.warning(
+            "answer: last m-section has no a=candidate lines; aiortc with BUNDLE keeps only the "
+            "last section's candidates, ICE will likely not start"
+        )
+    return summary
+
+
+async def signal_exchange(pc, url, headers, t_post_box, retry_offline_s=0.0):
+    """Create the offer, POST it, apply the answer. Returns (location_abs, answer_sdp)."""
+    await pc.setLocalDescription(await pc.createOffer())
+    offer = pc.localDescription.sdp
+    log.debug("offer:\n%s", offer)
+    h = {"Content-Type": "application/sdp"}
+    h.update(headers)
+    deadline = time.monotonic() + retry_offline_s
+    first_post = now_ms()
+    retries = 0
+    while True:
+        # t0 of the measurements: just before the POST that got the answer
+        t_post_box[:] = [now_ms()]
+        res = await http("POST", url, offer.encode(), h)
+        if res.status == 404 and retry_offline_s > 0 and time.monotonic() < deadline:
+            j = res.json() or {}
+            if j.get("code") == "offline":
+                retries += 1
+                log.info("channel offline, retrying in 500 ms")
+                await asyncio.sleep(0.5)
+                continue
+        break
+    if retries:
+        t_post_box.append({"offline_retries": retries,
+                           "offline_wait_ms": round(t_post_box[0] - first_post, 1)})
+    if res.status != 201:
+        raise PeerError("POST %s -> HTTP %d: %s" % (url, res.status, res.text()[:500]))
+    ctype = res.headers.get("content-type", "")
+    if "application/sdp" not in ctype:
+        log.warning("answer Content-Type is %r, expected application/sdp", ctype)
+    loc = res.headers.get("location")
+    if not loc:
+        raise PeerError("201 without Location header")
+    answer = res.text()
+    log.debug("answer:\n%s", answer)
+    check_answer(answer)
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    except Exception as e:
+        log.error("setRemoteDescription failed; answer was:\n%s", answer)
+        raise PeerError("bad answer: %r" % (e,))
+    return urllib.parse.urljoin(url, loc), answer
+
+
+async def http_delete(location, headers):
+    try:
+        res = await http("DELETE", location, None, headers, timeout=5.0)
+        if res.status not in (200, 204):
+            log.warning("DELETE %s -> HTTP %d: %s", location, res.status, res.text()[:300])
+        return res.status
+    except Exception as e:
+        log.warning("DELETE %s failed: %r", location, e)
+        return None
+
+
+def track_states(pc, t0_box, states, connected_evt, failed_evt):
+    @pc.on("connectionstatechange")
+    async def _on_state():
+        t = round(now_ms() - t0_box[0], 1) if t0_box else None
+        states.append([t, pc.connectionState])
+        log.info("connectionState -> %s (t=%s ms, ice=%s)", pc.connectionState, t, pc.iceConnectionState)
+        if pc.connectionState == "connected":
+            connected_evt.set()
+        elif pc.connectionState in ("failed", "closed"):
+            failed_evt.set()
+
+    @pc.on("iceconnectionstatechange")
+    async def _on_ice():
+        log.info("iceConnectionState -> %s", pc.iceConnectionState)
+
+
+def connected_at(states):
+    """ms from t0 to the 'connected' state change (recorded in the callback)."""
+    for t, st in states:
+        if st == "connected":
+            return t
+    return None
+
+
+async def wait_connected(connected_evt, failed_evt, timeout):
+    done, pending = await asyncio.wait(
+        [asyncio.ensure_future(connected_evt.wait()), asyncio.ensure_future(failed_evt.wait())],
+        timeout=timeout,
+        return_when=asyncio.FIRST_COMPLETED,
+    )
+    for p in pending:
+        p.cancel()
+    return connected_evt.is_set()
+
+
+async def close_pc(pc):
+    try:
+        await asyncio.wait_for(pc.close(), 5.0)
+    except Exception as e:
+        log.warning("pc.close(): %r", e)
+
+
+def install_stop_signals(stop_evt):
+    loop = asyncio.get_running_loop()
+    for s in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(s, stop_evt.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+
+
+def set_codec_prefs(transceiver, kind, names):
+    """Restrict a transceiver to codecs whose mimeType is kind/<name> (in `names` order)."""
+    caps = RTCRtpSender.getCapabilities(kind).codecs
+    prefs = []
+    for name in names:
+        prefs += [c for c in caps if c.mimeType.lower() == ("%s/%s" % (kind, name)).lower()]
+    if not prefs:
+        raise PeerError("no %s codec among %s" % (kind, names))
+    transceiver.setCodecPreferences(prefs)
+
+
+def video_codec_names(codec):
+    return {"vp8": ["VP8"], "h264": ["H264"], "any": ["VP8", "H264"]}[codec]
+
+
+async def rtp_stats(pc, want):
+    """want: 'outbound-rtp' (publisher) or 'inbound-rtp' (viewer)."""
+    out = {}
+    try:
+        report = await asyncio.wait_for(pc.getStats(), 3.0)
+    except Exception:
+        return out
+    for s in report.values():
+        kind = getattr(s, "kind", None)
+        if s.type != want:
+            continue
+        if s.type == "outbound-rtp":
+            out["%s_packets_sent" % kind] = s.packetsSent
+            out["%s_bytes_sent" % kind] = s.bytesSent
+        elif s.type == "inbound-rtp":
+            out["%s_packets_received" % kind] = s.packetsReceived
+            out["%s_packets_lost" % kind] = s.packetsLost
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Viewer consumption (shared by `view` and `selftest`)
+# ---------------------------------------------------------------------------
+class ViewerStats:
+    def __init__(self, t0_ms):
+        self.t0 = t0_ms
+        self.first_frame_ms = None
+        self.first_audio_ms = None
+        self.video_frames = 0
+        self.audio_frames = 0
+        self.width = None
+        self.height = None
+        self.g2g = []
+        self.last_video_ms = None
+        self.max_gap_ms = 0.0
+
+    async def consume(self, track, stop_evt):
+        while not stop_evt.is_set():
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            except asyncio.CancelledError:
+                return
+            t = now_ms()
+            if track.kind == "video":
+                if self.first_frame_ms is None:
+                    self.first_frame_ms = round(t - self.t0, 1)
+                    log.info("first decoded video frame after %.1f ms (%dx%d %s)",
+                             self.first_frame_ms, frame.width, frame.height, frame.format.name)
+                self.video_frames += 1
+                self.width, self.height = frame.width, frame.height
+                if self.last_video_ms is not None:
+                    self.max_gap_ms = max(self.max_gap_ms, t - self.last_video_ms)
+                self.last_video_ms = t
+                try:
+                    d = g2g_from_frame(frame, t)
+                except Exception as e:  # never let one odd frame kill the viewer
+                    log.debug("barcode read failed: %r", e)
+                    d = None
+                if d is not None:
+                    if -1000 < d < 60000:
+                        self.g2g.append(d)
+                    else:
+                        log.warning("implausible barcode reading: g2g=%d ms (ignored)", d)
+            else:
+                if self.first_audio_ms is None:
+                    self.first_audio_ms = round(t - self.t0, 1)
+                    log.info("first decoded audio frame after %.1f ms", self.first_audio_ms)
+                self.audio_frames += 1
+
+    def result(self):
+        g = sorted(self.g2g)
+
+        def pct(p):
+            if not g:
+                return None
+            k = min(len(g) - 1, max(0, int(math.ceil(p / 100.0 * len(g))) - 1))
+            return g[k]
+
+        return {
+            "role": "viewer",
+            "ok": True,
+            "first_frame_ms": self.first_frame_ms,
+            "first_audio_ms": self.first_audio_ms,
+            "video_frames": self.video_frames,
+            "audio_frames": self.audio_frames,
+            "width": self.width,
+            "height": self.height,
+            "g2g_ms_p50": pct(50),
+            "g2g_ms_p95": pct(95),
+            "g2g_ms_max": g[-1] if g else None,
+            "g2g_samples": len(g),
+            "max_video_gap_ms": round(self.max_gap_ms, 1),
+            "pli_sent": len(PLI_SENT_AT),
+            "pli_sent_at_ms": [round(t - self.t0, 1) for t in PLI_SENT_AT[:20]],
+        }
+
+
+def add_recv_transceivers(pc, codec):
+    tv = pc.addTransceiver("video", direction="recvonly")
+    if codec != "any":
+        set_codec_prefs(tv, "video", video_codec_names(codec))
+    ta = pc.addTransceiver("audio", direction="recvonly")
+    set_codec_prefs(ta, "audio", ["opus"])
+    return tv, ta
+
+
+def add_send_tracks(pc, codec, width, height, fps):
+    vtrack = BarcodeVideoTrack(width, height, fps)
+    atrack = SineAudioTrack()
+    tv = pc.addTransceiver(vtrack, direction="sendonly")
+    set_codec_prefs(tv, "video", video_codec_names(codec))
+    ta = pc.addTransceiver(atrack, direction="sendonly")
+    set_codec_prefs(ta, "audio", ["opus"])
+    return vtrack, atrack
+
+
+def publisher_keyframe_fields():
+    with KF.lock:
+        return {
+            "encoded_frames": KF.encoded,
+            "keyframes": KF.keyframes,
+            "forced_keyframes": KF.forced_keyframes,
+            "forced_requests": KF.forced_requests,
+            "unforced_keyframes": KF.unforced_keyframes,
+            "keyframe_at_frames": KF.keyframe_frame_index[:50],
+            "encoder_builds": KF.encoder_builds,
+            "pli_fir_received": KF.pli_fir_received,
+            "remb_received": KF.remb_received,
+            "nack_received": KF.nack_received,
+        }
+
+
+# ---------------------------------------------------------------------------
+# publish
+# ---------------------------------------------------------------------------
+async def cmd_publish(a):
+    stop_evt = asyncio.Event()
+    install_stop_signals(stop_evt)
+    pc = RTCPeerConnection(rtc_config())
+    t0 = []
+    states = []
+    connected, failed = asyncio.Event(), asyncio.Event()
+    track_states(pc, t0, states, connected, failed)
+    vtrack, atrack = add_send_tracks(pc, a.codec, a.width, a.height, a.fps)
+    auth = {"Authorization": "Bearer %s" % a.token} if a.token else {}
+    location = None
+    result = {"role": "publisher", "ok": False, "codec": a.codec}
+    try:
+        location, _ = await signal_exchange(pc, a.url, auth, t0)
+        result["location"] = location
+        if not await wait_connected(connected, failed, a.connect_timeout):
+            raise PeerError("not connected after %.1f s (states: %s, ice: %s)"
+                            % (a.connect_timeout, states, pc.iceConnectionState))
+        result["connected_ms"] = connected_at(states)
+        emit({"event": "live"})
+        remaining = a.duration - (now_ms() - t0[0]) / 1000.0
+        if remaining > 0:
+            await wait_connected(stop_evt, failed, remaining)
+        if failed.is_set():
+            raise PeerError("connection ended early: %s" % states)
+        result["ok"] = True
+    except Exception as e:
+        result["error"] = str(e) if isinstance(e, PeerError) else repr(e)
+        log.error("publish failed: %s", result["error"])
+    finally:
+        result["duration_s"] = round((now_ms() - t0[0]) / 1000.0, 2) if t0 else 0
+        result["frames_sent"] = vtrack.frames
+        result["audio_frames_sent"] = atrack.frames
+        result.update(publisher_keyframe_fields())
+        if t0:
+            result["keyframe_at_ms"] = [round(t - t0[0], 1) for t in KF.keyframe_wall_ms[:50]]
+        result.update(await rtp_stats(pc, "outbound-rtp"))
+        result["states"] = states
+        if location:
+            result["delete_status"] = await http_delete(location, auth)
+        await close_pc(pc)
+    emit(result, a.stats_out)
+    return 0 if result["ok"] else 1
+
+
+# ---------------------------------------------------------------------------
+# view
+# ---------------------------------------------------------------------------
+async def cmd_view(a):
+    stop_evt = asyncio.Event()
+    install_stop_signals(stop_evt)
+    pc = RTCPeerConnection(rtc_config())
+    t0 = []
+    states = []
+    connected, failed = asyncio.Event(), asyncio.Event()
+    track_states(pc, t0, states, connected, failed)
+    add_recv_transceivers(pc, a.codec)
+    vs = None
+    tasks = []
+    auth = {"Authorization": "Bearer %s" % a.token} if a.token else {}
+    pending_tracks = []
+
+    @pc.on("track")
+    def _on_track(track):
+        log.info("remote track: %s", track.kind)
+        if vs is None:
+            pending_tracks.append(track)
+        else:
+            tasks.append(asyncio.ensure_future(vs.consume(track, stop_evt)))
+
+    location = None
+    result = {"role": "viewer", "ok": False}
+    try:
+        # t0 is taken inside signal_exchange just before the (first) POST
+        location, _ = await signal_exchange(pc, a.url, auth, t0, retry_offline_s=a.offline_retry)
+        vs = ViewerStats(t0[0])
+        retry_info = t0[1] if len(t0) > 1 else {"offline_retries": 0, "offline_wait_ms": 0}
+        for tr in pending_tracks:
+            tasks.append(asyncio.ensure_future(vs.consume(tr, stop_evt)))
+        if not await wait_connected(connected, failed, a.connect_timeout):
+            raise PeerError("not connected after %.1f s (states: %s, ice: %s)"
+                            % (a.connect_timeout, states, pc.iceConnectionState))
+        connected_ms = connected_at(states)
+        remaining = a.duration - (now_ms() - t0[0]) / 1000.0
+        if remaining > 0:
+            await wait_connected(stop_evt, failed, remaining)
+        stop_evt.set()
+        result = vs.result()
+        result["connected_ms"] = connected_ms
+        result.update(retry_info)
+        if failed.is_set():
+            result["ok"] = False
+            result["error"] = "connection ended early: %s" % states
+        elif vs.video_frames < a.min_video_frames or vs.audio_frames == 0:
+            result["ok"] = False
+            result["error"] = "too few frames: video %d (min %d), audio %d" % (
+                vs.video_frames, a.min_video_frames, vs.audio_frames)
+    except Exception as e:
+        if vs is not None:
+            result = vs.result()
+        result["ok"] = False
+        result["error"] = str(e) if isinstance(e, PeerError) else repr(e)
+        log.error("view failed: %s", result["error"])
+    finally:
+        stop_evt.set()
+        for t in tasks:
+            t.cancel()
+        result.update(await rtp_stats(pc, "inbound-rtp"))
+        result["states"] = states
+        if location:
+            result["delete_status"] = await http_delete(location, auth)
+        await close_pc(pc)
+    emit(result, a.stats_out)
+    return 0 if result["ok"] else 1
+
+
+# ---------------------------------------------------------------------------
+# selftest: aiortc publisher -> aiortc viewer, same process, no HTTP
+# ---------------------------------------------------------------------------
+async def selftest_one(codec, duration, width, height, fps):
+    for k in list(vars(KF)):
+        if k != "lock":
+            setattr(KF, k, [] if isinstance(getattr(KF, k), list) else 0)
+    pub = RTCPeerConnection(rtc_config())
+    sub = RTCPeerConnection(rtc_config())
+    add_send_tracks(pub, codec, width, height, fps)
+    stop_evt = asyncio.Event()
+    tasks = []
+    t0 = now_ms()
+    vs = ViewerStats(t0)
+
+    @sub.on("track")
+    def _on_track(track):
+        tasks.append(asyncio.ensure_future(vs.consume(track, stop_evt)))
+
+    await pub.setLocalDescription(await pub.createOffer())
+    await sub.setRemoteDescription(pub.localDescription)
+    await sub.setLocalDescription(await sub.createAnswer())
+    check_answer(sub.localDescription.sdp)
+    await pub.setRemoteDescription(sub.localDescription)
+    end = t0 + duration * 1000.0
+    while now_ms() < end:
+        await asyncio.sleep(0.05)
+    stop_evt.set()
+    for t in tasks:
+        t.cancel()
+    res = vs.result()
+    res["codec"] = codec
+    res["publisher"] = publisher_keyframe_fields()
+    res["answer_candidates"] = sdp_candidate_summary(sub.localDescription.sdp)
+    await close_pc(pub)
+    await close_pc(sub)
+    g = res["g2g_samples"] > 0 and 0 <= res["g2g_ms_p50"] <= 500 and res["g2g_ms_p95"] <= 500
+    if not (res["video_frames"] > 0 and res["audio_frames"] > 0 and g):
+        res["ok"] = False
+        res["error"] = "selftest: no frames or no sane barcode readings"
+    return res
+
+
+async def cmd_selftest(a):
+    # barcode unit check without any codec
+    y = np.zeros((a.height, a.width), np.uint8)
+    for v in (0, 1, 0xFFFFFFFF, 0x12345678, int(time.time() * 1000) & 0xFFFFFFFF):
+        barcode_draw(y, v)
+        assert barcode_read(y) == v, v
+    assert barcode_read(np.full((a.height, a.width), 128, np.uint8)) is None
+    assert barcode_read(np.zeros((a.height, a.width), np.uint8)) is None
+    ok = True
+    codecs = ["vp8", "h264"] if a.codec == "both" else [a.codec]
+    for c in codecs:
+        res = await asyncio.wait_for(
+            selftest_one(c, a.duration, a.width, a.height, a.fps), a.duration + 30)
+        emit(res, None)
+        ok = ok and res["ok"]
+    return 0 if ok else 1
+
+
+# ---------------------------------------------------------------------------
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="-v: info logs, -vv: debug (incl. SDP), -vvv: aiortc/aioice debug")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    pp = sub.add_parser("publish", help="WHIP publisher")
+    pp.add_argument("--url", required=True, help="WHIP endpoint URL")
+    pp.add_argument("--token", default="", help="stream key (sent as Bearer token)")
+    pp.add_argument("--codec", choices=["vp8", "h264"], default="vp8")
+    pp.add_argument("--duration", type=float, required=True, help="seconds, from the POST")
+    pp.add_argument("--fps", type=float, default=30)
+    pp.add_argument("--width", type=int, default=640)
+    pp.add_argument("--height", type=int, default=360)
+    pp.add_argument("--connect-timeout", type=float, default=10.0)
+    pp.add_argument("--keyint", type=int, default=None,
+                    help="H264: periodic IDR interval in frames (libx264 default 250)")
+    pp.add_argument("--ignore-remb", action="store_true",
+                    help="drop REMB (aiortc rebuilds the encoder = new keyframe on >10%% change)")
+    pp.add_argument("--stats-out")
+
+    pv = sub.add_parser("view", help="WHEP viewer")
+    pv.add_argument("--url", required=True, help="WHEP endpoint URL")
+    pv.add_argument("--token", default="", help="optional Bearer token")
+    pv.add_argument("--codec", choices=["any", "vp8", "h264"], default="any",
+                    help="video codecs offered (default: VP8 and H264)")
+    pv.add_argument("--duration", type=float, required=True, help="seconds, from the POST")
+    pv.add_argument("--min-video-frames", type=int, default=1)
+    pv.add_argument("--offline-retry", type=float, default=10.0,
+                    help="retry a 404 offline answer every 500 ms for this many seconds")
+    pv.add_argument("--connect-timeout", type=float, default=10.0)
+    pv.add_argument("--stats-out")
+
+    ps = sub.add_parser("selftest", help="in-process publisher -> viewer, no server")
+    ps.add_argument("--codec", choices=["vp8", "h264", "both"], default="both")
+    ps.add_argument("--duration", type=float, default=3.0)
+    ps.add_argument("--fps", type=float, default=30)
+    ps.add_argument("--width", type=int, default=640)
+    ps.add_argument("--height", type=int, default=360)
+    ps.add_argument("--keyint", type=int, default=None)
+    ps.add_argument("--ignore-remb", action="store_true")
+
+    a = p.parse_args()
+    level = logging.WARNING if a.verbose == 0 else logging.INFO if a.verbose == 1 else logging.DEBUG
+    logging.basicConfig(stream=sys.stderr, level=level,
+                        format="%(asctime)s.%(msecs)03d %(name)s %(levelname)s %(message)s",
+                        datefmt="%H:%M:%S")
+    if a.verbose < 3:
+        for name in ("aiortc", "aioice"):
+            logging.getLogger(name).setLevel(max(level, logging.INFO))
+    global H264_KEYINT, IGNORE_REMB
+    H264_KEYINT = getattr(a, "keyint", None)
+    IGNORE_REMB = getattr(a, "ignore_remb", False)
+    fn = {"publish": cmd_publish, "view": cmd_view, "selftest": cmd_selftest}[a.cmd]
+    hard_limit = getattr(a, "duration", 10) + 60
+    try:
+        rc = asyncio.run(asyncio.wait_for(fn(a), hard_limit))
+    except asyncio.TimeoutError:
+        emit({"role": {"publish": "publisher", "view": "viewer"}.get(a.cmd, a.cmd), "ok": False, "error": "hard time limit %.0f s exceeded" % hard_limit})
+        rc = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,305 @@
+// AeThex LIVE — go-live page (/live): publish camera or screen over WHIP (RFC 9725).
+// Plain browser JS, no dependencies. Exposes window.aethexLive for tests.
+(function () {
+  'use strict';
+
+  const CONNECT_TIMEOUT_MS = 15000;
+  const DISCONNECT_GRACE_MS = 5000;
+  const HTTP_TIMEOUT_MS = 10000;
+  const KEY_STORE = 'aethex.streamKey';
+
+  const $ = (id) => document.getElementById(id);
+  const form = $('form');
+  const keyInput = $('key');
+  const remember = $('remember');
+  const goBtn = $('go');
+  const stopBtn = $('stop');
+  const statusEl = $('status');
+  const badge = $('badge');
+  const watchBox = $('watchlink');
+  const watchA = $('watch-a');
+  const preview = $('preview');
+  const sendStats = $('sendstats');
+
+  const live = { state: 'idle', channel: null, message: '', resource: null };
+  window.aethexLive = live;
+
+  let pc = null;
+  let stream = null;
+  let resourceUrl = null;
+  let generation = 0;
+  let connectTimer = null;
+  let dropTimer = null;
+  let prevOut = null;
+
+  try {
+    const saved = localStorage.getItem(KEY_STORE);
+    if (saved) { keyInput.value = saved; remember.checked = true; }
+  } catch (_) { /* storage may be unavailable */ }
+
+  function setState(state, text) {
+    live.state = state;
+    live.message = text || '';
+    badge.className = 'badge ' + state;
+    badge.textContent = state;
+    statusEl.className = 'status ' + state;
+    statusEl.textContent = text || '';
+    const busy = state === 'connecting' || state === 'live';
+    goBtn.disabled = busy;
+    stopBtn.disabled = !busy;
+    keyInput.disabled = busy;
+    form.querySelectorAll('input[name=source]').forEach(function (r) { r.disabled = busy; });
+  }
+
+  function showWatchLink(channel) {
+    live.channel = channel || null;
+    if (!channel) { watchBox.hidden = true; return; }
+    const href = '/watch/' + encodeURIComponent(channel);
+    watchA.href = href;
+    watchA.textContent = new URL(href, location.href).href;
+    watchBox.hidden = false;
+  }
+
+  function withTimeout(ms) {
+    const ctl = new AbortController();
+    const t = setTimeout(function () { ctl.abort(); }, ms);
+    return { signal: ctl.signal, done: function () { clearTimeout(t); } };
+  }
+
+  async function readError(resp) {
+    let code = '';
+    let text = '';
+    try {
+      const body = await resp.text();
+      try {
+        const j = JSON.parse(body);
+        code = j.code || '';
+        text = j.error || j.message || '';
+      } catch (_) {
+        text = body.slice(0, 200);
+      }
+    } catch (_) { /* ignore */ }
+    if (!text) text = resp.status === 401 ? 'Invalid stream key' : 'HTTP ' + resp.status;
+    return { code: code, text: text };
+  }
+
+  // Release everything; `keepalive` is for page unload (no awaiting possible there).
+  async function cleanup(keepalive) {
+    generation++;
+    clearTimeout(connectTimer); connectTimer = null;
+    clearTimeout(dropTimer); dropTimer = null;
+    const url = resourceUrl;
+    resourceUrl = null;
+    live.resource = null;
+    if (pc) {
+      const old = pc;
+      pc = null;
+      old.onconnectionstatechange = null;
+      try { old.close(); } catch (_) { /* ignore */ }
+    }
+    if (stream) {
+      stream.getTracks().forEach(function (t) { t.onended = null; t.stop(); });
+      stream = null;
+    }
+    preview.srcObject = null;
+    prevOut = null;
+    sendStats.textContent = '';
+    if (url) {
+      if (keepalive) {
+        try { fetch(url, { method: 'DELETE', keepalive: true }).catch(function () {}); } catch (_) { /* ignore */ }
+      } else {
+        const to = withTimeout(3000);
+        try { await fetch(url, { method: 'DELETE', signal: to.signal }); } catch (_) { /* ignore */ }
+        to.done();
+      }
+    }
+  }
+
+  async function getMedia(source) {
+    if (source === 'screen') {
+      if (!navigator.mediaDevices || !navigator.mediaDevices.getDisplayMedia) throw new Error('Screen capture is not supported by this browser');
+      return navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { ideal: 30 } }, audio: true });
+    }
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) throw new Error('Camera access needs HTTPS or localhost');
+    const video = { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } };
+    try {
+      return await navigator.mediaDevices.getUserMedia({ video: video, audio: true });
+    } catch (err) {
+      // No microphone (or it is busy): go live with video only.
+      if (err && (err.name === 'NotFoundError' || err.name === 'NotReadableError' || err.name === 'OverconstrainedError')) {
+        return navigator.mediaDevices.getUserMedia({ video: video, audio: false });
+      }
+      throw err;
+    }
+  }
+
+  async function goLive() {
+    const key = keyInput.value.trim();
+    if (!key) { setState('error', 'Enter your stream key.'); keyInput.focus(); return; }
+    try {
+      if (remember.checked) localStorage.setItem(KEY_STORE, key);
+      else localStorage.removeItem(KEY_STORE);
+    } catch (_) { /* ignore */ }
+
+    await cleanup(false);
+    const gen = generation;
+    showWatchLink(null);
+    const source = (form.querySelector('input[name=source]:checked') || {}).value || 'camera';
+    setState('connecting', source === 'screen' ? 'Choose a screen to share…' : 'Opening camera…');
+
+    let media;
+    try {
+      media = await getMedia(source);
+    } catch (err) {
+      if (gen !== generation) return;
+      setState('error', 'Could not capture ' + source + ': ' + ((err && (err.message || err.name)) || err));
+      return;
+    }
+    if (gen !== generation) { media.getTracks().forEach(function (t) { t.stop(); }); return; }
+    stream = media;
+    preview.srcObject = stream;
+    const p = preview.play();
+    if (p && p.catch) p.catch(function () {});
+
+    const conn = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
+    pc = conn;
+    stream.getTracks().forEach(function (track) {
+      if (track.kind === 'video' && source === 'screen' && 'contentHint' in track) track.contentHint = 'detail';
+      conn.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
+      track.onended = function () { if (gen === generation) stop('Capture ended.'); };
+    });
+    conn.onconnectionstatechange = function () { onConnState(conn, gen); };
+
+    setState('connecting', 'Connecting…');
+    let resp;
+    const to = withTimeout(HTTP_TIMEOUT_MS);
+    try {
+      const offer = await conn.createOffer();
+      await conn.setLocalDescription(offer);
+      if (gen !== generation) return;
+      // ICE-lite server: send the offer at once, no need to wait for our candidates.
+      resp = await fetch('/whip', {
+        method: 'POST',
+        headers: {
+          'Content-Type': 'application/sdp',
+          'Accept': 'application/sdp',
+          'Authorization': 'Bearer ' + key,
+        },
+        body: conn.localDescription.sdp,
+        signal: to.signal,
+      });
+    } catch (err) {
+      to.done();
+      if (gen !== generation) return;
+      await cleanup(false);
+      setState('error', 'Cannot reach the server' + (err && err.name === 'AbortError' ? ' (timed out)' : ''));
+      return;
+    }
+    to.done();
+    if (gen !== generation) return;
+
+    if (resp.status !== 201 && resp.status !== 200) {
+      const e = await readError(resp);
+      if (gen !== generation) return;
+      await cleanup(false);
+      setState('error', e.text + (e.code ? ' (' + e.code + ')' : ''));
+      return;
+    }
+
+    const loc = resp.headers.get('Location');
+    if (loc) {
+      resourceUrl = new URL(loc, new URL('/whip', location.href)).href;
+      live.resource = resourceUrl;
+    }
+    showWatchLink(resp.headers.get('X-Aethex-Channel'));
+    let answer = '';
+    try { answer = await resp.text(); } catch (_) { /* handled below */ }
+    if (gen !== generation) return;
+    try {
+      await conn.setRemoteDescription({ type: 'answer', sdp: answer });
+    } catch (err) {
+      if (gen !== generation) return;
+      await cleanup(false);
+      setState('error', 'Bad answer from server: ' + ((err && err.message) || err));
+      return;
+    }
+    if (gen !== generation) return;
+    if (conn.connectionState !== 'connected') setState('connecting', 'Connecting media…');
+    connectTimer = setTimeout(function () {
+      if (gen === generation && conn.connectionState !== 'connected') fail('Media connection timed out.');
+    }, CONNECT_TIMEOUT_MS);
+  }
+
+  function onConnState(conn, gen) {
+    if (gen !== generation) return;
+    const st = conn.connectionState;
+    if (st === 'connected') {
+      clearTimeout(connectTimer); connectTimer = null;
+      clearTimeout(dropTimer); dropTimer = null;
+      setState('live', 'You are live' + (live.channel ? ' on “' + live.channel + '”.' : '.'));
+    } else if (st === 'disconnected') {
+      if (!dropTimer) {
+        dropTimer = setTimeout(function () {
+          dropTimer = null;
+          if (gen === generation && conn.connectionState !== 'connected') fail('Connection lost.');
+        }, DISCONNECT_GRACE_MS);
+      }
+    } else if (st === 'failed' || st === 'closed') {
+      fail('Connection lost.');
+    }
+  }
+
+  async function fail(text) {
+    await cleanup(false);
+    setState('error', text + ' Press “Go live” to try again.');
+  }
+
+  async function stop(text) {
+    await cleanup(false);
+    setState('idle', text || 'Stopped.');
+  }
+
+  // ---- outgoing stats ----
+  async function pollStats() {
+    const conn = pc;
+    if (!conn || live.state !== 'live') return;
+    let report;
+    try { report = await conn.getStats(); } catch (_) { return; }
+    if (conn !== pc) return;
+    let v = null;
+    let pair = null;
+    report.forEach(function (s) {
+      if (s.type === 'outbound-rtp' && s.kind === 'video' && (!v || (s.bytesSent || 0) > (v.bytesSent || 0))) v = s;
+      if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s;
+    });
+    if (!v) return;
+    const now = Date.now();
+    let kbps = 0;
+    if (prevOut && now > prevOut.time) kbps = Math.max(0, 8 * ((v.bytesSent || 0) - prevOut.bytes) / (now - prevOut.time));
+    prevOut = { time: now, bytes: v.bytesSent || 0 };
+    const codec = v.codecId && report.get(v.codecId) ? report.get(v.codecId).mimeType.replace(/^video\//, '') : '';
+    const res = v.frameWidth ? v.frameWidth + 'x' + v.frameHeight : '–';
+    const limit = v.qualityLimitationReason && v.qualityLimitationReason !== 'none' ? v.qualityLimitationReason : '';
+    const estKbps = pair && pair.availableOutgoingBitrate ? pair.availableOutgoingBitrate / 1000 : null;
+    live.stats = { width: v.frameWidth || 0, height: v.frameHeight || 0, fps: v.framesPerSecond || 0, kbps: kbps, codec: codec,
+      qualityLimitation: limit || 'none', availableKbps: estKbps };
+    sendStats.textContent = 'sending ' + res + ' @ ' + Math.round(v.framesPerSecond || 0) + ' fps, ' +
+      Math.round(kbps) + ' kbps' + (codec ? ' (' + codec + ')' : '') +
+      (estKbps != null ? ', est. ' + Math.round(estKbps) + ' kbps' : '') + (limit ? ', limited by ' + limit : '');
+  }
+  setInterval(function () { pollStats().catch(function () {}); }, 1000);
+
+  form.addEventListener('submit', function (ev) {
+    ev.preventDefault();
+    if (live.state === 'connecting' || live.state === 'live') return;
+    goLive().catch(function (err) {
+      cleanup(false).then(function () { setState('error', String((err && err.message) || err)); });
+    });
+  });
+  stopBtn.addEventListener('click', function () { stop(); });
+  window.addEventListener('pagehide', function () {
+    if (pc || resourceUrl) cleanup(true);
+  });
+
+  setState('idle', 'Ready. Enter your stream key, pick a source and press “Go live”.');
+})();

@@ -1,0 +1,371 @@
+// AeThex LIVE — WHEP player for /watch/{channel}.
+// Plain browser JS, no dependencies. Exposes window.aethexPlayer for tests.
+(function () {
+  'use strict';
+
+  const OFFLINE_RETRY_MS = 2000;
+  const MAX_BACKOFF_MS = 10000;
+  const DISCONNECT_GRACE_MS = 3000;
+  const CONNECT_TIMEOUT_MS = 15000; // answer received but ICE/DTLS never connects
+  const STALL_TIMEOUT_MS = 8000;    // connected but no media bytes at all for this long
+  const POST_TIMEOUT_MS = 10000;
+
+  const segs = location.pathname.split('/').filter(Boolean);
+  let channel = '';
+  try { channel = decodeURIComponent(segs[segs.length - 1] || ''); } catch (_) { channel = segs[segs.length - 1] || ''; }
+  const endpoint = '/whep/' + encodeURIComponent(channel);
+
+  const $ = (id) => document.getElementById(id);
+  const video = $('video');
+  const badge = $('badge');
+  const message = $('message');
+  const statsEl = $('stats');
+  const unmuteBtn = $('unmute');
+  const statsBtn = $('toggle-stats');
+
+  const player = {
+    state: 'connecting', // 'offline' | 'connecting' | 'playing' | 'error'
+    channel: channel,
+    message: '',
+    connectionState: 'new',
+    stats: {},
+    reconnects: 0,
+  };
+  window.aethexPlayer = player;
+
+  $('channel').textContent = channel;
+  document.title = channel + ' — AeThex LIVE';
+
+  let pc = null;
+  let resourceUrl = null;
+  let generation = 0;
+  let retryTimer = null;
+  let dropTimer = null;
+  let connectTimer = null;
+  let backoffMs = 1000;
+  let prev = null;      // previous stats sample (for deltas)
+  let lastBytesAt = 0;  // time the received byte counter last advanced
+  let stopped = false;
+
+  function setState(state, text) {
+    player.state = state;
+    player.message = text || '';
+    badge.className = 'badge ' + state;
+    badge.textContent = state === 'playing' ? 'live' : state;
+    message.textContent = text || '';
+    message.hidden = !text;
+  }
+
+  function clearTimers() {
+    clearTimeout(retryTimer); retryTimer = null;
+    clearTimeout(dropTimer); dropTimer = null;
+    clearTimeout(connectTimer); connectTimer = null;
+  }
+
+  function deleteResource() {
+    if (!resourceUrl) return;
+    const url = resourceUrl;
+    resourceUrl = null;
+    try {
+      fetch(url, { method: 'DELETE', keepalive: true }).catch(function () {});
+    } catch (_) { /* ignore */ }
+  }
+
+  function teardown() {
+    generation++;
+    clearTimers();
+    deleteResource();
+    if (pc) {
+      const old = pc;
+      pc = null;
+      old.ontrack = null;
+      old.onconnectionstatechange = null;
+      try { old.close(); } catch (_) { /* ignore */ }
+    }
+    prev = null;
+  }
+
+  function scheduleRetry(ms) {
+    clearTimeout(retryTimer);
+    if (stopped) return;
+    retryTimer = setTimeout(connect, ms);
+  }
+
+  // Tear down the current session and start over (after a drop or stall).
+  function reconnect(reason, delayMs) {
+    if (stopped) return;
+    teardown();
+    player.reconnects++;
+    setState('connecting', reason + ' — reconnecting…');
+    scheduleRetry(delayMs == null ? 500 : delayMs);
+  }
+
+  function tryPlay() {
+    const p = video.play();
+    if (p && typeof p.catch === 'function') p.catch(function () { /* autoplay policy: stay quiet */ });
+  }
+
+  async function readError(resp) {
+    let code = '';
+    let text = '';
+    try {
+      const body = await resp.text();
+      try {
+        const j = JSON.parse(body);
+        code = j.code || '';
+        text = j.error || j.message || '';
+      } catch (_) {
+        text = body.slice(0, 200);
+      }
+    } catch (_) { /* ignore */ }
+    return { code: code, text: text || ('HTTP ' + resp.status) };
+  }
+
+  async function connect() {
+    if (stopped) return;
+    teardown();
+    const gen = generation;
+    if (player.state !== 'offline') setState('connecting', 'Connecting…');
+
+    const conn = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
+    pc = conn;
+    const stream = new MediaStream();
+    conn.addTransceiver('video', { direction: 'recvonly' });
+    conn.addTransceiver('audio', { direction: 'recvonly' });
+    conn.ontrack = function (ev) {
+      if (gen !== generation) return;
+      stream.addTrack(ev.track);
+      if (video.srcObject !== stream) video.srcObject = stream;
+      tryPlay();
+    };
+    conn.onconnectionstatechange = function () { onConnState(conn, gen); };
+
+    let resp;
+    const ctl = new AbortController();
+    const postTimer = setTimeout(function () { ctl.abort(); }, POST_TIMEOUT_MS);
+    try {
+      const offer = await conn.createOffer();
+      await conn.setLocalDescription(offer);
+      if (gen !== generation) return;
+      // The server is ICE-lite: no need to wait for our candidates, send the offer at once.
+      resp = await fetch(endpoint, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/sdp', 'Accept': 'application/sdp' },
+        body: conn.localDescription.sdp,
+        signal: ctl.signal,
+      });
+    } catch (err) {
+      clearTimeout(postTimer);
+      if (gen !== generation) return;
+      failAndRetry('Cannot reach the server');
+      return;
+    }
+    clearTimeout(postTimer);
+    if (gen !== generation) return;
+
+    if (resp.status !== 201 && resp.status !== 200) {
+      const e = await readError(resp);
+      if (gen !== generation) return;
+      teardown();
+      if (resp.status === 404 && e.code === 'offline') {
+        backoffMs = 1000;
+        setState('offline', 'Offline — waiting for the stream…');
+        scheduleRetry(OFFLINE_RETRY_MS);
+      } else if (e.code === 'not_found') {
+        setState('error', 'Channel “' + channel + '” does not exist.');
+        scheduleRetry(nextBackoff());
+      } else {
+        setState('error', e.text);
+        scheduleRetry(nextBackoff());
+      }
+      return;
+    }
+
+    const loc = resp.headers.get('Location');
+    if (loc) resourceUrl = new URL(loc, new URL(endpoint, location.href)).href;
+    let answer = '';
+    try { answer = await resp.text(); } catch (_) { /* handled below */ }
+    if (gen !== generation) { deleteResource(); return; }
+    try {
+      await conn.setRemoteDescription({ type: 'answer', sdp: answer });
+    } catch (err) {
+      if (gen !== generation) return;
+      failAndRetry('Bad answer from server: ' + ((err && err.message) || err));
+      return;
+    }
+    if (gen !== generation) return;
+    setState('connecting', 'Connecting to the stream…');
+    lastBytesAt = Date.now();
+    connectTimer = setTimeout(function () {
+      if (gen === generation && conn.connectionState !== 'connected') reconnect('Connection timed out');
+    }, CONNECT_TIMEOUT_MS);
+  }
+
+  function nextBackoff() {
+    const ms = backoffMs;
+    backoffMs = Math.min(backoffMs * 2, MAX_BACKOFF_MS);
+    return ms;
+  }
+
+  function failAndRetry(text) {
+    teardown();
+    setState('error', text);
+    scheduleRetry(nextBackoff());
+  }
+
+  function onConnState(conn, gen) {
+    if (gen !== generation) return;
+    const st = conn.connectionState;
+    player.connectionState = st;
+    if (st === 'connected') {
+      clearTimeout(dropTimer); dropTimer = null;
+      clearTimeout(connectTimer); connectTimer = null;
+      backoffMs = 1000;
+      lastBytesAt = Date.now();
+      setState('playing', video.videoWidth > 0 ? '' : 'Waiting for video…');
+      tryPlay();
+    } else if (st === 'disconnected') {
+      if (!dropTimer) {
+        dropTimer = setTimeout(function () {
+          dropTimer = null;
+          if (gen === generation && conn.connectionState !== 'connected') reconnect('Connection lost');
+        }, DISCONNECT_GRACE_MS);
+      }
+    } else if (st === 'failed' || st === 'closed') {
+      reconnect('Connection lost');
+    }
+  }
+
+  video.addEventListener('resize', function () {
+    if (player.state === 'playing' && video.videoWidth > 0) setState('playing', '');
+  });
+  video.addEventListener('playing', function () {
+    if (player.state === 'playing') setState('playing', '');
+  });
+
+  // ---- stats overlay ----
+  async function pollStats() {
+    const conn = pc;
+    if (!conn || conn.connectionState === 'closed') {
+      statsEl.textContent = 'state: ' + player.state;
+      return;
+    }
+    let report;
+    try { report = await conn.getStats(); } catch (_) { return; }
+    if (conn !== pc) return;
+    let v = null, a = null, pair = null, transport = null;
+    const pairs = {};
+    report.forEach(function (s) {
+      if (s.type === 'inbound-rtp' && s.kind === 'video') v = s;
+      else if (s.type === 'inbound-rtp' && s.kind === 'audio') a = s;
+      else if (s.type === 'transport') transport = s;
+      else if (s.type === 'candidate-pair') pairs[s.id] = s;
+    });
+    if (transport && transport.selectedCandidatePairId) pair = pairs[transport.selectedCandidatePairId];
+    if (!pair) {
+      Object.keys(pairs).forEach(function (k) {
+        const p = pairs[k];
+        if (p.nominated && p.state === 'succeeded') pair = p;
+      });
+    }
+
+    const now = Date.now();
+    const st = { connectionState: conn.connectionState, time: now };
+    const bytes = (v ? v.bytesReceived || 0 : 0) + (a ? a.bytesReceived || 0 : 0);
+    if (v) {
+      st.width = v.frameWidth || video.videoWidth || 0;
+      st.height = v.frameHeight || video.videoHeight || 0;
+      st.fps = v.framesPerSecond || 0;
+      st.codec = (v.codecId && report.get(v.codecId)) ? report.get(v.codecId).mimeType : '';
+      st.bytesReceived = v.bytesReceived || 0;
+      st.packetsReceived = v.packetsReceived || 0;
+      st.packetsLost = Math.max(0, v.packetsLost || 0);
+      const tot = st.packetsReceived + st.packetsLost;
+      st.lossPct = tot > 0 ? (100 * st.packetsLost / tot) : 0;
+      st.jitterBufferDelay = v.jitterBufferDelay || 0;
+      st.jitterBufferEmittedCount = v.jitterBufferEmittedCount || 0;
+      st.framesDecoded = v.framesDecoded || 0;
+      st.kbps = null; // needs two samples
+      let jbMs = st.jitterBufferEmittedCount > 0 ? 1000 * st.jitterBufferDelay / st.jitterBufferEmittedCount : null;
+      if (prev && prev.bytesReceived != null && now > prev.time) {
+        st.kbps = Math.max(0, 8 * (st.bytesReceived - prev.bytesReceived) / (now - prev.time));
+        const dn = st.jitterBufferEmittedCount - prev.jitterBufferEmittedCount;
+        if (dn > 0) jbMs = 1000 * (st.jitterBufferDelay - prev.jitterBufferDelay) / dn;
+      }
+      st.jitterBufferMs = jbMs;
+    }
+    st.rttMs = pair && pair.currentRoundTripTime != null ? 1000 * pair.currentRoundTripTime : null;
+    st.delayMs = st.jitterBufferMs != null ? st.jitterBufferMs + (st.rttMs != null ? st.rttMs / 2 : 0) : null;
+
+    if (!prev || bytes > (prev.totalBytes || 0)) lastBytesAt = now;
+    st.totalBytes = bytes;
+    prev = st;
+    player.stats = st;
+    renderStats(st);
+
+    if (conn.connectionState === 'connected' && now - lastBytesAt > STALL_TIMEOUT_MS) {
+      reconnect('No media received');
+    }
+  }
+
+  function fmt(n, d) { return n == null || isNaN(n) ? '–' : n.toFixed(d); }
+
+  function renderStats(st) {
+    const lines = [
+      'state      ' + player.state + ' (' + st.connectionState + ')',
+      'resolution ' + (st.width ? st.width + 'x' + st.height : '–'),
+      'fps        ' + (st.fps ? fmt(st.fps, 0) : '–'),
+      'bitrate    ' + fmt(st.kbps, 0) + ' kbps',
+      'loss       ' + fmt(st.lossPct, 2) + ' %',
+      'delay ≈    ' + (st.delayMs != null ? fmt(st.delayMs, 0) + ' ms' : '–') +
+        (st.rttMs != null ? '  (rtt ' + fmt(st.rttMs, 1) + ' ms)' : ''),
+    ];
+    if (st.codec) lines.push('codec      ' + st.codec.replace(/^video\//, ''));
+    statsEl.textContent = lines.join('\n');
+  }
+
+  setInterval(function () { pollStats().catch(function () {}); }, 1000);
+
+  // ---- controls ----
+  function syncUnmute() { unmuteBtn.textContent = video.muted ? 'Unmute' : 'Mute'; }
+  unmuteBtn.addEventListener('click', function () {
+    video.muted = !video.muted;
+    syncUnmute();
+    tryPlay();
+  });
+  video.addEventListener('volumechange', syncUnmute);
+
+  let showStats = true;
+  try { showStats = localStorage.getItem('aethex.stats') !== 'off'; } catch (_) { /* ignore */ }
+  function applyStats() {
+    statsEl.hidden = !showStats;
+    statsBtn.setAttribute('aria-pressed', String(showStats));
+  }
+  function toggleStats() {
+    showStats = !showStats;
+    try { localStorage.setItem('aethex.stats', showStats ? 'on' : 'off'); } catch (_) { /* ignore */ }
+    applyStats();
+  }
+  statsBtn.addEventListener('click', toggleStats);
+  document.addEventListener('keydown', function (ev) {
+    if ((ev.key === 's' || ev.key === 'S') && !ev.ctrlKey && !ev.metaKey && !ev.altKey) toggleStats();
+  });
+  applyStats();
+  syncUnmute();
+
+  window.addEventListener('pagehide', function () {
+    stopped = true;
+    teardown();
+  });
+  window.addEventListener('pageshow', function (ev) {
+    if (ev.persisted && stopped && channel) { stopped = false; connect(); } // back/forward cache
+  });
+
+  if (!channel) {
+    setState('error', 'No channel in the URL.');
+  } else if (typeof RTCPeerConnection === 'undefined') {
+    setState('error', 'This browser does not support WebRTC.');
+  } else {
+    connect();
+  }
+})();
