@@ -35,7 +35,11 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([0, 0, 0, 0], 8080)), public_url: String::new(), max_body_bytes: 64 * 1024 }
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            public_url: String::new(),
+            max_body_bytes: 64 * 1024,
+        }
     }
 }
 
@@ -70,7 +74,12 @@ pub struct RtcConfig {
 
 impl Default for RtcConfig {
     fn default() -> Self {
-        Self { udp_port: 8189, bind_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED), advertise_ips: Vec::new(), ice_servers: Vec::new() }
+        Self {
+            udp_port: 8189,
+            bind_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            advertise_ips: Vec::new(),
+            ice_servers: Vec::new(),
+        }
     }
 }
 
@@ -97,11 +106,18 @@ pub struct SfuConfig {
     pub max_peers: usize,
     /// A session that has not connected within this many ms is closed.
     pub connect_timeout_ms: u64,
+    /// Viewers of a stream whose publisher left are kept this many ms, then closed.
+    pub offline_grace_ms: u64,
 }
 
 impl Default for SfuConfig {
     fn default() -> Self {
-        Self { keyframe_request_interval_ms: 300, max_peers: 2000, connect_timeout_ms: 15_000 }
+        Self {
+            keyframe_request_interval_ms: 300,
+            max_peers: 2000,
+            connect_timeout_ms: 15_000,
+            offline_grace_ms: 10_000,
+        }
     }
 }
 
@@ -113,6 +129,7 @@ impl SfuConfig {
             keyframe_request_interval: Duration::from_millis(self.keyframe_request_interval_ms),
             max_peers: self.max_peers,
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            offline_grace: Duration::from_millis(self.offline_grace_ms),
         }
     }
 }
@@ -127,7 +144,9 @@ pub struct StorageConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { data_dir: PathBuf::from("./data") }
+        Self {
+            data_dir: PathBuf::from("./data"),
+        }
     }
 }
 
@@ -161,8 +180,10 @@ pub const SHIPPED: &str = include_str!("../config.toml");
 impl Config {
     /// Parse TOML text.
     pub fn from_toml(text: &str, path: &std::path::Path) -> Result<Self, ConfigError> {
-        let config: Config =
-            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -171,7 +192,10 @@ impl Config {
     pub fn load(path: Option<&std::path::Path>) -> Result<Self, ConfigError> {
         match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.to_path_buf(), source })?;
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
                 Self::from_toml(&text, p)
             }
             None => {
@@ -187,19 +211,34 @@ impl Config {
     /// Range checks serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.http.max_body_bytes < 1024 {
-            return Err(ConfigError::Invalid("http.max_body_bytes must be at least 1024".into()));
+            return Err(ConfigError::Invalid(
+                "http.max_body_bytes must be at least 1024".into(),
+            ));
         }
         if self.sfu.max_peers == 0 {
-            return Err(ConfigError::Invalid("sfu.max_peers must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "sfu.max_peers must be at least 1".into(),
+            ));
         }
         if !(50..=10_000).contains(&self.sfu.keyframe_request_interval_ms) {
-            return Err(ConfigError::Invalid("sfu.keyframe_request_interval_ms must be 50..=10000".into()));
+            return Err(ConfigError::Invalid(
+                "sfu.keyframe_request_interval_ms must be 50..=10000".into(),
+            ));
         }
         if self.sfu.connect_timeout_ms < 1000 {
-            return Err(ConfigError::Invalid("sfu.connect_timeout_ms must be at least 1000".into()));
+            return Err(ConfigError::Invalid(
+                "sfu.connect_timeout_ms must be at least 1000".into(),
+            ));
         }
-        if self.rtc.effective_advertise_ips().iter().any(|ip| ip.is_unspecified()) {
-            return Err(ConfigError::Invalid("rtc.advertise_ips must not contain 0.0.0.0 or ::".into()));
+        if self
+            .rtc
+            .effective_advertise_ips()
+            .iter()
+            .any(|ip| ip.is_unspecified())
+        {
+            return Err(ConfigError::Invalid(
+                "rtc.advertise_ips must not contain 0.0.0.0 or ::".into(),
+            ));
         }
         Ok(())
     }
@@ -222,27 +261,44 @@ mod tests {
         let lines: Vec<&str> = SHIPPED.lines().collect();
         for (section, table) in defaults.as_table().unwrap() {
             for key in table.as_table().unwrap().keys() {
-                assert!(shipped.get(section).and_then(|s| s.get(key)).is_some(), "config.toml lacks {section}.{key}");
-                let at = lines.iter().position(|l| l.starts_with(&format!("{key} ="))).unwrap();
-                assert!(lines[at - 1].starts_with('#'), "{section}.{key} has no comment above it");
+                assert!(
+                    shipped.get(section).and_then(|s| s.get(key)).is_some(),
+                    "config.toml lacks {section}.{key}"
+                );
+                let at = lines
+                    .iter()
+                    .position(|l| l.starts_with(&format!("{key} =")))
+                    .unwrap();
+                assert!(
+                    lines[at - 1].starts_with('#'),
+                    "{section}.{key} has no comment above it"
+                );
             }
         }
     }
 
     #[test]
     fn unknown_key_is_named_in_the_error() {
-        let err = Config::from_toml("[http]\nlisten_adress = \"0.0.0.0:1\"\n", std::path::Path::new("x.toml")).unwrap_err();
+        let err = Config::from_toml(
+            "[http]\nlisten_adress = \"0.0.0.0:1\"\n",
+            std::path::Path::new("x.toml"),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("listen_adress"), "{err}");
     }
 
     #[test]
     fn out_of_range_values_are_refused() {
-        let err = Config::from_toml("[sfu]\nmax_peers = 0\n", std::path::Path::new("x.toml")).unwrap_err();
+        let err = Config::from_toml("[sfu]\nmax_peers = 0\n", std::path::Path::new("x.toml"))
+            .unwrap_err();
         assert!(err.to_string().contains("max_peers"), "{err}");
     }
 
     #[test]
     fn advertise_defaults_to_loopback_when_binding_everywhere() {
-        assert_eq!(RtcConfig::default().effective_advertise_ips(), vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+        assert_eq!(
+            RtcConfig::default().effective_advertise_ips(),
+            vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]
+        );
     }
 }

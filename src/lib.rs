@@ -32,12 +32,16 @@ impl Listeners {
 
     /// Bound HTTP address.
     pub fn http_addr(&self) -> SocketAddr {
-        self.http.local_addr().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
+        self.http
+            .local_addr()
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     /// Bound UDP address.
     pub fn udp_addr(&self) -> SocketAddr {
-        self.udp.local_addr().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
+        self.udp
+            .local_addr()
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 }
 
@@ -62,9 +66,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let udp_port = listeners.udp_addr().port();
-    let candidates: Vec<SocketAddr> =
-        config.rtc.effective_advertise_ips().into_iter().map(|ip| SocketAddr::new(ip, udp_port)).collect();
-    let seed = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let candidates: Vec<SocketAddr> = config
+        .rtc
+        .effective_advertise_ips()
+        .into_iter()
+        .map(|ip| SocketAddr::new(ip, udp_port))
+        .collect();
+    let seed = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
     let (sfu, driver) = sfu::driver::spawn(listeners.udp, config.sfu.core(candidates), seed)?;
 
     let sessions = Arc::new(Sessions::default());
@@ -75,7 +85,9 @@ pub async fn serve(
             match events.recv().await {
                 Ok(sfu::SfuEvent::PeerClosed(peer, _)) => forget.forget_peer(peer),
                 Ok(sfu::SfuEvent::StreamLive(s)) => tracing::info!(stream = %s, "stream live"),
-                Ok(sfu::SfuEvent::StreamOffline(s)) => tracing::info!(stream = %s, "stream offline"),
+                Ok(sfu::SfuEvent::StreamOffline(s)) => {
+                    tracing::info!(stream = %s, "stream offline")
+                }
                 Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(missed = n, "event watcher lagged");
@@ -91,7 +103,11 @@ pub async fn serve(
             .rtc
             .ice_servers
             .iter()
-            .map(|s| IceServer { url: s.url.clone(), username: s.username.clone(), credential: s.credential.clone() })
+            .map(|s| IceServer {
+                url: s.url.clone(),
+                username: s.username.clone(),
+                credential: s.credential.clone(),
+            })
             .collect(),
     };
     let state = AppState {
@@ -102,7 +118,9 @@ pub async fn serve(
         metrics: Arc::new(Metrics::new()),
     };
     let app = signaling::router(state);
-    axum::serve(listeners.http, app).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listeners.http, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
     tracing::info!("HTTP stopped; closing sessions");
     sfu.shutdown().await;
     let _ = driver.await;

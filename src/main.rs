@@ -99,20 +99,31 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("AETHEX_LOG").unwrap_or_else(|_| EnvFilter::new("info,str0m=warn,sqlx=warn"));
+    let filter = EnvFilter::try_from_env("AETHEX_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,str0m=warn,sqlx=warn"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(Some(path)).map_err(explain)?;
     println!("{}: ok", path.display());
-    println!("{}", toml::to_string_pretty(&config).context("rendering the configuration")?);
+    println!(
+        "{}",
+        toml::to_string_pretty(&config).context("rendering the configuration")?
+    );
     Ok(())
 }
 
@@ -144,24 +155,55 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let store = Store::open_data_dir(&config.storage.data_dir)
         .await
-        .with_context(|| format!("opening the database in {}", config.storage.data_dir.display()))?;
-    let demo_key = if store.channel_count().await? == 0 { Some(store.create_channel("demo").await?) } else { None };
+        .with_context(|| {
+            format!(
+                "opening the database in {}",
+                config.storage.data_dir.display()
+            )
+        })?;
+    let demo_key = if store.channel_count().await? == 0 {
+        Some(store.create_channel("demo").await?)
+    } else {
+        None
+    };
     let listeners = Listeners::bind(&config).await.with_context(|| {
-        format!("binding HTTP {} and UDP {}:{}", config.http.listen, config.rtc.bind_ip, config.rtc.udp_port)
+        format!(
+            "binding HTTP {} and UDP {}:{}",
+            config.http.listen, config.rtc.bind_ip, config.rtc.udp_port
+        )
     })?;
     let base = aethex::public_url(&config, listeners.http_addr());
     print_banner(&config, &listeners, &base, demo_key.as_ref());
 
-    aethex::serve(config, store, listeners, shutdown_signal()).await.context("serving")?;
+    aethex::serve(config, store, listeners, shutdown_signal())
+        .await
+        .context("serving")?;
     tracing::info!("stopped cleanly");
     Ok(())
 }
 
-fn print_banner(config: &Config, l: &Listeners, base: &str, demo_key: Option<&signaling::StreamKey>) {
-    let ips: Vec<String> = config.rtc.effective_advertise_ips().iter().map(ToString::to_string).collect();
+fn print_banner(
+    config: &Config,
+    l: &Listeners,
+    base: &str,
+    demo_key: Option<&signaling::StreamKey>,
+) {
+    let ips: Vec<String> = config
+        .rtc
+        .effective_advertise_ips()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     println!("AeThex LIVE {} is running", env!("CARGO_PKG_VERSION"));
-    println!("  HTTP            {}  (WHIP, WHEP, web client, /metrics, /healthz)", l.http_addr());
-    println!("  media (UDP)     {}  advertised as {}", l.udp_addr(), ips.join(", "));
+    println!(
+        "  HTTP            {}  (WHIP, WHEP, web client, /metrics, /healthz)",
+        l.http_addr()
+    );
+    println!(
+        "  media (UDP)     {}  advertised as {}",
+        l.udp_addr(),
+        ips.join(", ")
+    );
     println!("  data            {}", config.storage.data_dir.display());
     println!("  go live (web)   {base}/live");
     if let Some(key) = demo_key {
@@ -174,7 +216,10 @@ fn print_banner(config: &Config, l: &Listeners, base: &str, demo_key: Option<&si
         println!("  Watch           {base}/watch/demo");
     } else {
         println!("  watch           {base}/watch/<channel>");
-        println!("  new channel     aethex channel create <name> --data-dir {}", config.storage.data_dir.display());
+        println!(
+            "  new channel     aethex channel create <name> --data-dir {}",
+            config.storage.data_dir.display()
+        );
     }
     if config.rtc.advertise_ips.is_empty() && config.rtc.bind_ip.is_unspecified() {
         println!();
@@ -209,13 +254,22 @@ async fn channel(cmd: ChannelCommand) -> anyhow::Result<()> {
         ChannelCommand::Create(a) => (a, false),
         ChannelCommand::RotateKey(a) => (a, true),
     };
-    sfu::StreamId::new(&args.name).map_err(|e| anyhow::anyhow!("invalid channel name {:?}: {e}", args.name))?;
+    sfu::StreamId::new(&args.name)
+        .map_err(|e| anyhow::anyhow!("invalid channel name {:?}: {e}", args.name))?;
     let config = load(args.config.as_deref(), args.data_dir)?;
     let store = Store::open_data_dir(&config.storage.data_dir)
         .await
-        .with_context(|| format!("opening the database in {}", config.storage.data_dir.display()))?;
+        .with_context(|| {
+            format!(
+                "opening the database in {}",
+                config.storage.data_dir.display()
+            )
+        })?;
     let key = if rotate {
-        store.rotate_key(&args.name).await?.ok_or_else(|| anyhow::anyhow!("no such channel: {}", args.name))?
+        store
+            .rotate_key(&args.name)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no such channel: {}", args.name))?
     } else {
         match store.create_channel(&args.name).await {
             Ok(k) => k,

@@ -132,8 +132,14 @@ mod tests {
         let mut resp = binding_request_with_username([1; 12], "a:b");
         resp[0] = 0x01; // 0x0101 = Binding success response
         assert_eq!(stun_local_ufrag(&resp), None);
-        assert_eq!(stun_local_ufrag(&binding_request_with_username([1; 12], "nocolon")), None);
-        assert_eq!(stun_local_ufrag(&binding_request_with_username([1; 12], ":remote")), None);
+        assert_eq!(
+            stun_local_ufrag(&binding_request_with_username([1; 12], "nocolon")),
+            None
+        );
+        assert_eq!(
+            stun_local_ufrag(&binding_request_with_username([1; 12], ":remote")),
+            None
+        );
         let mut bad_cookie = binding_request_with_username([1; 12], "a:b");
         bad_cookie[4] = 0;
         assert_eq!(stun_local_ufrag(&bad_cookie), None);

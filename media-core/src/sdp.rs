@@ -79,7 +79,8 @@ pub fn media_sections(sdp: &str) -> Result<Vec<MediaSection>, SdpSniffError> {
     for (idx, line) in lines.enumerate() {
         if let Some(rest) = line.strip_prefix("m=") {
             let mut fields = rest.split_ascii_whitespace();
-            let (Some(kind), Some(port), Some(_proto)) = (fields.next(), fields.next(), fields.next())
+            let (Some(kind), Some(port), Some(_proto)) =
+                (fields.next(), fields.next(), fields.next())
             else {
                 return Err(SdpSniffError::BadMediaLine { line: idx + 2 });
             };
@@ -90,10 +91,17 @@ pub fn media_sections(sdp: &str) -> Result<Vec<MediaSection>, SdpSniffError> {
                 _ => Kind::Other,
             };
             let disabled = port.split('/').next() == Some("0");
-            out.push(MediaSection { kind, mid: None, direction: Direction::SendRecv, disabled });
+            out.push(MediaSection {
+                kind,
+                mid: None,
+                direction: Direction::SendRecv,
+                disabled,
+            });
             continue;
         }
-        let Some(section) = out.last_mut() else { continue };
+        let Some(section) = out.last_mut() else {
+            continue;
+        };
         if let Some(mid) = line.strip_prefix("a=mid:") {
             section.mid = Some(mid.trim().to_string());
         } else {
@@ -116,8 +124,16 @@ pub fn media_sections(sdp: &str) -> Result<Vec<MediaSection>, SdpSniffError> {
 /// only from the last bundled section, others want end-of-candidates: listing them everywhere
 /// is valid (RFC 8839) and works with all of them.
 pub fn spread_candidates(sdp: &str) -> String {
-    let lines: Vec<&str> = sdp.lines().map(|l| l.trim_end_matches('\r')).filter(|l| !l.is_empty()).collect();
-    let candidates: Vec<&str> = lines.iter().copied().filter(|l| l.starts_with("a=candidate:")).collect();
+    let lines: Vec<&str> = sdp
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.is_empty())
+        .collect();
+    let candidates: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("a=candidate:"))
+        .collect();
     let mut out = String::with_capacity(sdp.len() + candidates.len() * 80);
     let mut in_media = false;
     let close_section = |out: &mut String| {
@@ -177,7 +193,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const OBS_LIKE: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n\
+    const OBS_LIKE: &str =
+        "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n\
 m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendonly\r\na=rtpmap:111 opus/48000/2\r\n\
 m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=sendonly\r\na=rtpmap:96 H264/90000\r\n";
 
@@ -185,15 +202,24 @@ m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=sendonly\r\na=rtpmap:96 H264/9000
     fn sniffs_kinds_mids_and_directions() {
         let s = media_sections(OBS_LIKE).unwrap();
         assert_eq!(s.len(), 2);
-        assert_eq!((s[0].kind, s[0].mid.as_deref(), s[0].direction), (Kind::Audio, Some("0"), Direction::SendOnly));
-        assert_eq!((s[1].kind, s[1].mid.as_deref(), s[1].direction), (Kind::Video, Some("1"), Direction::SendOnly));
+        assert_eq!(
+            (s[0].kind, s[0].mid.as_deref(), s[0].direction),
+            (Kind::Audio, Some("0"), Direction::SendOnly)
+        );
+        assert_eq!(
+            (s[1].kind, s[1].mid.as_deref(), s[1].direction),
+            (Kind::Video, Some("1"), Direction::SendOnly)
+        );
     }
 
     #[test]
     fn garbage_is_not_sdp() {
         assert_eq!(media_sections("hello"), Err(SdpSniffError::NotSdp));
         assert_eq!(media_sections(""), Err(SdpSniffError::NotSdp));
-        assert_eq!(media_sections("v=0\nm=video\n"), Err(SdpSniffError::BadMediaLine { line: 2 }));
+        assert_eq!(
+            media_sections("v=0\nm=video\n"),
+            Err(SdpSniffError::BadMediaLine { line: 2 })
+        );
     }
 
     #[test]
@@ -212,12 +238,27 @@ a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\nm=video 9 UDP/TLS/RTP/
 
     fn section() -> impl Strategy<Value = MediaSection> {
         (
-            prop_oneof![Just(Kind::Audio), Just(Kind::Video), Just(Kind::Application), Just(Kind::Other)],
+            prop_oneof![
+                Just(Kind::Audio),
+                Just(Kind::Video),
+                Just(Kind::Application),
+                Just(Kind::Other)
+            ],
             proptest::option::of("[a-z0-9]{1,8}"),
-            prop_oneof![Just(Direction::SendRecv), Just(Direction::SendOnly), Just(Direction::RecvOnly), Just(Direction::Inactive)],
+            prop_oneof![
+                Just(Direction::SendRecv),
+                Just(Direction::SendOnly),
+                Just(Direction::RecvOnly),
+                Just(Direction::Inactive)
+            ],
             any::<bool>(),
         )
-            .prop_map(|(kind, mid, direction, disabled)| MediaSection { kind, mid, direction, disabled })
+            .prop_map(|(kind, mid, direction, disabled)| MediaSection {
+                kind,
+                mid,
+                direction,
+                disabled,
+            })
     }
 
     proptest! {

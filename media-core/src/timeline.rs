@@ -24,7 +24,12 @@ pub struct Rebaser {
 impl Rebaser {
     /// A timeline at `clock_hz` ticks per second (90 000 for video, 48 000 for Opus).
     pub fn new(clock_hz: u32) -> Self {
-        Self { clock_hz: clock_hz.max(1), source: None, offset: 0, last_out: None }
+        Self {
+            clock_hz: clock_hz.max(1),
+            source: None,
+            offset: 0,
+            last_out: None,
+        }
     }
 
     /// The output timestamp for a sample with `ticks` from `source`, observed at `now`.
@@ -53,6 +58,7 @@ impl Rebaser {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests pick an arbitrary epoch
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -75,7 +81,10 @@ mod tests {
         let t1 = t0 + Duration::from_secs(2);
         assert_eq!(r.map(2, 12_345, t1), 900_000 + 180_000);
         // Relative timing of the new source is preserved.
-        assert_eq!(r.map(2, 12_345 + 3_000, t1 + Duration::from_millis(33)), 900_000 + 183_000);
+        assert_eq!(
+            r.map(2, 12_345 + 3_000, t1 + Duration::from_millis(33)),
+            900_000 + 183_000
+        );
     }
 
     #[test]

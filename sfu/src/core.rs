@@ -17,7 +17,9 @@ use str0m::{Candidate, Event, IceConnectionState, IceCreds, Rtc};
 use crate::forward::Stream;
 use crate::peer::{Peer, PeerBroken, Role};
 use crate::stats::{DropReason, SfuStats};
-use crate::{CloseReason, Input, Output, PeerId, SfuConfig, SfuError, SfuEvent, StreamId, Transmit};
+use crate::{
+    CloseReason, Input, Output, PeerId, SfuConfig, SfuError, SfuEvent, StreamId, Transmit,
+};
 
 /// A publisher was accepted.
 #[derive(Debug, Clone)]
@@ -52,13 +54,14 @@ pub struct Sfu {
     next_id: u64,
     rng: u64,
     stats: SfuStats,
-    last_now: Option<Instant>,
+    /// The latest instant seen in any input.
+    last_now: Instant,
 }
 
 impl Sfu {
-    /// A core that puts `config.candidates` in its answers. `seed` feeds session ids and ICE
-    /// credentials (take it from the OS in production, fix it in deterministic tests).
-    pub fn new(config: SfuConfig, seed: u64) -> Self {
+    /// A core that puts `config.candidates` in its answers, starting at `now`. `seed` feeds
+    /// session ids (take it from the OS in production, fix it in deterministic tests).
+    pub fn new(config: SfuConfig, seed: u64, now: Instant) -> Self {
         Self {
             config,
             peers: HashMap::new(),
@@ -70,7 +73,7 @@ impl Sfu {
             next_id: 1,
             rng: seed | 1,
             stats: SfuStats::default(),
-            last_now: None,
+            last_now: now,
         }
     }
 
@@ -84,7 +87,9 @@ impl Sfu {
 
     /// Whether `stream` has a publisher.
     pub fn is_live(&self, stream: &StreamId) -> bool {
-        self.streams.get(stream).is_some_and(|s| s.publisher.is_some())
+        self.streams
+            .get(stream)
+            .is_some_and(|s| s.publisher.is_some())
     }
 
     /// Number of peers (publishers + subscribers).
@@ -117,35 +122,66 @@ impl Sfu {
     }
 
     /// Accept a WHIP offer for `stream`. A live publisher on the same stream is replaced.
-    pub fn publish(&mut self, now: Instant, stream: StreamId, offer: &str) -> Result<Published, SfuError> {
+    pub fn publish(
+        &mut self,
+        now: Instant,
+        stream: StreamId,
+        offer: &str,
+    ) -> Result<Published, SfuError> {
         let sections = sdp::media_sections(offer).map_err(|e| SfuError::BadOffer(e.to_string()))?;
         let sending = sections
             .iter()
-            .filter(|m| !m.disabled && matches!(m.kind, Kind::Audio | Kind::Video) && m.direction.offerer_sends())
+            .filter(|m| {
+                !m.disabled
+                    && matches!(m.kind, Kind::Audio | Kind::Video)
+                    && m.direction.offerer_sends()
+            })
             .count();
         if sending == 0 {
-            return Err(SfuError::Unusable("a WHIP offer must send audio or video (sendonly)".into()));
+            return Err(SfuError::Unusable(
+                "a WHIP offer must send audio or video (sendonly)".into(),
+            ));
         }
-        self.admit()?;
+        // A reconnecting publisher takes its predecessor's place: it needs no extra room.
+        let replacing = self
+            .streams
+            .get(&stream)
+            .is_some_and(|s| s.publisher.is_some());
+        if !replacing {
+            self.admit()?;
+        }
         let (rtc, answer, ufrag) = self.accept(now, offer, publisher_codecs())?;
-        let kinds = accepted_kinds(&rtc, &sections);
+        let kinds = accepted_kinds(&sections, &answer);
         if kinds.is_empty() {
-            return Err(SfuError::Unusable("no offered codec is supported (H264, VP8, VP9, AV1, Opus)".into()));
+            return Err(SfuError::Unusable(
+                "no offered codec is supported (H264, VP8, VP9, AV1, Opus)".into(),
+            ));
         }
         let params = negotiated_params(&rtc, &kinds);
 
         let id = self.alloc_id();
         let interval = self.config.keyframe_request_interval;
-        let entry = self.streams.entry(stream.clone()).or_insert_with(|| Stream::new(interval));
+        let entry = self
+            .streams
+            .entry(stream.clone())
+            .or_insert_with(|| Stream::new(interval));
         let replaced = entry.publisher.take();
         entry.generation += 1;
         entry.params = params;
         entry.keyframes.reset();
         entry.publisher = Some(id);
+        entry.offline_since = None;
         let generation = entry.generation;
         let subscribers: Vec<PeerId> = entry.subscribers.iter().copied().collect();
 
-        let mut peer = Peer::new(id, stream.clone(), Role::Publisher { generation }, ufrag.clone(), rtc, now);
+        let mut peer = Peer::new(
+            id,
+            stream.clone(),
+            Role::Publisher { generation },
+            ufrag.clone(),
+            rtc,
+            now,
+        );
         peer.kinds = kinds;
         self.insert_peer(peer);
         if let Some(old) = replaced {
@@ -158,29 +194,62 @@ impl Sfu {
             }
         }
         tracing::info!(stream = %stream, peer = %id, "publisher accepted");
-        Ok(Published { peer: id, answer, replaced })
+        Ok(Published {
+            peer: id,
+            answer,
+            replaced,
+        })
     }
 
     /// Accept a WHEP offer for `stream`, which must be live.
-    pub fn subscribe(&mut self, now: Instant, stream: StreamId, offer: &str) -> Result<Subscribed, SfuError> {
+    pub fn subscribe(
+        &mut self,
+        now: Instant,
+        stream: StreamId,
+        offer: &str,
+    ) -> Result<Subscribed, SfuError> {
         let sections = sdp::media_sections(offer).map_err(|e| SfuError::BadOffer(e.to_string()))?;
-        let receiving = sections
-            .iter()
-            .any(|m| !m.disabled && matches!(m.kind, Kind::Audio | Kind::Video) && m.direction.offerer_receives());
+        let receiving = sections.iter().any(|m| {
+            !m.disabled
+                && matches!(m.kind, Kind::Audio | Kind::Video)
+                && m.direction.offerer_receives()
+        });
         if !receiving {
-            return Err(SfuError::Unusable("a WHEP offer must receive audio or video (recvonly)".into()));
+            return Err(SfuError::Unusable(
+                "a WHEP offer must receive audio or video (recvonly)".into(),
+            ));
         }
         let Some(entry) = self.streams.get(&stream).filter(|s| s.publisher.is_some()) else {
             return Err(SfuError::Offline(stream));
         };
         let codecs = CodecConfig::new_from_payload_params(entry.params.clone());
+        let has_video = entry.params.iter().any(|p| p.spec().codec.is_video());
+        let has_audio = entry.params.iter().any(|p| p.spec().codec.is_audio());
         self.admit()?;
         let (rtc, answer, ufrag) = self.accept(now, offer, codecs)?;
-        let kinds = accepted_kinds(&rtc, &sections);
+        let kinds = accepted_kinds(&sections, &answer);
         let out_video = first_of_kind(&sections, &kinds, MediaKind::Video);
         let out_audio = first_of_kind(&sections, &kinds, MediaKind::Audio);
+        let wants = |k: Kind| {
+            sections
+                .iter()
+                .any(|m| m.kind == k && !m.disabled && m.direction.offerer_receives())
+        };
+        if has_video && wants(Kind::Video) && out_video.is_none() {
+            return Err(SfuError::CodecMismatch(format!(
+                "the stream's video codec is {}; the viewer offered none that matches",
+                codec_names(&entry_codecs(&rtc, true))
+            )));
+        }
+        if has_audio && wants(Kind::Audio) && out_audio.is_none() {
+            return Err(SfuError::CodecMismatch(
+                "the stream's audio is Opus; the viewer did not offer it".into(),
+            ));
+        }
         if out_video.is_none() && out_audio.is_none() {
-            return Err(SfuError::Unusable("the viewer supports none of the stream's codecs".into()));
+            return Err(SfuError::CodecMismatch(
+                "the viewer supports none of the stream's codecs".into(),
+            ));
         }
         let id = self.alloc_id();
         let mut peer = Peer::new(id, stream.clone(), Role::Subscriber, ufrag, rtc, now);
@@ -196,7 +265,11 @@ impl Sfu {
     }
 
     /// Add a remote ICE candidate (WHIP/WHEP PATCH trickle). Unparseable lines are ignored.
-    pub fn add_remote_candidates(&mut self, peer: PeerId, candidates: &[String]) -> Result<usize, SfuError> {
+    pub fn add_remote_candidates(
+        &mut self,
+        peer: PeerId,
+        candidates: &[String],
+    ) -> Result<usize, SfuError> {
         let p = self.peers.get_mut(&peer).ok_or(SfuError::UnknownPeer)?;
         let mut added = 0;
         for line in candidates {
@@ -232,7 +305,9 @@ impl Sfu {
 
     /// Which stream a session belongs to, and whether it publishes.
     pub fn peer_info(&self, peer: PeerId) -> Option<(StreamId, bool)> {
-        self.peers.get(&peer).map(|p| (p.stream.clone(), p.is_publisher()))
+        self.peers
+            .get(&peer)
+            .map(|p| (p.stream.clone(), p.is_publisher()))
     }
 
     fn alloc_id(&mut self) -> PeerId {
@@ -242,11 +317,20 @@ impl Sfu {
         PeerId(id)
     }
 
-    fn accept(&mut self, now: Instant, offer: &str, codecs: CodecConfig) -> Result<(Rtc, String, String), SfuError> {
-        let parsed = SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::BadOffer(e.to_string()))?;
+    fn accept(
+        &mut self,
+        now: Instant,
+        offer: &str,
+        codecs: CodecConfig,
+    ) -> Result<(Rtc, String, String), SfuError> {
+        let parsed =
+            SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::BadOffer(e.to_string()))?;
         let creds = self.new_ice_creds();
         let ufrag = creds.ufrag.clone();
-        let mut builder = Rtc::builder().set_ice_lite(true).set_local_ice_credentials(creds).clear_codecs();
+        let mut builder = Rtc::builder()
+            .set_ice_lite(true)
+            .set_local_ice_credentials(creds)
+            .clear_codecs();
         *builder.codec_config() = codecs;
         let candidates = self.config.candidates.clone();
         let result = catch_unwind(AssertUnwindSafe(move || {
@@ -256,13 +340,18 @@ impl Sfu {
                     rtc.add_local_candidate(c);
                 }
             }
-            let answer = rtc.sdp_api().accept_offer(parsed).map_err(|e| e.to_string())?;
+            let answer = rtc
+                .sdp_api()
+                .accept_offer(parsed)
+                .map_err(|e| e.to_string())?;
             Ok::<_, String>((rtc, answer.to_sdp_string()))
         }));
         match result {
             Ok(Ok((rtc, answer))) => Ok((rtc, sdp::spread_candidates(&answer), ufrag)),
             Ok(Err(e)) => Err(SfuError::BadOffer(e)),
-            Err(_) => Err(SfuError::BadOffer("the offer could not be negotiated".into())),
+            Err(_) => Err(SfuError::BadOffer(
+                "the offer could not be negotiated".into(),
+            )),
         }
     }
 
@@ -275,7 +364,9 @@ impl Sfu {
     }
 
     fn remove_peer(&mut self, id: PeerId, reason: CloseReason) {
-        let Some(mut peer) = self.peers.remove(&id) else { return };
+        let Some(mut peer) = self.peers.remove(&id) else {
+            return;
+        };
         peer.disconnect();
         // Flush what the engine still wants to send (DTLS close_notify).
         while let Ok(out) = peer.poll_output() {
@@ -295,6 +386,7 @@ impl Sfu {
             stream.subscribers.remove(&id);
             if stream.publisher == Some(id) {
                 stream.publisher = None;
+                stream.offline_since = Some(self.last_now);
                 went_offline = true;
             }
             if stream.is_idle() {
@@ -302,9 +394,11 @@ impl Sfu {
             }
         }
         tracing::info!(peer = %id, stream = %peer.stream, ?reason, "session closed");
-        self.out.push_back(Output::Event(SfuEvent::PeerClosed(id, reason)));
+        self.out
+            .push_back(Output::Event(SfuEvent::PeerClosed(id, reason)));
         if went_offline && reason != CloseReason::Replaced {
-            self.out.push_back(Output::Event(SfuEvent::StreamOffline(peer.stream)));
+            self.out
+                .push_back(Output::Event(SfuEvent::StreamOffline(peer.stream)));
         }
     }
 
@@ -318,10 +412,17 @@ impl Sfu {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        self.last_now = Some(now);
-        let due: Vec<PeerId> = self.peers.values().filter(|p| p.deadline <= now).map(|p| p.id).collect();
+        self.last_now = self.last_now.max(now);
+        let due: Vec<PeerId> = self
+            .peers
+            .values()
+            .filter(|p| p.deadline <= now)
+            .map(|p| p.id)
+            .collect();
         for id in due {
-            let Some(peer) = self.peers.get_mut(&id) else { continue };
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
             if peer.handle_input(str0m::Input::Timeout(now)).is_err() {
                 self.remove_peer(id, CloseReason::Failed);
                 continue;
@@ -329,8 +430,12 @@ impl Sfu {
             self.dirty.push_back(id);
         }
         let timeout = self.config.connect_timeout;
-        let stale: Vec<PeerId> =
-            self.peers.values().filter(|p| !p.connected && now >= p.created + timeout).map(|p| p.id).collect();
+        let stale: Vec<PeerId> = self
+            .peers
+            .values()
+            .filter(|p| !p.connected && now >= p.created + timeout)
+            .map(|p| p.id)
+            .collect();
         for id in stale {
             self.remove_peer(id, CloseReason::ConnectTimeout);
         }
@@ -343,10 +448,20 @@ impl Sfu {
         for stream in due_streams {
             self.poll_keyframe(&stream, now);
         }
+        let grace = self.config.offline_grace;
+        let ended: Vec<PeerId> = self
+            .streams
+            .values()
+            .filter(|s| s.offline_since.is_some_and(|t| now >= t + grace))
+            .flat_map(|s| s.subscribers.iter().copied())
+            .collect();
+        for id in ended {
+            self.remove_peer(id, CloseReason::StreamEnded);
+        }
     }
 
     fn handle_datagram(&mut self, at: Instant, from: SocketAddr, to: SocketAddr, data: &[u8]) {
-        self.last_now = Some(at);
+        self.last_now = self.last_now.max(at);
         self.stats.packets_in += 1;
         self.stats.bytes_in += data.len() as u64;
         let kind = classify(data);
@@ -357,7 +472,10 @@ impl Sfu {
         let id = match self.by_addr.get(&from) {
             Some(id) => *id,
             None => {
-                let Some(id) = stun_local_ufrag(data).and_then(|u| self.by_ufrag.get(u)).copied() else {
+                let Some(id) = stun_local_ufrag(data)
+                    .and_then(|u| self.by_ufrag.get(u))
+                    .copied()
+                else {
                     self.stats.drop(DropReason::UnknownSource);
                     return;
                 };
@@ -370,7 +488,9 @@ impl Sfu {
             return;
         };
         let input = str0m::Input::Receive(at, receive);
-        let Some(peer) = self.peers.get_mut(&id) else { return };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
         if !peer.rtc.accepts(&input) {
             self.stats.drop(DropReason::Rejected);
             return;
@@ -401,11 +521,27 @@ impl Sfu {
         if let Some(out) = self.out.pop_front() {
             return out;
         }
-        let far = self.last_now.map_or_else(Instant::now, |n| n) + Duration::from_secs(1);
+        let far = self.last_now + Duration::from_secs(1);
         let peers = self.peers.values().map(|p| p.deadline);
         let streams = self.streams.values().filter_map(|s| s.keyframes.deadline());
-        let connect = self.peers.values().filter(|p| !p.connected).map(|p| p.created + self.config.connect_timeout);
-        Output::Timeout(peers.chain(streams).chain(connect).min().unwrap_or(far).min(far))
+        let connect = self
+            .peers
+            .values()
+            .filter(|p| !p.connected)
+            .map(|p| p.created + self.config.connect_timeout);
+        let grace = self
+            .streams
+            .values()
+            .filter_map(|s| s.offline_since.map(|t| t + self.config.offline_grace));
+        Output::Timeout(
+            peers
+                .chain(streams)
+                .chain(connect)
+                .chain(grace)
+                .min()
+                .unwrap_or(far)
+                .min(far),
+        )
     }
 
     fn drain(&mut self) {
@@ -419,7 +555,9 @@ impl Sfu {
     fn drain_peer(&mut self, id: PeerId) -> Result<(), PeerBroken> {
         // Bounded: an engine yields a finite burst before its next timeout.
         for _ in 0..100_000 {
-            let Some(peer) = self.peers.get_mut(&id) else { return Ok(()) };
+            let Some(peer) = self.peers.get_mut(&id) else {
+                return Ok(());
+            };
             if !peer.rtc.is_alive() {
                 self.remove_peer(id, CloseReason::Disconnected);
                 return Ok(());
@@ -440,7 +578,10 @@ impl Sfu {
         let data: Vec<u8> = t.contents.into();
         self.stats.packets_out += 1;
         self.stats.bytes_out += data.len() as u64;
-        self.out.push_back(Output::Transmit(Transmit { to: t.destination, data }));
+        self.out.push_back(Output::Transmit(Transmit {
+            to: t.destination,
+            data,
+        }));
     }
 
     fn handle_event(&mut self, id: PeerId, event: Event) {
@@ -460,15 +601,22 @@ impl Sfu {
     }
 
     fn on_connected(&mut self, id: PeerId) {
-        let Some(peer) = self.peers.get_mut(&id) else { return };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
         peer.connected = true;
         let stream = peer.stream.clone();
         let publisher = peer.is_publisher();
         tracing::info!(peer = %id, stream = %stream, publisher, "session connected");
-        self.out.push_back(Output::Event(SfuEvent::PeerConnected(id)));
+        self.out
+            .push_back(Output::Event(SfuEvent::PeerConnected(id)));
         if publisher {
-            self.out.push_back(Output::Event(SfuEvent::StreamLive(stream.clone())));
-            let has_viewers = self.streams.get(&stream).is_some_and(|s| !s.subscribers.is_empty());
+            self.out
+                .push_back(Output::Event(SfuEvent::StreamLive(stream.clone())));
+            let has_viewers = self
+                .streams
+                .get(&stream)
+                .is_some_and(|s| !s.subscribers.is_empty());
             if has_viewers {
                 self.request_keyframe(&stream);
             }
@@ -480,24 +628,32 @@ impl Sfu {
 
     /// A subscriber (or the SFU) wants a keyframe for `stream`: coalesced per stream.
     fn request_keyframe(&mut self, stream: &StreamId) {
-        let Some(now) = self.last_now else { return };
+        let now = self.last_now;
         self.stats.keyframe_requests_in += 1;
-        let Some(s) = self.streams.get_mut(stream) else { return };
+        let Some(s) = self.streams.get_mut(stream) else {
+            return;
+        };
         if s.keyframes.request(now) == Decision::SendNow {
             self.send_keyframe_request(stream);
         }
     }
 
     fn poll_keyframe(&mut self, stream: &StreamId, now: Instant) {
-        let Some(s) = self.streams.get_mut(stream) else { return };
+        let Some(s) = self.streams.get_mut(stream) else {
+            return;
+        };
         if s.keyframes.poll(now) == Decision::SendNow {
             self.send_keyframe_request(stream);
         }
     }
 
     fn send_keyframe_request(&mut self, stream: &StreamId) {
-        let Some(pid) = self.streams.get(stream).and_then(|s| s.publisher) else { return };
-        let Some(publisher) = self.peers.get_mut(&pid) else { return };
+        let Some(pid) = self.streams.get(stream).and_then(|s| s.publisher) else {
+            return;
+        };
+        let Some(publisher) = self.peers.get_mut(&pid) else {
+            return;
+        };
         if publisher.request_keyframe() {
             self.stats.keyframe_requests_sent += 1;
             self.dirty.push_back(pid);
@@ -505,9 +661,15 @@ impl Sfu {
     }
 
     fn forward(&mut self, from: PeerId, data: MediaData) {
-        let Some(publisher) = self.peers.get_mut(&from) else { return };
-        let Role::Publisher { generation } = publisher.role else { return };
-        let Some(&kind) = publisher.kinds.get(&data.mid) else { return };
+        let Some(publisher) = self.peers.get_mut(&from) else {
+            return;
+        };
+        let Role::Publisher { generation } = publisher.role else {
+            return;
+        };
+        let Some(&kind) = publisher.kinds.get(&data.mid) else {
+            return;
+        };
         if kind == MediaKind::Video {
             // One simulcast layer per stream until layer switching exists (see docs).
             match (&publisher.video_rid, data.rid) {
@@ -517,24 +679,39 @@ impl Sfu {
             }
         }
         let stream_id = publisher.stream.clone();
-        let now = self.last_now.unwrap_or(data.network_time);
-        let Some(stream) = self.streams.get_mut(&stream_id) else { return };
+        let now = self.last_now;
+        let Some(stream) = self.streams.get_mut(&stream_id) else {
+            return;
+        };
         if stream.publisher != Some(from) {
             return;
         }
-        let timeline = if kind == MediaKind::Video { &mut stream.video_timeline } else { &mut stream.audio_timeline };
+        let timeline = if kind == MediaKind::Video {
+            &mut stream.video_timeline
+        } else {
+            &mut stream.audio_timeline
+        };
         let ticks = timeline.map(generation, data.time.numer(), now);
         let time = MediaTime::new(ticks, data.time.frequency());
         let subscribers: Vec<PeerId> = stream.subscribers.iter().copied().collect();
         let keyframe = data.is_keyframe();
+        if keyframe && kind == MediaKind::Video {
+            stream.keyframes.keyframe_seen();
+        }
         let mut want_keyframe = false;
         let mut broken = Vec::new();
         for sid in subscribers {
-            let Some(sub) = self.peers.get_mut(&sid) else { continue };
+            let Some(sub) = self.peers.get_mut(&sid) else {
+                continue;
+            };
             if !sub.connected {
                 continue;
             }
-            let mid: Option<Mid> = if kind == MediaKind::Video { sub.out_video } else { sub.out_audio };
+            let mid: Option<Mid> = if kind == MediaKind::Video {
+                sub.out_video
+            } else {
+                sub.out_audio
+            };
             let Some(mid) = mid else { continue };
             if kind == MediaKind::Video && sub.needs_keyframe {
                 if !keyframe {
@@ -570,7 +747,11 @@ fn publisher_codecs() -> CodecConfig {
     c.enable_vp8(true);
     c.enable_h264(true);
     // Constrained High (OBS/Safari 640c1f) and Main/High variants str0m does not list.
-    for (pt, rtx, profile) in [(100u8, 101u8, 0x640c1fu32), (102, 103, 0x4d0c1f), (104, 105, 0x42c01f)] {
+    for (pt, rtx, profile) in [
+        (100u8, 101u8, 0x640c1fu32),
+        (102, 103, 0x4d0c1f),
+        (104, 105, 0x42c01f),
+    ] {
         c.add_h264(pt.into(), Some(rtx.into()), true, profile);
     }
     c.enable_vp9(true);
@@ -578,31 +759,51 @@ fn publisher_codecs() -> CodecConfig {
     c
 }
 
-/// Kind of every mid the engine accepted (present, not disabled), from the sniffed offer.
-fn accepted_kinds(rtc: &Rtc, sections: &[sdp::MediaSection]) -> HashMap<Mid, MediaKind> {
+/// Kind of every audio/video mid of the offer that the answer accepted (port not 0).
+fn accepted_kinds(offer: &[sdp::MediaSection], answer: &str) -> HashMap<Mid, MediaKind> {
+    let answered = sdp::media_sections(answer).unwrap_or_default();
     let mut kinds = HashMap::new();
-    for s in sections {
+    for s in offer {
         let kind = match s.kind {
             Kind::Audio => MediaKind::Audio,
             Kind::Video => MediaKind::Video,
             _ => continue,
         };
-        let Some(mid_text) = &s.mid else { continue };
-        let mid = Mid::from(mid_text.as_str());
-        if let Some(media) = rtc.media(mid) {
-            if !media.disabled() && !media.remote_pts().is_empty() {
-                kinds.insert(mid, kind);
-            }
+        let Some(mid) = &s.mid else { continue };
+        if answered
+            .iter()
+            .any(|a| a.mid.as_ref() == Some(mid) && !a.disabled)
+        {
+            kinds.insert(Mid::from(mid.as_str()), kind);
         }
     }
     kinds
+}
+
+/// Video (or audio) codecs configured on an engine.
+fn entry_codecs(rtc: &Rtc, video: bool) -> Vec<str0m::format::Codec> {
+    let mut out = Vec::new();
+    for p in rtc.codec_config().params() {
+        let c = p.spec().codec;
+        if c.is_video() == video && !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn codec_names(codecs: &[str0m::format::Codec]) -> String {
+    let names: Vec<String> = codecs.iter().map(|c| c.to_string()).collect();
+    names.join("/")
 }
 
 /// The payload types the publisher negotiated, to restrict its viewers to them.
 fn negotiated_params(rtc: &Rtc, kinds: &HashMap<Mid, MediaKind>) -> Vec<PayloadParams> {
     let mut out: Vec<PayloadParams> = Vec::new();
     for mid in kinds.keys() {
-        let Some(media) = rtc.media(*mid) else { continue };
+        let Some(media) = rtc.media(*mid) else {
+            continue;
+        };
         for pt in media.remote_pts() {
             if let Some(p) = rtc.codec_config().find(|p| p.pt() == *pt) {
                 if !out.iter().any(|o| o.pt() == p.pt()) {
@@ -614,7 +815,11 @@ fn negotiated_params(rtc: &Rtc, kinds: &HashMap<Mid, MediaKind>) -> Vec<PayloadP
     out
 }
 
-fn first_of_kind(sections: &[sdp::MediaSection], kinds: &HashMap<Mid, MediaKind>, want: MediaKind) -> Option<Mid> {
+fn first_of_kind(
+    sections: &[sdp::MediaSection],
+    kinds: &HashMap<Mid, MediaKind>,
+    want: MediaKind,
+) -> Option<Mid> {
     sections
         .iter()
         .filter(|s| s.direction.offerer_receives())

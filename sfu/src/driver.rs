@@ -12,7 +12,10 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::{Input, Output, PeerId, Published, Sfu, SfuConfig, SfuError, SfuEvent, SfuStats, StreamId, Subscribed};
+use crate::{
+    Input, Output, PeerId, Published, Sfu, SfuConfig, SfuError, SfuEvent, SfuStats, StreamId,
+    Subscribed,
+};
 
 /// Largest datagram accepted on the media port; bigger ones are truncated by the kernel and
 /// then dropped as malformed by the engine.
@@ -21,14 +24,39 @@ const RECV_BUFFER: usize = 2048;
 const COMMAND_QUEUE: usize = 256;
 
 enum Command {
-    Publish { stream: StreamId, offer: String, reply: oneshot::Sender<Result<Published, SfuError>> },
-    Subscribe { stream: StreamId, offer: String, reply: oneshot::Sender<Result<Subscribed, SfuError>> },
-    Trickle { peer: PeerId, candidates: Vec<String>, reply: oneshot::Sender<Result<usize, SfuError>> },
-    Close { peer: PeerId, reply: oneshot::Sender<Result<(), SfuError>> },
-    PeerInfo { peer: PeerId, reply: oneshot::Sender<Option<(StreamId, bool)>> },
-    IsLive { stream: StreamId, reply: oneshot::Sender<bool> },
-    Stats { reply: oneshot::Sender<SfuStats> },
-    Shutdown { reply: oneshot::Sender<()> },
+    Publish {
+        stream: StreamId,
+        offer: String,
+        reply: oneshot::Sender<Result<Published, SfuError>>,
+    },
+    Subscribe {
+        stream: StreamId,
+        offer: String,
+        reply: oneshot::Sender<Result<Subscribed, SfuError>>,
+    },
+    Trickle {
+        peer: PeerId,
+        candidates: Vec<String>,
+        reply: oneshot::Sender<Result<usize, SfuError>>,
+    },
+    Close {
+        peer: PeerId,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    PeerInfo {
+        peer: PeerId,
+        reply: oneshot::Sender<Option<(StreamId, bool)>>,
+    },
+    IsLive {
+        stream: StreamId,
+        reply: oneshot::Sender<bool>,
+    },
+    Stats {
+        reply: oneshot::Sender<SfuStats>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// A cheap, cloneable handle to the running SFU.
@@ -40,25 +68,46 @@ pub struct SfuHandle {
 }
 
 impl SfuHandle {
-    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, SfuError> {
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, SfuError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(make(reply)).await.map_err(|_| SfuError::Unavailable)?;
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| SfuError::Unavailable)?;
         rx.await.map_err(|_| SfuError::Unavailable)
     }
 
     /// Accept a WHIP offer (replaces the stream's publisher if there is one).
     pub async fn publish(&self, stream: StreamId, offer: String) -> Result<Published, SfuError> {
-        self.call(|reply| Command::Publish { stream, offer, reply }).await?
+        self.call(|reply| Command::Publish {
+            stream,
+            offer,
+            reply,
+        })
+        .await?
     }
 
     /// Accept a WHEP offer.
     pub async fn subscribe(&self, stream: StreamId, offer: String) -> Result<Subscribed, SfuError> {
-        self.call(|reply| Command::Subscribe { stream, offer, reply }).await?
+        self.call(|reply| Command::Subscribe {
+            stream,
+            offer,
+            reply,
+        })
+        .await?
     }
 
     /// Trickle ICE candidates (`a=candidate:` lines) to a session.
     pub async fn trickle(&self, peer: PeerId, candidates: Vec<String>) -> Result<usize, SfuError> {
-        self.call(|reply| Command::Trickle { peer, candidates, reply }).await?
+        self.call(|reply| Command::Trickle {
+            peer,
+            candidates,
+            reply,
+        })
+        .await?
     }
 
     /// End a session.
@@ -99,14 +148,25 @@ impl SfuHandle {
 
 /// Start the driver on `socket`. The task ends after [`SfuHandle::shutdown`] or when every
 /// handle is dropped.
-pub fn spawn(socket: UdpSocket, config: SfuConfig, seed: u64) -> std::io::Result<(SfuHandle, JoinHandle<()>)> {
+pub fn spawn(
+    socket: UdpSocket,
+    config: SfuConfig,
+    seed: u64,
+) -> std::io::Result<(SfuHandle, JoinHandle<()>)> {
     let local_addr = socket.local_addr()?;
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let (events, _) = tokio::sync::broadcast::channel(256);
     let events = Arc::new(events);
-    let sfu = Sfu::new(config, seed);
+    let sfu = Sfu::new(config, seed, now());
     let task = tokio::spawn(run(socket, sfu, rx, events.clone()));
-    Ok((SfuHandle { tx, local_addr, events }, task))
+    Ok((
+        SfuHandle {
+            tx,
+            local_addr,
+            events,
+        },
+        task,
+    ))
 }
 
 fn now() -> std::time::Instant {
@@ -119,12 +179,15 @@ async fn run(
     mut rx: mpsc::Receiver<Command>,
     events: Arc<tokio::sync::broadcast::Sender<SfuEvent>>,
 ) {
-    let local = socket.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let local = socket
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let mut buf = vec![0u8; RECV_BUFFER];
     sfu.handle_input(Input::Timeout(now()));
     loop {
         let deadline = flush(&socket, &mut sfu, &events).await;
-        let wait = tokio::time::Instant::from_std(deadline).max(tokio::time::Instant::now() + Duration::from_millis(1));
+        let wait = tokio::time::Instant::from_std(deadline)
+            .max(tokio::time::Instant::now() + Duration::from_millis(1));
         tokio::select! {
             received = socket.recv_from(&mut buf) => match received {
                 Ok((n, from)) => sfu.handle_input(Input::Datagram { at: now(), from, to: local, data: &buf[..n] }),
@@ -174,13 +237,25 @@ fn handle_command(sfu: &mut Sfu, cmd: Command) {
     let at = now();
     sfu.handle_input(Input::Timeout(at));
     match cmd {
-        Command::Publish { stream, offer, reply } => {
+        Command::Publish {
+            stream,
+            offer,
+            reply,
+        } => {
             let _ = reply.send(sfu.publish(at, stream, &offer));
         }
-        Command::Subscribe { stream, offer, reply } => {
+        Command::Subscribe {
+            stream,
+            offer,
+            reply,
+        } => {
             let _ = reply.send(sfu.subscribe(at, stream, &offer));
         }
-        Command::Trickle { peer, candidates, reply } => {
+        Command::Trickle {
+            peer,
+            candidates,
+            reply,
+        } => {
             let _ = reply.send(sfu.add_remote_candidates(peer, &candidates));
         }
         Command::Close { peer, reply } => {

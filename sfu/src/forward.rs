@@ -1,7 +1,7 @@
 //! Per-stream forwarding state: who publishes, who watches, and how samples are mapped.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use media_core::keyframe::KeyframeCoalescer;
 use media_core::timeline::Rebaser;
@@ -20,6 +20,8 @@ pub(crate) struct Stream {
     pub video_timeline: Rebaser,
     pub audio_timeline: Rebaser,
     pub keyframes: KeyframeCoalescer,
+    /// When the publisher left (without a replacement); viewers are closed after the grace.
+    pub offline_since: Option<Instant>,
 }
 
 impl Stream {
@@ -32,6 +34,7 @@ impl Stream {
             video_timeline: Rebaser::new(90_000),
             audio_timeline: Rebaser::new(48_000),
             keyframes: KeyframeCoalescer::new(keyframe_interval),
+            offline_since: None,
         }
     }
 

@@ -15,8 +15,14 @@ impl StreamId {
     /// Validate and wrap a channel name.
     pub fn new(name: &str) -> Result<Self, StreamIdError> {
         let ok = (1..=64).contains(&name.len())
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-        if ok { Ok(Self(name.to_string())) } else { Err(StreamIdError) }
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if ok {
+            Ok(Self(name.to_string()))
+        } else {
+            Err(StreamIdError)
+        }
     }
 
     /// The channel name.

@@ -42,6 +42,9 @@ pub struct SfuConfig {
     pub max_peers: usize,
     /// A peer that has not connected (ICE + DTLS) within this time is closed.
     pub connect_timeout: Duration,
+    /// Viewers of a stream whose publisher left stay connected this long (a reconnecting OBS
+    /// continues seamlessly); then they are closed.
+    pub offline_grace: Duration,
 }
 
 /// One input to the core.
@@ -97,6 +100,8 @@ pub enum CloseReason {
     ConnectTimeout,
     /// Its engine reported an error or panicked.
     Failed,
+    /// Viewer of a stream whose publisher left and did not come back within the grace period.
+    StreamEnded,
 }
 
 /// Output of the core, drained by [`Sfu::poll_output`].
@@ -122,6 +127,9 @@ pub enum SfuError {
     /// direction).
     #[error("unusable offer: {0}")]
     Unusable(String),
+    /// The viewer cannot receive the codec the stream is published in.
+    #[error("codec mismatch: {0}")]
+    CodecMismatch(String),
     /// The stream has no live publisher.
     #[error("stream {0} is offline")]
     Offline(StreamId),

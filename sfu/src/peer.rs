@@ -47,7 +47,14 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
-    pub fn new(id: PeerId, stream: StreamId, role: Role, ufrag: String, rtc: Rtc, now: Instant) -> Self {
+    pub fn new(
+        id: PeerId,
+        stream: StreamId,
+        role: Role,
+        ufrag: String,
+        rtc: Rtc,
+        now: Instant,
+    ) -> Self {
         Self {
             id,
             stream,
@@ -113,8 +120,12 @@ impl Peer {
     ) -> Result<bool, PeerBroken> {
         let rtc = &mut self.rtc;
         let result = catch_unwind(AssertUnwindSafe(|| {
-            let Some(writer) = rtc.writer(mid) else { return Ok(false) };
-            let Some(pt) = writer.match_params(params) else { return Ok(false) };
+            let Some(writer) = rtc.writer(mid) else {
+                return Ok(false);
+            };
+            let Some(pt) = writer.match_params(params) else {
+                return Ok(false);
+            };
             writer.write(pt, wallclock, time, data).map(|()| true)
         }));
         match result {
@@ -134,13 +145,19 @@ impl Peer {
     /// went out.
     pub fn request_keyframe(&mut self) -> bool {
         let rid = self.video_rid;
-        let video_mids: Vec<Mid> =
-            self.kinds.iter().filter(|(_, k)| **k == MediaKind::Video).map(|(m, _)| *m).collect();
+        let video_mids: Vec<Mid> = self
+            .kinds
+            .iter()
+            .filter(|(_, k)| **k == MediaKind::Video)
+            .map(|(m, _)| *m)
+            .collect();
         let rtc = &mut self.rtc;
         let sent = catch_unwind(AssertUnwindSafe(|| {
             let mut sent = false;
             for mid in video_mids {
-                let Some(mut writer) = rtc.writer(mid) else { continue };
+                let Some(mut writer) = rtc.writer(mid) else {
+                    continue;
+                };
                 let kind = if writer.is_request_keyframe_possible(KeyframeRequestKind::Pli) {
                     KeyframeRequestKind::Pli
                 } else {

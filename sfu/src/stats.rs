@@ -15,8 +15,12 @@ pub enum DropReason {
 
 impl DropReason {
     /// All reasons, for exporting every series even at zero.
-    pub const ALL: [DropReason; 4] =
-        [DropReason::Malformed, DropReason::UnknownSource, DropReason::Rejected, DropReason::AwaitingKeyframe];
+    pub const ALL: [DropReason; 4] = [
+        DropReason::Malformed,
+        DropReason::UnknownSource,
+        DropReason::Rejected,
+        DropReason::AwaitingKeyframe,
+    ];
 
     /// The label value used in metrics.
     pub fn label(self) -> &'static str {
@@ -59,12 +63,18 @@ pub struct SfuStats {
 impl SfuStats {
     /// Count one drop.
     pub fn drop(&mut self, reason: DropReason) {
-        let idx = DropReason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        let idx = DropReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
         self.drops[idx] += 1;
     }
 
     /// Drops for one reason.
     pub fn drops_for(&self, reason: DropReason) -> u64 {
-        DropReason::ALL.iter().position(|r| *r == reason).map_or(0, |i| self.drops[i])
+        DropReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .map_or(0, |i| self.drops[i])
     }
 }

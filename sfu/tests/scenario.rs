@@ -4,6 +4,7 @@
 //! What they prove: frames reach every viewer in order and byte-identical; a viewer joining
 //! late starts on a keyframe the SFU asked for (coalesced); a publisher that reconnects with the
 //! same key keeps its viewers; garbage datagrams are counted and do not disturb the stream.
+#![allow(clippy::disallowed_methods)] // the test picks the virtual epoch from the clock once
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -77,7 +78,11 @@ impl Client {
             MediaKind::Audio => (self.audio.unwrap(), Codec::Opus, 48_000),
         };
         let writer = self.rtc.writer(mid).unwrap();
-        let pt = writer.payload_params().find(|p| p.spec().codec == codec).unwrap().pt();
+        let pt = writer
+            .payload_params()
+            .find(|p| p.spec().codec == codec)
+            .unwrap()
+            .pt();
         let time = MediaTime::new(ticks, str0m::media::Frequency::new(rate).unwrap());
         writer.write(pt, now, time, data).unwrap();
     }
@@ -99,14 +104,23 @@ impl World {
             keyframe_request_interval: Duration::from_millis(300),
             max_peers: 100,
             connect_timeout: Duration::from_secs(10),
+            offline_grace: Duration::from_secs(5),
         };
-        Self { now, sfu: Sfu::new(config, 42), clients: Vec::new(), to_sfu: VecDeque::new() }
+        Self {
+            now,
+            sfu: Sfu::new(config, 42, now),
+            clients: Vec::new(),
+            to_sfu: VecDeque::new(),
+        }
     }
 
     fn publish(&mut self, addr: &str, stream: &str) -> usize {
         let mut c = Client::new(self.now, addr);
         let (offer, pending) = c.offer(Direction::SendOnly);
-        let published = self.sfu.publish(self.now, StreamId::new(stream).unwrap(), &offer).unwrap();
+        let published = self
+            .sfu
+            .publish(self.now, StreamId::new(stream).unwrap(), &offer)
+            .unwrap();
         c.accept(pending, &published.answer);
         c.peer = Some(published.peer);
         self.clients.push(c);
@@ -116,7 +130,10 @@ impl World {
     fn subscribe(&mut self, addr: &str, stream: &str) -> usize {
         let mut c = Client::new(self.now, addr);
         let (offer, pending) = c.offer(Direction::RecvOnly);
-        let subscribed = self.sfu.subscribe(self.now, StreamId::new(stream).unwrap(), &offer).unwrap();
+        let subscribed = self
+            .sfu
+            .subscribe(self.now, StreamId::new(stream).unwrap(), &offer)
+            .unwrap();
         c.accept(pending, &subscribed.answer);
         c.peer = Some(subscribed.peer);
         self.clients.push(c);
@@ -158,7 +175,12 @@ impl World {
                 }
             }
             while let Some((from, data)) = self.to_sfu.pop_front() {
-                self.sfu.handle_input(Input::Datagram { at: self.now, from, to: sfu_addr(), data: &data });
+                self.sfu.handle_input(Input::Datagram {
+                    at: self.now,
+                    from,
+                    to: sfu_addr(),
+                    data: &data,
+                });
             }
             self.sfu.handle_input(Input::Timeout(self.now));
             loop {
@@ -166,8 +188,11 @@ impl World {
                     Output::Transmit(t) => {
                         moved = true;
                         if let Some(c) = self.clients.iter_mut().find(|c| c.addr == t.to) {
-                            let recv = Receive::new(Protocol::Udp, sfu_addr(), t.to, &t.data).unwrap();
-                            c.rtc.handle_input(str0m::Input::Receive(self.now, recv)).unwrap();
+                            let recv =
+                                Receive::new(Protocol::Udp, sfu_addr(), t.to, &t.data).unwrap();
+                            c.rtc
+                                .handle_input(str0m::Input::Receive(self.now, recv))
+                                .unwrap();
                         }
                     }
                     Output::Event(_) => {}
@@ -187,7 +212,13 @@ impl World {
         while self.now < end {
             self.settle();
             let sfu_next = self.sfu_deadline();
-            let next = self.clients.iter().map(|c| c.deadline).chain([sfu_next]).min().unwrap();
+            let next = self
+                .clients
+                .iter()
+                .map(|c| c.deadline)
+                .chain([sfu_next])
+                .min()
+                .unwrap();
             self.now = next.clamp(self.now + Duration::from_millis(1), end);
         }
         self.settle();
@@ -237,7 +268,13 @@ struct Source {
 
 impl Source {
     fn new(client: usize, ts: u64) -> Self {
-        Self { client, frame: 0, sent: Vec::new(), answered_requests: 0, ts }
+        Self {
+            client,
+            frame: 0,
+            sent: Vec::new(),
+            answered_requests: 0,
+            ts,
+        }
     }
 
     fn tick(&mut self, w: &mut World) {
@@ -247,7 +284,12 @@ impl Source {
         let key = self.frame == 0 || asked;
         let data = vp8_frame(self.frame, key);
         c.write(w.now, MediaKind::Video, self.ts, data.clone());
-        c.write(w.now, MediaKind::Audio, self.ts * 48 / 90, vec![0xfc, (self.frame % 256) as u8, 7, 7]);
+        c.write(
+            w.now,
+            MediaKind::Audio,
+            self.ts * 48 / 90,
+            vec![0xfc, (self.frame % 256) as u8, 7, 7],
+        );
         self.sent.push((data, key));
         self.frame += 1;
         self.ts += 3000;
@@ -273,14 +315,29 @@ fn subscribers_receive_publisher_frames_in_order_and_identical() {
 
     for viewer in [a, b] {
         let got = &w.clients[viewer].video_in;
-        assert!(got.len() >= 55, "viewer {viewer} got {} of 60 frames", got.len());
+        assert!(
+            got.len() >= 55,
+            "viewer {viewer} got {} of 60 frames",
+            got.len()
+        );
         assert!(got[0].1, "the first frame a viewer gets is a keyframe");
         // Every received frame equals the sent frame at the same position from its start.
-        let start = src.sent.iter().position(|s| s.0 == got[0].0).expect("first frame was sent");
+        let start = src
+            .sent
+            .iter()
+            .position(|s| s.0 == got[0].0)
+            .expect("first frame was sent");
         for (i, (data, _)) in got.iter().enumerate() {
-            assert_eq!(data, &src.sent[start + i].0, "viewer {viewer} frame {i} differs or is out of order");
+            assert_eq!(
+                data,
+                &src.sent[start + i].0,
+                "viewer {viewer} frame {i} differs or is out of order"
+            );
         }
-        assert!(w.clients[viewer].audio_in.len() >= 55, "audio reaches viewer {viewer}");
+        assert!(
+            w.clients[viewer].audio_in.len() >= 55,
+            "audio reaches viewer {viewer}"
+        );
     }
     assert_eq!(w.sfu.stats().drops_for(DropReason::Malformed), 0);
 }
@@ -296,8 +353,10 @@ fn late_viewer_starts_on_a_coalesced_keyframe() {
     let requests_before = w.clients[p].keyframe_requests;
 
     // Three viewers join at once, 2 s in.
-    let late: Vec<usize> =
-        ["127.0.0.5:1000", "127.0.0.6:1000", "127.0.0.7:1000"].iter().map(|a| w.subscribe(a, "demo")).collect();
+    let late: Vec<usize> = ["127.0.0.5:1000", "127.0.0.6:1000", "127.0.0.7:1000"]
+        .iter()
+        .map(|a| w.subscribe(a, "demo"))
+        .collect();
     w.connect_all();
     src.run(&mut w, 30);
 
@@ -309,7 +368,10 @@ fn late_viewer_starts_on_a_coalesced_keyframe() {
     // The joins asked for keyframes, but coalescing let at most one per 300 ms through:
     // within 1 s of joining, at most 4 requests (one at once, then one per window).
     let new_requests = w.clients[p].keyframe_requests - requests_before;
-    assert!((1..=4).contains(&new_requests), "publisher saw {new_requests} keyframe requests");
+    assert!(
+        (1..=4).contains(&new_requests),
+        "publisher saw {new_requests} keyframe requests"
+    );
     assert!(w.sfu.stats().keyframe_requests_in >= 3);
     // The early viewer kept receiving throughout.
     assert!(w.clients[early].video_in.len() >= 85);
@@ -332,9 +394,19 @@ fn publisher_reconnect_keeps_viewers_on_new_media() {
     src2.run(&mut w, 30);
 
     let got = &w.clients[viewer].video_in[before..];
-    assert!(got.len() >= 25, "viewer got {} frames from the new publisher", got.len());
-    assert!(got[0].1, "the viewer continues on the new publisher's keyframe");
-    assert!(src2.sent.iter().any(|s| s.0 == got[0].0), "frames come from the new publisher");
+    assert!(
+        got.len() >= 25,
+        "viewer got {} frames from the new publisher",
+        got.len()
+    );
+    assert!(
+        got[0].1,
+        "the viewer continues on the new publisher's keyframe"
+    );
+    assert!(
+        src2.sent.iter().any(|s| s.0 == got[0].0),
+        "frames come from the new publisher"
+    );
     assert_eq!(w.sfu.stats().publishers, 1);
     assert_eq!(w.sfu.stats().subscribers, 1);
 }
@@ -356,15 +428,35 @@ fn garbage_datagrams_are_counted_and_do_not_disturb_the_stream() {
             let len = (seed % 1200) as usize;
             let data: Vec<u8> = (0..len).map(|i| (seed >> (i % 56)) as u8).collect();
             // From strangers and from the publisher's own address.
-            let from: SocketAddr = if seed % 3 == 0 { "127.0.0.2:1000" } else { "127.0.0.99:4000" }.parse().unwrap();
-            w.sfu.handle_input(Input::Datagram { at: w.now, from, to: sfu_addr(), data: &data });
+            let from: SocketAddr = if seed.is_multiple_of(3) {
+                "127.0.0.2:1000"
+            } else {
+                "127.0.0.99:4000"
+            }
+            .parse()
+            .unwrap();
+            w.sfu.handle_input(Input::Datagram {
+                at: w.now,
+                from,
+                to: sfu_addr(),
+                data: &data,
+            });
         }
         w.run_for(Duration::from_millis(33));
     }
     let got = &w.clients[viewer].video_in;
-    assert!(got.len() >= 55, "viewer got {} of 60 frames under garbage", got.len());
+    assert!(
+        got.len() >= 55,
+        "viewer got {} of 60 frames under garbage",
+        got.len()
+    );
     let s = w.sfu.stats();
-    assert!(s.drops_for(DropReason::Malformed) + s.drops_for(DropReason::UnknownSource) + s.drops_for(DropReason::Rejected) > 3000);
+    assert!(
+        s.drops_for(DropReason::Malformed)
+            + s.drops_for(DropReason::UnknownSource)
+            + s.drops_for(DropReason::Rejected)
+            > 3000
+    );
     assert_eq!(s.publishers, 1);
     assert_eq!(s.subscribers, 1);
 }
@@ -388,7 +480,12 @@ impl World {
     fn connect_all_except(&mut self, gone: usize) {
         for _ in 0..200 {
             self.run_for(Duration::from_millis(10));
-            if self.clients.iter().enumerate().all(|(i, c)| i == gone || c.connected) {
+            if self
+                .clients
+                .iter()
+                .enumerate()
+                .all(|(i, c)| i == gone || c.connected)
+            {
                 self.run_for(Duration::from_millis(20));
                 return;
             }

@@ -9,11 +9,23 @@ use sfu::{PeerId, Published, SfuError, SfuStats, StreamId, Subscribed};
 /// reply to the driver) and by fakes in tests, so HTTP tests need no ports and no media.
 pub trait SfuControl: Clone + Send + Sync + 'static {
     /// Accept a WHIP offer for a stream.
-    fn publish(&self, stream: StreamId, offer: String) -> impl Future<Output = Result<Published, SfuError>> + Send;
+    fn publish(
+        &self,
+        stream: StreamId,
+        offer: String,
+    ) -> impl Future<Output = Result<Published, SfuError>> + Send;
     /// Accept a WHEP offer for a stream.
-    fn subscribe(&self, stream: StreamId, offer: String) -> impl Future<Output = Result<Subscribed, SfuError>> + Send;
+    fn subscribe(
+        &self,
+        stream: StreamId,
+        offer: String,
+    ) -> impl Future<Output = Result<Subscribed, SfuError>> + Send;
     /// Trickle candidates to a session.
-    fn trickle(&self, peer: PeerId, candidates: Vec<String>) -> impl Future<Output = Result<usize, SfuError>> + Send;
+    fn trickle(
+        &self,
+        peer: PeerId,
+        candidates: Vec<String>,
+    ) -> impl Future<Output = Result<usize, SfuError>> + Send;
     /// End a session.
     fn close(&self, peer: PeerId) -> impl Future<Output = Result<(), SfuError>> + Send;
     /// Counters and gauges for `/metrics`.
@@ -21,13 +33,25 @@ pub trait SfuControl: Clone + Send + Sync + 'static {
 }
 
 impl SfuControl for SfuHandle {
-    fn publish(&self, stream: StreamId, offer: String) -> impl Future<Output = Result<Published, SfuError>> + Send {
+    fn publish(
+        &self,
+        stream: StreamId,
+        offer: String,
+    ) -> impl Future<Output = Result<Published, SfuError>> + Send {
         SfuHandle::publish(self, stream, offer)
     }
-    fn subscribe(&self, stream: StreamId, offer: String) -> impl Future<Output = Result<Subscribed, SfuError>> + Send {
+    fn subscribe(
+        &self,
+        stream: StreamId,
+        offer: String,
+    ) -> impl Future<Output = Result<Subscribed, SfuError>> + Send {
         SfuHandle::subscribe(self, stream, offer)
     }
-    fn trickle(&self, peer: PeerId, candidates: Vec<String>) -> impl Future<Output = Result<usize, SfuError>> + Send {
+    fn trickle(
+        &self,
+        peer: PeerId,
+        candidates: Vec<String>,
+    ) -> impl Future<Output = Result<usize, SfuError>> + Send {
         SfuHandle::trickle(self, peer, candidates)
     }
     fn close(&self, peer: PeerId) -> impl Future<Output = Result<(), SfuError>> + Send {

@@ -11,6 +11,9 @@ pub enum ApiError {
     /// The body is not a usable SDP offer.
     #[error("{0}")]
     BadSdp(String),
+    /// The viewer cannot receive the stream's codecs.
+    #[error("{0}")]
+    CodecMismatch(String),
     /// A request that is malformed in another way.
     #[error("{0}")]
     BadRequest(String),
@@ -58,11 +61,16 @@ impl ApiError {
         match self {
             ApiError::BadSdp(_) => (StatusCode::BAD_REQUEST, "bad_sdp"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            ApiError::UnsupportedMediaType { .. } => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            ApiError::CodecMismatch(_) => (StatusCode::BAD_REQUEST, "codec_mismatch"),
+            ApiError::UnsupportedMediaType { .. } => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Offline(_) => (StatusCode::NOT_FOUND, "offline"),
-            ApiError::PreconditionFailed => (StatusCode::PRECONDITION_FAILED, "precondition_failed"),
+            ApiError::PreconditionFailed => {
+                (StatusCode::PRECONDITION_FAILED, "precondition_failed")
+            }
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             ApiError::Full => (StatusCode::SERVICE_UNAVAILABLE, "full"),
@@ -77,6 +85,7 @@ impl From<SfuError> for ApiError {
         match e {
             SfuError::BadOffer(m) => ApiError::BadSdp(format!("bad SDP offer: {m}")),
             SfuError::Unusable(m) => ApiError::BadSdp(m),
+            SfuError::CodecMismatch(m) => ApiError::CodecMismatch(m),
             SfuError::Offline(s) => ApiError::Offline(s.to_string()),
             SfuError::UnknownPeer => ApiError::NotFound("no such session".into()),
             SfuError::Full(_) => ApiError::Full,
@@ -105,7 +114,8 @@ impl IntoResponse for ApiError {
         let body = serde_json::json!({ "code": code, "error": message });
         let mut resp = (status, axum::Json(body)).into_response();
         if matches!(self, ApiError::Full | ApiError::Unavailable) {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         resp
     }

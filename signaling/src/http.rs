@@ -10,7 +10,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use sfu::{PeerId, StreamId};
-use tower_http::cors::{Any, CorsLayer};
 
 use crate::control::SfuControl;
 use crate::error::ApiError;
@@ -117,39 +116,75 @@ impl<C: Clone> Clone for AppState<C> {
 
 /// The whole HTTP surface.
 pub fn router<C: SfuControl>(state: AppState<C>) -> Router {
-    let cors = CorsLayer::new()
-        .allow_origin(Any)
-        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::IF_MATCH])
-        .expose_headers([
-            header::LOCATION,
-            header::ETAG,
-            header::LINK,
-            header::RETRY_AFTER,
-            header::HeaderName::from_static("accept-post"),
-            header::HeaderName::from_static("x-aethex-channel"),
-        ]);
     Router::new()
         .route("/healthz", get(healthz::<C>))
         .route("/metrics", get(metrics::<C>))
-        .route("/whip", post(whip_by_key::<C>).options(options_sdp))
-        .route("/whip/{channel}", post(whip_by_channel::<C>).options(options_sdp))
-        .route("/whip/{channel}/{session}", axum::routing::patch(patch_session::<C>).delete(delete_session::<C>))
-        .route("/whep/{channel}", post(whep::<C>).options(options_sdp))
-        .route("/whep/{channel}/{session}", axum::routing::patch(patch_session::<C>).delete(delete_session::<C>))
+        .route("/whip", post(whip_by_key::<C>))
+        .route("/whip/{channel}", post(whip_by_channel::<C>))
+        .route(
+            "/whip/{channel}/{session}",
+            axum::routing::patch(patch_session::<C>).delete(delete_session::<C>),
+        )
+        .route("/whep/{channel}", post(whep::<C>))
+        .route(
+            "/whep/{channel}/{session}",
+            axum::routing::patch(patch_session::<C>).delete(delete_session::<C>),
+        )
         .route("/watch/{channel}", get(web::watch))
         .route("/live", get(web::live))
         .route("/static/{file}", get(web::asset))
         .route("/", get(web::index))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
-        .layer(cors)
+        .layer(axum::middleware::from_fn(cors))
         .with_state(state)
+}
+
+const EXPOSED: &str = "Location, ETag, Link, Retry-After, Accept-Post, X-Aethex-Channel";
+
+/// CORS for browser clients on other origins (any origin: WHIP/WHEP resources are protected by
+/// bearer keys and unguessable session URLs, not by cookies). An `OPTIONS` request is answered
+/// here, preflight or not, with the WHIP/WHEP `Accept-Post` header.
+async fn cors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let mut resp = if req.method() == Method::OPTIONS {
+        let mut r = StatusCode::NO_CONTENT.into_response();
+        let h = r.headers_mut();
+        h.insert("accept-post", HeaderValue::from_static(SDP));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, PATCH, DELETE, OPTIONS"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("Authorization, Content-Type, If-Match"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+        r
+    } else {
+        next.run(req).await
+    };
+    let h = resp.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(EXPOSED),
+    );
+    resp
 }
 
 async fn healthz<C: SfuControl>(State(st): State<AppState<C>>) -> Response {
     let ready = st.store.ping().await.is_ok() && st.sfu.stats().await.is_ok();
     if ready {
-        (StatusCode::OK, axum::Json(serde_json::json!({"status": "ok"}))).into_response()
+        (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({"status": "ok"})),
+        )
+            .into_response()
     } else {
         ApiError::Unavailable.into_response()
     }
@@ -161,12 +196,11 @@ async fn metrics<C: SfuControl>(State(st): State<AppState<C>>) -> Result<Respons
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
-async fn options_sdp() -> Response {
-    (StatusCode::NO_CONTENT, [(header::HeaderName::from_static("accept-post"), SDP)]).into_response()
-}
-
 fn require_content_type(headers: &HeaderMap, expected: &'static str) -> Result<(), ApiError> {
-    let value = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let value = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let essence = value.split(';').next().unwrap_or("").trim();
     if essence.eq_ignore_ascii_case(expected) {
         Ok(())
@@ -178,12 +212,20 @@ fn require_content_type(headers: &HeaderMap, expected: &'static str) -> Result<(
 fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
     let value = headers
         .get(header::AUTHORIZATION)
-        .ok_or(ApiError::Unauthorized("missing Authorization: Bearer <stream key>"))?;
-    let text = value.to_str().map_err(|_| ApiError::Unauthorized("malformed Authorization header"))?;
-    let (scheme, token) = text.split_once(' ').ok_or(ApiError::Unauthorized("malformed Authorization header"))?;
+        .ok_or(ApiError::Unauthorized(
+            "missing Authorization: Bearer <stream key>",
+        ))?;
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::Unauthorized("malformed Authorization header"))?;
+    let (scheme, token) = text
+        .split_once(' ')
+        .ok_or(ApiError::Unauthorized("malformed Authorization header"))?;
     let token = token.trim();
     if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
-        return Err(ApiError::Unauthorized("expected Authorization: Bearer <stream key>"));
+        return Err(ApiError::Unauthorized(
+            "expected Authorization: Bearer <stream key>",
+        ));
     }
     Ok(token)
 }
@@ -196,8 +238,11 @@ async fn read_text(headers: &HeaderMap, body: Body, limit: usize) -> Result<Stri
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::TooLarge { limit });
     }
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::TooLarge { limit })?;
-    String::from_utf8(bytes.to_vec()).map_err(|_| ApiError::BadSdp("the body is not UTF-8 text".into()))
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::TooLarge { limit })?;
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| ApiError::BadSdp("the body is not UTF-8 text".into()))
 }
 
 fn parse_channel(name: &str) -> Result<StreamId, ApiError> {
@@ -210,7 +255,11 @@ fn new_token() -> Result<String, ApiError> {
     Ok(hex::encode(raw))
 }
 
-async fn whip_by_key<C: SfuControl>(State(st): State<AppState<C>>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+async fn whip_by_key<C: SfuControl>(
+    State(st): State<AppState<C>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     require_content_type(&headers, SDP)?;
     let key = bearer(&headers)?;
     let channel = st
@@ -232,19 +281,33 @@ async fn whip_by_channel<C: SfuControl>(
     require_content_type(&headers, SDP)?;
     parse_channel(&channel)?;
     let key = bearer(&headers)?;
-    let owner = st.store.channel_for_key(key).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    let owner = st
+        .store
+        .channel_for_key(key)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     if owner.as_deref() != Some(channel.as_str()) {
-        let exists = st.store.channel_exists(&channel).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+        let exists = st
+            .store
+            .channel_exists(&channel)
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
         if !exists {
             return Err(ApiError::NotFound(format!("no such channel: {channel}")));
         }
-        return Err(ApiError::Unauthorized("invalid stream key for this channel"));
+        return Err(ApiError::Unauthorized(
+            "invalid stream key for this channel",
+        ));
     }
     let offer = read_text(&headers, body, st.settings.max_body_bytes).await?;
     publish(&st, channel, offer).await
 }
 
-async fn publish<C: SfuControl>(st: &AppState<C>, channel: String, offer: String) -> Result<Response, ApiError> {
+async fn publish<C: SfuControl>(
+    st: &AppState<C>,
+    channel: String,
+    offer: String,
+) -> Result<Response, ApiError> {
     let stream = parse_channel(&channel)?;
     let published = st.sfu.publish(stream, offer).await?;
     if let Some(old) = published.replaced {
@@ -262,24 +325,49 @@ async fn whep<C: SfuControl>(
     require_content_type(&headers, SDP)?;
     let stream = parse_channel(&channel)?;
     let offer = read_text(&headers, body, st.settings.max_body_bytes).await?;
-    if !st.store.channel_exists(&channel).await.map_err(|e| ApiError::Internal(e.to_string()))? {
+    if !st
+        .store
+        .channel_exists(&channel)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+    {
         return Err(ApiError::NotFound(format!("no such channel: {channel}")));
     }
     let subscribed = st.sfu.subscribe(stream, offer).await?;
     created(&st, Kind::Whep, channel, subscribed.peer, subscribed.answer)
 }
 
-fn created<C>(st: &AppState<C>, kind: Kind, channel: String, peer: PeerId, answer: String) -> Result<Response, ApiError> {
+fn created<C>(
+    st: &AppState<C>,
+    kind: Kind,
+    channel: String,
+    peer: PeerId,
+    answer: String,
+) -> Result<Response, ApiError> {
     let token = new_token()?;
     let etag = format!("\"{}\"", &token[..16]);
     let prefix = if kind == Kind::Whip { "whip" } else { "whep" };
     let location = format!("/{prefix}/{channel}/{token}");
-    st.sessions.insert(token, Session { peer, channel: channel.clone(), kind, etag: etag.clone() });
+    st.sessions.insert(
+        token,
+        Session {
+            peer,
+            channel: channel.clone(),
+            kind,
+            etag: etag.clone(),
+        },
+    );
     let mut resp = (StatusCode::CREATED, answer).into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));
-    h.insert(header::LOCATION, HeaderValue::from_str(&location).map_err(|e| ApiError::Internal(e.to_string()))?);
-    h.insert(header::ETAG, HeaderValue::from_str(&etag).map_err(|e| ApiError::Internal(e.to_string()))?);
+    h.insert(
+        header::LOCATION,
+        HeaderValue::from_str(&location).map_err(|e| ApiError::Internal(e.to_string()))?,
+    );
+    h.insert(
+        header::ETAG,
+        HeaderValue::from_str(&etag).map_err(|e| ApiError::Internal(e.to_string()))?,
+    );
     if let Ok(v) = HeaderValue::from_str(&channel) {
         h.insert(header::HeaderName::from_static("x-aethex-channel"), v);
     }
@@ -295,12 +383,19 @@ fn created<C>(st: &AppState<C>, kind: Kind, channel: String, peer: PeerId, answe
 fn link_value(s: &IceServer) -> String {
     let mut v = format!("<{}>; rel=\"ice-server\"", s.url);
     if let (Some(user), Some(cred)) = (&s.username, &s.credential) {
-        v.push_str(&format!("; username=\"{user}\"; credential=\"{cred}\"; credential-type=\"password\""));
+        v.push_str(&format!(
+            "; username=\"{user}\"; credential=\"{cred}\"; credential-type=\"password\""
+        ));
     }
     v
 }
 
-fn session_for(st_sessions: &Sessions, kind: Kind, channel: &str, token: &str) -> Result<Session, ApiError> {
+fn session_for(
+    st_sessions: &Sessions,
+    kind: Kind,
+    channel: &str,
+    token: &str,
+) -> Result<Session, ApiError> {
     st_sessions
         .get(token)
         .filter(|s| s.kind == kind && s.channel == channel)
@@ -308,7 +403,11 @@ fn session_for(st_sessions: &Sessions, kind: Kind, channel: &str, token: &str) -
 }
 
 fn kind_of(uri_path: &str) -> Kind {
-    if uri_path.starts_with("/whip/") { Kind::Whip } else { Kind::Whep }
+    if uri_path.starts_with("/whip/") {
+        Kind::Whip
+    } else {
+        Kind::Whep
+    }
 }
 
 async fn patch_session<C: SfuControl>(
@@ -326,8 +425,12 @@ async fn patch_session<C: SfuControl>(
         }
     }
     let frag = read_text(&headers, body, st.settings.max_body_bytes).await?;
-    let candidates: Vec<String> =
-        frag.lines().map(str::trim).filter(|l| l.starts_with("a=candidate:")).map(str::to_string).collect();
+    let candidates: Vec<String> = frag
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("a=candidate:"))
+        .map(str::to_string)
+        .collect();
     st.sfu.trickle(session.peer, candidates).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -21,7 +21,9 @@ pub struct Metrics {
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
     let c = IntCounter::new(name, help).expect("valid metric name");
-    registry.register(Box::new(c.clone())).expect("unique metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
     c
 }
 
@@ -29,16 +31,27 @@ impl Metrics {
     /// Register every series.
     pub fn new() -> Self {
         let registry = Registry::new();
-        let publishers = IntGauge::new("aethex_publishers", "Publishing sessions (WHIP)").expect("metric");
-        let subscribers = IntGauge::new("aethex_subscribers", "Viewing sessions (WHEP)").expect("metric");
-        registry.register(Box::new(publishers.clone())).expect("unique metric");
-        registry.register(Box::new(subscribers.clone())).expect("unique metric");
+        let publishers =
+            IntGauge::new("aethex_publishers", "Publishing sessions (WHIP)").expect("metric");
+        let subscribers =
+            IntGauge::new("aethex_subscribers", "Viewing sessions (WHEP)").expect("metric");
+        registry
+            .register(Box::new(publishers.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(subscribers.clone()))
+            .expect("unique metric");
         let drops = IntCounterVec::new(
-            Opts::new("aethex_drops_total", "Datagrams or samples dropped, by reason"),
+            Opts::new(
+                "aethex_drops_total",
+                "Datagrams or samples dropped, by reason",
+            ),
             &["reason"],
         )
         .expect("metric");
-        registry.register(Box::new(drops.clone())).expect("unique metric");
+        registry
+            .register(Box::new(drops.clone()))
+            .expect("unique metric");
         let keyframe_requests = IntCounterVec::new(
             Opts::new(
                 "aethex_keyframe_requests_total",
@@ -47,14 +60,40 @@ impl Metrics {
             &["direction"],
         )
         .expect("metric");
-        registry.register(Box::new(keyframe_requests.clone())).expect("unique metric");
+        registry
+            .register(Box::new(keyframe_requests.clone()))
+            .expect("unique metric");
         Self {
-            packets_in: counter(&registry, "aethex_packets_in_total", "Datagrams received on the media port"),
-            bytes_in: counter(&registry, "aethex_bytes_in_total", "Bytes received on the media port"),
-            packets_out: counter(&registry, "aethex_packets_out_total", "Datagrams sent from the media port"),
-            bytes_out: counter(&registry, "aethex_bytes_out_total", "Bytes sent from the media port"),
-            samples_forwarded: counter(&registry, "aethex_samples_forwarded_total", "Media frames forwarded to viewers"),
-            peer_failures: counter(&registry, "aethex_peer_failures_total", "Sessions closed because their engine failed"),
+            packets_in: counter(
+                &registry,
+                "aethex_packets_in_total",
+                "Datagrams received on the media port",
+            ),
+            bytes_in: counter(
+                &registry,
+                "aethex_bytes_in_total",
+                "Bytes received on the media port",
+            ),
+            packets_out: counter(
+                &registry,
+                "aethex_packets_out_total",
+                "Datagrams sent from the media port",
+            ),
+            bytes_out: counter(
+                &registry,
+                "aethex_bytes_out_total",
+                "Bytes sent from the media port",
+            ),
+            samples_forwarded: counter(
+                &registry,
+                "aethex_samples_forwarded_total",
+                "Media frames forwarded to viewers",
+            ),
+            peer_failures: counter(
+                &registry,
+                "aethex_peer_failures_total",
+                "Sessions closed because their engine failed",
+            ),
             registry,
             publishers,
             subscribers,
@@ -76,10 +115,19 @@ impl Metrics {
         set(&self.samples_forwarded, s.samples_forwarded);
         set(&self.peer_failures, s.peer_failures);
         for reason in DropReason::ALL {
-            set(&self.drops.with_label_values(&[reason.label()]), s.drops_for(reason));
+            set(
+                &self.drops.with_label_values(&[reason.label()]),
+                s.drops_for(reason),
+            );
         }
-        set(&self.keyframe_requests.with_label_values(&["in"]), s.keyframe_requests_in);
-        set(&self.keyframe_requests.with_label_values(&["sent"]), s.keyframe_requests_sent);
+        set(
+            &self.keyframe_requests.with_label_values(&["in"]),
+            s.keyframe_requests_in,
+        );
+        set(
+            &self.keyframe_requests.with_label_values(&["sent"]),
+            s.keyframe_requests_sent,
+        );
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()

@@ -62,7 +62,9 @@ fn new_key() -> Result<StreamKey, StoreError> {
 }
 
 fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 impl Store {
@@ -79,7 +81,10 @@ impl Store {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(std::time::Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Self { pool })
     }
@@ -87,15 +92,19 @@ impl Store {
     /// Create a channel with a fresh stream key.
     pub async fn create_channel(&self, name: &str) -> Result<StreamKey, StoreError> {
         let key = new_key()?;
-        let result = sqlx::query("INSERT INTO channels (name, stream_key_hash, created_at) VALUES ($1, $2, $3)")
-            .bind(name)
-            .bind(hash_key(key.expose()))
-            .bind(unix_now())
-            .execute(&self.pool)
-            .await;
+        let result = sqlx::query(
+            "INSERT INTO channels (name, stream_key_hash, created_at) VALUES ($1, $2, $3)",
+        )
+        .bind(name)
+        .bind(hash_key(key.expose()))
+        .bind(unix_now())
+        .execute(&self.pool)
+        .await;
         match result {
             Ok(_) => Ok(key),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Exists(name.to_string())),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::Exists(name.to_string()))
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -113,10 +122,11 @@ impl Store {
 
     /// The channel a stream key belongs to.
     pub async fn channel_for_key(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let row: Option<(String,)> = sqlx::query_as("SELECT name FROM channels WHERE stream_key_hash = $1")
-            .bind(hash_key(key))
-            .fetch_optional(&self.pool)
-            .await?;
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT name FROM channels WHERE stream_key_hash = $1")
+                .bind(hash_key(key))
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.map(|r| r.0))
     }
 
@@ -131,7 +141,9 @@ impl Store {
 
     /// Number of channels.
     pub async fn channel_count(&self) -> Result<i64, StoreError> {
-        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM channels").fetch_one(&self.pool).await?;
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM channels")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(n)
     }
 
@@ -152,12 +164,19 @@ mod tests {
     use super::*;
 
     async fn temp_store() -> (Store, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!("aethex-store-{}-{}", std::process::id(), unix_now_nanos()));
+        let dir = std::env::temp_dir().join(format!(
+            "aethex-store-{}-{}",
+            std::process::id(),
+            unix_now_nanos()
+        ));
         (Store::open_data_dir(&dir).await.unwrap(), dir)
     }
 
     fn unix_now_nanos() -> u128 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
     }
 
     #[tokio::test]
@@ -165,9 +184,19 @@ mod tests {
         let (store, dir) = temp_store().await;
         let key = store.create_channel("alice").await.unwrap();
         assert!(key.expose().len() >= 3 + 32, "at least 128 bits of hex");
-        assert_eq!(store.channel_for_key(key.expose()).await.unwrap().as_deref(), Some("alice"));
+        assert_eq!(
+            store
+                .channel_for_key(key.expose())
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("alice")
+        );
         assert_eq!(store.channel_for_key("sk_wrong").await.unwrap(), None);
-        let (stored,): (String,) = sqlx::query_as("SELECT stream_key_hash FROM channels").fetch_one(&store.pool).await.unwrap();
+        let (stored,): (String,) = sqlx::query_as("SELECT stream_key_hash FROM channels")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
         assert_ne!(stored, key.expose());
         assert_eq!(stored, hash_key(key.expose()));
         assert!(!format!("{key:?}").contains(key.expose()));
@@ -178,13 +207,30 @@ mod tests {
     async fn duplicate_channel_is_refused_and_keys_survive_reopen() {
         let (store, dir) = temp_store().await;
         let key = store.create_channel("bob").await.unwrap();
-        assert!(matches!(store.create_channel("bob").await, Err(StoreError::Exists(_))));
+        assert!(matches!(
+            store.create_channel("bob").await,
+            Err(StoreError::Exists(_))
+        ));
         store.close().await;
         let reopened = Store::open_data_dir(&dir).await.unwrap();
-        assert_eq!(reopened.channel_for_key(key.expose()).await.unwrap().as_deref(), Some("bob"));
+        assert_eq!(
+            reopened
+                .channel_for_key(key.expose())
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("bob")
+        );
         let rotated = reopened.rotate_key("bob").await.unwrap().unwrap();
         assert_eq!(reopened.channel_for_key(key.expose()).await.unwrap(), None);
-        assert_eq!(reopened.channel_for_key(rotated.expose()).await.unwrap().as_deref(), Some("bob"));
+        assert_eq!(
+            reopened
+                .channel_for_key(rotated.expose())
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("bob")
+        );
         std::fs::remove_dir_all(dir).ok();
     }
 }

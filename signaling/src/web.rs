@@ -35,5 +35,13 @@ pub async fn asset(Path(file): Path<String>) -> Response {
         "style.css" => (STYLE_CSS, "text/css; charset=utf-8"),
         _ => return ApiError::NotFound(format!("no such file: {file}")).into_response(),
     };
-    (StatusCode::OK, [(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "no-cache")], body).into_response()
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
 }

@@ -1,0 +1,282 @@
+//! Shared helpers for the end-to-end tests: the real `aethex` binary as a child process, the
+//! aiortc peer (tests/peers/aiortc_peer.py) as an independent WebRTC implementation.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_aethex");
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A fresh data directory under the target dir.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let dir = std::env::temp_dir().join(format!("aethex-e2e-{tag}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `aethex channel create NAME --data-dir DIR`, parsed.
+pub fn create_channel(data_dir: &Path, name: &str) -> Value {
+    let out = Command::new(BIN)
+        .args(["channel", "create", name, "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "channel create failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("channel create prints JSON")
+}
+
+/// The real binary, serving on loopback with OS-chosen ports.
+pub struct Server {
+    child: Option<Child>,
+    pub base: String,
+    pub udp: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl Server {
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        let log = data_dir.join("server.log");
+        let mut child = Command::new(BIN)
+            .args([
+                "serve",
+                "--http-listen",
+                "127.0.0.1:0",
+                "--udp-port",
+                "0",
+                "--advertise-ip",
+                "127.0.0.1",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .args(extra)
+            .env("AETHEX_LOG", "info,str0m=warn")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn aethex serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (mut http, mut udp) = (None, None);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http.is_none() || udp.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(left).unwrap_or_else(|_| {
+                panic!(
+                    "no banner; log: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            });
+            let field = |l: &str| {
+                l.split_whitespace()
+                    .nth(if l.contains("media (UDP)") { 2 } else { 1 })
+                    .map(str::to_string)
+            };
+            if line.trim_start().starts_with("HTTP ") {
+                http = field(&line);
+            } else if line.contains("media (UDP)") {
+                udp = field(&line).and_then(|a| a.parse::<SocketAddr>().ok());
+            }
+        }
+        let http = http.unwrap();
+        let mut udp = udp.unwrap();
+        udp.set_ip("127.0.0.1".parse().unwrap());
+        let server = Self {
+            child: Some(child),
+            base: format!("http://{http}"),
+            udp,
+            log,
+        };
+        server.wait_healthy();
+        server
+    }
+
+    fn wait_healthy(&self) {
+        let client = http();
+        for _ in 0..100 {
+            if client
+                .get(format!("{}/healthz", self.base))
+                .send()
+                .is_ok_and(|r| r.status() == 200)
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("server never became healthy");
+    }
+
+    /// One gauge or counter from /metrics (the first series whose name and labels match).
+    pub fn metric(&self, series: &str) -> f64 {
+        let text = http()
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.strip_prefix(' '))
+                    .map(|v| v.trim().parse().unwrap())
+            })
+            .unwrap_or_else(|| panic!("no series {series} in /metrics"))
+    }
+
+    /// Wait until a metric has a value (bounded).
+    pub fn wait_metric(&self, series: &str, want: f64, within: Duration) -> f64 {
+        let end = Instant::now() + within;
+        loop {
+            let v = self.metric(series);
+            if v == want || Instant::now() >= end {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGTERM, then wait (bounded) for the exit status.
+    pub fn stop(mut self) -> ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() >= end {
+                let _ = child.kill();
+                panic!("server did not exit within 10 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+/// The venv python with aiortc. Missing: fail loudly with the fix.
+pub fn python() -> PathBuf {
+    let py = repo().join(".venv/bin/python");
+    assert!(
+        py.exists(),
+        "{} is missing: run scripts/install-test-deps.sh (creates .venv with aiortc from tests/peers/requirements.txt)",
+        py.display()
+    );
+    py
+}
+
+/// A running aiortc peer; stdout JSON lines arrive on a channel.
+pub struct Peer {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    pub name: String,
+}
+
+impl Peer {
+    pub fn spawn(name: &str, args: &[String]) -> Self {
+        let mut child = Command::new(python())
+            .arg(repo().join("tests/peers/aiortc_peer.py"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn aiortc peer");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            lines: rx,
+            name: name.to_string(),
+        }
+    }
+
+    /// Wait for a JSON line satisfying `pred` (bounded).
+    pub fn wait_for(&self, within: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let end = Instant::now() + within;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("{}: no expected output within {within:?}", self.name));
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if pred(&v) {
+                    return v;
+                }
+            }
+        }
+    }
+
+    /// The final result line (has "ok").
+    pub fn result(mut self, within: Duration) -> Value {
+        let v = self.wait_for(within, |v| v.get("ok").is_some());
+        let _ = self.child.wait();
+        v
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub fn s(v: impl ToString) -> String {
+    v.to_string()
+}

@@ -1,0 +1,185 @@
+//! End-to-end with an independent WebRTC implementation (aiortc): the real `aethex` binary on
+//! loopback, a WHIP publisher and WHEP viewers decoding real VP8/H264 + Opus.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+fn publisher(server: &Server, key: &str, codec: &str, seconds: u32) -> Peer {
+    let url = format!("{}/whip", server.base);
+    let args = [
+        "publish",
+        "--url",
+        &url,
+        "--token",
+        key,
+        "--codec",
+        codec,
+        "--duration",
+        &seconds.to_string(),
+        "--width",
+        "320",
+        "--height",
+        "240",
+        "--keyint",
+        "100000",
+    ];
+    let p = Peer::spawn(&format!("{codec} publisher"), &args.map(s));
+    p.wait_for(Duration::from_secs(20), |v| v["event"] == "live");
+    p
+}
+
+fn viewer(server: &Server, channel: &str, name: &str, seconds: u32) -> Peer {
+    let url = format!("{}/whep/{channel}", server.base);
+    let args = [
+        "view",
+        "--url",
+        &url,
+        "--duration",
+        &seconds.to_string(),
+        "--min-video-frames",
+        "30",
+    ];
+    Peer::spawn(name, &args.map(s))
+}
+
+fn assert_viewer_decoded(v: &Value) {
+    assert_eq!(v["ok"], true, "viewer failed: {v}");
+    assert!(
+        v["video_frames"].as_u64().unwrap() >= 30,
+        "too few video frames: {v}"
+    );
+    assert!(v["audio_frames"].as_u64().unwrap() > 0, "no audio: {v}");
+    assert!(v["width"].as_u64().unwrap() > 0, "{v}");
+}
+
+/// The "done when": a VP8+Opus publisher using the key from `aethex channel create`,
+/// sending keyframes only when asked, watched by three viewers that join 3 s later.
+#[test]
+fn vp8_opus_publisher_is_decoded_by_three_late_viewers() {
+    let dir = temp_dir("vp8");
+    let ch = create_channel(&dir, "show");
+    let server = Server::start(&dir, &[]);
+    let key = ch["stream_key"].as_str().unwrap();
+    let publisher = publisher(&server, key, "vp8", 14);
+    std::thread::sleep(Duration::from_secs(3));
+    let viewers: Vec<Peer> = (0..3)
+        .map(|i| viewer(&server, "show", &format!("viewer {i}"), 6))
+        .collect();
+    assert_eq!(
+        server.wait_metric("aethex_subscribers", 3.0, Duration::from_secs(5)),
+        3.0
+    );
+    for v in viewers {
+        let result = v.result(Duration::from_secs(40));
+        eprintln!("viewer: {result}");
+        assert_viewer_decoded(&result);
+    }
+    let p = publisher.result(Duration::from_secs(40));
+    eprintln!("publisher: {p}");
+    assert_eq!(p["ok"], true, "{p}");
+    // Keyframes only when asked: the encoder's own keyframes are its first one per build.
+    assert_eq!(p["unforced_keyframes"], p["encoder_builds"], "{p}");
+    assert!(
+        p["forced_keyframes"].as_u64().unwrap() >= 1,
+        "late viewers were served by a requested keyframe: {p}"
+    );
+    // DELETE from every peer frees everything.
+    assert_eq!(
+        server.wait_metric("aethex_publishers", 0.0, Duration::from_secs(5)),
+        0.0
+    );
+    assert_eq!(
+        server.wait_metric("aethex_subscribers", 0.0, Duration::from_secs(5)),
+        0.0
+    );
+    assert!(server.stop().success(), "SIGTERM exits 0");
+}
+
+#[test]
+fn h264_opus_publisher_is_decoded_by_two_viewers() {
+    let dir = temp_dir("h264");
+    let ch = create_channel(&dir, "cam");
+    let server = Server::start(&dir, &[]);
+    let publisher = publisher(&server, ch["stream_key"].as_str().unwrap(), "h264", 10);
+    let viewers: Vec<Peer> = (0..2)
+        .map(|i| viewer(&server, "cam", &format!("viewer {i}"), 5))
+        .collect();
+    for v in viewers {
+        let result = v.result(Duration::from_secs(40));
+        eprintln!("viewer: {result}");
+        assert_viewer_decoded(&result);
+    }
+    let p = publisher.result(Duration::from_secs(40));
+    assert_eq!(p["ok"], true, "{p}");
+    assert_eq!(
+        server.wait_metric("aethex_subscribers", 0.0, Duration::from_secs(5)),
+        0.0
+    );
+    assert_eq!(
+        server.wait_metric("aethex_publishers", 0.0, Duration::from_secs(5)),
+        0.0
+    );
+    assert!(server.stop().success());
+}
+
+/// OBS reconnect: a second publish with the same key replaces the first; the viewer stays and
+/// decodes the new publisher's media.
+#[test]
+fn republish_with_same_key_keeps_the_viewer_playing() {
+    let dir = temp_dir("republish");
+    let ch = create_channel(&dir, "obs");
+    let server = Server::start(&dir, &[]);
+    let key = ch["stream_key"].as_str().unwrap().to_string();
+    let first = publisher(&server, &key, "vp8", 20);
+    let v = viewer(&server, "obs", "viewer", 9);
+    std::thread::sleep(Duration::from_secs(3));
+    let second = publisher(&server, &key, "vp8", 8);
+    let result = v.result(Duration::from_secs(40));
+    eprintln!("viewer across republish: {result}");
+    assert_viewer_decoded(&result);
+    // The viewer decoded through the switch: no gap near the length of the remaining run.
+    assert!(
+        result["max_video_gap_ms"].as_f64().unwrap() < 2000.0,
+        "{result}"
+    );
+    assert_eq!(second.result(Duration::from_secs(30))["ok"], true);
+    drop(first);
+    assert_eq!(
+        server.wait_metric("aethex_publishers", 0.0, Duration::from_secs(5)),
+        0.0
+    );
+    assert!(server.stop().success());
+}
+
+/// A WHEP viewer that offers only VP8 for an H264 stream gets a 400 codec_mismatch, not an
+/// answer it cannot use.
+#[test]
+fn viewer_without_the_streams_codec_gets_codec_mismatch() {
+    let dir = temp_dir("mismatch");
+    let ch = create_channel(&dir, "h");
+    let server = Server::start(&dir, &[]);
+    let publisher = publisher(&server, ch["stream_key"].as_str().unwrap(), "h264", 8);
+    let url = format!("{}/whep/h", server.base);
+    let v = Peer::spawn(
+        "vp8-only viewer",
+        &["view", "--url", &url, "--duration", "3", "--codec", "vp8"].map(s),
+    );
+    let result = v.result(Duration::from_secs(30));
+    assert_eq!(result["ok"], false, "{result}");
+    let err = result["error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("400") && err.contains("codec_mismatch"),
+        "{result}"
+    );
+    assert_eq!(
+        server.metric("aethex_subscribers"),
+        0.0,
+        "no session is left behind"
+    );
+    drop(publisher);
+    assert!(server.stop().success());
+}
