@@ -77,12 +77,17 @@ impl Store {
 
     /// Open a database by URL (`sqlite://path` or `sqlite::memory:`) and run migrations.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)?
+        let memory = url.contains(":memory:");
+        let mut options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(std::time::Duration::from_secs(5));
+        if !memory {
+            options = options.journal_mode(SqliteJournalMode::Wal);
+        }
+        // Every connection to `:memory:` is its own database: keep one.
+        let max = if memory { 1 } else { 4 };
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(max)
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
