@@ -37,6 +37,8 @@ fn viewer_offer() -> String {
     api.apply().unwrap().0.to_sdp_string()
 }
 
+const SDP: &str = "application/sdp";
+
 fn post(url: &str, ctype: &str, key: Option<&str>, body: String) -> Response {
     let mut req = http().post(url).header("content-type", ctype).body(body);
     if let Some(k) = key {
@@ -321,14 +323,9 @@ fn full_node_answers_503_with_retry_after() {
     std::fs::write(&config, "[sfu]\nmax_peers = 1\n").unwrap();
     let server = Server::start(&dir, &["--config", config.to_str().unwrap()]);
     let whip = format!("{}/whip", server.base);
+    let key = a["stream_key"].as_str().unwrap();
     assert_eq!(
-        post(
-            &whip,
-            "application/sdp",
-            Some(a["stream_key"].as_str().unwrap()),
-            offer(None)
-        )
-        .status(),
+        post(&whip, SDP, Some(key), offer(None)).status(),
         StatusCode::CREATED
     );
     let resp = post(
@@ -341,13 +338,7 @@ fn full_node_answers_503_with_retry_after() {
     expect_error(resp, StatusCode::SERVICE_UNAVAILABLE, "full");
     // The same key publishing again replaces its session: allowed even when full.
     assert_eq!(
-        post(
-            &whip,
-            "application/sdp",
-            Some(a["stream_key"].as_str().unwrap()),
-            offer(None)
-        )
-        .status(),
+        post(&whip, SDP, Some(key), offer(None)).status(),
         StatusCode::CREATED
     );
     assert!(server.stop().success());

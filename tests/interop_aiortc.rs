@@ -8,30 +8,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-fn publisher(server: &Server, key: &str, codec: &str, seconds: u32) -> Peer {
-    let url = format!("{}/whip", server.base);
-    let args = [
-        "publish",
-        "--url",
-        &url,
-        "--token",
-        key,
-        "--codec",
-        codec,
-        "--duration",
-        &seconds.to_string(),
-        "--width",
-        "320",
-        "--height",
-        "240",
-        "--keyint",
-        "100000",
-    ];
-    let p = Peer::spawn(&format!("{codec} publisher"), &args.map(s));
-    p.wait_for(Duration::from_secs(20), |v| v["event"] == "live");
-    p
-}
-
 fn viewer(server: &Server, channel: &str, name: &str, seconds: u32) -> Peer {
     let url = format!("{}/whep/{channel}", server.base);
     let args = [

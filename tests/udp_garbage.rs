@@ -13,25 +13,7 @@ fn random_udp_datagrams_do_not_disturb_a_live_stream() {
     let dir = temp_dir("garbage");
     let ch = create_channel(&dir, "live");
     let server = Server::start(&dir, &[]);
-    let url = format!("{}/whip", server.base);
-    let key = ch["stream_key"].as_str().unwrap();
-    let args = [
-        "publish",
-        "--url",
-        &url,
-        "--token",
-        key,
-        "--codec",
-        "vp8",
-        "--duration",
-        "12",
-        "--width",
-        "320",
-        "--height",
-        "240",
-    ];
-    let publisher = Peer::spawn("publisher", &args.map(s));
-    publisher.wait_for(Duration::from_secs(20), |v| v["event"] == "live");
+    let publisher = publisher(&server, ch["stream_key"].as_str().unwrap(), "vp8", 12);
     let whep = format!("{}/whep/live", server.base);
     let viewer = Peer::spawn(
         "viewer",

@@ -7,6 +7,7 @@
   const DISCONNECT_GRACE_MS = 5000;
   const HTTP_TIMEOUT_MS = 10000;
   const KEY_STORE = 'aethex.streamKey';
+  const C = window.AethexCommon;
 
   const $ = (id) => document.getElementById(id);
   const form = $('form');
@@ -28,8 +29,7 @@
   let stream = null;
   let resourceUrl = null;
   let generation = 0;
-  let connectTimer = null;
-  let dropTimer = null;
+  let watch = null; // connection state watcher of `pc`
   let prevOut = null;
 
   try {
@@ -60,43 +60,15 @@
     watchBox.hidden = false;
   }
 
-  function withTimeout(ms) {
-    const ctl = new AbortController();
-    const t = setTimeout(function () { ctl.abort(); }, ms);
-    return { signal: ctl.signal, done: function () { clearTimeout(t); } };
-  }
-
-  async function readError(resp) {
-    let code = '';
-    let text = '';
-    try {
-      const body = await resp.text();
-      try {
-        const j = JSON.parse(body);
-        code = j.code || '';
-        text = j.error || j.message || '';
-      } catch (_) {
-        text = body.slice(0, 200);
-      }
-    } catch (_) { /* ignore */ }
-    if (!text) text = resp.status === 401 ? 'Invalid stream key' : 'HTTP ' + resp.status;
-    return { code: code, text: text };
-  }
-
   // Release everything; `keepalive` is for page unload (no awaiting possible there).
   async function cleanup(keepalive) {
     generation++;
-    clearTimeout(connectTimer); connectTimer = null;
-    clearTimeout(dropTimer); dropTimer = null;
+    if (watch) { watch.stop(); watch = null; }
     const url = resourceUrl;
     resourceUrl = null;
     live.resource = null;
-    if (pc) {
-      const old = pc;
-      pc = null;
-      old.onconnectionstatechange = null;
-      try { old.close(); } catch (_) { /* ignore */ }
-    }
+    C.closePeer(pc);
+    pc = null;
     if (stream) {
       stream.getTracks().forEach(function (t) { t.onended = null; t.stop(); });
       stream = null;
@@ -104,15 +76,7 @@
     preview.srcObject = null;
     prevOut = null;
     sendStats.textContent = '';
-    if (url) {
-      if (keepalive) {
-        try { fetch(url, { method: 'DELETE', keepalive: true }).catch(function () {}); } catch (_) { /* ignore */ }
-      } else {
-        const to = withTimeout(3000);
-        try { await fetch(url, { method: 'DELETE', signal: to.signal }); } catch (_) { /* ignore */ }
-        to.done();
-      }
-    }
+    if (url) await C.deleteResource(url, keepalive ? 0 : 3000);
   }
 
   async function getMedia(source) {
@@ -158,8 +122,7 @@
     if (gen !== generation) { media.getTracks().forEach(function (t) { t.stop(); }); return; }
     stream = media;
     preview.srcObject = stream;
-    const p = preview.play();
-    if (p && p.catch) p.catch(function () {});
+    C.play(preview);
 
     const conn = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
     pc = conn;
@@ -168,52 +131,39 @@
       conn.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
       track.onended = function () { if (gen === generation) stop('Capture ended.'); };
     });
-    conn.onconnectionstatechange = function () { onConnState(conn, gen); };
+    const current = function () { return gen === generation; };
+    watch = C.watchConnection(conn, DISCONNECT_GRACE_MS, {
+      isCurrent: current,
+      onConnected: function () {
+        setState('live', 'You are live' + (live.channel ? ' on “' + live.channel + '”.' : '.'));
+      },
+      onLost: function () { fail('Connection lost.'); },
+    });
 
     setState('connecting', 'Connecting…');
     let resp;
-    const to = withTimeout(HTTP_TIMEOUT_MS);
     try {
-      const offer = await conn.createOffer();
-      await conn.setLocalDescription(offer);
-      if (gen !== generation) return;
-      // ICE-lite server: send the offer at once, no need to wait for our candidates.
-      resp = await fetch('/whip', {
-        method: 'POST',
-        headers: {
-          'Content-Type': 'application/sdp',
-          'Accept': 'application/sdp',
-          'Authorization': 'Bearer ' + key,
-        },
-        body: conn.localDescription.sdp,
-        signal: to.signal,
-      });
+      resp = await C.sendOffer(conn, '/whip', { 'Authorization': 'Bearer ' + key }, HTTP_TIMEOUT_MS, current);
     } catch (err) {
-      to.done();
       if (gen !== generation) return;
       await cleanup(false);
       setState('error', 'Cannot reach the server' + (err && err.name === 'AbortError' ? ' (timed out)' : ''));
       return;
     }
-    to.done();
     if (gen !== generation) return;
 
     if (resp.status !== 201 && resp.status !== 200) {
-      const e = await readError(resp);
+      const e = await C.readError(resp, { 401: 'Invalid stream key' });
       if (gen !== generation) return;
       await cleanup(false);
       setState('error', e.text + (e.code ? ' (' + e.code + ')' : ''));
       return;
     }
 
-    const loc = resp.headers.get('Location');
-    if (loc) {
-      resourceUrl = new URL(loc, new URL('/whip', location.href)).href;
-      live.resource = resourceUrl;
-    }
+    resourceUrl = C.locationOf(resp, '/whip');
+    live.resource = resourceUrl;
     showWatchLink(resp.headers.get('X-Aethex-Channel'));
-    let answer = '';
-    try { answer = await resp.text(); } catch (_) { /* handled below */ }
+    const answer = await C.readAnswer(resp);
     if (gen !== generation) return;
     try {
       await conn.setRemoteDescription({ type: 'answer', sdp: answer });
@@ -225,28 +175,7 @@
     }
     if (gen !== generation) return;
     if (conn.connectionState !== 'connected') setState('connecting', 'Connecting media…');
-    connectTimer = setTimeout(function () {
-      if (gen === generation && conn.connectionState !== 'connected') fail('Media connection timed out.');
-    }, CONNECT_TIMEOUT_MS);
-  }
-
-  function onConnState(conn, gen) {
-    if (gen !== generation) return;
-    const st = conn.connectionState;
-    if (st === 'connected') {
-      clearTimeout(connectTimer); connectTimer = null;
-      clearTimeout(dropTimer); dropTimer = null;
-      setState('live', 'You are live' + (live.channel ? ' on “' + live.channel + '”.' : '.'));
-    } else if (st === 'disconnected') {
-      if (!dropTimer) {
-        dropTimer = setTimeout(function () {
-          dropTimer = null;
-          if (gen === generation && conn.connectionState !== 'connected') fail('Connection lost.');
-        }, DISCONNECT_GRACE_MS);
-      }
-    } else if (st === 'failed' || st === 'closed') {
-      fail('Connection lost.');
-    }
+    watch.connectTimeout(CONNECT_TIMEOUT_MS, function () { fail('Media connection timed out.'); });
   }
 
   async function fail(text) {
@@ -263,9 +192,8 @@
   async function pollStats() {
     const conn = pc;
     if (!conn || live.state !== 'live') return;
-    let report;
-    try { report = await conn.getStats(); } catch (_) { return; }
-    if (conn !== pc) return;
+    const report = await C.getStats(conn);
+    if (!report || conn !== pc) return;
     let v = null;
     let pair = null;
     report.forEach(function (s) {
@@ -275,9 +203,9 @@
     if (!v) return;
     const now = Date.now();
     let kbps = 0;
-    if (prevOut && now > prevOut.time) kbps = Math.max(0, 8 * ((v.bytesSent || 0) - prevOut.bytes) / (now - prevOut.time));
+    if (prevOut && now > prevOut.time) kbps = C.kbps(v.bytesSent || 0, now, prevOut.bytes, prevOut.time);
     prevOut = { time: now, bytes: v.bytesSent || 0 };
-    const codec = v.codecId && report.get(v.codecId) ? report.get(v.codecId).mimeType.replace(/^video\//, '') : '';
+    const codec = C.codecOf(report, v).replace(/^video\//, '');
     const res = v.frameWidth ? v.frameWidth + 'x' + v.frameHeight : '–';
     const limit = v.qualityLimitationReason && v.qualityLimitationReason !== 'none' ? v.qualityLimitationReason : '';
     const estKbps = pair && pair.availableOutgoingBitrate ? pair.availableOutgoingBitrate / 1000 : null;
@@ -287,7 +215,7 @@
       Math.round(kbps) + ' kbps' + (codec ? ' (' + codec + ')' : '') +
       (estKbps != null ? ', est. ' + Math.round(estKbps) + ' kbps' : '') + (limit ? ', limited by ' + limit : '');
   }
-  setInterval(function () { pollStats().catch(function () {}); }, 1000);
+  C.every(1000, pollStats);
 
   form.addEventListener('submit', function (ev) {
     ev.preventDefault();

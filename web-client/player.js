@@ -9,6 +9,7 @@
   const CONNECT_TIMEOUT_MS = 15000; // answer received but ICE/DTLS never connects
   const STALL_TIMEOUT_MS = 8000;    // connected but no media bytes at all for this long
   const POST_TIMEOUT_MS = 10000;
+  const C = window.AethexCommon;
 
   const segs = location.pathname.split('/').filter(Boolean);
   let channel = '';
@@ -40,8 +41,7 @@
   let resourceUrl = null;
   let generation = 0;
   let retryTimer = null;
-  let dropTimer = null;
-  let connectTimer = null;
+  let watch = null;     // connection state watcher of `pc`
   let backoffMs = 1000;
   let prev = null;      // previous stats sample (for deltas)
   let lastBytesAt = 0;  // time the received byte counter last advanced
@@ -58,30 +58,21 @@
 
   function clearTimers() {
     clearTimeout(retryTimer); retryTimer = null;
-    clearTimeout(dropTimer); dropTimer = null;
-    clearTimeout(connectTimer); connectTimer = null;
+    if (watch) { watch.stop(); watch = null; }
   }
 
   function deleteResource() {
-    if (!resourceUrl) return;
     const url = resourceUrl;
     resourceUrl = null;
-    try {
-      fetch(url, { method: 'DELETE', keepalive: true }).catch(function () {});
-    } catch (_) { /* ignore */ }
+    C.deleteResource(url);
   }
 
   function teardown() {
     generation++;
     clearTimers();
     deleteResource();
-    if (pc) {
-      const old = pc;
-      pc = null;
-      old.ontrack = null;
-      old.onconnectionstatechange = null;
-      try { old.close(); } catch (_) { /* ignore */ }
-    }
+    C.closePeer(pc);
+    pc = null;
     prev = null;
   }
 
@@ -100,26 +91,7 @@
     scheduleRetry(delayMs == null ? 500 : delayMs);
   }
 
-  function tryPlay() {
-    const p = video.play();
-    if (p && typeof p.catch === 'function') p.catch(function () { /* autoplay policy: stay quiet */ });
-  }
-
-  async function readError(resp) {
-    let code = '';
-    let text = '';
-    try {
-      const body = await resp.text();
-      try {
-        const j = JSON.parse(body);
-        code = j.code || '';
-        text = j.error || j.message || '';
-      } catch (_) {
-        text = body.slice(0, 200);
-      }
-    } catch (_) { /* ignore */ }
-    return { code: code, text: text || ('HTTP ' + resp.status) };
-  }
+  function tryPlay() { C.play(video); }
 
   async function connect() {
     if (stopped) return;
@@ -138,33 +110,31 @@
       if (video.srcObject !== stream) video.srcObject = stream;
       tryPlay();
     };
-    conn.onconnectionstatechange = function () { onConnState(conn, gen); };
+    const current = function () { return gen === generation; };
+    watch = C.watchConnection(conn, DISCONNECT_GRACE_MS, {
+      isCurrent: current,
+      onState: function (st) { player.connectionState = st; },
+      onConnected: function () {
+        backoffMs = 1000;
+        lastBytesAt = Date.now();
+        setState('playing', video.videoWidth > 0 ? '' : 'Waiting for video…');
+        tryPlay();
+      },
+      onLost: function () { reconnect('Connection lost'); },
+    });
 
     let resp;
-    const ctl = new AbortController();
-    const postTimer = setTimeout(function () { ctl.abort(); }, POST_TIMEOUT_MS);
     try {
-      const offer = await conn.createOffer();
-      await conn.setLocalDescription(offer);
-      if (gen !== generation) return;
-      // The server is ICE-lite: no need to wait for our candidates, send the offer at once.
-      resp = await fetch(endpoint, {
-        method: 'POST',
-        headers: { 'Content-Type': 'application/sdp', 'Accept': 'application/sdp' },
-        body: conn.localDescription.sdp,
-        signal: ctl.signal,
-      });
+      resp = await C.sendOffer(conn, endpoint, null, POST_TIMEOUT_MS, current);
     } catch (err) {
-      clearTimeout(postTimer);
       if (gen !== generation) return;
       failAndRetry('Cannot reach the server');
       return;
     }
-    clearTimeout(postTimer);
     if (gen !== generation) return;
 
     if (resp.status !== 201 && resp.status !== 200) {
-      const e = await readError(resp);
+      const e = await C.readError(resp);
       if (gen !== generation) return;
       teardown();
       if (resp.status === 404 && e.code === 'offline') {
@@ -181,10 +151,8 @@
       return;
     }
 
-    const loc = resp.headers.get('Location');
-    if (loc) resourceUrl = new URL(loc, new URL(endpoint, location.href)).href;
-    let answer = '';
-    try { answer = await resp.text(); } catch (_) { /* handled below */ }
+    resourceUrl = C.locationOf(resp, endpoint);
+    const answer = await C.readAnswer(resp);
     if (gen !== generation) { deleteResource(); return; }
     try {
       await conn.setRemoteDescription({ type: 'answer', sdp: answer });
@@ -196,9 +164,7 @@
     if (gen !== generation) return;
     setState('connecting', 'Connecting to the stream…');
     lastBytesAt = Date.now();
-    connectTimer = setTimeout(function () {
-      if (gen === generation && conn.connectionState !== 'connected') reconnect('Connection timed out');
-    }, CONNECT_TIMEOUT_MS);
+    watch.connectTimeout(CONNECT_TIMEOUT_MS, function () { reconnect('Connection timed out'); });
   }
 
   function nextBackoff() {
@@ -211,29 +177,6 @@
     teardown();
     setState('error', text);
     scheduleRetry(nextBackoff());
-  }
-
-  function onConnState(conn, gen) {
-    if (gen !== generation) return;
-    const st = conn.connectionState;
-    player.connectionState = st;
-    if (st === 'connected') {
-      clearTimeout(dropTimer); dropTimer = null;
-      clearTimeout(connectTimer); connectTimer = null;
-      backoffMs = 1000;
-      lastBytesAt = Date.now();
-      setState('playing', video.videoWidth > 0 ? '' : 'Waiting for video…');
-      tryPlay();
-    } else if (st === 'disconnected') {
-      if (!dropTimer) {
-        dropTimer = setTimeout(function () {
-          dropTimer = null;
-          if (gen === generation && conn.connectionState !== 'connected') reconnect('Connection lost');
-        }, DISCONNECT_GRACE_MS);
-      }
-    } else if (st === 'failed' || st === 'closed') {
-      reconnect('Connection lost');
-    }
   }
 
   video.addEventListener('resize', function () {
@@ -250,9 +193,8 @@
       statsEl.textContent = 'state: ' + player.state;
       return;
     }
-    let report;
-    try { report = await conn.getStats(); } catch (_) { return; }
-    if (conn !== pc) return;
+    const report = await C.getStats(conn);
+    if (!report || conn !== pc) return;
     let v = null, a = null, pair = null, transport = null;
     const pairs = {};
     report.forEach(function (s) {
@@ -276,7 +218,7 @@
       st.width = v.frameWidth || video.videoWidth || 0;
       st.height = v.frameHeight || video.videoHeight || 0;
       st.fps = v.framesPerSecond || 0;
-      st.codec = (v.codecId && report.get(v.codecId)) ? report.get(v.codecId).mimeType : '';
+      st.codec = C.codecOf(report, v);
       st.bytesReceived = v.bytesReceived || 0;
       st.packetsReceived = v.packetsReceived || 0;
       st.packetsLost = Math.max(0, v.packetsLost || 0);
@@ -288,7 +230,7 @@
       st.kbps = null; // needs two samples
       let jbMs = st.jitterBufferEmittedCount > 0 ? 1000 * st.jitterBufferDelay / st.jitterBufferEmittedCount : null;
       if (prev && prev.bytesReceived != null && now > prev.time) {
-        st.kbps = Math.max(0, 8 * (st.bytesReceived - prev.bytesReceived) / (now - prev.time));
+        st.kbps = C.kbps(st.bytesReceived, now, prev.bytesReceived, prev.time);
         const dn = st.jitterBufferEmittedCount - prev.jitterBufferEmittedCount;
         if (dn > 0) jbMs = 1000 * (st.jitterBufferDelay - prev.jitterBufferDelay) / dn;
       }
@@ -324,7 +266,7 @@
     statsEl.textContent = lines.join('\n');
   }
 
-  setInterval(function () { pollStats().catch(function () {}); }, 1000);
+  C.every(1000, pollStats);
 
   // ---- controls ----
   function syncUnmute() { unmuteBtn.textContent = video.muted ? 'Unmute' : 'Mute'; }

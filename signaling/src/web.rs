@@ -11,6 +11,7 @@ const LIVE_HTML: &str = include_str!("../../web-client/live.html");
 const PLAYER_JS: &str = include_str!("../../web-client/player.js");
 const LIVE_JS: &str = include_str!("../../web-client/live.js");
 const STYLE_CSS: &str = include_str!("../../web-client/style.css");
+const COMMON_JS: &str = include_str!("../../web-client/common.js");
 
 /// `GET /watch/{channel}`: the WHEP player (it reads the channel from its URL).
 pub async fn watch(Path(_channel): Path<String>) -> Html<&'static str> {
@@ -32,6 +33,7 @@ pub async fn asset(Path(file): Path<String>) -> Response {
     let (body, kind) = match file.as_str() {
         "player.js" => (PLAYER_JS, "text/javascript; charset=utf-8"),
         "live.js" => (LIVE_JS, "text/javascript; charset=utf-8"),
+        "common.js" => (COMMON_JS, "text/javascript; charset=utf-8"),
         "style.css" => (STYLE_CSS, "text/css; charset=utf-8"),
         _ => return ApiError::NotFound(format!("no such file: {file}")).into_response(),
     };

@@ -43,6 +43,19 @@ pub fn create_channel(data_dir: &Path, name: &str) -> Value {
     serde_json::from_slice(&out.stdout).expect("channel create prints JSON")
 }
 
+/// Lines of a child's stdout, read on a thread, as a channel.
+fn lines_of(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 /// The real binary, serving on loopback with OS-chosen ports.
 pub struct Server {
     child: Option<Child>,
@@ -72,15 +85,7 @@ impl Server {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("spawn aethex serve");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = lines_of(child.stdout.take().unwrap());
         let (mut http, mut udp) = (None, None);
         let deadline = Instant::now() + Duration::from_secs(20);
         while http.is_none() || udp.is_none() {
@@ -227,15 +232,7 @@ impl Peer {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn aiortc peer");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = lines_of(child.stdout.take().unwrap());
         Self {
             child,
             lines: rx,
@@ -279,4 +276,29 @@ impl Drop for Peer {
 
 pub fn s(v: impl ToString) -> String {
     v.to_string()
+}
+
+/// An aiortc WHIP publisher (320x240, keyframes only when asked), once it is live.
+pub fn publisher(server: &Server, key: &str, codec: &str, seconds: u32) -> Peer {
+    let url = format!("{}/whip", server.base);
+    let args = [
+        "publish",
+        "--url",
+        &url,
+        "--token",
+        key,
+        "--codec",
+        codec,
+        "--duration",
+        &seconds.to_string(),
+        "--width",
+        "320",
+        "--height",
+        "240",
+        "--keyint",
+        "100000",
+    ];
+    let p = Peer::spawn(&format!("{codec} publisher"), &args.map(s));
+    p.wait_for(Duration::from_secs(20), |v| v["event"] == "live");
+    p
 }
