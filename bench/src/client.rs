@@ -1,0 +1,242 @@
+//! A bench peer: a str0m `Rtc` (sans-IO) over its own UDP socket on loopback, driven by a small
+//! tokio loop. Publishers send synthetic VP8 frames carrying a counter and send time, plus Opus
+//! sized audio; subscribers count datagrams and frames and measure delay and start time.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use str0m::change::SdpAnswer;
+use str0m::format::Codec;
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::time::Instant;
+
+use crate::payload;
+
+/// What a peer does.
+#[derive(Debug, Clone, Copy)]
+pub enum Role {
+    /// Sends video frames of `frame_bytes` at `fps`, a keyframe every `keyint` frames and when asked.
+    Publisher {
+        frame_bytes: usize,
+        fps: u32,
+        keyint: u32,
+    },
+    /// Receives.
+    Subscriber,
+}
+
+/// Live counters of one peer, read by the orchestrator while it runs.
+#[derive(Default)]
+pub struct PeerStats {
+    /// ICE + DTLS completed.
+    pub connected: AtomicBool,
+    /// Datagrams and bytes received on the socket.
+    pub datagrams_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    /// Video frames received (subscriber) or sent (publisher).
+    pub frames: AtomicU64,
+    /// Keyframe requests received (publisher).
+    pub keyframe_requests: AtomicU64,
+    /// Microseconds from the WHEP/WHIP POST to the first complete keyframe (subscriber).
+    pub start_us: AtomicU64,
+    /// Send-to-receive delay of each frame, microseconds, while `recording`.
+    pub delays_us: Mutex<Vec<u64>>,
+    /// Counters of the frames received while `recording`.
+    pub counters: Mutex<Vec<u32>>,
+    pub recording: AtomicBool,
+    /// Frames that arrived with a counter lower than one already seen.
+    pub reordered: AtomicU64,
+}
+
+/// Run one peer until `stop` is set. `epoch` is the shared clock origin for send stamps.
+pub async fn run(
+    role: Role,
+    http: reqwest::Client,
+    url: String,
+    token: Option<String>,
+    epoch: Instant,
+    stats: Arc<PeerStats>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let socket = UdpSocket::bind("127.0.0.1:0").await?;
+    let local = socket.local_addr()?;
+    let now = Instant::now();
+    let mut rtc = Rtc::builder().build(now.into_std());
+    rtc.add_local_candidate(Candidate::host(local, "udp")?);
+    let dir = match role {
+        Role::Publisher { .. } => Direction::SendOnly,
+        Role::Subscriber => Direction::RecvOnly,
+    };
+    let mut api = rtc.sdp_api();
+    let video = api.add_media(MediaKind::Video, dir, None, None, None);
+    let audio = api.add_media(MediaKind::Audio, dir, None, None, None);
+    let (offer, pending) = api.apply().context("creating the offer")?;
+
+    let posted = Instant::now();
+    let mut req = http
+        .post(&url)
+        .header("content-type", "application/sdp")
+        .body(offer.to_sdp_string());
+    if let Some(t) = &token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.with_context(|| format!("POST {url}"))?;
+    let status = resp.status();
+    let body = resp.text().await?;
+    if status.as_u16() != 201 {
+        bail!("POST {url}: HTTP {status}: {body}");
+    }
+    let answer = SdpAnswer::from_sdp_string(&body).context("parsing the answer")?;
+    rtc.sdp_api()
+        .accept_answer(pending, answer)
+        .context("accepting the answer")?;
+
+    let mut buf = vec![0u8; 2048];
+    let mut deadline;
+    let mut frame_no: u32 = 0;
+    let mut force_key = true;
+    let mut last_counter: Option<u32> = None;
+    let (frame_every, audio_every) = match role {
+        Role::Publisher { fps, .. } => (
+            Duration::from_secs(1) / fps.max(1),
+            Duration::from_millis(20),
+        ),
+        Role::Subscriber => (Duration::from_secs(3600), Duration::from_secs(3600)),
+    };
+    let mut next_frame = Instant::now();
+    let mut next_audio = Instant::now();
+    let mut audio_ts: u64 = 0;
+
+    while !stop.load(Ordering::Relaxed) {
+        // Drain the engine.
+        loop {
+            match rtc.poll_output()? {
+                Output::Timeout(t) => {
+                    deadline = Instant::from_std(t);
+                    break;
+                }
+                Output::Transmit(t) => {
+                    let _ = socket.send_to(&t.contents, t.destination).await;
+                }
+                Output::Event(e) => match e {
+                    Event::Connected => stats.connected.store(true, Ordering::Relaxed),
+                    Event::KeyframeRequest(_) => {
+                        force_key = true;
+                        stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Event::MediaData(d) if d.mid == video => {
+                        on_frame(&stats, &d.data, posted, epoch, &mut last_counter);
+                    }
+                    _ => {}
+                },
+            }
+        }
+        if !rtc.is_alive() {
+            bail!("peer connection closed");
+        }
+        let connected = stats.connected.load(Ordering::Relaxed);
+        let wake = if connected {
+            deadline.min(next_frame).min(next_audio)
+        } else {
+            deadline
+        };
+        let wake = wake.max(Instant::now() + Duration::from_micros(200));
+        tokio::select! {
+            r = socket.recv_from(&mut buf) => {
+                let (n, from) = r?;
+                stats.datagrams_in.fetch_add(1, Ordering::Relaxed);
+                stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                if let Ok(recv) = Receive::new(Protocol::Udp, from, local, &buf[..n]) {
+                    rtc.handle_input(Input::Receive(Instant::now().into_std(), recv))?;
+                }
+            }
+            () = tokio::time::sleep_until(wake) => {
+                let now = Instant::now();
+                rtc.handle_input(Input::Timeout(now.into_std()))?;
+                if let (Role::Publisher { frame_bytes, keyint, .. }, true) = (role, connected) {
+                    if now >= next_frame {
+                        let key = force_key || frame_no.is_multiple_of(keyint.max(1));
+                        force_key = false;
+                        let sent_us = (now - epoch).as_micros() as u64;
+                        let size = if key { frame_bytes * 3 } else { frame_bytes };
+                        let data = payload::frame(frame_no, sent_us, key, size);
+                        write(&mut rtc, video, Codec::Vp8, now, MediaTime::from_90khz(u64::from(frame_no) * 3000), data)?;
+                        stats.frames.fetch_add(1, Ordering::Relaxed);
+                        frame_no += 1;
+                        next_frame += frame_every;
+                    }
+                    if now >= next_audio {
+                        let time = MediaTime::new(audio_ts, Frequency::FORTY_EIGHT_KHZ);
+                        write(&mut rtc, audio, Codec::Opus, now, time, vec![0xfc; 120])?;
+                        audio_ts += 960;
+                        next_audio += audio_every;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write(
+    rtc: &mut Rtc,
+    mid: Mid,
+    codec: Codec,
+    now: Instant,
+    time: MediaTime,
+    data: Vec<u8>,
+) -> anyhow::Result<()> {
+    let Some(writer) = rtc.writer(mid) else {
+        return Ok(());
+    };
+    let Some(pt) = writer
+        .payload_params()
+        .find(|p| p.spec().codec == codec)
+        .map(|p| p.pt())
+    else {
+        bail!("no {codec} negotiated");
+    };
+    writer.write(pt, now.into_std(), time, data)?;
+    Ok(())
+}
+
+fn on_frame(
+    stats: &PeerStats,
+    data: &[u8],
+    posted: Instant,
+    epoch: Instant,
+    last: &mut Option<u32>,
+) {
+    let Some(stamp) = payload::parse(data) else {
+        return;
+    };
+    let now = Instant::now();
+    if stamp.keyframe && stats.start_us.load(Ordering::Relaxed) == 0 {
+        stats
+            .start_us
+            .store((now - posted).as_micros().max(1) as u64, Ordering::Relaxed);
+    }
+    if last.is_some_and(|l| stamp.counter <= l) {
+        stats.reordered.fetch_add(1, Ordering::Relaxed);
+    }
+    *last = Some(stamp.counter);
+    stats.frames.fetch_add(1, Ordering::Relaxed);
+    if stats.recording.load(Ordering::Relaxed) {
+        let delay = ((now - epoch).as_micros() as u64).saturating_sub(stamp.sent_us);
+        stats
+            .delays_us
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(delay);
+        stats
+            .counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(stamp.counter);
+    }
+}
