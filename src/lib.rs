@@ -123,7 +123,7 @@ pub async fn serve(
         .await?;
     tracing::info!("HTTP stopped; closing sessions");
     sfu.shutdown().await;
-    let _ = driver.await;
+    driver.finished().await;
     watcher.abort();
     store.close().await;
     Ok(())

@@ -1,6 +1,7 @@
 //! `aethex`: the AeThex LIVE media server. Parses flags, installs tracing, loads config, calls
 //! the library. See `aethex --help`.
 
+use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -188,43 +189,56 @@ fn print_banner(
     base: &str,
     demo_key: Option<&signaling::StreamKey>,
 ) {
+    // Written in one go, ignoring errors: a closed stdout must not stop the server.
+    let mut out = String::new();
     let ips: Vec<String> = config
         .rtc
         .effective_advertise_ips()
         .iter()
         .map(ToString::to_string)
         .collect();
-    println!("AeThex LIVE {} is running", env!("CARGO_PKG_VERSION"));
-    println!(
+    let _ = writeln!(out, "AeThex LIVE {} is running", env!("CARGO_PKG_VERSION"));
+    let _ = writeln!(
+        out,
         "  HTTP            {}  (WHIP, WHEP, web client, /metrics, /healthz)",
         l.http_addr()
     );
-    println!(
+    let _ = writeln!(
+        out,
         "  media (UDP)     {}  advertised as {}",
         l.udp_addr(),
         ips.join(", ")
     );
-    println!("  data            {}", config.storage.data_dir.display());
-    println!("  go live (web)   {base}/live");
+    let _ = writeln!(
+        out,
+        "  data            {}",
+        config.storage.data_dir.display()
+    );
+    let _ = writeln!(out, "  go live (web)   {base}/live");
     if let Some(key) = demo_key {
-        println!();
-        println!("First start: created channel \"demo\". Its stream key is shown only now:");
-        println!("  OBS 30+  Settings > Stream");
-        println!("    Service       WHIP");
-        println!("    Server        {base}/whip");
-        println!("    Bearer Token  {}", key.expose());
-        println!("  Watch           {base}/watch/demo");
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "First start: created channel \"demo\". Its stream key is shown only now:"
+        );
+        let _ = writeln!(out, "  OBS 30+  Settings > Stream");
+        let _ = writeln!(out, "    Service       WHIP");
+        let _ = writeln!(out, "    Server        {base}/whip");
+        let _ = writeln!(out, "    Bearer Token  {}", key.expose());
+        let _ = writeln!(out, "  Watch           {base}/watch/demo");
     } else {
-        println!("  watch           {base}/watch/<channel>");
-        println!(
+        let _ = writeln!(out, "  watch           {base}/watch/<channel>");
+        let _ = writeln!(
+            out,
             "  new channel     aethex channel create <name> --data-dir {}",
             config.storage.data_dir.display()
         );
     }
     if config.rtc.advertise_ips.is_empty() && config.rtc.bind_ip.is_unspecified() {
-        println!();
-        println!("note: media is advertised on 127.0.0.1 only; pass --advertise-ip <this machine's IP> for other machines");
+        let _ = writeln!(out);
+        let _ = writeln!(out, "note: media is advertised on 127.0.0.1 only; pass --advertise-ip <this machine's IP> for other machines");
     }
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());
 }
 
 async fn shutdown_signal() {

@@ -139,18 +139,25 @@ fn spawn_server(args: &Args) -> anyhow::Result<Spawned> {
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
     let stdout = child.stdout.take().context("server stdout")?;
-    let mut base = None;
-    for line in BufReader::new(stdout).lines().take(20) {
-        let line = line?;
-        if let Some(rest) = line.trim_start().strip_prefix("HTTP ") {
-            base = rest
-                .split_whitespace()
-                .next()
-                .map(|a| format!("http://{a}"));
-            break;
+    // Read the banner for the HTTP address, and keep draining stdout so the server never
+    // writes into a closed pipe.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.trim_start().strip_prefix("HTTP ") {
+                let _ = tx.send(
+                    rest.split_whitespace()
+                        .next()
+                        .map(|a| format!("http://{a}")),
+                );
+            }
         }
-    }
-    let base = base.context("the server printed no HTTP address")?;
+    });
+    let base = rx
+        .recv_timeout(Duration::from_secs(20))
+        .ok()
+        .flatten()
+        .context("the server printed no HTTP address")?;
     Ok(Spawned {
         child,
         base,

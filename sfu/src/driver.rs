@@ -10,16 +10,18 @@ use std::time::Duration;
 
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 
 use crate::{
     Input, Output, PeerId, Published, Sfu, SfuConfig, SfuError, SfuEvent, SfuStats, StreamId,
     Subscribed,
 };
 
-/// Largest datagram accepted on the media port; bigger ones are truncated by the kernel and
-/// then dropped as malformed by the engine.
-const RECV_BUFFER: usize = 2048;
+/// Receive buffers: each holds one datagram or one GRO train of datagrams (64 KiB at most).
+const RECV_SLOT_BYTES: usize = 64 * 1024;
+/// Buffers filled per `recvmmsg`.
+const RECV_SLOTS: usize = 8;
+/// `recvmmsg` rounds before the core's output is flushed.
+const RECV_ROUNDS: usize = 8;
 /// Commands queued before callers wait (backpressure on the HTTP side).
 const COMMAND_QUEUE: usize = 256;
 
@@ -146,26 +148,64 @@ impl SfuHandle {
     }
 }
 
-/// Start the driver on `socket`. The task ends after [`SfuHandle::shutdown`] or when every
-/// handle is dropped.
+/// The running driver; await [`DriverTask::finished`] after [`SfuHandle::shutdown`].
+pub struct DriverTask {
+    done: oneshot::Receiver<()>,
+}
+
+impl DriverTask {
+    /// Resolves when the driver has closed every session and stopped.
+    pub async fn finished(self) {
+        let _ = self.done.await;
+    }
+}
+
+/// Start the driver on `socket`, on a dedicated OS thread with its own single-threaded
+/// runtime: the hot loop never migrates between workers or waits behind HTTP tasks. It ends
+/// after [`SfuHandle::shutdown`] or when every handle is dropped.
 pub fn spawn(
     socket: UdpSocket,
     config: SfuConfig,
     seed: u64,
-) -> std::io::Result<(SfuHandle, JoinHandle<()>)> {
+) -> std::io::Result<(SfuHandle, DriverTask)> {
     let local_addr = socket.local_addr()?;
+    let std_socket = socket.into_std()?;
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let (events, _) = tokio::sync::broadcast::channel(256);
     let events = Arc::new(events);
-    let sfu = Sfu::new(config, seed, now());
-    let task = tokio::spawn(run(socket, sfu, rx, events.clone()));
+    let (done_tx, done) = oneshot::channel();
+    let thread_events = events.clone();
+    std::thread::Builder::new()
+        .name("aethex-sfu".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the SFU runtime");
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                match UdpSocket::from_std(std_socket) {
+                    Ok(socket) => {
+                        let sfu = Sfu::new(config, seed, now());
+                        run(socket, sfu, rx, thread_events).await;
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot register the media socket"),
+                }
+            });
+            let _ = done_tx.send(());
+        })?;
     Ok((
         SfuHandle {
             tx,
             local_addr,
             events,
         },
-        task,
+        DriverTask { done },
     ))
 }
 
@@ -182,53 +222,174 @@ async fn run(
     let local = socket
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let mut buf = vec![0u8; RECV_BUFFER];
+    // quinn-udp turns on UDP GRO and IP_PKTINFO: one receive may carry several datagrams of
+    // one sender (split by `stride`), and tells which local IP each arrived on.
+    let state = match quinn_udp::UdpSocketState::new((&socket).into()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot set up the media socket");
+            return;
+        }
+    };
+    let slots = quinn_udp::BATCH_SIZE.clamp(1, RECV_SLOTS);
+    let mut bufs: Vec<Vec<u8>> = (0..slots).map(|_| vec![0u8; RECV_SLOT_BYTES]).collect();
+    let mut metas = vec![quinn_udp::RecvMeta::default(); slots];
+    let mut batch = Batch::new();
     sfu.handle_input(Input::Timeout(now()));
+    let sleep = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(sleep);
     loop {
-        let deadline = flush(&socket, &mut sfu, &events).await;
+        let deadline = flush(&socket, &state, &mut batch, &mut sfu, &events).await;
         let wait = tokio::time::Instant::from_std(deadline)
             .max(tokio::time::Instant::now() + Duration::from_millis(1));
+        sleep.as_mut().reset(wait);
         tokio::select! {
-            received = socket.recv_from(&mut buf) => match received {
-                Ok((n, from)) => sfu.handle_input(Input::Datagram { at: now(), from, to: local, data: &buf[..n] }),
-                // ICMP errors surface here on Linux (port unreachable from a gone peer).
-                Err(e) => tracing::debug!(error = %e, "udp receive error"),
+            ready = socket.readable() => {
+                if ready.is_err() {
+                    continue;
+                }
+                // Drain what is queued, a bounded number of rounds, then flush.
+                for _ in 0..RECV_ROUNDS {
+                    let mut iovs: Vec<std::io::IoSliceMut<'_>> = bufs.iter_mut().map(|b| std::io::IoSliceMut::new(b)).collect();
+                    let received = socket.try_io(tokio::io::Interest::READABLE, || state.recv((&socket).into(), &mut iovs, &mut metas));
+                    let n = match received {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        // ICMP errors surface here on Linux (port unreachable from a gone peer).
+                        Err(e) => {
+                            tracing::debug!(error = %e, "udp receive error");
+                            break;
+                        }
+                    };
+                    let at = now();
+                    for (meta, buf) in metas.iter().zip(&bufs).take(n) {
+                        let to = meta.dst_ip.map_or(local, |ip| SocketAddr::new(ip, local.port()));
+                        let stride = meta.stride.max(1);
+                        for data in buf[..meta.len.min(buf.len())].chunks(stride) {
+                            sfu.handle_input(Input::Datagram { at, from: meta.addr, to, data });
+                        }
+                    }
+                }
             },
             cmd = rx.recv() => match cmd {
                 Some(Command::Shutdown { reply }) => {
                     sfu.close_all();
-                    flush(&socket, &mut sfu, &events).await;
+                    flush(&socket, &state, &mut batch, &mut sfu, &events).await;
                     let _ = reply.send(());
                     return;
                 }
                 Some(cmd) => handle_command(&mut sfu, cmd),
                 None => {
                     sfu.close_all();
-                    flush(&socket, &mut sfu, &events).await;
+                    flush(&socket, &state, &mut batch, &mut sfu, &events).await;
                     return;
                 }
             },
-            () = tokio::time::sleep_until(wait) => sfu.handle_input(Input::Timeout(now())),
+            () = &mut sleep => sfu.handle_input(Input::Timeout(now())),
         }
+    }
+}
+
+/// Datagrams of one destination and size, sent with one `sendmsg` (UDP GSO, Linux >= 4.18)
+/// where the kernel supports it. A subscriber's packets for one frame come out of the core back
+/// to back with equal sizes (the last may be shorter), which is what GSO can batch.
+struct Batch {
+    buf: Vec<u8>,
+    to: Option<SocketAddr>,
+    segment: usize,
+    count: usize,
+    /// A shorter datagram ended the batch: nothing more may follow it.
+    closed: bool,
+}
+
+/// At most this many bytes in one GSO send (the kernel limit is 64 KiB).
+const GSO_MAX_BYTES: usize = 60_000;
+
+impl Batch {
+    fn new() -> Self {
+        Self {
+            buf: Vec::with_capacity(GSO_MAX_BYTES),
+            to: None,
+            segment: 0,
+            count: 0,
+            closed: false,
+        }
+    }
+
+    fn fits(&self, to: SocketAddr, len: usize, max_segments: usize) -> bool {
+        self.to == Some(to)
+            && !self.closed
+            && len <= self.segment
+            && self.count < max_segments
+            && self.buf.len() + len <= GSO_MAX_BYTES
+    }
+
+    fn push(&mut self, to: SocketAddr, data: &[u8]) {
+        if self.count == 0 {
+            self.to = Some(to);
+            self.segment = data.len();
+        } else if data.len() < self.segment {
+            self.closed = true;
+        }
+        self.buf.extend_from_slice(data);
+        self.count += 1;
+    }
+
+    async fn send(&mut self, socket: &UdpSocket, state: &quinn_udp::UdpSocketState) {
+        let Some(to) = self.to.take() else { return };
+        let transmit = quinn_udp::Transmit {
+            destination: to,
+            ecn: None,
+            contents: &self.buf,
+            segment_size: (self.count > 1).then_some(self.segment),
+            src_ip: None,
+        };
+        // Bounded: a socket that stays full for 8 waits loses this batch (UDP may drop).
+        for _ in 0..8 {
+            match socket.try_io(tokio::io::Interest::WRITABLE, || {
+                state.try_send(socket.into(), &transmit)
+            }) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if socket.writable().await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, %to, "udp send failed");
+                    break;
+                }
+            }
+        }
+        self.buf.clear();
+        self.count = 0;
+        self.closed = false;
     }
 }
 
 async fn flush(
     socket: &UdpSocket,
+    state: &quinn_udp::UdpSocketState,
+    batch: &mut Batch,
     sfu: &mut Sfu,
     events: &tokio::sync::broadcast::Sender<SfuEvent>,
 ) -> std::time::Instant {
+    let max_segments = state.max_gso_segments().max(1);
     loop {
         match sfu.poll_output() {
             Output::Transmit(t) => {
-                if let Err(e) = socket.send_to(&t.data, t.to).await {
-                    tracing::debug!(error = %e, to = %t.to, "udp send failed");
+                if !batch.fits(t.to, t.data.len(), max_segments) {
+                    batch.send(socket, state).await;
                 }
+                batch.push(t.to, &t.data);
             }
             Output::Event(e) => {
                 let _ = events.send(e);
             }
-            Output::Timeout(t) => return t,
+            Output::Timeout(t) => {
+                batch.send(socket, state).await;
+                return t;
+            }
         }
     }
 }
