@@ -8,6 +8,7 @@
 //! server memory per subscriber, and its own CPU.
 
 mod client;
+mod floor;
 mod payload;
 mod procfs;
 mod stats;
@@ -65,6 +66,9 @@ struct Args {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+    /// Skip the floor run (SRTP seal + send of the same packets, measured after the main run).
+    #[arg(long)]
+    no_floor: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -337,6 +341,23 @@ async fn measure(
         }
     }
 
+    let floor = if args.no_floor || subs.is_empty() {
+        None
+    } else {
+        eprintln!(
+            "bench: floor run ({} s: SRTP seal + send of the same stream to {} sockets)",
+            args.seconds,
+            subs.len()
+        );
+        let w = floor::Workload {
+            subscribers: subs.len(),
+            frame_bytes,
+            fps: args.fps,
+            keyint: args.keyint,
+            duration: Duration::from_secs(args.seconds),
+        };
+        Some(tokio::task::spawn_blocking(move || floor::run(w)).await??)
+    };
     let mut delays: Vec<u64> = subs
         .iter()
         .flat_map(|s| {
@@ -370,7 +391,11 @@ async fn measure(
         "egress_pps": pkts as f64 / wall.as_secs_f64(),
         "server_cpu_pct": server_cpu_us.map(|c| c / wall.as_micros() as f64 * 100.0),
         "cpu_us_per_egress_packet": server_cpu_us.map(|c| if pkts == 0 { 0.0 } else { c / pkts as f64 }),
-        "floor_ratio": serde_json::Value::Null,
+        "floor_us_per_packet": floor.map(|f| f.us_per_packet()),
+        "floor_ratio": match (server_cpu_us, floor) {
+            (Some(c), Some(f)) if pkts > 0 && f.us_per_packet() > 0.0 => Some(c / pkts as f64 / f.us_per_packet()),
+            _ => None,
+        },
         "frames_sent": sent,
         "frames_received": frames,
         "loss_pct": loss_pct,

@@ -8,6 +8,12 @@ pub fn cpu_time(pid: u32) -> std::io::Result<Duration> {
     parse_cpu(&stat, clock_ticks()).ok_or_else(|| std::io::Error::other("unparseable /proc stat"))
 }
 
+/// CPU time (user + system) of the calling thread so far.
+pub fn thread_cpu_time() -> std::io::Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat")?;
+    parse_cpu(&stat, clock_ticks()).ok_or_else(|| std::io::Error::other("unparseable /proc stat"))
+}
+
 /// Resident set size in KiB.
 pub fn rss_kib(pid: u32) -> std::io::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
