@@ -10,6 +10,7 @@
 mod client;
 mod floor;
 mod payload;
+mod plot;
 mod procfs;
 mod stats;
 
@@ -27,7 +28,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 /// Load generator for AeThex LIVE: real WebRTC publishers and subscribers on loopback.
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(name = "bench", version, about, long_about)]
 struct Args {
     /// Start `aethex serve` as a child process on loopback (needs --server-bin).
@@ -66,6 +67,13 @@ struct Args {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+    /// Run several sizes, e.g. `--sweep 1,10,50,100,200` (overrides --subscribers), and write
+    /// an SVG plot of CPU per egress packet and delay against subscribers to --plot.
+    #[arg(long, value_delimiter = ',')]
+    sweep: Vec<usize>,
+    /// Where --sweep writes its plot.
+    #[arg(long, default_value = "bench-sweep.svg")]
+    plot: PathBuf,
     /// Skip the floor run (SRTP seal + send of the same packets, measured after the main run).
     #[arg(long)]
     no_floor: bool,
@@ -76,12 +84,33 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let report = rt.block_on(run(&args))?;
-    if args.json {
-        println!("{report}");
-    } else {
-        print_table(&report);
+    if args.sweep.is_empty() {
+        let report = rt.block_on(run(&args))?;
+        if args.json {
+            println!("{report}");
+        } else {
+            print_table(&report);
+        }
+        return Ok(());
     }
+    let mut reports = Vec::new();
+    for &n in &args.sweep {
+        let run_args = Args {
+            subscribers: n,
+            ..args.clone()
+        };
+        eprintln!("bench: sweep step, {n} subscribers");
+        let report = rt.block_on(run(&run_args))?;
+        if args.json {
+            println!("{report}");
+        } else {
+            print_table(&report);
+            println!();
+        }
+        reports.push(report);
+    }
+    plot::write_svg(&args.plot, &reports)?;
+    eprintln!("bench: plot written to {}", args.plot.display());
     Ok(())
 }
 
