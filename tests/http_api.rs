@@ -379,16 +379,7 @@ fn ice_servers_are_announced_in_link_headers() {
 #[test]
 fn first_serve_creates_demo_channel_and_prints_obs_settings() {
     let dir = temp_dir("banner");
-    let child = Command::new(BIN)
-        .args([
-            "serve",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--udp-port",
-            "0",
-            "--data-dir",
-        ])
-        .arg(&dir)
+    let child = serve_command(&dir)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

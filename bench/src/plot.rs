@@ -40,18 +40,13 @@ pub fn write_svg(path: &Path, reports: &[serde_json::Value]) -> anyhow::Result<(
     let (left, right) = root.split_horizontally(550);
 
     let max_cpu = pts.iter().map(|p| p.cpu_us).fold(1.0, f64::max) * 1.15;
-    let mut cpu = ChartBuilder::on(&left)
-        .caption("server CPU per egress packet (us)", ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(48)
-        .build_cartesian_2d(0.0..max_x, 0.0..max_cpu)
-        .context("cpu chart")?;
-    cpu.configure_mesh()
-        .x_desc("subscribers")
-        .y_desc("us / packet")
-        .draw()
-        .context("cpu mesh")?;
+    let mut cpu = chart(
+        &left,
+        "server CPU per egress packet (us)",
+        "us / packet",
+        max_x,
+        max_cpu,
+    )?;
     let line = |f: fn(&Point) -> Option<f64>| {
         pts.iter()
             .filter_map(move |p| f(p).map(|y| (p.subscribers, y)))
@@ -70,19 +65,7 @@ pub fn write_svg(path: &Path, reports: &[serde_json::Value]) -> anyhow::Result<(
         .context("cpu legend")?;
 
     let max_delay = pts.iter().map(|p| p.delay_p95).fold(1.0, f64::max) * 1.15;
-    let mut delay = ChartBuilder::on(&right)
-        .caption("forwarding delay (ms)", ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(48)
-        .build_cartesian_2d(0.0..max_x, 0.0..max_delay)
-        .context("delay chart")?;
-    delay
-        .configure_mesh()
-        .x_desc("subscribers")
-        .y_desc("ms")
-        .draw()
-        .context("delay mesh")?;
+    let mut delay = chart(&right, "forwarding delay (ms)", "ms", max_x, max_delay)?;
     delay
         .draw_series(LineSeries::new(line(|p| Some(p.delay_p50)), &GREEN))?
         .label("p50")
@@ -99,6 +82,36 @@ pub fn write_svg(path: &Path, reports: &[serde_json::Value]) -> anyhow::Result<(
         .context("delay legend")?;
     root.present().context("writing the SVG")?;
     Ok(())
+}
+
+type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+type Chart<'a, 'b> = ChartContext<
+    'a,
+    SVGBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// One chart with the subscribers on x, from 0 to the maxima.
+fn chart<'a, 'b>(
+    area: &'a Area<'b>,
+    caption: &str,
+    y_desc: &str,
+    max_x: f64,
+    max_y: f64,
+) -> anyhow::Result<Chart<'a, 'b>> {
+    let mut c = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(48)
+        .build_cartesian_2d(0.0..max_x, 0.0..max_y)
+        .context("chart")?;
+    c.configure_mesh()
+        .x_desc("subscribers")
+        .y_desc(y_desc)
+        .draw()
+        .context("chart mesh")?;
+    Ok(c)
 }
 
 #[cfg(test)]

@@ -56,6 +56,23 @@ fn lines_of(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
     rx
 }
 
+/// `aethex serve` on loopback with OS-chosen ports, media advertised on 127.0.0.1.
+pub fn serve_command(data_dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "serve",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--udp-port",
+        "0",
+        "--advertise-ip",
+        "127.0.0.1",
+        "--data-dir",
+    ])
+    .arg(data_dir);
+    cmd
+}
+
 /// The real binary, serving on loopback with OS-chosen ports.
 pub struct Server {
     child: Option<Child>,
@@ -67,18 +84,7 @@ pub struct Server {
 impl Server {
     pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
         let log = data_dir.join("server.log");
-        let mut child = Command::new(BIN)
-            .args([
-                "serve",
-                "--http-listen",
-                "127.0.0.1:0",
-                "--udp-port",
-                "0",
-                "--advertise-ip",
-                "127.0.0.1",
-                "--data-dir",
-            ])
-            .arg(data_dir)
+        let mut child = serve_command(data_dir)
             .args(extra)
             .env("AETHEX_LOG", "info,str0m=warn")
             .stdout(Stdio::piped())

@@ -735,16 +735,21 @@ def publisher_keyframe_fields():
 # ---------------------------------------------------------------------------
 # publish
 # ---------------------------------------------------------------------------
-async def cmd_publish(a):
+def new_session(a):
+    """A peer connection with its stop event, state log and the Bearer header of `a.token`."""
     stop_evt = asyncio.Event()
     install_stop_signals(stop_evt)
     pc = RTCPeerConnection(rtc_config())
-    t0 = []
-    states = []
+    t0, states = [], []
     connected, failed = asyncio.Event(), asyncio.Event()
     track_states(pc, t0, states, connected, failed)
-    vtrack, atrack = add_send_tracks(pc, a.codec, a.width, a.height, a.fps)
     auth = {"Authorization": "Bearer %s" % a.token} if a.token else {}
+    return stop_evt, pc, t0, states, connected, failed, auth
+
+
+async def cmd_publish(a):
+    stop_evt, pc, t0, states, connected, failed, auth = new_session(a)
+    vtrack, atrack = add_send_tracks(pc, a.codec, a.width, a.height, a.fps)
     location = None
     result = {"role": "publisher", "ok": False, "codec": a.codec}
     try:
@@ -784,17 +789,10 @@ async def cmd_publish(a):
 # view
 # ---------------------------------------------------------------------------
 async def cmd_view(a):
-    stop_evt = asyncio.Event()
-    install_stop_signals(stop_evt)
-    pc = RTCPeerConnection(rtc_config())
-    t0 = []
-    states = []
-    connected, failed = asyncio.Event(), asyncio.Event()
-    track_states(pc, t0, states, connected, failed)
+    stop_evt, pc, t0, states, connected, failed, auth = new_session(a)
     add_recv_transceivers(pc, a.codec)
     vs = None
     tasks = []
-    auth = {"Authorization": "Bearer %s" % a.token} if a.token else {}
     pending_tracks = []
 
     @pc.on("track")
