@@ -1,6 +1,6 @@
 //! A bench peer: a str0m `Rtc` (sans-IO) over its own UDP socket on loopback, driven by a small
-//! tokio loop. Publishers send synthetic VP8 frames carrying a counter and send time, plus Opus
-//! sized audio; subscribers count datagrams and frames and measure delay and start time.
+//! tokio loop. Publishers loop the AV1 + Opus clip (or synthetic VP8 frames), each frame carrying
+//! a counter and send time; subscribers count datagrams and frames and measure delay and start time.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,17 +15,65 @@ use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
+use crate::clip::{self, Clip};
 use crate::payload;
 
+/// What a publisher sends.
+#[derive(Debug)]
+pub enum Source {
+    /// The AV1 + Opus clip, looped; a keyframe request restarts the loop at its keyframe.
+    Clip(Clip),
+    /// Synthetic VP8-tagged frames of `frame_bytes` (keyframes 3x) and Opus-sized filler, a
+    /// keyframe every `keyint` frames and when asked.
+    Synthetic { frame_bytes: usize, keyint: u32 },
+}
+
+impl Source {
+    /// Frames in one loop (one keyframe interval).
+    pub fn loop_len(&self) -> usize {
+        match self {
+            Source::Clip(c) => c.video.len(),
+            Source::Synthetic { keyint, .. } => (*keyint).max(1) as usize,
+        }
+    }
+
+    /// Video frame at loop position `pos`, stamped: (bytes, keyframe, codec).
+    fn video(&self, pos: usize, counter: u32, sent_us: u64) -> (Vec<u8>, bool, Codec) {
+        match self {
+            Source::Clip(c) => {
+                let (data, key) = c.frame_with_stamp(pos, counter, sent_us);
+                (data, key, Codec::Av1)
+            }
+            Source::Synthetic { frame_bytes, .. } => {
+                let key = pos == 0;
+                let size = if key { frame_bytes * 3 } else { *frame_bytes };
+                (payload::frame(counter, sent_us, key, size), key, Codec::Vp8)
+            }
+        }
+    }
+
+    /// The `n`th 20 ms audio packet.
+    fn audio(&self, n: usize) -> Vec<u8> {
+        match self {
+            Source::Clip(c) => c.audio[n % c.audio.len()].clone(),
+            Source::Synthetic { .. } => vec![0xfc; 120],
+        }
+    }
+
+    /// Payload sizes of one loop of video frames and of an audio packet, for the floor run.
+    pub fn sizes(&self) -> (Vec<usize>, usize) {
+        let video = (0..self.loop_len())
+            .map(|i| self.video(i, 0, 0).0.len())
+            .collect();
+        (video, self.audio(0).len())
+    }
+}
+
 /// What a peer does.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Role {
-    /// Sends video frames of `frame_bytes` at `fps`, a keyframe every `keyint` frames and when asked.
-    Publisher {
-        frame_bytes: usize,
-        fps: u32,
-        keyint: u32,
-    },
+    /// Sends `source` at `fps`, with 20 ms audio packets.
+    Publisher { source: Arc<Source>, fps: u32 },
     /// Receives.
     Subscriber,
 }
@@ -68,7 +116,7 @@ pub async fn run(
     let now = Instant::now();
     let mut rtc = Rtc::builder().build(now.into_std());
     rtc.add_local_candidate(Candidate::host(local, "udp")?);
-    let dir = match role {
+    let dir = match &role {
         Role::Publisher { .. } => Direction::SendOnly,
         Role::Subscriber => Direction::RecvOnly,
     };
@@ -99,11 +147,11 @@ pub async fn run(
     let mut buf = vec![0u8; 2048];
     let mut deadline;
     let mut frame_no: u32 = 0;
-    let mut force_key = true;
+    let mut loop_pos: usize = 0;
     let mut last_counter: Option<u32> = None;
-    let (frame_every, audio_every) = match role {
+    let (frame_every, audio_every) = match &role {
         Role::Publisher { fps, .. } => (
-            Duration::from_secs(1) / fps.max(1),
+            Duration::from_secs(1) / (*fps).max(1),
             Duration::from_millis(20),
         ),
         Role::Subscriber => (Duration::from_secs(3600), Duration::from_secs(3600)),
@@ -126,11 +174,16 @@ pub async fn run(
                 Output::Event(e) => match e {
                     Event::Connected => stats.connected.store(true, Ordering::Relaxed),
                     Event::KeyframeRequest(_) => {
-                        force_key = true;
+                        loop_pos = 0;
                         stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
                     }
                     Event::MediaData(d) if d.mid == video => {
-                        on_frame(&stats, &d.data, posted, epoch, &mut last_counter);
+                        let stamp = if d.params.spec().codec == Codec::Av1 {
+                            clip::parse_stamp(&d.data, d.is_keyframe())
+                        } else {
+                            payload::parse(&d.data)
+                        };
+                        on_frame(&stats, stamp, posted, epoch, &mut last_counter);
                     }
                     _ => {}
                 },
@@ -158,21 +211,19 @@ pub async fn run(
             () = tokio::time::sleep_until(wake) => {
                 let now = Instant::now();
                 rtc.handle_input(Input::Timeout(now.into_std()))?;
-                if let (Role::Publisher { frame_bytes, keyint, .. }, true) = (role, connected) {
+                if let (Role::Publisher { source, .. }, true) = (&role, connected) {
                     if now >= next_frame {
-                        let key = force_key || frame_no.is_multiple_of(keyint.max(1));
-                        force_key = false;
                         let sent_us = (now - epoch).as_micros() as u64;
-                        let size = if key { frame_bytes * 3 } else { frame_bytes };
-                        let data = payload::frame(frame_no, sent_us, key, size);
-                        write(&mut rtc, video, Codec::Vp8, now, MediaTime::from_90khz(u64::from(frame_no) * 3000), data)?;
+                        let (data, _key, codec) = source.video(loop_pos, frame_no, sent_us);
+                        write(&mut rtc, video, codec, now, MediaTime::from_90khz(u64::from(frame_no) * 3000), data)?;
                         stats.frames.fetch_add(1, Ordering::Relaxed);
                         frame_no += 1;
+                        loop_pos = (loop_pos + 1) % source.loop_len();
                         next_frame += frame_every;
                     }
                     if now >= next_audio {
                         let time = MediaTime::new(audio_ts, Frequency::FORTY_EIGHT_KHZ);
-                        write(&mut rtc, audio, Codec::Opus, now, time, vec![0xfc; 120])?;
+                        write(&mut rtc, audio, Codec::Opus, now, time, source.audio((audio_ts / 960) as usize))?;
                         audio_ts += 960;
                         next_audio += audio_every;
                     }
@@ -207,12 +258,12 @@ fn write(
 
 fn on_frame(
     stats: &PeerStats,
-    data: &[u8],
+    stamp: Option<payload::Stamp>,
     posted: Instant,
     epoch: Instant,
     last: &mut Option<u32>,
 ) {
-    let Some(stamp) = payload::parse(data) else {
+    let Some(stamp) = stamp else {
         return;
     };
     let now = Instant::now();

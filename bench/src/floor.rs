@@ -16,16 +16,16 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 /// What the floor loop sends: the bench stream's shape.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Workload {
     /// Subscribers (destinations).
     pub subscribers: usize,
-    /// Video frame size in bytes (keyframes are 3x).
-    pub frame_bytes: usize,
+    /// Sizes of the video frames of one loop of the publisher's stream, in bytes.
+    pub frames: Vec<usize>,
+    /// Size of one 20 ms audio packet.
+    pub audio_bytes: usize,
     /// Frames per second.
     pub fps: u32,
-    /// Keyframe interval in frames.
-    pub keyint: u32,
     /// How long to run.
     pub duration: Duration,
 }
@@ -118,16 +118,11 @@ pub fn run(w: Workload) -> anyhow::Result<Floor> {
     let mut seq: u16 = 0;
     let mut frame_no: u32 = 0;
     while start.elapsed() < w.duration {
-        let key = frame_no.is_multiple_of(w.keyint.max(1));
-        let frame = if key {
-            w.frame_bytes * 3
-        } else {
-            w.frame_bytes
-        };
+        let frame = w.frames[frame_no as usize % w.frames.len().max(1)];
         // Video frame plus the audio packets of one frame interval (~50/s at 30 fps: 1-2).
         let audio = if frame_no % 3 == 2 { 1 } else { 2 };
         let sizes: Vec<usize> = split(frame)
-            .chain(std::iter::repeat_n(120, audio))
+            .chain(std::iter::repeat_n(w.audio_bytes, audio))
             .collect();
         for (dest, cipher) in addrs.iter().zip(ciphers.iter_mut()) {
             let mut segment = 0;
@@ -211,9 +206,9 @@ mod tests {
     fn floor_sends_every_packet_it_counts() {
         let w = Workload {
             subscribers: 3,
-            frame_bytes: 5000,
+            frames: vec![15_000, 5_000, 5_000],
+            audio_bytes: 120,
             fps: 30,
-            keyint: 60,
             duration: Duration::from_millis(300),
         };
         let f = run(w).unwrap();

@@ -1,12 +1,13 @@
 //! `bench`: the AeThex LIVE load generator.
 //!
-//! Starts (`--spawn`) or targets (`--url`) a node, publishes one synthetic 30 fps stream over
-//! real WebRTC (ICE, DTLS, SRTP on loopback UDP) and attaches S subscribers, all str0m peers in
+//! Starts (`--spawn`) or targets (`--url`) a node, publishes one 30 fps stream (an AV1 clip
+//! encoded at start with rav1e plus Opus audio, or synthetic VP8 frames) over real WebRTC (ICE, DTLS, SRTP on loopback UDP) and attaches S subscribers, all str0m peers in
 //! one event loop. After a warm-up it measures, over `--seconds`: the server's CPU per egress
 //! packet (from /proc), egress packets received, frame loss, forwarding delay (send stamp to
 //! reassembled frame), stream start per subscriber (WHEP POST to first complete keyframe),
 //! server memory per subscriber, and its own CPU.
 
+mod clip;
 mod client;
 mod floor;
 mod payload;
@@ -23,7 +24,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use client::{PeerStats, Role};
+use client::{PeerStats, Role, Source};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -55,13 +56,21 @@ struct Args {
     /// Measurement window in seconds (after all subscribers play and a 2 s warm-up).
     #[arg(long, default_value_t = 10)]
     seconds: u64,
-    /// Video bitrate of the synthetic stream, kbit/s (keyframes are 3x a delta frame).
+    /// Video codec of the published stream: `av1` encodes a test-pattern clip with rav1e once
+    /// at start (with Opus audio); `vp8` sends synthetic VP8-tagged frames (no encoder).
+    #[arg(long, value_enum, default_value_t = CodecArg::Av1)]
+    codec: CodecArg,
+    /// Picture size of the AV1 clip, WIDTHxHEIGHT.
+    #[arg(long, default_value = "640x360", value_parser = parse_size)]
+    size: (usize, usize),
+    /// Target video bitrate, kbit/s (the AV1 clip's rate control target; for vp8 the synthetic
+    /// frame size, keyframes 3x a delta frame).
     #[arg(long, default_value_t = 2500)]
     kbps: u32,
     /// Frames per second.
     #[arg(long, default_value_t = 30)]
     fps: u32,
-    /// Keyframe interval in frames (besides keyframes on request).
+    /// Keyframe interval in frames (besides keyframes on request); the AV1 clip is this long.
     #[arg(long, default_value_t = 60)]
     keyint: u32,
     /// Print one JSON object instead of the table.
@@ -79,13 +88,62 @@ struct Args {
     no_floor: bool,
 }
 
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum CodecArg {
+    Av1,
+    Vp8,
+}
+
+fn parse_size(s: &str) -> Result<(usize, usize), String> {
+    let (w, h) = s
+        .split_once('x')
+        .ok_or_else(|| format!("expected WIDTHxHEIGHT, got {s:?}"))?;
+    let w: usize = w.parse().map_err(|e| format!("width: {e}"))?;
+    let h: usize = h.parse().map_err(|e| format!("height: {e}"))?;
+    if !(16..=4096).contains(&w) || !(16..=4096).contains(&h) {
+        return Err(format!("{w}x{h}: each side must be 16..=4096"));
+    }
+    Ok((w, h))
+}
+
+/// The publisher's media, made once for all runs.
+fn make_source(args: &Args) -> anyhow::Result<Arc<Source>> {
+    Ok(Arc::new(match args.codec {
+        CodecArg::Vp8 => Source::Synthetic {
+            frame_bytes: (args.kbps as usize * 1000 / 8 / args.fps.max(1) as usize).max(100),
+            keyint: args.keyint,
+        },
+        CodecArg::Av1 => {
+            let spec = clip::ClipSpec {
+                width: args.size.0,
+                height: args.size.1,
+                fps: args.fps,
+                frames: args.keyint.max(1),
+                kbps: args.kbps,
+            };
+            let t = std::time::Instant::now();
+            let c = clip::encode(spec)?;
+            eprintln!(
+                "bench: encoded a {}x{} AV1 clip, {} frames at {:.0} kbit/s, with Opus audio, in {:.1} s",
+                spec.width,
+                spec.height,
+                c.video.len(),
+                c.video_kbps(),
+                t.elapsed().as_secs_f64()
+            );
+            Source::Clip(c)
+        }
+    }))
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let source = make_source(&args)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     if args.sweep.is_empty() {
-        let report = rt.block_on(run(&args))?;
+        let report = rt.block_on(run(&args, &source))?;
         if args.json {
             println!("{report}");
         } else {
@@ -100,7 +158,7 @@ fn main() -> anyhow::Result<()> {
             ..args.clone()
         };
         eprintln!("bench: sweep step, {n} subscribers");
-        let report = rt.block_on(run(&run_args))?;
+        let report = rt.block_on(run(&run_args, &source))?;
         if args.json {
             println!("{report}");
         } else {
@@ -199,7 +257,7 @@ fn spawn_server(args: &Args) -> anyhow::Result<Spawned> {
     })
 }
 
-async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
+async fn run(args: &Args, source: &Arc<Source>) -> anyhow::Result<serde_json::Value> {
     let mut spawned = None;
     let (base, key, pid) = if args.spawn {
         let s = spawn_server(args)?;
@@ -211,7 +269,7 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
         let key = args.key.clone().context("--url needs --key")?;
         (url.trim_end_matches('/').to_string(), key, args.server_pid)
     };
-    let result = measure(args, &base, &key, pid).await;
+    let result = measure(args, source, &base, &key, pid).await;
     if let Some(mut s) = spawned {
         let _ = Command::new("kill")
             .args(["-TERM", &s.child.id().to_string()])
@@ -238,6 +296,7 @@ async fn wait_until(
 
 async fn measure(
     args: &Args,
+    source: &Arc<Source>,
     base: &str,
     key: &str,
     pid: Option<u32>,
@@ -258,11 +317,9 @@ async fn measure(
     }
     let epoch = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
-    let frame_bytes = (args.kbps as usize * 1000 / 8 / args.fps.max(1) as usize).max(100);
     let role = Role::Publisher {
-        frame_bytes,
+        source: source.clone(),
         fps: args.fps,
-        keyint: args.keyint,
     };
     let publisher = Arc::new(PeerStats::default());
     let mut tasks = Vec::new();
@@ -378,11 +435,12 @@ async fn measure(
             args.seconds,
             subs.len()
         );
+        let (frames, audio_bytes) = source.sizes();
         let w = floor::Workload {
             subscribers: subs.len(),
-            frame_bytes,
+            frames,
+            audio_bytes,
             fps: args.fps,
-            keyint: args.keyint,
             duration: Duration::from_secs(args.seconds),
         };
         Some(tokio::task::spawn_blocking(move || floor::run(w)).await??)
@@ -414,7 +472,11 @@ async fn measure(
     Ok(json!({
         "subscribers": subs.len(),
         "seconds": wall.as_secs_f64(),
-        "bitrate_kbps": args.kbps,
+        "codec": format!("{:?}", args.codec).to_lowercase(),
+        "bitrate_kbps": match &**source {
+            Source::Clip(c) => c.video_kbps(),
+            Source::Synthetic { .. } => f64::from(args.kbps),
+        },
         "egress_packets": pkts,
         "egress_bytes": bytes,
         "egress_pps": pkts as f64 / wall.as_secs_f64(),

@@ -6,7 +6,7 @@
 const KEY_TAG: [u8; 10] = [0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01];
 const DELTA_TAG: [u8; 3] = [0x11, 0x02, 0x00];
 /// Marks our frames, so a stray frame is never misread.
-const MAGIC: [u8; 4] = *b"AXB1";
+pub const MAGIC: [u8; 4] = *b"AXB1";
 
 /// What a subscriber reads back out of a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

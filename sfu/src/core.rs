@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-use media_core::demux::{classify, stun_local_ufrag, DatagramKind};
+use media_core::demux::DatagramKind;
+use media_core::routes::{Route, Routes};
 use media_core::keyframe::Decision;
 use media_core::sdp::{self, Kind};
 use str0m::change::SdpOffer;
@@ -45,8 +46,7 @@ pub struct Subscribed {
 pub struct Sfu {
     config: SfuConfig,
     peers: HashMap<PeerId, Peer>,
-    by_ufrag: HashMap<String, PeerId>,
-    by_addr: HashMap<SocketAddr, PeerId>,
+    routes: Routes<PeerId>,
     streams: HashMap<StreamId, Stream>,
     /// Peers with work to drain.
     dirty: VecDeque<PeerId>,
@@ -65,8 +65,7 @@ impl Sfu {
         Self {
             config,
             peers: HashMap::new(),
-            by_ufrag: HashMap::new(),
-            by_addr: HashMap::new(),
+            routes: Routes::new(),
             streams: HashMap::new(),
             dirty: VecDeque::new(),
             out: VecDeque::new(),
@@ -357,7 +356,7 @@ impl Sfu {
 
     fn insert_peer(&mut self, peer: Peer) {
         let id = peer.id;
-        self.by_ufrag.insert(peer.ufrag.clone(), id);
+        self.routes.add_session(&peer.ufrag, id);
         self.peers.insert(id, peer);
         self.dirty.push_back(id);
         self.drain();
@@ -376,8 +375,7 @@ impl Sfu {
                 str0m::Output::Event(_) => {}
             }
         }
-        self.by_ufrag.remove(&peer.ufrag);
-        self.by_addr.retain(|_, p| *p != id);
+        self.routes.remove_session(&peer.ufrag, id);
         if reason == CloseReason::Failed {
             self.stats.peer_failures += 1;
         }
@@ -464,22 +462,16 @@ impl Sfu {
         self.last_now = self.last_now.max(at);
         self.stats.packets_in += 1;
         self.stats.bytes_in += data.len() as u64;
-        let kind = classify(data);
-        if kind == DatagramKind::Unknown {
-            self.stats.drop(DropReason::Malformed);
-            return;
-        }
-        let id = match self.by_addr.get(&from) {
-            Some(id) => *id,
-            None => {
-                let Some(id) = stun_local_ufrag(data)
-                    .and_then(|u| self.by_ufrag.get(u))
-                    .copied()
-                else {
-                    self.stats.drop(DropReason::UnknownSource);
-                    return;
-                };
-                id
+        let (id, kind) = match self.routes.route(from, data) {
+            Route::Known(id, kind) => (id, kind),
+            Route::Introduced(id) => (id, DatagramKind::Stun),
+            Route::Malformed => {
+                self.stats.drop(DropReason::Malformed);
+                return;
+            }
+            Route::UnknownSource => {
+                self.stats.drop(DropReason::UnknownSource);
+                return;
             }
         };
         let to = self.local_address(to);
@@ -497,7 +489,7 @@ impl Sfu {
         }
         if kind == DatagramKind::Stun {
             // A valid check from a new address (peer-reflexive, NAT rebinding): route it here.
-            self.by_addr.insert(from, id);
+            self.routes.learn(from, id);
         }
         if peer.handle_input(input).is_err() {
             self.remove_peer(id, CloseReason::Failed);

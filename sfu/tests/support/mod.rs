@@ -1,0 +1,252 @@
+//! The in-memory world shared by the scenario tests and the fan-out benchmark: real str0m
+//! client peers and the sans-IO SFU exchanging datagrams in virtual time. No sockets, no wall
+//! clock (the virtual epoch is read once).
+#![allow(clippy::disallowed_methods, dead_code)]
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use sfu::{Input, Output, PeerId, Sfu, SfuConfig, StreamId};
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Rtc};
+
+pub const SFU_ADDR: &str = "127.0.0.1:5000";
+
+pub fn sfu_addr() -> SocketAddr {
+    SFU_ADDR.parse().unwrap()
+}
+
+/// A str0m peer playing a WHIP publisher or WHEP viewer.
+pub struct Client {
+    pub addr: SocketAddr,
+    pub rtc: Rtc,
+    pub deadline: Instant,
+    pub connected: bool,
+    pub video: Option<Mid>,
+    pub audio: Option<Mid>,
+    /// Received video frames: (payload, keyframe).
+    pub video_in: Vec<(Vec<u8>, bool)>,
+    pub audio_in: Vec<Vec<u8>>,
+    pub keyframe_requests: usize,
+    pub peer: Option<PeerId>,
+}
+
+impl Client {
+    pub fn new(now: Instant, addr: &str) -> Self {
+        let addr: SocketAddr = addr.parse().unwrap();
+        let mut rtc = Rtc::builder().build(now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        Self {
+            addr,
+            rtc,
+            deadline: now,
+            connected: false,
+            video: None,
+            audio: None,
+            video_in: Vec::new(),
+            audio_in: Vec::new(),
+            keyframe_requests: 0,
+            peer: None,
+        }
+    }
+
+    pub fn offer(&mut self, dir: Direction) -> (String, SdpPendingOffer) {
+        let mut api = self.rtc.sdp_api();
+        let v = api.add_media(MediaKind::Video, dir, None, None, None);
+        let a = api.add_media(MediaKind::Audio, dir, None, None, None);
+        self.video = Some(v);
+        self.audio = Some(a);
+        let (offer, pending) = api.apply().unwrap();
+        (offer.to_sdp_string(), pending)
+    }
+
+    pub fn accept(&mut self, pending: SdpPendingOffer, answer: &str) {
+        let answer = SdpAnswer::from_sdp_string(answer).unwrap();
+        self.rtc.sdp_api().accept_answer(pending, answer).unwrap();
+    }
+
+    pub fn write(&mut self, now: Instant, kind: MediaKind, ticks: u64, data: Vec<u8>) {
+        let (mid, codec, rate) = match kind {
+            MediaKind::Video => (self.video.unwrap(), Codec::Vp8, 90_000),
+            MediaKind::Audio => (self.audio.unwrap(), Codec::Opus, 48_000),
+        };
+        let writer = self.rtc.writer(mid).unwrap();
+        let pt = writer
+            .payload_params()
+            .find(|p| p.spec().codec == codec)
+            .unwrap()
+            .pt();
+        let time = MediaTime::new(ticks, str0m::media::Frequency::new(rate).unwrap());
+        writer.write(pt, now, time, data).unwrap();
+    }
+}
+
+/// The in-memory network: clients, the SFU, virtual time.
+pub struct World {
+    pub now: Instant,
+    pub sfu: Sfu,
+    pub clients: Vec<Client>,
+    pub to_sfu: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// Client index by address, so delivery stays O(1) with thousands of clients.
+    pub index: HashMap<SocketAddr, usize>,
+}
+
+impl World {
+    pub fn new() -> Self {
+        Self::with_max_peers(100)
+    }
+
+    pub fn with_max_peers(max_peers: usize) -> Self {
+        let now = Instant::now();
+        let config = SfuConfig {
+            candidates: vec![sfu_addr()],
+            keyframe_request_interval: Duration::from_millis(300),
+            max_peers,
+            connect_timeout: Duration::from_secs(10),
+            offline_grace: Duration::from_secs(5),
+        };
+        Self {
+            now,
+            sfu: Sfu::new(config, 42, now),
+            clients: Vec::new(),
+            to_sfu: VecDeque::new(),
+            index: HashMap::new(),
+        }
+    }
+
+    pub fn publish(&mut self, addr: &str, stream: &str) -> usize {
+        let mut c = Client::new(self.now, addr);
+        let (offer, pending) = c.offer(Direction::SendOnly);
+        let published = self
+            .sfu
+            .publish(self.now, StreamId::new(stream).unwrap(), &offer)
+            .unwrap();
+        c.accept(pending, &published.answer);
+        c.peer = Some(published.peer);
+        self.index.insert(c.addr, self.clients.len());
+        self.clients.push(c);
+        self.clients.len() - 1
+    }
+
+    pub fn subscribe(&mut self, addr: &str, stream: &str) -> usize {
+        let mut c = Client::new(self.now, addr);
+        let (offer, pending) = c.offer(Direction::RecvOnly);
+        let subscribed = self
+            .sfu
+            .subscribe(self.now, StreamId::new(stream).unwrap(), &offer)
+            .unwrap();
+        c.accept(pending, &subscribed.answer);
+        c.peer = Some(subscribed.peer);
+        self.index.insert(c.addr, self.clients.len());
+        self.clients.push(c);
+        self.clients.len() - 1
+    }
+
+    /// Exchange everything that is due at `now` until the network is quiet.
+    pub fn settle(&mut self) {
+        for _round in 0..1000 {
+            let mut moved = false;
+            for c in &mut self.clients {
+                if c.deadline <= self.now {
+                    c.rtc.handle_input(str0m::Input::Timeout(self.now)).unwrap();
+                }
+                loop {
+                    match c.rtc.poll_output().unwrap() {
+                        str0m::Output::Timeout(t) => {
+                            c.deadline = t;
+                            break;
+                        }
+                        str0m::Output::Transmit(t) => {
+                            assert_eq!(t.destination, sfu_addr());
+                            self.to_sfu.push_back((t.source, t.contents.into()));
+                            moved = true;
+                        }
+                        str0m::Output::Event(e) => match e {
+                            Event::Connected => c.connected = true,
+                            Event::MediaData(d) => {
+                                if Some(d.mid) == c.video {
+                                    c.video_in.push((d.data.to_vec(), d.is_keyframe()));
+                                } else {
+                                    c.audio_in.push(d.data.to_vec());
+                                }
+                            }
+                            Event::KeyframeRequest(_) => c.keyframe_requests += 1,
+                            _ => {}
+                        },
+                    }
+                }
+            }
+            while let Some((from, data)) = self.to_sfu.pop_front() {
+                self.sfu.handle_input(Input::Datagram {
+                    at: self.now,
+                    from,
+                    to: sfu_addr(),
+                    data: &data,
+                });
+            }
+            self.sfu.handle_input(Input::Timeout(self.now));
+            loop {
+                match self.sfu.poll_output() {
+                    Output::Transmit(t) => {
+                        moved = true;
+                        if let Some(c) = self.index.get(&t.to).map(|i| &mut self.clients[*i]) {
+                            let recv =
+                                Receive::new(Protocol::Udp, sfu_addr(), t.to, &t.data).unwrap();
+                            c.rtc
+                                .handle_input(str0m::Input::Receive(self.now, recv))
+                                .unwrap();
+                        }
+                    }
+                    Output::Event(_) => {}
+                    Output::Timeout(_) => break,
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("network did not settle");
+    }
+
+    /// Advance virtual time by `step`, settling at every millisecond that has work.
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.settle();
+            let sfu_next = self.sfu_deadline();
+            let next = self
+                .clients
+                .iter()
+                .map(|c| c.deadline)
+                .chain([sfu_next])
+                .min()
+                .unwrap();
+            self.now = next.clamp(self.now + Duration::from_millis(1), end);
+        }
+        self.settle();
+    }
+
+    pub fn sfu_deadline(&mut self) -> Instant {
+        match self.sfu.poll_output() {
+            Output::Timeout(t) => t,
+            _ => self.now,
+        }
+    }
+
+    pub fn connect_all(&mut self) {
+        for _ in 0..200 {
+            self.run_for(Duration::from_millis(10));
+            if self.clients.iter().all(|c| c.connected) {
+                // Let the SFU see its side's Connected too.
+                self.run_for(Duration::from_millis(20));
+                return;
+            }
+        }
+        panic!("peers did not connect");
+    }
+}
+
