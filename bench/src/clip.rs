@@ -183,7 +183,7 @@ fn encode_video(spec: ClipSpec) -> anyhow::Result<Vec<VideoFrame>> {
                 noise ^= noise >> 7;
                 noise ^= noise << 17;
                 let gradient = ((x + y + n as usize * 4) % 256) as u8;
-                luma[y * w + x] = gradient.wrapping_add((noise & 0x1f) as u8);
+                luma[y * w + x] = gradient.wrapping_add((noise & 0x03) as u8);
             }
         }
         // The frame counter as 16 blocks along the top: white for 1, black for 0.

@@ -546,6 +546,7 @@ impl Sfu {
 
     fn drain_peer(&mut self, id: PeerId) -> Result<(), PeerBroken> {
         // Bounded: an engine yields a finite burst before its next timeout.
+        let mut ran_due_timeout = false;
         for _ in 0..100_000 {
             let Some(peer) = self.peers.get_mut(&id) else {
                 return Ok(());
@@ -555,6 +556,13 @@ impl Sfu {
                 return Ok(());
             }
             match peer.poll_output()? {
+                // Work is due now (str0m packetizes written samples in its timeout handler):
+                // run it here, once per drain, so a forwarded frame leaves in the same pass
+                // instead of waiting for the driver's next timer.
+                str0m::Output::Timeout(t) if t <= self.last_now && !ran_due_timeout => {
+                    ran_due_timeout = true;
+                    peer.handle_input(str0m::Input::Timeout(self.last_now))?;
+                }
                 str0m::Output::Timeout(t) => {
                     peer.deadline = t;
                     return Ok(());
