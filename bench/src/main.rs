@@ -7,8 +7,8 @@
 //! reassembled frame), stream start per subscriber (WHEP POST to first complete keyframe),
 //! server memory per subscriber, and its own CPU.
 
-mod clip;
 mod client;
+mod clip;
 mod floor;
 mod payload;
 mod plot;

@@ -50,7 +50,20 @@ fn demux(c: &mut Criterion) {
 }
 
 fn rtp(c: &mut Criterion) {
-    let mut packet = vec![0x90u8, 0x80 | 96, 0x12, 0x34, 0, 0, 0x30, 0x39, 0xde, 0xad, 0xbe, 0xef];
+    let mut packet = vec![
+        0x90u8,
+        0x80 | 96,
+        0x12,
+        0x34,
+        0,
+        0,
+        0x30,
+        0x39,
+        0xde,
+        0xad,
+        0xbe,
+        0xef,
+    ];
     packet.extend_from_slice(&[0xBE, 0xDE, 0, 1, 0x10, 0xff, 0, 0]); // one-byte extension
     packet.resize(1200, 0x55);
     let mut group = c.benchmark_group("rtp");

@@ -7,8 +7,9 @@
 //! - [`demux`]: classify a datagram on the shared media port (RFC 7983) and pull the ICE ufrag
 //!   out of a STUN Binding request, so the SFU can route new addresses to the right peer.
 //! - [`routes`]: the demux table (5-tuple and ufrag to session) built on [`demux`].
-//! - [`rtp`]: zero-copy RTP header parsing, in-place rewriting, and receiver-side sequence
-//!   accounting.
+//! - [`rtp`]: zero-copy RTP header parsing, in-place rewriting, per-subscriber sequence
+//!   mapping, and receiver-side sequence accounting.
+//! - [`keyframe_start`]: whether an RTP payload (VP8, VP9, H.264, AV1) begins a keyframe.
 //! - [`sdp`]: sniff the media sections (kind, mid, direction) of an SDP offer before the WebRTC
 //!   engine sees it, so the HTTP layer can refuse impossible offers with a clear error.
 //! - [`timeline`]: keep an outgoing RTP timeline continuous when the publisher behind it changes
@@ -19,6 +20,7 @@
 
 pub mod demux;
 pub mod keyframe;
+pub mod keyframe_start;
 pub mod routes;
 pub mod rtp;
 pub mod sdp;

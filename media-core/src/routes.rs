@@ -146,7 +146,10 @@ mod tests {
         r.remove_session("a", 1);
         assert_eq!(r.route(addr(1), &[0x80]), Route::UnknownSource);
         assert_eq!(r.route(addr(2), &[0x80]), Route::UnknownSource);
-        assert_eq!(r.route(addr(3), &[0x80]), Route::Known(2, DatagramKind::Rtp));
+        assert_eq!(
+            r.route(addr(3), &[0x80]),
+            Route::Known(2, DatagramKind::Rtp)
+        );
         assert_eq!((r.sessions(), r.addresses()), (1, 1));
     }
 
@@ -158,7 +161,10 @@ mod tests {
         r.learn(addr(7), 1);
         r.learn(addr(7), 2);
         r.remove_session("a", 1);
-        assert_eq!(r.route(addr(7), &[0x80]), Route::Known(2, DatagramKind::Rtp));
+        assert_eq!(
+            r.route(addr(7), &[0x80]),
+            Route::Known(2, DatagramKind::Rtp)
+        );
         r.remove_session("b", 2);
         assert_eq!(r.addresses(), 0);
     }

@@ -172,6 +172,48 @@ impl SequenceCounter {
     }
 }
 
+/// Maps a forwarded stream's extended sequence numbers onto one continuous outgoing sequence
+/// for one subscriber: the first packet of a source continues right after the last packet sent,
+/// and within a source numbers shift by a constant, so reordering and gaps (which the
+/// subscriber may NACK) are preserved.
+#[derive(Debug, Clone)]
+pub struct SequenceMap {
+    source: Option<(u64, i128)>,
+    next: u64,
+}
+
+impl SequenceMap {
+    /// A map whose first output is `first` (pick it below 2^15 so the first packets never carry
+    /// a rollover counter the receiver does not know).
+    pub fn new(first: u16) -> Self {
+        Self {
+            source: None,
+            next: u64::from(first),
+        }
+    }
+
+    /// The outgoing sequence number for `seq` (extended) of source `generation`.
+    pub fn map(&mut self, generation: u64, seq: u64) -> u64 {
+        let offset = match self.source {
+            Some((g, offset)) if g == generation => offset,
+            _ => {
+                let offset = i128::from(self.next) - i128::from(seq);
+                self.source = Some((generation, offset));
+                offset
+            }
+        };
+        let out = (i128::from(seq) + offset).clamp(0, i128::from(u64::MAX)) as u64;
+        self.next = self.next.max(out.saturating_add(1));
+        out
+    }
+
+    /// Start over at the next packet (a viewer that restarts on a keyframe after a pause):
+    /// what was skipped is not presented as loss.
+    pub fn restart(&mut self) {
+        self.source = None;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,9 +268,25 @@ mod tests {
         };
         rewrite(&mut p, to).unwrap();
         let h = RtpHeader::parse(&p).unwrap();
-        assert_eq!((h.payload_type, h.sequence, h.timestamp, h.ssrc), (100, 65_535, 3_000, 42));
+        assert_eq!(
+            (h.payload_type, h.sequence, h.timestamp, h.ssrc),
+            (100, 65_535, 3_000, 42)
+        );
         assert!(h.marker, "marker bit kept");
         assert_eq!(p[12..], before[12..], "extension and payload untouched");
+    }
+
+    #[test]
+    fn sequence_map_is_continuous_across_sources_and_keeps_reordering() {
+        let mut m = SequenceMap::new(100);
+        assert_eq!(m.map(1, 5_000), 100);
+        assert_eq!(m.map(1, 5_002), 102, "a gap stays a gap");
+        assert_eq!(m.map(1, 5_001), 101, "reordering is kept");
+        // A new publisher with its own numbering continues after the highest sent.
+        assert_eq!(m.map(2, 70_000), 103);
+        assert_eq!(m.map(2, 70_001), 104);
+        m.restart();
+        assert_eq!(m.map(2, 90_000), 105, "a restart skips nothing visible");
     }
 
     #[test]

@@ -58,8 +58,16 @@ impl Bench {
         // Start everyone on a keyframe so the timed packets are plain forwarding.
         b.world.clients[b.publisher].write(b.world.now, MediaKind::Video, 0, frame(0, true));
         b.world.run_for(Duration::from_millis(50));
-        let got = b.world.clients.iter().filter(|c| !c.video_in.is_empty()).count();
-        assert_eq!(got, subscribers, "every subscriber decoded the first keyframe");
+        let got = b
+            .world
+            .clients
+            .iter()
+            .filter(|c| !c.video_in.is_empty())
+            .count();
+        assert_eq!(
+            got, subscribers,
+            "every subscriber decoded the first keyframe"
+        );
         b
     }
 
@@ -69,7 +77,12 @@ impl Bench {
         self.world.now += Duration::from_micros(1);
         let now = self.world.now;
         let c = &mut self.world.clients[self.publisher];
-        c.write(now, MediaKind::Video, u64::from(self.frame) * 3000, frame(self.frame, false));
+        c.write(
+            now,
+            MediaKind::Video,
+            u64::from(self.frame) * 3000,
+            frame(self.frame, false),
+        );
         let mut rtcp = Vec::new();
         let mut packet = None;
         for _ in 0..100 {
@@ -79,7 +92,9 @@ impl Bench {
                     break;
                 }
                 str0m::Output::Transmit(t) => rtcp.push(Vec::from(t.contents)),
-                str0m::Output::Timeout(_) => c.rtc.handle_input(str0m::Input::Timeout(now)).unwrap(),
+                str0m::Output::Timeout(_) => {
+                    c.rtc.handle_input(str0m::Input::Timeout(now)).unwrap()
+                }
                 str0m::Output::Event(_) => {}
             }
         }
@@ -115,12 +130,18 @@ impl Bench {
 
 fn fanout(c: &mut Criterion) {
     let mut group = c.benchmark_group("fanout_one_packet");
-    group.sample_size(20).measurement_time(Duration::from_secs(4));
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(4));
     for n in [1usize, 10, 100, 1000] {
         let mut b = Bench::new(n);
         // Sanity (untimed): one packet in, one datagram per subscriber out.
         let p = b.next_packet();
-        assert_eq!(b.forward(&p), b.subscribers, "one egress datagram per subscriber");
+        assert_eq!(
+            b.forward(&p),
+            b.subscribers,
+            "one egress datagram per subscriber"
+        );
         group.throughput(Throughput::Elements(n as u64));
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |bench, _| {
             bench.iter_custom(|iters| {

@@ -6,16 +6,21 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use media_core::demux::DatagramKind;
-use media_core::routes::{Route, Routes};
 use media_core::keyframe::Decision;
+use media_core::routes::{Route, Routes};
 use media_core::sdp::{self, Kind};
+use std::sync::Arc;
 use str0m::change::SdpOffer;
 use str0m::format::{CodecConfig, PayloadParams};
-use str0m::media::{MediaData, MediaKind, MediaTime, Mid};
+
+use media_core::keyframe_start::{starts_keyframe, VideoFormat};
+use str0m::format::Codec;
+use str0m::media::{MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Rtc};
 
-use crate::forward::Stream;
+use crate::forward::{OutTrack, Stream};
 use crate::peer::{Peer, PeerBroken, Role};
 use crate::stats::{DropReason, SfuStats};
 use crate::{
@@ -47,6 +52,8 @@ pub struct Sfu {
     config: SfuConfig,
     peers: HashMap<PeerId, Peer>,
     routes: Routes<PeerId>,
+    /// Peers whose engine has work due now, run once per `poll_output`.
+    due_now: Vec<PeerId>,
     streams: HashMap<StreamId, Stream>,
     /// Peers with work to drain.
     dirty: VecDeque<PeerId>,
@@ -66,6 +73,7 @@ impl Sfu {
             config,
             peers: HashMap::new(),
             routes: Routes::new(),
+            due_now: Vec::new(),
             streams: HashMap::new(),
             dirty: VecDeque::new(),
             out: VecDeque::new(),
@@ -253,8 +261,9 @@ impl Sfu {
         let id = self.alloc_id();
         let mut peer = Peer::new(id, stream.clone(), Role::Subscriber, ufrag, rtc, now);
         peer.kinds = kinds;
-        peer.out_video = out_video;
-        peer.out_audio = out_audio;
+        let first_seq = (self.random() & 0x3fff) as u16;
+        peer.out_video = out_video.map(|mid| OutTrack::new(mid, first_seq));
+        peer.out_audio = out_audio.map(|mid| OutTrack::new(mid, first_seq));
         self.insert_peer(peer);
         if let Some(s) = self.streams.get_mut(&stream) {
             s.subscribers.insert(id);
@@ -328,6 +337,7 @@ impl Sfu {
         let ufrag = creds.ufrag.clone();
         let mut builder = Rtc::builder()
             .set_ice_lite(true)
+            .set_rtp_mode(true)
             .set_local_ice_credentials(creds)
             .clear_codecs();
         *builder.codec_config() = codecs;
@@ -510,6 +520,9 @@ impl Sfu {
     /// Next output. Returns [`Output::Timeout`] when drained.
     pub fn poll_output(&mut self) -> Output {
         self.drain();
+        if self.out.is_empty() && !self.due_now.is_empty() {
+            self.run_due_timeouts();
+        }
         if let Some(out) = self.out.pop_front() {
             return out;
         }
@@ -536,6 +549,23 @@ impl Sfu {
         )
     }
 
+    /// Give every peer whose work is due its timeout, once, and drain it.
+    fn run_due_timeouts(&mut self) {
+        let now = self.last_now;
+        for id in std::mem::take(&mut self.due_now) {
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            peer.due_queued = false;
+            if peer.handle_input(str0m::Input::Timeout(now)).is_err() {
+                self.remove_peer(id, CloseReason::Failed);
+                continue;
+            }
+            self.dirty.push_back(id);
+        }
+        self.drain();
+    }
+
     fn drain(&mut self) {
         while let Some(id) = self.dirty.pop_front() {
             if let Err(PeerBroken) = self.drain_peer(id) {
@@ -546,7 +576,6 @@ impl Sfu {
 
     fn drain_peer(&mut self, id: PeerId) -> Result<(), PeerBroken> {
         // Bounded: an engine yields a finite burst before its next timeout.
-        let mut ran_due_timeout = false;
         for _ in 0..100_000 {
             let Some(peer) = self.peers.get_mut(&id) else {
                 return Ok(());
@@ -556,15 +585,15 @@ impl Sfu {
                 return Ok(());
             }
             match peer.poll_output()? {
-                // Work is due now (str0m packetizes written samples in its timeout handler):
-                // run it here, once per drain, so a forwarded frame leaves in the same pass
-                // instead of waiting for the driver's next timer.
-                str0m::Output::Timeout(t) if t <= self.last_now && !ran_due_timeout => {
-                    ran_due_timeout = true;
-                    peer.handle_input(str0m::Input::Timeout(self.last_now))?;
-                }
                 str0m::Output::Timeout(t) => {
                     peer.deadline = t;
+                    // Work is due now (str0m releases written packets in its timeout handler).
+                    // Run it in the next `poll_output`, after the whole receive batch: one
+                    // timeout per subscriber per batch, not one per forwarded packet.
+                    if t <= self.last_now && !peer.due_queued {
+                        peer.due_queued = true;
+                        self.due_now.push(id);
+                    }
                     return Ok(());
                 }
                 str0m::Output::Transmit(t) => self.push_transmit(t),
@@ -590,7 +619,7 @@ impl Sfu {
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 self.remove_peer(id, CloseReason::Disconnected);
             }
-            Event::MediaData(data) => self.forward(id, data),
+            Event::RtpPacket(packet) => self.forward(id, packet),
             Event::KeyframeRequest(_) => {
                 if let Some(stream) = self.peers.get(&id).map(|p| p.stream.clone()) {
                     self.request_keyframe(&stream);
@@ -660,70 +689,90 @@ impl Sfu {
         }
     }
 
-    fn forward(&mut self, from: PeerId, data: MediaData) {
+    /// One RTP packet from a publisher, fanned out to every subscriber of its stream. The
+    /// payload (`Arc<[u8]>`) is shared, never copied; each subscriber's engine gets the packet
+    /// with its own payload type, sequence number (continuous across publishers and keyframe
+    /// gating) and rebased timestamp, and protects it with its own SRTP context.
+    fn forward(&mut self, from: PeerId, packet: RtpPacket) {
         let Some(publisher) = self.peers.get_mut(&from) else {
             return;
         };
         let Role::Publisher { generation } = publisher.role else {
             return;
         };
-        let Some(&kind) = publisher.kinds.get(&data.mid) else {
-            return;
-        };
-        if kind == MediaKind::Video {
-            // One simulcast layer per stream until layer switching exists (see docs).
-            match (&publisher.video_rid, data.rid) {
-                (None, Some(rid)) => publisher.video_rid = Some(rid),
-                (Some(chosen), Some(rid)) if *chosen != rid => return,
-                _ => {}
-            }
-        }
         let stream_id = publisher.stream.clone();
-        let now = self.last_now;
         let Some(stream) = self.streams.get_mut(&stream_id) else {
             return;
         };
         if stream.publisher != Some(from) {
             return;
         }
-        let timeline = if kind == MediaKind::Video {
+        let pt = packet.header.payload_type;
+        let Some(params) = stream.params.iter().find(|p| p.pt() == pt).copied() else {
+            self.stats.drop(DropReason::UnknownPayloadType);
+            return;
+        };
+        let codec = params.spec().codec;
+        let video = codec.is_video();
+        if video {
+            // One simulcast layer per stream until layer switching exists (see docs): the
+            // first video SSRC seen is forwarded.
+            let ssrc = packet.header.ssrc;
+            match publisher.video_ssrc {
+                None => publisher.video_ssrc = Some(ssrc),
+                Some(chosen) if chosen != ssrc => return,
+                _ => {}
+            }
+        }
+        let now = self.last_now;
+        let timeline = if video {
             &mut stream.video_timeline
         } else {
             &mut stream.audio_timeline
         };
-        let ticks = timeline.map(generation, data.time.numer(), now);
-        let time = MediaTime::new(ticks, data.time.frequency());
-        let subscribers: Vec<PeerId> = stream.subscribers.iter().copied().collect();
-        let keyframe = data.is_keyframe();
-        if keyframe && kind == MediaKind::Video {
+        let ticks = timeline.map(generation, packet.time.numer(), now);
+        let keyframe =
+            video && video_format(codec).is_some_and(|f| starts_keyframe(f, &packet.payload));
+        if keyframe {
             stream.keyframes.keyframe_seen();
         }
+        let out = Outgoing {
+            generation,
+            params,
+            seq: *packet.seq_no,
+            time: ticks as u32,
+            wallclock: packet.timestamp,
+            marker: packet.header.marker,
+            ext_vals: &packet.header.ext_vals,
+            payload: &packet.payload,
+        };
         let mut want_keyframe = false;
         let mut broken = Vec::new();
-        for sid in subscribers {
+        for &sid in &stream.subscribers {
             let Some(sub) = self.peers.get_mut(&sid) else {
                 continue;
             };
             if !sub.connected {
                 continue;
             }
-            let mid: Option<Mid> = if kind == MediaKind::Video {
-                sub.out_video
+            let track = if video {
+                sub.out_video.as_mut()
             } else {
-                sub.out_audio
+                sub.out_audio.as_mut()
             };
-            let Some(mid) = mid else { continue };
-            if kind == MediaKind::Video && sub.needs_keyframe {
+            let Some(track) = track else { continue };
+            if video && sub.needs_keyframe {
                 if !keyframe {
                     self.stats.drop(DropReason::AwaitingKeyframe);
                     want_keyframe = true;
                     continue;
                 }
                 sub.needs_keyframe = false;
+                track.seq.restart();
             }
-            match sub.write_sample(mid, data.params, data.network_time, time, data.data.clone()) {
+            match write_rtp(&mut sub.rtc, track, &out) {
                 Ok(true) => {
-                    self.stats.samples_forwarded += 1;
+                    self.stats.packets_forwarded += 1;
                     self.dirty.push_back(sid);
                 }
                 Ok(false) => {}
@@ -736,6 +785,53 @@ impl Sfu {
         if want_keyframe {
             self.request_keyframe(&stream_id);
         }
+    }
+}
+
+/// What every subscriber's copy of a forwarded packet shares.
+struct Outgoing<'a> {
+    generation: u64,
+    params: PayloadParams,
+    seq: u64,
+    time: u32,
+    wallclock: Instant,
+    marker: bool,
+    ext_vals: &'a ExtensionValues,
+    payload: &'a Arc<[u8]>,
+}
+
+/// Hand one packet to a subscriber's engine. `Ok(false)`: this peer cannot carry it (no
+/// matching codec, no send stream).
+fn write_rtp(rtc: &mut Rtc, track: &mut OutTrack, out: &Outgoing<'_>) -> Result<bool, PeerBroken> {
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        let Some(pt) = track.payload_type(rtc, out.generation, out.params) else {
+            return false;
+        };
+        let seq = track.seq.map(out.generation, out.seq);
+        let mut api = rtc.direct_api();
+        let Some(tx) = api.stream_tx_by_mid(track.mid, None) else {
+            return false;
+        };
+        let write = RtpWrite::new(pt, seq.into(), out.time, out.wallclock, out.payload.clone())
+            .marker(out.marker)
+            .ext_vals(out.ext_vals.clone())
+            .nackable(out.params.spec().codec.is_video());
+        tx.write_rtp(write);
+        true
+    }));
+    result.map_err(|_| {
+        tracing::error!("engine panicked on write; closing peer");
+        PeerBroken
+    })
+}
+
+fn video_format(codec: Codec) -> Option<VideoFormat> {
+    match codec {
+        Codec::Vp8 => Some(VideoFormat::Vp8),
+        Codec::Vp9 => Some(VideoFormat::Vp9),
+        Codec::H264 => Some(VideoFormat::H264),
+        Codec::Av1 => Some(VideoFormat::Av1),
+        _ => None,
     }
 }
 

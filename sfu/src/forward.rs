@@ -1,11 +1,15 @@
-//! Per-stream forwarding state: who publishes, who watches, and how samples are mapped.
+//! Per-stream forwarding state (who publishes, who watches) and per-subscriber track state
+//! (how a publisher's packets are renumbered for one viewer).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use media_core::keyframe::KeyframeCoalescer;
+use media_core::rtp::SequenceMap;
 use media_core::timeline::Rebaser;
 use str0m::format::PayloadParams;
+use str0m::media::{Mid, Pt};
+use str0m::Rtc;
 
 use crate::PeerId;
 
@@ -41,5 +45,44 @@ impl Stream {
     /// Nobody publishes or watches: the entry can go.
     pub fn is_idle(&self) -> bool {
         self.publisher.is_none() && self.subscribers.is_empty()
+    }
+}
+
+/// A subscriber's outgoing track (its video or audio m-line).
+pub(crate) struct OutTrack {
+    pub mid: Mid,
+    pub seq: SequenceMap,
+    /// Publisher payload type -> this viewer's, for the current publisher generation.
+    pts: Vec<(u64, Pt, Option<Pt>)>,
+}
+
+impl OutTrack {
+    pub fn new(mid: Mid, first_seq: u16) -> Self {
+        Self {
+            mid,
+            seq: SequenceMap::new(first_seq),
+            pts: Vec::new(),
+        }
+    }
+
+    /// The viewer's payload type for the publisher's `params` (looked up once per publisher
+    /// generation and payload type).
+    pub fn payload_type(
+        &mut self,
+        rtc: &Rtc,
+        generation: u64,
+        params: PayloadParams,
+    ) -> Option<Pt> {
+        if let Some((_, _, out)) = self
+            .pts
+            .iter()
+            .find(|(g, p, _)| *g == generation && *p == params.pt())
+        {
+            return *out;
+        }
+        self.pts.retain(|(g, _, _)| *g == generation);
+        let out = rtc.codec_config().match_params(params).map(|p| p.pt());
+        self.pts.push((generation, params.pt(), out));
+        out
     }
 }

@@ -7,9 +7,11 @@ use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
-use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
+use str0m::rtp::Ssrc;
 use str0m::{Input, Output, Rtc};
 
+use crate::forward::OutTrack;
 use crate::{PeerId, StreamId};
 
 /// Publisher or subscriber.
@@ -35,15 +37,17 @@ pub(crate) struct Peer {
     /// The instant the engine wants to be woken up.
     pub deadline: Instant,
     pub connected: bool,
+    /// Listed in the core's due-now queue.
+    pub due_queued: bool,
     /// Kind of each negotiated mid, from the offer.
     pub kinds: HashMap<Mid, MediaKind>,
-    /// Subscriber: the mid carrying the stream's video / audio to this peer.
-    pub out_video: Option<Mid>,
-    pub out_audio: Option<Mid>,
+    /// Subscriber: the track carrying the stream's video / audio to this peer.
+    pub out_video: Option<OutTrack>,
+    pub out_audio: Option<OutTrack>,
     /// Subscriber: drop video until a keyframe arrives (new viewer, new publisher, loss).
     pub needs_keyframe: bool,
-    /// Publisher: the simulcast layer (rid) forwarded, once seen.
-    pub video_rid: Option<Rid>,
+    /// Publisher: the video SSRC forwarded (the first seen; one simulcast layer).
+    pub video_ssrc: Option<Ssrc>,
 }
 
 impl Peer {
@@ -64,11 +68,12 @@ impl Peer {
             created: now,
             deadline: now,
             connected: false,
+            due_queued: false,
             kinds: HashMap::new(),
             out_video: None,
             out_audio: None,
             needs_keyframe: true,
-            video_rid: None,
+            video_ssrc: None,
         }
     }
 
@@ -108,43 +113,10 @@ impl Peer {
         }
     }
 
-    /// Write one media sample on `mid`, matching the payload type to the source's codec.
-    /// Returns `Ok(false)` when this peer cannot carry the sample (no matching codec).
-    pub fn write_sample(
-        &mut self,
-        mid: Mid,
-        params: str0m::format::PayloadParams,
-        wallclock: Instant,
-        time: str0m::media::MediaTime,
-        data: std::sync::Arc<[u8]>,
-    ) -> Result<bool, PeerBroken> {
-        let rtc = &mut self.rtc;
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            let Some(writer) = rtc.writer(mid) else {
-                return Ok(false);
-            };
-            let Some(pt) = writer.match_params(params) else {
-                return Ok(false);
-            };
-            writer.write(pt, wallclock, time, data).map(|()| true)
-        }));
-        match result {
-            Ok(Ok(written)) => Ok(written),
-            Ok(Err(e)) => {
-                tracing::debug!(peer = %self.id, error = %e, "write failed");
-                Err(PeerBroken)
-            }
-            Err(_) => {
-                tracing::error!(peer = %self.id, "engine panicked on write; closing peer");
-                Err(PeerBroken)
-            }
-        }
-    }
-
     /// Ask this (publisher) peer for a keyframe on every video mid. Returns whether a request
     /// went out.
     pub fn request_keyframe(&mut self) -> bool {
-        let rid = self.video_rid;
+        let ssrc = self.video_ssrc;
         let video_mids: Vec<Mid> = self
             .kinds
             .iter()
@@ -153,17 +125,17 @@ impl Peer {
             .collect();
         let rtc = &mut self.rtc;
         let sent = catch_unwind(AssertUnwindSafe(|| {
+            let mut api = rtc.direct_api();
+            if let Some(rx) = ssrc.and_then(|s| api.stream_rx(&s)) {
+                rx.request_keyframe(KeyframeRequestKind::Pli);
+                return true;
+            }
             let mut sent = false;
             for mid in video_mids {
-                let Some(mut writer) = rtc.writer(mid) else {
-                    continue;
-                };
-                let kind = if writer.is_request_keyframe_possible(KeyframeRequestKind::Pli) {
-                    KeyframeRequestKind::Pli
-                } else {
-                    KeyframeRequestKind::Fir
-                };
-                sent |= writer.request_keyframe(rid, kind).is_ok();
+                if let Some(rx) = api.stream_rx_by_mid(mid, None) {
+                    rx.request_keyframe(KeyframeRequestKind::Pli);
+                    sent = true;
+                }
             }
             sent
         }));

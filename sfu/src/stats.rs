@@ -9,17 +9,20 @@ pub enum DropReason {
     UnknownSource,
     /// The session's engine refused it.
     Rejected,
-    /// A video sample for a subscriber still waiting for a keyframe.
+    /// A video packet for a subscriber still waiting for a keyframe.
     AwaitingKeyframe,
+    /// A publisher packet with a payload type it did not negotiate.
+    UnknownPayloadType,
 }
 
 impl DropReason {
     /// All reasons, for exporting every series even at zero.
-    pub const ALL: [DropReason; 4] = [
+    pub const ALL: [DropReason; 5] = [
         DropReason::Malformed,
         DropReason::UnknownSource,
         DropReason::Rejected,
         DropReason::AwaitingKeyframe,
+        DropReason::UnknownPayloadType,
     ];
 
     /// The label value used in metrics.
@@ -29,6 +32,7 @@ impl DropReason {
             DropReason::UnknownSource => "unknown_source",
             DropReason::Rejected => "rejected",
             DropReason::AwaitingKeyframe => "awaiting_keyframe",
+            DropReason::UnknownPayloadType => "unknown_payload_type",
         }
     }
 }
@@ -48,10 +52,10 @@ pub struct SfuStats {
     pub packets_out: u64,
     /// Bytes sent.
     pub bytes_out: u64,
-    /// Media samples forwarded to subscribers.
-    pub samples_forwarded: u64,
+    /// RTP packets handed to subscribers' engines.
+    pub packets_forwarded: u64,
     /// Drops, indexed like [`DropReason::ALL`].
-    pub drops: [u64; 4],
+    pub drops: [u64; 5],
     /// Keyframe requests received from subscribers (before coalescing) and raised by the SFU.
     pub keyframe_requests_in: u64,
     /// Keyframe requests sent to publishers (after coalescing).

@@ -178,6 +178,16 @@ fn publisher_reconnect_keeps_viewers_on_new_media() {
         src2.sent.iter().any(|s| s.0 == got[0].0),
         "frames come from the new publisher"
     );
+    // One gapless RTP sequence across the first viewer start and the publisher change: the
+    // SFU renumbers each publisher's packets for this viewer.
+    let seqs = &w.clients[viewer].video_seq;
+    for pair in seqs.windows(2) {
+        assert_eq!(
+            pair[1].0,
+            pair[0].1 + 1,
+            "sequence gap between frames: {pair:?}"
+        );
+    }
     assert_eq!(w.sfu.stats().publishers, 1);
     assert_eq!(w.sfu.stats().subscribers, 1);
 }

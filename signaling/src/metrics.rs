@@ -12,7 +12,7 @@ pub struct Metrics {
     bytes_in: IntCounter,
     packets_out: IntCounter,
     bytes_out: IntCounter,
-    samples_forwarded: IntCounter,
+    packets_forwarded: IntCounter,
     drops: IntCounterVec,
     keyframe_requests: IntCounterVec,
     peer_failures: IntCounter,
@@ -84,10 +84,10 @@ impl Metrics {
                 "aethex_bytes_out_total",
                 "Bytes sent from the media port",
             ),
-            samples_forwarded: counter(
+            packets_forwarded: counter(
                 &registry,
-                "aethex_samples_forwarded_total",
-                "Media frames forwarded to viewers",
+                "aethex_packets_forwarded_total",
+                "RTP packets forwarded to viewers",
             ),
             peer_failures: counter(
                 &registry,
@@ -112,7 +112,7 @@ impl Metrics {
         set(&self.bytes_in, s.bytes_in);
         set(&self.packets_out, s.packets_out);
         set(&self.bytes_out, s.bytes_out);
-        set(&self.samples_forwarded, s.samples_forwarded);
+        set(&self.packets_forwarded, s.packets_forwarded);
         set(&self.peer_failures, s.peer_failures);
         for reason in DropReason::ALL {
             set(

@@ -31,6 +31,8 @@ pub struct Client {
     /// Received video frames: (payload, keyframe).
     pub video_in: Vec<(Vec<u8>, bool)>,
     pub audio_in: Vec<Vec<u8>>,
+    /// Sequence numbers (first, last) of each received video frame.
+    pub video_seq: Vec<(u64, u64)>,
     pub keyframe_requests: usize,
     pub peer: Option<PeerId>,
 }
@@ -49,6 +51,7 @@ impl Client {
             audio: None,
             video_in: Vec::new(),
             audio_in: Vec::new(),
+            video_seq: Vec::new(),
             keyframe_requests: 0,
             peer: None,
         }
@@ -170,6 +173,8 @@ impl World {
                             Event::MediaData(d) => {
                                 if Some(d.mid) == c.video {
                                     c.video_in.push((d.data.to_vec(), d.is_keyframe()));
+                                    c.video_seq
+                                        .push((**d.seq_range.start(), **d.seq_range.end()));
                                 } else {
                                     c.audio_in.push(d.data.to_vec());
                                 }
@@ -249,4 +254,3 @@ impl World {
         panic!("peers did not connect");
     }
 }
-
