@@ -5,6 +5,8 @@
 #   - node >= 20 + npm, and tests/browser/node_modules (npm ci)
 #   - curl, python3 and a venv at .venv with tests/peers/requirements.txt
 #   - cmake and nasm (used by the aws-lc-rs crypto backend when building the server)
+#   - libopus (libopus-dev + pkg-config) for the bench's Opus encoder; without them the opus
+#     crate builds its bundled libopus with cmake
 # Installs Debian packages only when running as root; otherwise says what is missing.
 set -euo pipefail
 
@@ -59,6 +61,22 @@ fi
 need_cmd curl curl && SUMMARY+=("curl: $(command -v curl)")
 need_cmd cmake cmake optional && SUMMARY+=("cmake: $(cmake --version | head -n1)")
 need_cmd nasm nasm optional && SUMMARY+=("nasm: $(nasm -v | head -n1)")
+
+# --- libopus for the bench (the `opus` crate) -------------------------------------------------
+if pkg-config --exists opus 2>/dev/null; then
+  SUMMARY+=("libopus: $(pkg-config --modversion opus) (pkg-config)")
+else
+  if [[ $IS_ROOT -eq 1 ]] && command -v apt-get >/dev/null 2>&1; then
+    apt_install libopus-dev pkg-config || true
+  fi
+  if pkg-config --exists opus 2>/dev/null; then
+    SUMMARY+=("libopus: $(pkg-config --modversion opus) (pkg-config)")
+  elif command -v cmake >/dev/null 2>&1; then
+    SUMMARY+=("libopus: not installed; the opus crate will build its bundled copy with cmake")
+  else
+    MISSING+=("libopus for the bench's Opus encoder: apt-get install -y libopus-dev pkg-config (or cmake, to build the bundled copy)")
+  fi
+fi
 
 # --- node / npm / playwright-core -------------------------------------------------------------
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then

@@ -17,7 +17,9 @@ fn bench_counts_every_frame_for_every_subscriber() {
     let out = Command::new(&bench)
         .args(["--spawn", "--server-bin"])
         .arg(&server)
+        // A small AV1 clip keeps the debug-build encode short; the media path is the same.
         .args(["--subscribers", "3", "--seconds", "2", "--json"])
+        .args(["--size", "160x96", "--keyint", "30"])
         .output()
         .unwrap();
     assert!(
@@ -27,6 +29,8 @@ fn bench_counts_every_frame_for_every_subscriber() {
     );
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(r["subscribers"], 3);
+    assert_eq!(r["codec"], "av1", "AV1 is the default media");
+    assert!(r["bitrate_kbps"].as_f64().is_some_and(|k| k > 0.0), "{r}");
     let sent = r["frames_sent"].as_u64().unwrap();
     assert!(sent >= 30, "the publisher sent {sent} frames in 2 s");
     assert_eq!(r["frames_received"].as_u64().unwrap(), 3 * sent, "{r}");
