@@ -213,6 +213,30 @@ fn now() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
 }
 
+/// Kernel buffers asked for on the media socket. A publisher's keyframe arrives as a burst of
+/// 100+ packets (about twice their size in kernel accounting), which overflowed Linux's
+/// 208 KiB default while the driver was fanning out the burst's first packets: a lost keyframe
+/// packet, seen as a viewer that never decoded (measured with aiortc, H264 at 640x360). The
+/// kernel caps the request at `net.core.rmem_max` / `wmem_max`.
+const SOCKET_BUFFER_BYTES: usize = 4 << 20;
+
+fn size_buffers(socket: &UdpSocket) {
+    let s = socket2::SockRef::from(socket);
+    let _ = s.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
+    let _ = s.set_send_buffer_size(SOCKET_BUFFER_BYTES);
+    let recv = s.recv_buffer_size().unwrap_or(0);
+    let send = s.send_buffer_size().unwrap_or(0);
+    tracing::debug!(recv, send, "media socket buffers");
+    if recv < SOCKET_BUFFER_BYTES / 2 {
+        tracing::warn!(
+            recv,
+            wanted = SOCKET_BUFFER_BYTES,
+            "the media socket's receive buffer is small; keyframe bursts may be dropped \
+             (raise net.core.rmem_max)"
+        );
+    }
+}
+
 async fn run(
     socket: UdpSocket,
     mut sfu: Sfu,
@@ -222,6 +246,7 @@ async fn run(
     let local = socket
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    size_buffers(&socket);
     // quinn-udp turns on UDP GRO and IP_PKTINFO: one receive may carry several datagrams of
     // one sender (split by `stride`), and tells which local IP each arrived on.
     let state = match quinn_udp::UdpSocketState::new((&socket).into()) {
