@@ -94,6 +94,8 @@ pub struct World {
     pub sfu: Sfu,
     pub clients: Vec<Client>,
     pub to_sfu: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// Loss on the way to the SFU: return false to drop a datagram (from, bytes).
+    pub keep_to_sfu: Option<Box<dyn FnMut(SocketAddr, &[u8]) -> bool>>,
     /// Client index by address, so delivery stays O(1) with thousands of clients.
     pub index: HashMap<SocketAddr, usize>,
 }
@@ -117,6 +119,7 @@ impl World {
             sfu: Sfu::new(config, 42, now),
             clients: Vec::new(),
             to_sfu: VecDeque::new(),
+            keep_to_sfu: None,
             index: HashMap::new(),
         }
     }
@@ -186,6 +189,11 @@ impl World {
                 }
             }
             while let Some((from, data)) = self.to_sfu.pop_front() {
+                if let Some(keep) = self.keep_to_sfu.as_mut() {
+                    if !keep(from, &data) {
+                        continue;
+                    }
+                }
                 self.sfu.handle_input(Input::Datagram {
                     at: self.now,
                     from,
