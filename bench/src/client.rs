@@ -28,6 +28,15 @@ pub enum Source {
     Synthetic { frame_bytes: usize, keyint: u32 },
 }
 
+/// How the publisher treats keyframes.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyframePolicy {
+    /// Send the loop's keyframe again each time the loop restarts (false: only the very first).
+    pub repeat: bool,
+    /// Ignore keyframe requests from the SFU.
+    pub deaf: bool,
+}
+
 impl Source {
     /// Frames in one loop (one keyframe interval).
     pub fn loop_len(&self) -> usize {
@@ -73,7 +82,11 @@ impl Source {
 #[derive(Debug, Clone)]
 pub enum Role {
     /// Sends `source` at `fps`, with 20 ms audio packets.
-    Publisher { source: Arc<Source>, fps: u32 },
+    Publisher {
+        source: Arc<Source>,
+        fps: u32,
+        keyframes: KeyframePolicy,
+    },
     /// Receives.
     Subscriber,
 }
@@ -174,7 +187,11 @@ pub async fn run(
                 Output::Event(e) => match e {
                     Event::Connected => stats.connected.store(true, Ordering::Relaxed),
                     Event::KeyframeRequest(_) => {
-                        loop_pos = 0;
+                        if let Role::Publisher { keyframes, .. } = &role {
+                            if !keyframes.deaf {
+                                loop_pos = 0;
+                            }
+                        }
                         stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
                     }
                     Event::MediaData(d) if d.mid == video => {
@@ -211,7 +228,7 @@ pub async fn run(
             () = tokio::time::sleep_until(wake) => {
                 let now = Instant::now();
                 rtc.handle_input(Input::Timeout(now.into_std()))?;
-                if let (Role::Publisher { source, .. }, true) = (&role, connected) {
+                if let (Role::Publisher { source, keyframes, .. }, true) = (&role, connected) {
                     if now >= next_frame {
                         let sent_us = (now - epoch).as_micros() as u64;
                         let (data, _key, codec) = source.video(loop_pos, frame_no, sent_us);
@@ -219,6 +236,11 @@ pub async fn run(
                         stats.frames.fetch_add(1, Ordering::Relaxed);
                         frame_no += 1;
                         loop_pos = (loop_pos + 1) % source.loop_len();
+                        if loop_pos == 0 && !keyframes.repeat {
+                            // Only the first pass starts with a keyframe; later passes skip it
+                            // (the SFU forwards packets; nothing downstream decodes pixels).
+                            loop_pos = 1 % source.loop_len();
+                        }
                         next_frame += frame_every;
                     }
                     if now >= next_audio {

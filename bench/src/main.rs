@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use client::{PeerStats, Role, Source};
+use client::{KeyframePolicy, PeerStats, Role, Source};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -71,8 +71,13 @@ struct Args {
     #[arg(long, default_value_t = 30)]
     fps: u32,
     /// Keyframe interval in frames (besides keyframes on request); the AV1 clip is this long.
+    /// 0: a keyframe only at the start (the clip is then 60 frames, looped without its keyframe).
     #[arg(long, default_value_t = 60)]
     keyint: u32,
+    /// The publisher ignores keyframe requests (as some encoders do): new viewers can then only
+    /// start from the SFU's keyframe cache or the next scheduled keyframe.
+    #[arg(long)]
+    deaf_publisher: bool,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -111,14 +116,14 @@ fn make_source(args: &Args) -> anyhow::Result<Arc<Source>> {
     Ok(Arc::new(match args.codec {
         CodecArg::Vp8 => Source::Synthetic {
             frame_bytes: (args.kbps as usize * 1000 / 8 / args.fps.max(1) as usize).max(100),
-            keyint: args.keyint,
+            keyint: if args.keyint == 0 { 60 } else { args.keyint },
         },
         CodecArg::Av1 => {
             let spec = clip::ClipSpec {
                 width: args.size.0,
                 height: args.size.1,
                 fps: args.fps,
-                frames: args.keyint.max(1),
+                frames: if args.keyint == 0 { 60 } else { args.keyint },
                 kbps: args.kbps,
             };
             let t = std::time::Instant::now();
@@ -320,6 +325,10 @@ async fn measure(
     let role = Role::Publisher {
         source: source.clone(),
         fps: args.fps,
+        keyframes: KeyframePolicy {
+            repeat: args.keyint != 0,
+            deaf: args.deaf_publisher,
+        },
     };
     let publisher = Arc::new(PeerStats::default());
     let mut tasks = Vec::new();
@@ -506,6 +515,8 @@ async fn measure(
             _ => None,
         },
         "keyframe_requests_at_publisher": publisher.keyframe_requests.load(Ordering::Relaxed),
+        "keyint": args.keyint,
+        "deaf_publisher": args.deaf_publisher,
         "loadgen_cpu_pct": match (own0, own1) {
             (Some(a), Some(b)) => Some((b - a).as_secs_f64() / wall.as_secs_f64() * 100.0),
             _ => None,

@@ -20,7 +20,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Rtc};
 
-use crate::forward::{OutTrack, Stream};
+use crate::forward::{compressed_times, CachedPacket, OutTrack, Stream};
 use crate::peer::{Peer, PeerBroken, Role};
 use crate::stats::{DropReason, SfuStats};
 use crate::{
@@ -176,6 +176,7 @@ impl Sfu {
         entry.generation += 1;
         entry.params = params;
         entry.keyframes.reset();
+        entry.video_cache.clear();
         entry.publisher = Some(id);
         entry.offline_since = None;
         let generation = entry.generation;
@@ -650,9 +651,87 @@ impl Sfu {
                 self.request_keyframe(&stream);
             }
         } else {
-            // A new viewer needs a keyframe to start decoding.
-            self.request_keyframe(&stream);
+            // With a cached group the viewer starts from it on the next video packet (a frame
+            // after its DTLS completes); without one it needs a fresh keyframe.
+            let cached = self
+                .streams
+                .get(&stream)
+                .is_some_and(|s| !s.video_cache.packets().is_empty());
+            if !cached {
+                self.request_keyframe(&stream);
+            }
         }
+    }
+
+    /// Start a new viewer on the stream's cached group of pictures: the keyframe and everything
+    /// since, with timestamps compressed to end at the live edge (`forward::compressed_times`),
+    /// then live packets follow in one continuous sequence. Returns whether it started.
+    fn start_from_cache(&mut self, id: PeerId) -> bool {
+        let Some(stream_id) = self.peers.get(&id).map(|p| p.stream.clone()) else {
+            return false;
+        };
+        let Some(stream) = self.streams.get(&stream_id) else {
+            return false;
+        };
+        let Role::Publisher { generation } = stream
+            .publisher
+            .and_then(|p| self.peers.get(&p))
+            .map_or(Role::Subscriber, |p| p.role)
+        else {
+            return false;
+        };
+        let cached: Vec<CachedPacket> = stream.video_cache.packets().to_vec();
+        if cached.is_empty() {
+            return false;
+        }
+        let times = compressed_times(&cached);
+        {
+            let Some(sub) = self.peers.get_mut(&id) else {
+                return false;
+            };
+            let Some(track) = sub.out_video.as_mut() else {
+                return false;
+            };
+            if !sub.needs_keyframe {
+                return false;
+            }
+            sub.needs_keyframe = false;
+            track.seq.restart();
+        }
+        for (p, (time, wallclock)) in cached.iter().zip(times) {
+            let out = Outgoing {
+                generation,
+                params: p.params,
+                seq: p.seq,
+                time,
+                wallclock,
+                marker: p.marker,
+                ext_vals: &p.ext_vals,
+                payload: &p.payload,
+            };
+            let Some(sub) = self.peers.get_mut(&id) else {
+                return true;
+            };
+            let Some(track) = sub.out_video.as_mut() else {
+                return true;
+            };
+            match write_rtp(&mut sub.rtc, track, &out) {
+                Ok(true) => self.stats.packets_forwarded += 1,
+                Ok(false) => {}
+                Err(PeerBroken) => {
+                    self.remove_peer(id, CloseReason::Failed);
+                    return true;
+                }
+            }
+            // str0m's contract: drain after every mutation.
+            if let Err(PeerBroken) = self.drain_peer(id) {
+                self.remove_peer(id, CloseReason::Failed);
+                return true;
+            }
+        }
+        self.stats.cache_starts += 1;
+        tracing::debug!(peer = %id, packets = cached.len(), "viewer started from the keyframe cache");
+        true
     }
 
     /// A subscriber (or the SFU) wants a keyframe for `stream`: coalesced per stream.
@@ -736,6 +815,20 @@ impl Sfu {
         if keyframe {
             stream.keyframes.keyframe_seen();
         }
+        if video {
+            stream.video_cache.push(
+                CachedPacket {
+                    params,
+                    seq: *packet.seq_no,
+                    time: ticks as u32,
+                    wallclock: packet.timestamp,
+                    marker: packet.header.marker,
+                    ext_vals: packet.header.ext_vals.clone(),
+                    payload: packet.payload.clone(),
+                },
+                keyframe,
+            );
+        }
         let out = Outgoing {
             generation,
             params,
@@ -748,6 +841,7 @@ impl Sfu {
         };
         let mut want_keyframe = false;
         let mut broken = Vec::new();
+        let mut from_cache = Vec::new();
         for &sid in &stream.subscribers {
             let Some(sub) = self.peers.get_mut(&sid) else {
                 continue;
@@ -762,6 +856,11 @@ impl Sfu {
             };
             let Some(track) = track else { continue };
             if video && sub.needs_keyframe {
+                if !keyframe && !stream.video_cache.packets().is_empty() {
+                    // Started below from the cache, which already holds this packet.
+                    from_cache.push(sid);
+                    continue;
+                }
                 if !keyframe {
                     self.stats.drop(DropReason::AwaitingKeyframe);
                     want_keyframe = true;
@@ -781,6 +880,9 @@ impl Sfu {
         }
         for sid in broken {
             self.remove_peer(sid, CloseReason::Failed);
+        }
+        for sid in from_cache {
+            self.start_from_cache(sid);
         }
         if want_keyframe {
             self.request_keyframe(&stream_id);

@@ -2,6 +2,7 @@
 //! (how a publisher's packets are renumbered for one viewer).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use media_core::keyframe::KeyframeCoalescer;
@@ -9,6 +10,7 @@ use media_core::rtp::SequenceMap;
 use media_core::timeline::Rebaser;
 use str0m::format::PayloadParams;
 use str0m::media::{Mid, Pt};
+use str0m::rtp::ExtensionValues;
 use str0m::Rtc;
 
 use crate::PeerId;
@@ -24,6 +26,8 @@ pub(crate) struct Stream {
     pub video_timeline: Rebaser,
     pub audio_timeline: Rebaser,
     pub keyframes: KeyframeCoalescer,
+    /// The video since the last keyframe start, for starting new viewers at once.
+    pub video_cache: KeyframeCache,
     /// When the publisher left (without a replacement); viewers are closed after the grace.
     pub offline_since: Option<Instant>,
 }
@@ -38,6 +42,7 @@ impl Stream {
             video_timeline: Rebaser::new(90_000),
             audio_timeline: Rebaser::new(48_000),
             keyframes: KeyframeCoalescer::new(keyframe_interval),
+            video_cache: KeyframeCache::default(),
             offline_since: None,
         }
     }
@@ -85,4 +90,100 @@ impl OutTrack {
         self.pts.push((generation, params.pt(), out));
         out
     }
+}
+
+/// One forwarded video packet as the cache keeps it (the payload is shared, not copied).
+#[derive(Clone)]
+pub(crate) struct CachedPacket {
+    pub params: PayloadParams,
+    /// The publisher's extended sequence number.
+    pub seq: u64,
+    /// Rebased (stream) timestamp.
+    pub time: u32,
+    pub wallclock: Instant,
+    pub marker: bool,
+    pub ext_vals: ExtensionValues,
+    pub payload: Arc<[u8]>,
+}
+
+/// Bounds of the keyframe cache; a group of pictures beyond them is not cached (viewers then
+/// wait for a keyframe as without a cache).
+const CACHE_MAX_PACKETS: usize = 6_000;
+const CACHE_MAX_BYTES: usize = 8 << 20;
+
+/// The current publisher's video from its last keyframe start to now: a new viewer is sent this
+/// at once and decodes a picture without waiting for the publisher's next keyframe.
+#[derive(Default)]
+pub(crate) struct KeyframeCache {
+    packets: Vec<CachedPacket>,
+    bytes: usize,
+    /// A keyframe start was seen and nothing overflowed since.
+    valid: bool,
+}
+
+impl KeyframeCache {
+    /// Record a packet; `keyframe_start` begins a new group.
+    pub fn push(&mut self, packet: CachedPacket, keyframe_start: bool) {
+        if keyframe_start {
+            self.packets.clear();
+            self.bytes = 0;
+            self.valid = true;
+        }
+        if !self.valid {
+            return;
+        }
+        self.bytes += packet.payload.len();
+        self.packets.push(packet);
+        if self.packets.len() > CACHE_MAX_PACKETS || self.bytes > CACHE_MAX_BYTES {
+            self.clear();
+        }
+    }
+
+    /// Forget everything (a new publisher).
+    pub fn clear(&mut self) {
+        self.packets.clear();
+        self.bytes = 0;
+        self.valid = false;
+    }
+
+    /// The cached packets, oldest first; empty when there is no usable group.
+    pub fn packets(&self) -> &[CachedPacket] {
+        if self.valid {
+            &self.packets
+        } else {
+            &[]
+        }
+    }
+}
+
+/// Timestamps for replaying a cached group so that it ends at the live edge: frame `i` of `n`
+/// is placed `(n - 1 - i)` milliseconds before the last cached frame, in both RTP time (90 kHz)
+/// and wall clock. The viewer decodes the group as a fast burst and then continues live, instead
+/// of playing it out at its original pace and staying behind by the group's age.
+pub(crate) fn compressed_times(packets: &[CachedPacket]) -> Vec<(u32, Instant)> {
+    let Some(last) = packets.last() else {
+        return Vec::new();
+    };
+    let mut frames = 0usize;
+    let mut previous: Option<u32> = None;
+    let mut index = Vec::with_capacity(packets.len());
+    for p in packets {
+        if previous.is_some_and(|t| t != p.time) {
+            frames += 1;
+        }
+        previous = Some(p.time);
+        index.push(frames);
+    }
+    index
+        .into_iter()
+        .map(|i| {
+            let back = (frames - i) as u32;
+            let time = last.time.wrapping_sub(back * 90);
+            let wallclock = last
+                .wallclock
+                .checked_sub(Duration::from_millis(u64::from(back)))
+                .unwrap_or(last.wallclock);
+            (time, wallclock)
+        })
+        .collect()
 }

@@ -62,6 +62,8 @@ pub struct SfuStats {
     pub keyframe_requests_sent: u64,
     /// Peers closed because their engine failed or panicked.
     pub peer_failures: u64,
+    /// Viewers started from the keyframe cache (without waiting for a publisher keyframe).
+    pub cache_starts: u64,
 }
 
 impl SfuStats {

@@ -1,8 +1,9 @@
 //! Deterministic scenario tests: the sans-IO SFU and real str0m client peers over an in-memory
 //! network, stepped in virtual time. No sockets, no wall clock.
 //!
-//! What they prove: frames reach every viewer in order and byte-identical; a viewer joining
-//! late starts on a keyframe the SFU asked for (coalesced); a publisher that reconnects with the
+//! What they prove: frames reach every viewer in order and byte-identical; late viewers start
+//! at once from the keyframe cache even when the publisher never sends another keyframe;
+//! keyframe requests from many viewers are coalesced; a publisher that reconnects with the
 //! same key keeps its viewers; garbage datagrams are counted and do not disturb the stream.
 #![allow(clippy::disallowed_methods)] // the test picks the virtual epoch from the clock once
 
@@ -28,13 +29,15 @@ fn vp8_frame(n: u32, key: bool) -> Vec<u8> {
     f
 }
 
-/// A publisher that sends a keyframe first and afterwards only when asked.
+/// A publisher that sends a keyframe first and afterwards only when asked (unless `deaf`).
 struct Source {
     client: usize,
     frame: u32,
     sent: Vec<(Vec<u8>, bool)>,
     answered_requests: usize,
     ts: u64,
+    /// Never answers keyframe requests (some encoders and misconfigured OBS setups).
+    deaf: bool,
 }
 
 impl Source {
@@ -45,6 +48,7 @@ impl Source {
             sent: Vec::new(),
             answered_requests: 0,
             ts,
+            deaf: false,
         }
     }
 
@@ -52,7 +56,7 @@ impl Source {
         let c = &mut w.clients[self.client];
         let asked = c.keyframe_requests > self.answered_requests;
         self.answered_requests = c.keyframe_requests;
-        let key = self.frame == 0 || asked;
+        let key = self.frame == 0 || (asked && !self.deaf);
         let data = vp8_frame(self.frame, key);
         c.write(w.now, MediaKind::Video, self.ts, data.clone());
         c.write(
@@ -113,17 +117,20 @@ fn subscribers_receive_publisher_frames_in_order_and_identical() {
     assert_eq!(w.sfu.stats().drops_for(DropReason::Malformed), 0);
 }
 
+fn counter(frame: &[u8]) -> u32 {
+    let at = if frame[0] & 1 == 0 { 10 } else { 3 };
+    u32::from_be_bytes(frame[at..at + 4].try_into().unwrap())
+}
+
 #[test]
-fn late_viewer_starts_on_a_coalesced_keyframe() {
+fn late_viewers_start_from_the_keyframe_cache_when_the_publisher_never_sends_another() {
     let mut w = World::new();
     let p = w.publish("127.0.0.2:1000", "demo");
-    let early = w.subscribe("127.0.0.3:1000", "demo");
     w.connect_all();
     let mut src = Source::new(p, 0);
-    src.run(&mut w, 60); // 2 s of media, keyframes only when asked
-    let requests_before = w.clients[p].keyframe_requests;
+    src.deaf = true;
+    src.run(&mut w, 60); // 2 s of media: one keyframe at the start, then only deltas
 
-    // Three viewers join at once, 2 s in.
     let late: Vec<usize> = ["127.0.0.5:1000", "127.0.0.6:1000", "127.0.0.7:1000"]
         .iter()
         .map(|a| w.subscribe(a, "demo"))
@@ -132,20 +139,68 @@ fn late_viewer_starts_on_a_coalesced_keyframe() {
     src.run(&mut w, 30);
 
     for &v in &late {
-        let got = &w.clients[v].video_in;
-        assert!(got.len() >= 20, "late viewer {v} got {} frames", got.len());
-        assert!(got[0].1, "late viewer {v} starts on a keyframe");
+        let c = &w.clients[v];
+        let frames: Vec<u32> = c.video_in.iter().map(|(f, _)| counter(f)).collect();
+        assert!(c.video_in[0].1, "late viewer {v} starts on the cached keyframe");
+        assert_eq!(frames[0], 0, "the cached group starts at the publisher's only keyframe");
+        let expected: Vec<u32> = (0..frames.len() as u32).collect();
+        assert_eq!(frames, expected, "viewer {v}: the whole group, then live, nothing missing");
+        // The replayed group is compressed to 1 ms per frame so the viewer ends at the live
+        // edge; live frames then follow at the publisher's 33 ms pace.
+        let times = &c.video_time;
+        let replayed = times.windows(2).take_while(|t| t[1] - t[0] == 90).count();
+        assert!(replayed >= 55, "viewer {v}: {replayed} frames replayed at 1 ms spacing");
+        assert!(
+            times.windows(2).skip(replayed + 1).all(|t| t[1] - t[0] == 3000),
+            "viewer {v}: live spacing after the replay: {times:?}"
+        );
+        // One gapless sequence from the replay into the live stream.
+        for pair in c.video_seq.windows(2) {
+            assert_eq!(pair[1].0, pair[0].1 + 1, "viewer {v}: sequence gap {pair:?}");
+        }
     }
-    // The joins asked for keyframes, but coalescing let at most one per 300 ms through:
-    // within 1 s of joining, at most 4 requests (one at once, then one per window).
-    let new_requests = w.clients[p].keyframe_requests - requests_before;
-    assert!(
-        (1..=4).contains(&new_requests),
-        "publisher saw {new_requests} keyframe requests"
+    assert_eq!(w.sfu.stats().cache_starts, 3);
+    assert_eq!(
+        w.clients[p].keyframe_requests, 0,
+        "nobody had to ask the publisher for a keyframe"
     );
-    assert!(w.sfu.stats().keyframe_requests_in >= 3);
-    // The early viewer kept receiving throughout.
-    assert!(w.clients[early].video_in.len() >= 85);
+}
+
+#[test]
+fn keyframe_requests_from_many_viewers_are_coalesced() {
+    let mut w = World::new();
+    let p = w.publish("127.0.0.2:1000", "demo");
+    let viewers: Vec<usize> = (0..3)
+        .map(|i| w.subscribe(&format!("127.0.0.{}:1000", 5 + i), "demo"))
+        .collect();
+    w.connect_all();
+    let mut src = Source::new(p, 0);
+    src.run(&mut w, 30);
+    let before = w.clients[p].keyframe_requests;
+
+    // Every viewer asks for a keyframe (PLI) at the same moment, twice.
+    for _ in 0..2 {
+        for &v in &viewers {
+            let c = &mut w.clients[v];
+            let mid = c.video.unwrap();
+            c.rtc
+                .direct_api()
+                .stream_rx_by_mid(mid, None)
+                .expect("viewer receive stream")
+                .request_keyframe(str0m::media::KeyframeRequestKind::Pli);
+        }
+        w.run_for(Duration::from_millis(10));
+    }
+    src.run(&mut w, 30);
+    let seen = w.clients[p].keyframe_requests - before;
+    assert!(
+        (1..=2).contains(&seen),
+        "6 requests within 20 ms reached the publisher as {seen}"
+    );
+    assert!(w.sfu.stats().keyframe_requests_in >= 6);
+    for &v in &viewers {
+        assert!(w.clients[v].video_in.len() >= 55, "viewer {v} kept playing");
+    }
 }
 
 #[test]

@@ -16,6 +16,7 @@ pub struct Metrics {
     drops: IntCounterVec,
     keyframe_requests: IntCounterVec,
     peer_failures: IntCounter,
+    cache_starts: IntCounter,
     scrape: std::sync::Mutex<()>,
 }
 
@@ -94,6 +95,11 @@ impl Metrics {
                 "aethex_peer_failures_total",
                 "Sessions closed because their engine failed",
             ),
+            cache_starts: counter(
+                &registry,
+                "aethex_cache_starts_total",
+                "Viewers started from the keyframe cache, without waiting for a publisher keyframe",
+            ),
             registry,
             publishers,
             subscribers,
@@ -114,6 +120,7 @@ impl Metrics {
         set(&self.bytes_out, s.bytes_out);
         set(&self.packets_forwarded, s.packets_forwarded);
         set(&self.peer_failures, s.peer_failures);
+        set(&self.cache_starts, s.cache_starts);
         for reason in DropReason::ALL {
             set(
                 &self.drops.with_label_values(&[reason.label()]),

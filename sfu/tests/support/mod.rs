@@ -33,6 +33,8 @@ pub struct Client {
     pub audio_in: Vec<Vec<u8>>,
     /// Sequence numbers (first, last) of each received video frame.
     pub video_seq: Vec<(u64, u64)>,
+    /// RTP time (90 kHz, extended) of each received video frame.
+    pub video_time: Vec<u64>,
     pub keyframe_requests: usize,
     pub peer: Option<PeerId>,
 }
@@ -52,6 +54,7 @@ impl Client {
             video_in: Vec::new(),
             audio_in: Vec::new(),
             video_seq: Vec::new(),
+            video_time: Vec::new(),
             keyframe_requests: 0,
             peer: None,
         }
@@ -178,6 +181,7 @@ impl World {
                                     c.video_in.push((d.data.to_vec(), d.is_keyframe()));
                                     c.video_seq
                                         .push((**d.seq_range.start(), **d.seq_range.end()));
+                                    c.video_time.push(d.time.numer());
                                 } else {
                                     c.audio_in.push(d.data.to_vec());
                                 }
