@@ -20,7 +20,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Rtc};
 
-use crate::forward::{compressed_times, CachedPacket, OutTrack, Stream};
+use crate::forward::{compressed_times, replay_rate, CachedPacket, OutTrack, Queued, Stream, LONG_CACHE};
 use crate::peer::{Peer, PeerBroken, Role};
 use crate::stats::{DropReason, SfuStats};
 use crate::{
@@ -438,6 +438,15 @@ impl Sfu {
             }
             self.dirty.push_back(id);
         }
+        let replays: Vec<PeerId> = self
+            .peers
+            .values()
+            .filter(|p| !p.replay.is_empty() && p.replay_at <= now)
+            .map(|p| p.id)
+            .collect();
+        for id in replays {
+            self.pump_replay(id, now);
+        }
         let timeout = self.config.connect_timeout;
         let stale: Vec<PeerId> = self
             .peers
@@ -529,6 +538,11 @@ impl Sfu {
         }
         let far = self.last_now + Duration::from_secs(1);
         let peers = self.peers.values().map(|p| p.deadline);
+        let replays = self
+            .peers
+            .values()
+            .filter(|p| !p.replay.is_empty())
+            .map(|p| p.replay_at);
         let streams = self.streams.values().filter_map(|s| s.keyframes.deadline());
         let connect = self
             .peers
@@ -541,6 +555,7 @@ impl Sfu {
             .filter_map(|s| s.offline_since.map(|t| t + self.config.offline_grace));
         Output::Timeout(
             peers
+                .chain(replays)
                 .chain(streams)
                 .chain(connect)
                 .chain(grace)
@@ -667,6 +682,7 @@ impl Sfu {
     /// since, with timestamps compressed to end at the live edge (`forward::compressed_times`),
     /// then live packets follow in one continuous sequence. Returns whether it started.
     fn start_from_cache(&mut self, id: PeerId) -> bool {
+        let now = self.last_now;
         let Some(stream_id) = self.peers.get(&id).map(|p| p.stream.clone()) else {
             return false;
         };
@@ -680,11 +696,27 @@ impl Sfu {
         else {
             return false;
         };
-        let cached: Vec<CachedPacket> = stream.video_cache.packets().to_vec();
+        let cached = stream.video_cache.packets();
         if cached.is_empty() {
             return false;
         }
-        let times = compressed_times(&cached);
+        let span = stream.video_cache.span();
+        let rate = replay_rate(stream.video_cache.bytes(), span);
+        let times = compressed_times(cached);
+        let queue: Vec<Queued> = cached
+            .iter()
+            .zip(times)
+            .map(|(p, (time, wallclock))| Queued {
+                generation,
+                packet: CachedPacket {
+                    time,
+                    wallclock,
+                    ..p.clone()
+                },
+            })
+            .collect();
+        let packets = queue.len();
+        let keyframe_packets = cached.iter().take_while(|p| p.time == cached[0].time).count();
         {
             let Some(sub) = self.peers.get_mut(&id) else {
                 return false;
@@ -697,41 +729,72 @@ impl Sfu {
             }
             sub.needs_keyframe = false;
             track.seq.restart();
+            sub.replay_burst = keyframe_packets;
+            sub.replay.extend(queue);
+            sub.replay_at = now;
+            sub.replay_rate = rate;
         }
-        for (p, (time, wallclock)) in cached.iter().zip(times) {
+        self.stats.cache_starts += 1;
+        tracing::debug!(peer = %id, packets, ?span, "viewer starts from the keyframe cache");
+        // A long group takes a while to replay even when paced: ask for a fresh keyframe too
+        // (coalesced); the viewer jumps to it when it arrives.
+        if span > LONG_CACHE {
+            self.request_keyframe(&stream_id);
+        }
+        self.pump_replay(id, now);
+        true
+    }
+
+    /// Send a viewer's queued replay packets that are due at `now`, at its replay rate.
+    fn pump_replay(&mut self, id: PeerId, now: Instant) {
+        // Bounded: one call sends at most what the rate allows since the last one.
+        for _ in 0..100_000 {
+            let Some(sub) = self.peers.get_mut(&id) else {
+                return;
+            };
+            if sub.replay_at > now {
+                return;
+            }
+            let Some(q) = sub.replay.pop_front() else {
+                return;
+            };
+            if sub.replay_burst > 0 {
+                // The keyframe itself goes out at once, as a live keyframe would.
+                sub.replay_burst -= 1;
+            } else {
+                let bits = (q.packet.payload.len() as u64 + 40) * 8;
+                sub.replay_at +=
+                    Duration::from_nanos(bits * 1_000_000_000 / sub.replay_rate.max(1));
+            }
+            let Some(track) = sub.out_video.as_mut() else {
+                sub.replay.clear();
+                return;
+            };
+            let p = &q.packet;
             let out = Outgoing {
-                generation,
+                generation: q.generation,
                 params: p.params,
                 seq: p.seq,
-                time,
-                wallclock,
+                time: p.time,
+                wallclock: p.wallclock,
                 marker: p.marker,
                 ext_vals: &p.ext_vals,
                 payload: &p.payload,
-            };
-            let Some(sub) = self.peers.get_mut(&id) else {
-                return true;
-            };
-            let Some(track) = sub.out_video.as_mut() else {
-                return true;
             };
             match write_rtp(&mut sub.rtc, track, &out) {
                 Ok(true) => self.stats.packets_forwarded += 1,
                 Ok(false) => {}
                 Err(PeerBroken) => {
                     self.remove_peer(id, CloseReason::Failed);
-                    return true;
+                    return;
                 }
             }
             // str0m's contract: drain after every mutation.
             if let Err(PeerBroken) = self.drain_peer(id) {
                 self.remove_peer(id, CloseReason::Failed);
-                return true;
+                return;
             }
         }
-        self.stats.cache_starts += 1;
-        tracing::debug!(peer = %id, packets = cached.len(), "viewer started from the keyframe cache");
-        true
     }
 
     /// A subscriber (or the SFU) wants a keyframe for `stream`: coalesced per stream.
@@ -842,6 +905,7 @@ impl Sfu {
         let mut want_keyframe = false;
         let mut broken = Vec::new();
         let mut from_cache = Vec::new();
+        let mut replaying = Vec::new();
         for &sid in &stream.subscribers {
             let Some(sub) = self.peers.get_mut(&sid) else {
                 continue;
@@ -855,6 +919,30 @@ impl Sfu {
                 sub.out_audio.as_mut()
             };
             let Some(track) = track else { continue };
+            if video && !sub.replay.is_empty() {
+                if keyframe {
+                    // A fresh keyframe: skip what is left of the replay and go live from here.
+                    sub.replay.clear();
+                    track.seq.restart();
+                } else {
+                    // Keep order: live packets wait behind the replay, which drains faster
+                    // than real time.
+                    sub.replay.push_back(Queued {
+                        generation,
+                        packet: CachedPacket {
+                            params,
+                            seq: out.seq,
+                            time: out.time,
+                            wallclock: out.wallclock,
+                            marker: out.marker,
+                            ext_vals: out.ext_vals.clone(),
+                            payload: out.payload.clone(),
+                        },
+                    });
+                    replaying.push(sid);
+                    continue;
+                }
+            }
             if video && sub.needs_keyframe {
                 if !keyframe && !stream.video_cache.packets().is_empty() {
                     // Started below from the cache, which already holds this packet.
@@ -883,6 +971,9 @@ impl Sfu {
         }
         for sid in from_cache {
             self.start_from_cache(sid);
+        }
+        for sid in replaying {
+            self.pump_replay(sid, now);
         }
         if want_keyframe {
             self.request_keyframe(&stream_id);

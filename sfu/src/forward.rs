@@ -106,6 +106,24 @@ pub(crate) struct CachedPacket {
     pub payload: Arc<[u8]>,
 }
 
+/// A cached packet queued for one viewer's paced replay, with the publisher generation it
+/// belongs to (for payload-type and sequence mapping).
+pub(crate) struct Queued {
+    pub generation: u64,
+    pub packet: CachedPacket,
+}
+
+/// A cached group longer than this makes the SFU also ask for a fresh keyframe.
+pub(crate) const LONG_CACHE: Duration = Duration::from_secs(1);
+
+/// Replay pace: four times the group's own bitrate (so a viewer reaches the live edge in a
+/// quarter of the group's age), and never below 2 Mbit/s.
+pub(crate) fn replay_rate(bytes: usize, span: Duration) -> u64 {
+    let secs = span.as_secs_f64().max(0.033);
+    let bitrate = (bytes as f64 * 8.0 / secs) as u64;
+    (bitrate * 4).max(2_000_000)
+}
+
 /// Bounds of the keyframe cache; a group of pictures beyond them is not cached (viewers then
 /// wait for a keyframe as without a cache).
 const CACHE_MAX_PACKETS: usize = 6_000;
@@ -136,6 +154,25 @@ impl KeyframeCache {
         self.packets.push(packet);
         if self.packets.len() > CACHE_MAX_PACKETS || self.bytes > CACHE_MAX_BYTES {
             self.clear();
+        }
+    }
+
+    /// Payload bytes cached.
+    pub fn bytes(&self) -> usize {
+        if self.valid {
+            self.bytes
+        } else {
+            0
+        }
+    }
+
+    /// Media time from the first to the last cached packet (90 kHz timestamps).
+    pub fn span(&self) -> Duration {
+        match (self.packets().first(), self.packets().last()) {
+            (Some(a), Some(b)) => {
+                Duration::from_micros(u64::from(b.time.wrapping_sub(a.time)) * 1_000 / 90)
+            }
+            _ => Duration::ZERO,
         }
     }
 

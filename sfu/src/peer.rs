@@ -11,7 +11,8 @@ use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
 use str0m::rtp::Ssrc;
 use str0m::{Input, Output, Rtc};
 
-use crate::forward::OutTrack;
+use crate::forward::{OutTrack, Queued};
+use std::collections::VecDeque;
 use crate::{PeerId, StreamId};
 
 /// Publisher or subscriber.
@@ -39,6 +40,13 @@ pub(crate) struct Peer {
     pub connected: bool,
     /// Listed in the core's due-now queue.
     pub due_queued: bool,
+    /// Subscriber: cached and live video waiting for a paced replay (keyframe cache start).
+    pub replay: VecDeque<Queued>,
+    /// When the next replay packet may go, and the replay rate in bit/s.
+    pub replay_at: Instant,
+    pub replay_rate: u64,
+    /// Replay packets still to send unpaced (the cached keyframe).
+    pub replay_burst: usize,
     /// Kind of each negotiated mid, from the offer.
     pub kinds: HashMap<Mid, MediaKind>,
     /// Subscriber: the track carrying the stream's video / audio to this peer.
@@ -69,6 +77,10 @@ impl Peer {
             deadline: now,
             connected: false,
             due_queued: false,
+            replay: VecDeque::new(),
+            replay_at: now,
+            replay_rate: 0,
+            replay_burst: 0,
             kinds: HashMap::new(),
             out_video: None,
             out_audio: None,

@@ -242,7 +242,7 @@ impl World {
                 .chain([sfu_next])
                 .min()
                 .unwrap();
-            self.now = next.clamp(self.now + Duration::from_millis(1), end);
+            self.now = next.max(self.now + Duration::from_millis(1)).min(end);
         }
         self.settle();
     }
