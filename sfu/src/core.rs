@@ -20,7 +20,9 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Rtc};
 
-use crate::forward::{compressed_times, replay_rate, CachedPacket, OutTrack, Queued, Stream, LONG_CACHE};
+use crate::forward::{
+    compressed_times, replay_rate, CachedPacket, OutTrack, Queued, Stream, LONG_CACHE,
+};
 use crate::peer::{Peer, PeerBroken, Role};
 use crate::stats::{DropReason, SfuStats};
 use crate::{
@@ -716,7 +718,10 @@ impl Sfu {
             })
             .collect();
         let packets = queue.len();
-        let keyframe_packets = cached.iter().take_while(|p| p.time == cached[0].time).count();
+        let keyframe_packets = cached
+            .iter()
+            .take_while(|p| p.time == cached[0].time)
+            .count();
         {
             let Some(sub) = self.peers.get_mut(&id) else {
                 return false;

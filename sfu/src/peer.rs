@@ -12,8 +12,8 @@ use str0m::rtp::Ssrc;
 use str0m::{Input, Output, Rtc};
 
 use crate::forward::{OutTrack, Queued};
-use std::collections::VecDeque;
 use crate::{PeerId, StreamId};
+use std::collections::VecDeque;
 
 /// Publisher or subscriber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -141,22 +141,41 @@ fn late_viewers_start_from_the_keyframe_cache_when_the_publisher_never_sends_ano
     for &v in &late {
         let c = &w.clients[v];
         let frames: Vec<u32> = c.video_in.iter().map(|(f, _)| counter(f)).collect();
-        assert!(c.video_in[0].1, "late viewer {v} starts on the cached keyframe");
-        assert_eq!(frames[0], 0, "the cached group starts at the publisher's only keyframe");
+        assert!(
+            c.video_in[0].1,
+            "late viewer {v} starts on the cached keyframe"
+        );
+        assert_eq!(
+            frames[0], 0,
+            "the cached group starts at the publisher's only keyframe"
+        );
         let expected: Vec<u32> = (0..frames.len() as u32).collect();
-        assert_eq!(frames, expected, "viewer {v}: the whole group, then live, nothing missing");
+        assert_eq!(
+            frames, expected,
+            "viewer {v}: the whole group, then live, nothing missing"
+        );
         // The replayed group is compressed to 1 ms per frame so the viewer ends at the live
         // edge; live frames then follow at the publisher's 33 ms pace.
         let times = &c.video_time;
         let replayed = times.windows(2).take_while(|t| t[1] - t[0] == 90).count();
-        assert!(replayed >= 55, "viewer {v}: {replayed} frames replayed at 1 ms spacing");
         assert!(
-            times.windows(2).skip(replayed + 1).all(|t| t[1] - t[0] == 3000),
+            replayed >= 55,
+            "viewer {v}: {replayed} frames replayed at 1 ms spacing"
+        );
+        assert!(
+            times
+                .windows(2)
+                .skip(replayed + 1)
+                .all(|t| t[1] - t[0] == 3000),
             "viewer {v}: live spacing after the replay: {times:?}"
         );
         // One gapless sequence from the replay into the live stream.
         for pair in c.video_seq.windows(2) {
-            assert_eq!(pair[1].0, pair[0].1 + 1, "viewer {v}: sequence gap {pair:?}");
+            assert_eq!(
+                pair[1].0,
+                pair[0].1 + 1,
+                "viewer {v}: sequence gap {pair:?}"
+            );
         }
     }
     assert_eq!(w.sfu.stats().cache_starts, 3);
@@ -179,7 +198,11 @@ fn a_viewer_replaying_a_long_cache_jumps_to_a_fresh_keyframe() {
 
     let c = &w.clients[v];
     let frames: Vec<(u32, bool)> = c.video_in.iter().map(|(f, k)| (counter(f), *k)).collect();
-    assert_eq!(frames[0], (0, true), "starts on the cached keyframe at once");
+    assert_eq!(
+        frames[0],
+        (0, true),
+        "starts on the cached keyframe at once"
+    );
     let jump = frames
         .iter()
         .skip(1)
@@ -188,7 +211,10 @@ fn a_viewer_replaying_a_long_cache_jumps_to_a_fresh_keyframe() {
         .expect("the viewer moved to the fresh keyframe");
     let (fresh, _) = frames[jump];
     assert!(fresh >= 60, "the fresh keyframe is live (frame {fresh})");
-    assert!(jump < 60, "the rest of the old group was skipped ({jump} replayed)");
+    assert!(
+        jump < 60,
+        "the rest of the old group was skipped ({jump} replayed)"
+    );
     let after: Vec<u32> = frames[jump..].iter().map(|f| f.0).collect();
     let expected: Vec<u32> = (fresh..fresh + after.len() as u32).collect();
     assert_eq!(after, expected, "live and complete after the jump");
@@ -394,7 +420,13 @@ fn video_packet_lost_on_ingest_is_recovered_and_reaches_the_viewer() {
     let got: Vec<u32> = w.clients[v]
         .video_in
         .iter()
-        .map(|(f, _)| u32::from_be_bytes(f[if f[0] & 1 == 0 { 10 } else { 3 }..][..4].try_into().unwrap()))
+        .map(|(f, _)| {
+            u32::from_be_bytes(
+                f[if f[0] & 1 == 0 { 10 } else { 3 }..][..4]
+                    .try_into()
+                    .unwrap(),
+            )
+        })
         .collect();
     let first = got[0];
     let expected: Vec<u32> = (first..60).collect();

@@ -14,6 +14,9 @@ use str0m::media::{Direction, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Rtc};
 
+/// Decides whether a datagram (from, bytes) on its way to the SFU survives.
+pub type LossFilter = Box<dyn FnMut(SocketAddr, &[u8]) -> bool>;
+
 pub const SFU_ADDR: &str = "127.0.0.1:5000";
 
 pub fn sfu_addr() -> SocketAddr {
@@ -98,7 +101,7 @@ pub struct World {
     pub clients: Vec<Client>,
     pub to_sfu: VecDeque<(SocketAddr, Vec<u8>)>,
     /// Loss on the way to the SFU: return false to drop a datagram (from, bytes).
-    pub keep_to_sfu: Option<Box<dyn FnMut(SocketAddr, &[u8]) -> bool>>,
+    pub keep_to_sfu: Option<LossFilter>,
     /// Client index by address, so delivery stays O(1) with thousands of clients.
     pub index: HashMap<SocketAddr, usize>,
 }
