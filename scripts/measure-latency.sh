@@ -3,6 +3,9 @@
 # independent WebRTC peer (aiortc). Prints one JSON line per viewer and a summary with medians.
 #
 #   bash scripts/measure-latency.sh target/release/aethex [VIEWERS=10] [CODEC=vp8]
+#   env: WAIT=S seconds between the publisher going live and the first viewer (default 2);
+#        DEAF=1 makes the publisher ignore keyframe requests (viewers then start from the
+#        SFU's keyframe cache; the publisher sends a keyframe only at its start).
 #
 # Method: one aiortc publisher (640x360, 30 fps, wallclock barcode in every frame) goes live;
 # then VIEWERS aiortc viewers join one after another, each for 4 s. Per viewer:
@@ -27,9 +30,9 @@ for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && 
 
 DURATION=$(( VIEWERS * 5 + 10 ))
 $PY tests/peers/aiortc_peer.py publish --url "http://127.0.0.1:$PORT/whip" --token "$KEY" --codec "$CODEC" \
-  --duration "$DURATION" --keyint 100000 >"$OUT/publisher.jsonl" &
+  --duration "$DURATION" --keyint 100000 $([[ ${DEAF:-0} == 1 ]] && echo --ignore-pli) >"$OUT/publisher.jsonl" &
 for _ in $(seq 100); do grep -q '"live"' "$OUT/publisher.jsonl" 2>/dev/null && break; sleep 0.1; done
-sleep 2
+sleep "${WAIT:-2}"
 for i in $(seq "$VIEWERS"); do
   $PY tests/peers/aiortc_peer.py view --url "http://127.0.0.1:$PORT/whep/m" --duration 4 --min-video-frames 30 \
     | tee -a "$OUT/viewers.jsonl"

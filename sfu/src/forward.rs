@@ -140,9 +140,15 @@ pub(crate) struct KeyframeCache {
 }
 
 impl KeyframeCache {
-    /// Record a packet; `keyframe_start` begins a new group.
+    /// Record a packet; `keyframe_start` begins a new group, unless it belongs to the frame that
+    /// began the current one (H.264 sends the SPS/PPS and then the IDR slice, and both read as
+    /// keyframe starts: the group must keep the parameter sets).
     pub fn push(&mut self, packet: CachedPacket, keyframe_start: bool) {
-        if keyframe_start {
+        let same_frame = self
+            .packets
+            .first()
+            .is_some_and(|first| self.valid && first.time == packet.time);
+        if keyframe_start && !same_frame {
             self.packets.clear();
             self.bytes = 0;
             self.valid = true;
@@ -223,4 +229,72 @@ pub(crate) fn compressed_times(packets: &[CachedPacket]) -> Vec<(u32, Instant)> 
             (time, wallclock)
         })
         .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests pick an epoch from the clock once
+mod tests {
+    use super::*;
+    use str0m::format::CodecConfig;
+
+    fn packet(time: u32, byte: u8) -> CachedPacket {
+        let params = *CodecConfig::new_with_defaults().params().first().unwrap();
+        CachedPacket {
+            params,
+            seq: u64::from(byte),
+            time,
+            wallclock: Instant::now(),
+            marker: false,
+            ext_vals: ExtensionValues::default(),
+            payload: Arc::from(vec![byte; 100]),
+        }
+    }
+
+    #[test]
+    fn a_keyframe_over_several_start_packets_stays_one_group() {
+        let mut c = KeyframeCache::default();
+        c.push(packet(0, 1), false); // no keyframe yet: not cached
+        assert!(c.packets().is_empty());
+        c.push(packet(3000, 2), true); // SPS/PPS
+        c.push(packet(3000, 3), true); // IDR start, same frame
+        c.push(packet(6000, 4), false);
+        let seqs: Vec<u64> = c.packets().iter().map(|p| p.seq).collect();
+        assert_eq!(seqs, vec![2, 3, 4]);
+        c.push(packet(9000, 5), true); // the next keyframe starts a new group
+        let seqs: Vec<u64> = c.packets().iter().map(|p| p.seq).collect();
+        assert_eq!(seqs, vec![5]);
+        assert_eq!(c.bytes(), 100);
+    }
+
+    #[test]
+    fn compressed_times_end_at_the_last_frame_one_ms_apart() {
+        let t0 = Instant::now();
+        let mut group: Vec<CachedPacket> = [0u32, 0, 3000, 6000, 6000]
+            .iter()
+            .map(|t| packet(*t, 0))
+            .collect();
+        for (i, p) in group.iter_mut().enumerate() {
+            p.wallclock = t0 + Duration::from_millis(33 * i as u64);
+        }
+        let times = compressed_times(&group);
+        let rtp: Vec<u32> = times.iter().map(|t| t.0).collect();
+        assert_eq!(rtp, vec![6000 - 180, 6000 - 180, 6000 - 90, 6000, 6000]);
+        let last = group.last().unwrap().wallclock;
+        assert_eq!(times[0].1, last - Duration::from_millis(2));
+        assert_eq!(times[4].1, last);
+    }
+
+    #[test]
+    fn an_oversized_group_is_dropped_until_the_next_keyframe() {
+        let mut c = KeyframeCache::default();
+        c.push(packet(0, 1), true);
+        for i in 0..CACHE_MAX_PACKETS {
+            c.push(packet(3000 + i as u32, 2), false);
+        }
+        assert!(c.packets().is_empty(), "over the packet bound");
+        c.push(packet(1, 3), false);
+        assert!(c.packets().is_empty(), "stays empty until a keyframe");
+        c.push(packet(2, 4), true);
+        assert_eq!(c.packets().len(), 1);
+    }
 }

@@ -345,6 +345,7 @@ _wrap_encoder(H264Encoder, _h264_is_key)
 
 _orig_handle_rtcp = RTCRtpSender._handle_rtcp_packet
 IGNORE_REMB = False  # --ignore-remb: drop REMB so the encoder is never rebuilt by it
+IGNORE_PLI = False  # --ignore-pli: a publisher that never answers keyframe requests
 
 # --keyint N (H264 only): libx264's periodic IDR interval. aiortc leaves it at x264's default
 # (250 frames) and sets no gop_size, so a gop_size set right after the context is created
@@ -378,6 +379,8 @@ async def _counting_handle_rtcp(self, packet):
             if packet.fmt in (1, 4):  # PLI, FIR
                 if self.kind == "video":
                     KF.pli_fir_received += 1
+                if IGNORE_PLI:
+                    return None
             elif packet.fmt == 15:  # APP: REMB
                 KF.remb_received += 1
                 if IGNORE_REMB:
@@ -690,6 +693,9 @@ class ViewerStats:
             "g2g_ms_p50": pct(50),
             "g2g_ms_p95": pct(95),
             "g2g_ms_max": g[-1] if g else None,
+            # Median of the last 30 frames in arrival order: the delay once any catch-up
+            # (an SFU replaying its keyframe cache) is over.
+            "g2g_ms_last30_p50": sorted(self.g2g[-30:])[len(self.g2g[-30:]) // 2] if self.g2g else None,
             "g2g_samples": len(g),
             "max_video_gap_ms": round(self.max_gap_ms, 1),
             "pli_sent": len(PLI_SENT_AT),
@@ -930,6 +936,8 @@ def main():
                     help="H264: periodic IDR interval in frames (libx264 default 250)")
     pp.add_argument("--ignore-remb", action="store_true",
                     help="drop REMB (aiortc rebuilds the encoder = new keyframe on >10%% change)")
+    pp.add_argument("--ignore-pli", action="store_true",
+                    help="never answer PLI/FIR (a deaf publisher: late viewers need the SFU's cache)")
     pp.add_argument("--stats-out")
 
     pv = sub.add_parser("view", help="WHEP viewer")
@@ -961,9 +969,10 @@ def main():
     if a.verbose < 3:
         for name in ("aiortc", "aioice"):
             logging.getLogger(name).setLevel(max(level, logging.INFO))
-    global H264_KEYINT, IGNORE_REMB
+    global H264_KEYINT, IGNORE_REMB, IGNORE_PLI
     H264_KEYINT = getattr(a, "keyint", None)
     IGNORE_REMB = getattr(a, "ignore_remb", False)
+    IGNORE_PLI = getattr(a, "ignore_pli", False)
     fn = {"publish": cmd_publish, "view": cmd_view, "selftest": cmd_selftest}[a.cmd]
     hard_limit = getattr(a, "duration", 10) + 60
     try:
