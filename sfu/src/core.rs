@@ -392,6 +392,9 @@ impl Sfu {
         if reason == CloseReason::Failed {
             self.stats.peer_failures += 1;
         }
+        if reason == CloseReason::Disconnected {
+            self.stats.disconnects += 1;
+        }
         let mut went_offline = false;
         if let Some(stream) = self.streams.get_mut(&peer.stream) {
             stream.subscribers.remove(&id);

@@ -62,6 +62,9 @@ pub struct SfuStats {
     pub keyframe_requests_sent: u64,
     /// Peers closed because their engine failed or panicked.
     pub peer_failures: u64,
+    /// Sessions closed because the peer went silent (ICE consent freshness) or ICE/DTLS
+    /// disconnected.
+    pub disconnects: u64,
     /// Viewers started from the keyframe cache (without waiting for a publisher keyframe).
     pub cache_starts: u64,
 }

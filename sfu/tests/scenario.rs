@@ -432,3 +432,37 @@ fn video_packet_lost_on_ingest_is_recovered_and_reaches_the_viewer() {
     let expected: Vec<u32> = (first..60).collect();
     assert_eq!(got, expected, "the viewer misses no frame after its first");
 }
+
+#[test]
+fn a_viewer_that_goes_silent_is_closed_and_counted() {
+    let mut w = World::new();
+    let p = w.publish("127.0.0.2:1000", "demo");
+    let v = w.subscribe("127.0.0.3:1000", "demo");
+    let stays = w.subscribe("127.0.0.4:1000", "demo");
+    w.connect_all();
+    let mut src = Source::new(p, 0);
+    src.run(&mut w, 30);
+    assert_eq!(w.sfu.stats().subscribers, 2);
+
+    // The viewer's network goes away: nothing from it reaches the SFU any more (no consent
+    // checks, no RTCP), as when a laptop lid closes.
+    let gone = w.clients[v].addr;
+    w.keep_to_sfu = Some(Box::new(move |from, _| from != gone));
+    let mut silent_for = Duration::ZERO;
+    while w.sfu.stats().subscribers == 2 && silent_for < Duration::from_secs(60) {
+        src.run(&mut w, 30);
+        silent_for += Duration::from_millis(990);
+    }
+    assert_eq!(w.sfu.stats().subscribers, 1, "the silent viewer was closed");
+    assert!(
+        silent_for <= Duration::from_secs(40),
+        "within consent-freshness time: {silent_for:?}"
+    );
+    assert_eq!(w.sfu.stats().disconnects, 1, "counted");
+    let before = w.clients[stays].video_in.len();
+    src.run(&mut w, 30);
+    assert!(
+        w.clients[stays].video_in.len() >= before + 25,
+        "the other viewer plays on"
+    );
+}

@@ -17,6 +17,7 @@ pub struct Metrics {
     keyframe_requests: IntCounterVec,
     peer_failures: IntCounter,
     cache_starts: IntCounter,
+    disconnects: IntCounter,
     scrape: std::sync::Mutex<()>,
 }
 
@@ -100,6 +101,11 @@ impl Metrics {
                 "aethex_cache_starts_total",
                 "Viewers started from the keyframe cache, without waiting for a publisher keyframe",
             ),
+            disconnects: counter(
+                &registry,
+                "aethex_peer_disconnects_total",
+                "Sessions closed because the peer went silent (consent freshness) or ICE/DTLS dropped",
+            ),
             registry,
             publishers,
             subscribers,
@@ -121,6 +127,7 @@ impl Metrics {
         set(&self.packets_forwarded, s.packets_forwarded);
         set(&self.peer_failures, s.peer_failures);
         set(&self.cache_starts, s.cache_starts);
+        set(&self.disconnects, s.disconnects);
         for reason in DropReason::ALL {
             set(
                 &self.drops.with_label_values(&[reason.label()]),
