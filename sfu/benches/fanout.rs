@@ -17,21 +17,12 @@ use media_core::rtp::RtpHeader;
 use sfu::{Input, Output};
 use str0m::media::MediaKind;
 
+/// Filler bytes per frame: one RTP packet of about 1 kB.
+const FILLER: usize = 986;
+
 #[path = "../tests/support/mod.rs"]
 mod support;
 use support::*;
-
-/// A VP8 frame small enough for one RTP packet: the frame tag, then filler.
-fn frame(n: u32, key: bool) -> Vec<u8> {
-    let mut f = if key {
-        vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01]
-    } else {
-        vec![0x11, 0x02, 0x00]
-    };
-    f.extend_from_slice(&n.to_be_bytes());
-    f.resize(1000, (n % 251) as u8);
-    f
-}
 
 struct Bench {
     world: World,
@@ -56,7 +47,12 @@ impl Bench {
             frame: 0,
         };
         // Start everyone on a keyframe so the timed packets are plain forwarding.
-        b.world.clients[b.publisher].write(b.world.now, MediaKind::Video, 0, frame(0, true));
+        b.world.clients[b.publisher].write(
+            b.world.now,
+            MediaKind::Video,
+            0,
+            vp8_frame(0, true, FILLER),
+        );
         b.world.run_for(Duration::from_millis(50));
         let got = b
             .world
@@ -81,7 +77,7 @@ impl Bench {
             now,
             MediaKind::Video,
             u64::from(self.frame) * 3000,
-            frame(self.frame, false),
+            vp8_frame(self.frame, false, FILLER),
         );
         let mut rtcp = Vec::new();
         let mut packet = None;

@@ -16,19 +16,6 @@ use str0m::media::MediaKind;
 mod support;
 use support::*;
 
-fn vp8_frame(n: u32, key: bool) -> Vec<u8> {
-    // VP8 frame tag (RFC 6386 section 9.1): bit 0 is 0 for a keyframe; keyframes carry the
-    // start code 9d 01 2a and the dimensions.
-    let mut f = if key {
-        vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01]
-    } else {
-        vec![0x11, 0x02, 0x00]
-    };
-    f.extend_from_slice(&n.to_be_bytes());
-    f.extend(std::iter::repeat_n((n % 251) as u8, 300));
-    f
-}
-
 /// A publisher that sends a keyframe first and afterwards only when asked (unless `deaf`).
 struct Source {
     client: usize,
@@ -57,7 +44,7 @@ impl Source {
         let asked = c.keyframe_requests > self.answered_requests;
         self.answered_requests = c.keyframe_requests;
         let key = self.frame == 0 || (asked && !self.deaf);
-        let data = vp8_frame(self.frame, key);
+        let data = vp8_frame(self.frame, key, 300);
         c.write(w.now, MediaKind::Video, self.ts, data.clone());
         c.write(
             w.now,
@@ -115,11 +102,6 @@ fn subscribers_receive_publisher_frames_in_order_and_identical() {
         );
     }
     assert_eq!(w.sfu.stats().drops_for(DropReason::Malformed), 0);
-}
-
-fn counter(frame: &[u8]) -> u32 {
-    let at = if frame[0] & 1 == 0 { 10 } else { 3 };
-    u32::from_be_bytes(frame[at..at + 4].try_into().unwrap())
 }
 
 #[test]
@@ -420,13 +402,7 @@ fn video_packet_lost_on_ingest_is_recovered_and_reaches_the_viewer() {
     let got: Vec<u32> = w.clients[v]
         .video_in
         .iter()
-        .map(|(f, _)| {
-            u32::from_be_bytes(
-                f[if f[0] & 1 == 0 { 10 } else { 3 }..][..4]
-                    .try_into()
-                    .unwrap(),
-            )
-        })
+        .map(|(f, _)| counter(f))
         .collect();
     let first = got[0];
     let expected: Vec<u32> = (first..60).collect();

@@ -269,3 +269,22 @@ impl World {
         panic!("peers did not connect");
     }
 }
+
+/// A VP8 frame: the frame tag (RFC 6386 section 9.1: bit 0 is 0 for a keyframe; keyframes carry
+/// the start code 9d 01 2a and the dimensions), the frame counter, then `filler` bytes.
+pub fn vp8_frame(n: u32, key: bool, filler: usize) -> Vec<u8> {
+    let mut f = if key {
+        vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01]
+    } else {
+        vec![0x11, 0x02, 0x00]
+    };
+    f.extend_from_slice(&n.to_be_bytes());
+    f.extend(std::iter::repeat_n((n % 251) as u8, filler));
+    f
+}
+
+/// The counter of a frame made by [`vp8_frame`].
+pub fn counter(frame: &[u8]) -> u32 {
+    let at = if frame[0] & 1 == 0 { 10 } else { 3 };
+    u32::from_be_bytes(frame[at..at + 4].try_into().unwrap())
+}
