@@ -14,6 +14,9 @@
 //!   engine sees it, so the HTTP layer can refuse impossible offers with a clear error.
 //! - [`timeline`]: keep an outgoing RTP timeline continuous when the publisher behind it changes
 //!   (OBS reconnects with the same key).
+//! - [`layers`]: simulcast layer choice per viewer (bandwidth estimate with hysteresis, or a
+//!   pin) and the per-layer bitrate meter.
+//! - [`vp8ids`]: keep VP8 picture ids continuous when a viewer's source changes.
 //! - [`keyframe`]: coalesce keyframe requests (PLI/FIR) so at most one per interval reaches
 //!   the publisher, without ever losing one.
 #![warn(missing_docs)]
@@ -21,7 +24,9 @@
 pub mod demux;
 pub mod keyframe;
 pub mod keyframe_start;
+pub mod layers;
 pub mod routes;
 pub mod rtp;
 pub mod sdp;
 pub mod timeline;
+pub mod vp8ids;

@@ -52,6 +52,8 @@ pub struct MediaSection {
     pub direction: Direction,
     /// True when the port is 0 (a rejected or stopped section).
     pub disabled: bool,
+    /// The section has an `a=simulcast:` line (RFC 8853): several encodings, told apart by rid.
+    pub simulcast: bool,
 }
 
 /// Why an SDP could not be sniffed.
@@ -96,6 +98,7 @@ pub fn media_sections(sdp: &str) -> Result<Vec<MediaSection>, SdpSniffError> {
                 mid: None,
                 direction: Direction::SendRecv,
                 disabled,
+                simulcast: false,
             });
             continue;
         }
@@ -104,6 +107,8 @@ pub fn media_sections(sdp: &str) -> Result<Vec<MediaSection>, SdpSniffError> {
         };
         if let Some(mid) = line.strip_prefix("a=mid:") {
             section.mid = Some(mid.trim().to_string());
+        } else if line.starts_with("a=simulcast:") {
+            section.simulcast = true;
         } else {
             match line {
                 "a=sendrecv" => section.direction = Direction::SendRecv,
@@ -184,6 +189,9 @@ pub fn render_minimal(sections: &[MediaSection]) -> String {
             Direction::Inactive => "inactive",
         };
         s.push_str(&format!("a={dir}\r\n"));
+        if m.simulcast {
+            s.push_str("a=rid:q send\r\na=rid:f send\r\na=simulcast:send q;f\r\n");
+        }
     }
     s
 }
@@ -252,12 +260,14 @@ a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\nm=video 9 UDP/TLS/RTP/
                 Just(Direction::Inactive)
             ],
             any::<bool>(),
+            any::<bool>(),
         )
-            .prop_map(|(kind, mid, direction, disabled)| MediaSection {
+            .prop_map(|(kind, mid, direction, disabled, simulcast)| MediaSection {
                 kind,
                 mid,
                 direction,
                 disabled,
+                simulcast,
             })
     }
 

@@ -17,9 +17,13 @@ pub type SourceGeneration = u64;
 pub struct Rebaser {
     clock_hz: u32,
     source: Option<SourceGeneration>,
-    offset: i128,
+    /// Offset per simulcast layer of the current source (layer 0 without simulcast).
+    offsets: [Option<i128>; MAX_LAYERS],
     last_out: Option<(u64, Instant)>,
 }
+
+/// Simulcast layers a timeline keeps apart (RFC 8853 allows more; browsers and OBS send <= 3).
+pub const MAX_LAYERS: usize = 4;
 
 impl Rebaser {
     /// A timeline at `clock_hz` ticks per second (90 000 for video, 48 000 for Opus).
@@ -27,26 +31,50 @@ impl Rebaser {
         Self {
             clock_hz: clock_hz.max(1),
             source: None,
-            offset: 0,
+            offsets: [None; MAX_LAYERS],
             last_out: None,
         }
     }
 
     /// The output timestamp for a sample with `ticks` from `source`, observed at `now`.
     pub fn map(&mut self, source: SourceGeneration, ticks: u64, now: Instant) -> u64 {
+        self.map_layer(source, 0, ticks, now)
+    }
+
+    /// Like [`Rebaser::map`] for one simulcast `layer` of the source. Each layer has its own
+    /// random timestamp base; its first sample is placed where the timeline is by the wall
+    /// clock, so the layers line up to within their arrival jitter and a viewer switched
+    /// between them sees time run on. Layers at or above [`MAX_LAYERS`] share the last slot.
+    pub fn map_layer(
+        &mut self,
+        source: SourceGeneration,
+        layer: usize,
+        ticks: u64,
+        now: Instant,
+    ) -> u64 {
         if self.source != Some(source) {
-            self.offset = match self.last_out {
-                None => 0,
-                Some((last, at)) => {
-                    let elapsed = now.saturating_duration_since(at);
-                    let advance = (elapsed.as_nanos() * u128::from(self.clock_hz) / 1_000_000_000)
-                        .max(1) as i128;
-                    i128::from(last) + advance - i128::from(ticks)
-                }
-            };
+            self.offsets = [None; MAX_LAYERS];
             self.source = Some(source);
         }
-        let out = (i128::from(ticks) + self.offset).clamp(0, i128::from(u64::MAX)) as u64;
+        let slot = layer.min(MAX_LAYERS - 1);
+        let offset = match self.offsets[slot] {
+            Some(o) => o,
+            None => {
+                let o = match self.last_out {
+                    None => 0,
+                    Some((last, at)) => {
+                        let elapsed = now.saturating_duration_since(at);
+                        let advance = (elapsed.as_nanos() * u128::from(self.clock_hz)
+                            / 1_000_000_000)
+                            .max(1) as i128;
+                        i128::from(last) + advance - i128::from(ticks)
+                    }
+                };
+                self.offsets[slot] = Some(o);
+                o
+            }
+        };
+        let out = (i128::from(ticks) + offset).clamp(0, i128::from(u64::MAX)) as u64;
         self.last_out = Some((out, now));
         out
     }
@@ -93,6 +121,24 @@ mod tests {
         let mut r = Rebaser::new(48_000);
         r.map(1, 500, t0);
         assert!(r.map(2, 0, t0) > 500);
+    }
+
+    #[test]
+    fn simulcast_layers_with_their_own_bases_line_up_by_wall_clock() {
+        let t0 = Instant::now();
+        let mut r = Rebaser::new(90_000);
+        assert_eq!(r.map_layer(1, 0, 10_000, t0), 10_000);
+        // The high layer's first packet arrives 2 ms later with an unrelated base.
+        let t1 = t0 + Duration::from_millis(2);
+        assert_eq!(r.map_layer(1, 2, 7_000_000, t1), 10_180);
+        // Both continue with their own relative timing.
+        let t2 = t0 + Duration::from_millis(33);
+        assert_eq!(r.map_layer(1, 0, 13_000, t2), 13_000);
+        assert_eq!(r.map_layer(1, 2, 7_003_000, t2), 13_180);
+        // A new publisher resets every layer.
+        let t3 = t0 + Duration::from_secs(1);
+        let out = r.map_layer(2, 2, 5, t3);
+        assert_eq!(out, 13_180 + 90_000 - 2_970);
     }
 
     proptest! {

@@ -6,28 +6,25 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use media_core::demux::DatagramKind;
-use media_core::keyframe::Decision;
 use media_core::routes::{Route, Routes};
 use media_core::sdp::{self, Kind};
-use std::sync::Arc;
+use str0m::bwe::Bitrate;
 use str0m::change::SdpOffer;
 use str0m::format::{CodecConfig, PayloadParams};
-
-use media_core::keyframe_start::{starts_keyframe, VideoFormat};
-use str0m::format::Codec;
 use str0m::media::{MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Rtc};
 
-use crate::forward::{
-    compressed_times, replay_rate, CachedPacket, OutTrack, Queued, Stream, LONG_CACHE,
-};
+use crate::forward::{OutTrack, Stream, SubscribeOptions};
 use crate::peer::{Peer, PeerBroken, Role};
+use crate::simulcast::ViewerLayer;
 use crate::stats::{DropReason, SfuStats};
 use crate::{
     CloseReason, Input, Output, PeerId, SfuConfig, SfuError, SfuEvent, StreamId, Transmit,
 };
+
+/// A simulcast viewer's bandwidth estimator starts here (a low layer's worth) and probes up.
+const INITIAL_ESTIMATE_KBPS: u64 = 300;
 
 /// A publisher was accepted.
 #[derive(Debug, Clone)]
@@ -51,20 +48,20 @@ pub struct Subscribed {
 
 /// The sans-IO SFU. See the crate docs for the run loop.
 pub struct Sfu {
-    config: SfuConfig,
-    peers: HashMap<PeerId, Peer>,
-    routes: Routes<PeerId>,
+    pub(crate) config: SfuConfig,
+    pub(crate) peers: HashMap<PeerId, Peer>,
+    pub(crate) routes: Routes<PeerId>,
     /// Peers whose engine has work due now, run once per `poll_output`.
-    due_now: Vec<PeerId>,
-    streams: HashMap<StreamId, Stream>,
+    pub(crate) due_now: Vec<PeerId>,
+    pub(crate) streams: HashMap<StreamId, Stream>,
     /// Peers with work to drain.
-    dirty: VecDeque<PeerId>,
-    out: VecDeque<Output>,
-    next_id: u64,
-    rng: u64,
-    stats: SfuStats,
+    pub(crate) dirty: VecDeque<PeerId>,
+    pub(crate) out: VecDeque<Output>,
+    pub(crate) next_id: u64,
+    pub(crate) rng: u64,
+    pub(crate) stats: SfuStats,
     /// The latest instant seen in any input.
-    last_now: Instant,
+    pub(crate) last_now: Instant,
 }
 
 impl Sfu {
@@ -159,7 +156,7 @@ impl Sfu {
         if !replacing {
             self.admit()?;
         }
-        let (rtc, answer, ufrag) = self.accept(now, offer, publisher_codecs())?;
+        let (rtc, answer, ufrag) = self.accept(now, offer, publisher_codecs(), false)?;
         let kinds = accepted_kinds(&sections, &answer);
         if kinds.is_empty() {
             return Err(SfuError::Unusable(
@@ -177,8 +174,11 @@ impl Sfu {
         let replaced = entry.publisher.take();
         entry.generation += 1;
         entry.params = params;
-        entry.keyframes.reset();
-        entry.video_cache.clear();
+        entry.layers.clear();
+        entry.keyframes_before_layers.reset();
+        entry.simulcast = sections
+            .iter()
+            .any(|m| m.kind == Kind::Video && m.simulcast && !m.disabled);
         entry.publisher = Some(id);
         entry.offline_since = None;
         let generation = entry.generation;
@@ -201,6 +201,7 @@ impl Sfu {
         for sub in subscribers {
             if let Some(p) = self.peers.get_mut(&sub) {
                 p.needs_keyframe = true;
+                p.layer.reset();
             }
         }
         tracing::info!(stream = %stream, peer = %id, "publisher accepted");
@@ -211,12 +212,24 @@ impl Sfu {
         })
     }
 
-    /// Accept a WHEP offer for `stream`, which must be live.
+    /// Accept a WHEP offer for `stream`, which must be live, with default options.
     pub fn subscribe(
         &mut self,
         now: Instant,
         stream: StreamId,
         offer: &str,
+    ) -> Result<Subscribed, SfuError> {
+        self.subscribe_with(now, stream, offer, SubscribeOptions::default())
+    }
+
+    /// Accept a WHEP offer for `stream`, which must be live. A viewer of a simulcast stream gets
+    /// a bandwidth estimator (TWCC) that drives its layer unless `options.layer` pins one.
+    pub fn subscribe_with(
+        &mut self,
+        now: Instant,
+        stream: StreamId,
+        offer: &str,
+        options: SubscribeOptions,
     ) -> Result<Subscribed, SfuError> {
         let sections = sdp::media_sections(offer).map_err(|e| SfuError::BadOffer(e.to_string()))?;
         let receiving = sections.iter().any(|m| {
@@ -235,8 +248,9 @@ impl Sfu {
         let codecs = CodecConfig::new_from_payload_params(entry.params.clone());
         let has_video = entry.params.iter().any(|p| p.spec().codec.is_video());
         let has_audio = entry.params.iter().any(|p| p.spec().codec.is_audio());
+        let simulcast = entry.simulcast;
         self.admit()?;
-        let (rtc, answer, ufrag) = self.accept(now, offer, codecs)?;
+        let (rtc, answer, ufrag) = self.accept(now, offer, codecs, simulcast)?;
         let kinds = accepted_kinds(&sections, &answer);
         let out_video = first_of_kind(&sections, &kinds, MediaKind::Video);
         let out_audio = first_of_kind(&sections, &kinds, MediaKind::Audio);
@@ -267,11 +281,12 @@ impl Sfu {
         let first_seq = (self.random() & 0x3fff) as u16;
         peer.out_video = out_video.map(|mid| OutTrack::new(mid, first_seq));
         peer.out_audio = out_audio.map(|mid| OutTrack::new(mid, first_seq));
+        peer.layer = ViewerLayer::new(options.layer);
         self.insert_peer(peer);
         if let Some(s) = self.streams.get_mut(&stream) {
             s.subscribers.insert(id);
         }
-        tracing::info!(stream = %stream, peer = %id, "subscriber accepted");
+        tracing::info!(stream = %stream, peer = %id, layer = options.layer.as_str(), "subscriber accepted");
         Ok(Subscribed { peer: id, answer })
     }
 
@@ -333,6 +348,7 @@ impl Sfu {
         now: Instant,
         offer: &str,
         codecs: CodecConfig,
+        bwe: bool,
     ) -> Result<(Rtc, String, String), SfuError> {
         let parsed =
             SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::BadOffer(e.to_string()))?;
@@ -343,6 +359,9 @@ impl Sfu {
             .set_rtp_mode(true)
             .set_local_ice_credentials(creds)
             .clear_codecs();
+        if bwe {
+            builder = builder.enable_bwe(Some(Bitrate::kbps(INITIAL_ESTIMATE_KBPS)));
+        }
         *builder.codec_config() = codecs;
         let candidates = self.config.candidates.clone();
         let result = catch_unwind(AssertUnwindSafe(move || {
@@ -375,7 +394,7 @@ impl Sfu {
         self.drain();
     }
 
-    fn remove_peer(&mut self, id: PeerId, reason: CloseReason) {
+    pub(crate) fn remove_peer(&mut self, id: PeerId, reason: CloseReason) {
         let Some(mut peer) = self.peers.remove(&id) else {
             return;
         };
@@ -465,12 +484,13 @@ impl Sfu {
         let due_streams: Vec<StreamId> = self
             .streams
             .iter()
-            .filter(|(_, s)| s.keyframes.deadline().is_some_and(|d| d <= now))
+            .filter(|(_, s)| s.keyframe_deadline().is_some_and(|d| d <= now))
             .map(|(k, _)| k.clone())
             .collect();
         for stream in due_streams {
-            self.poll_keyframe(&stream, now);
+            self.poll_keyframes(&stream, now);
         }
+        self.evaluate_layers(now);
         let grace = self.config.offline_grace;
         let ended: Vec<PeerId> = self
             .streams
@@ -548,7 +568,11 @@ impl Sfu {
             .values()
             .filter(|p| !p.replay.is_empty())
             .map(|p| p.replay_at);
-        let streams = self.streams.values().filter_map(|s| s.keyframes.deadline());
+        let streams = self
+            .streams
+            .values()
+            .filter_map(|s| s.keyframe_deadline())
+            .chain(self.streams.values().filter_map(|s| s.next_evaluation));
         let connect = self
             .peers
             .values()
@@ -595,7 +619,7 @@ impl Sfu {
         }
     }
 
-    fn drain_peer(&mut self, id: PeerId) -> Result<(), PeerBroken> {
+    pub(crate) fn drain_peer(&mut self, id: PeerId) -> Result<(), PeerBroken> {
         // Bounded: an engine yields a finite burst before its next timeout.
         for _ in 0..100_000 {
             let Some(peer) = self.peers.get_mut(&id) else {
@@ -642,10 +666,13 @@ impl Sfu {
             }
             Event::RtpPacket(packet) => self.forward(id, packet),
             Event::KeyframeRequest(_) => {
-                if let Some(stream) = self.peers.get(&id).map(|p| p.stream.clone()) {
-                    self.request_keyframe(&stream);
+                if let Some(p) = self.peers.get(&id) {
+                    let stream = p.stream.clone();
+                    let layer = p.layer.current.or(p.layer.target);
+                    self.request_keyframe(&stream, layer);
                 }
             }
+            Event::EgressBitrateEstimate(kind) => self.on_estimate(id, kind),
             _ => {}
         }
     }
@@ -657,6 +684,7 @@ impl Sfu {
         peer.connected = true;
         let stream = peer.stream.clone();
         let publisher = peer.is_publisher();
+        let target = peer.layer.target;
         tracing::info!(peer = %id, stream = %stream, publisher, "session connected");
         self.out
             .push_back(Output::Event(SfuEvent::PeerConnected(id)));
@@ -668,371 +696,20 @@ impl Sfu {
                 .get(&stream)
                 .is_some_and(|s| !s.subscribers.is_empty());
             if has_viewers {
-                self.request_keyframe(&stream);
+                self.request_keyframe(&stream, None);
             }
         } else {
             // With a cached group the viewer starts from it on the next video packet (a frame
             // after its DTLS completes); without one it needs a fresh keyframe.
-            let cached = self
-                .streams
-                .get(&stream)
-                .is_some_and(|s| !s.video_cache.packets().is_empty());
-            if !cached {
-                self.request_keyframe(&stream);
-            }
-        }
-    }
-
-    /// Start a new viewer on the stream's cached group of pictures: the keyframe and everything
-    /// since, with timestamps compressed to end at the live edge (`forward::compressed_times`),
-    /// then live packets follow in one continuous sequence. Returns whether it started.
-    fn start_from_cache(&mut self, id: PeerId) -> bool {
-        let now = self.last_now;
-        let Some(stream_id) = self.peers.get(&id).map(|p| p.stream.clone()) else {
-            return false;
-        };
-        let Some(stream) = self.streams.get(&stream_id) else {
-            return false;
-        };
-        let Role::Publisher { generation } = stream
-            .publisher
-            .and_then(|p| self.peers.get(&p))
-            .map_or(Role::Subscriber, |p| p.role)
-        else {
-            return false;
-        };
-        let cached = stream.video_cache.packets();
-        if cached.is_empty() {
-            return false;
-        }
-        let span = stream.video_cache.span();
-        let rate = replay_rate(stream.video_cache.bytes(), span);
-        let times = compressed_times(cached);
-        let queue: Vec<Queued> = cached
-            .iter()
-            .zip(times)
-            .map(|(p, (time, wallclock))| Queued {
-                generation,
-                packet: CachedPacket {
-                    time,
-                    wallclock,
-                    ..p.clone()
-                },
-            })
-            .collect();
-        let packets = queue.len();
-        let keyframe_packets = cached
-            .iter()
-            .take_while(|p| p.time == cached[0].time)
-            .count();
-        {
-            let Some(sub) = self.peers.get_mut(&id) else {
-                return false;
-            };
-            let Some(track) = sub.out_video.as_mut() else {
-                return false;
-            };
-            if !sub.needs_keyframe {
-                return false;
-            }
-            sub.needs_keyframe = false;
-            track.seq.restart();
-            sub.replay_burst = keyframe_packets;
-            sub.replay.extend(queue);
-            sub.replay_at = now;
-            sub.replay_rate = rate;
-        }
-        self.stats.cache_starts += 1;
-        tracing::debug!(peer = %id, packets, ?span, "viewer starts from the keyframe cache");
-        // A long group takes a while to replay even when paced: ask for a fresh keyframe too
-        // (coalesced); the viewer jumps to it when it arrives.
-        if span > LONG_CACHE {
-            self.request_keyframe(&stream_id);
-        }
-        self.pump_replay(id, now);
-        true
-    }
-
-    /// Send a viewer's queued replay packets that are due at `now`, at its replay rate.
-    fn pump_replay(&mut self, id: PeerId, now: Instant) {
-        // Bounded: one call sends at most what the rate allows since the last one.
-        for _ in 0..100_000 {
-            let Some(sub) = self.peers.get_mut(&id) else {
+            let now = self.last_now;
+            let Some(s) = self.streams.get_mut(&stream) else {
                 return;
             };
-            if sub.replay_at > now {
-                return;
-            }
-            let Some(q) = sub.replay.pop_front() else {
-                return;
-            };
-            if sub.replay_burst > 0 {
-                // The keyframe itself goes out at once, as a live keyframe would.
-                sub.replay_burst -= 1;
-            } else {
-                let bits = (q.packet.payload.len() as u64 + 40) * 8;
-                sub.replay_at +=
-                    Duration::from_nanos(bits * 1_000_000_000 / sub.replay_rate.max(1));
-            }
-            let Some(track) = sub.out_video.as_mut() else {
-                sub.replay.clear();
-                return;
-            };
-            let p = &q.packet;
-            let out = Outgoing {
-                generation: q.generation,
-                params: p.params,
-                seq: p.seq,
-                time: p.time,
-                wallclock: p.wallclock,
-                marker: p.marker,
-                ext_vals: &p.ext_vals,
-                payload: &p.payload,
-            };
-            match write_rtp(&mut sub.rtc, track, &out) {
-                Ok(true) => self.stats.packets_forwarded += 1,
-                Ok(false) => {}
-                Err(PeerBroken) => {
-                    self.remove_peer(id, CloseReason::Failed);
-                    return;
-                }
-            }
-            // str0m's contract: drain after every mutation.
-            if let Err(PeerBroken) = self.drain_peer(id) {
-                self.remove_peer(id, CloseReason::Failed);
-                return;
+            if !s.has_cache() {
+                let layer = target.or_else(|| s.layers.lowest(now));
+                self.request_keyframe(&stream, layer);
             }
         }
-    }
-
-    /// A subscriber (or the SFU) wants a keyframe for `stream`: coalesced per stream.
-    fn request_keyframe(&mut self, stream: &StreamId) {
-        let now = self.last_now;
-        self.stats.keyframe_requests_in += 1;
-        let Some(s) = self.streams.get_mut(stream) else {
-            return;
-        };
-        if s.keyframes.request(now) == Decision::SendNow {
-            self.send_keyframe_request(stream);
-        }
-    }
-
-    fn poll_keyframe(&mut self, stream: &StreamId, now: Instant) {
-        let Some(s) = self.streams.get_mut(stream) else {
-            return;
-        };
-        if s.keyframes.poll(now) == Decision::SendNow {
-            self.send_keyframe_request(stream);
-        }
-    }
-
-    fn send_keyframe_request(&mut self, stream: &StreamId) {
-        let Some(pid) = self.streams.get(stream).and_then(|s| s.publisher) else {
-            return;
-        };
-        let Some(publisher) = self.peers.get_mut(&pid) else {
-            return;
-        };
-        if publisher.request_keyframe() {
-            self.stats.keyframe_requests_sent += 1;
-            self.dirty.push_back(pid);
-        }
-    }
-
-    /// One RTP packet from a publisher, fanned out to every subscriber of its stream. The
-    /// payload (`Arc<[u8]>`) is shared, never copied; each subscriber's engine gets the packet
-    /// with its own payload type, sequence number (continuous across publishers and keyframe
-    /// gating) and rebased timestamp, and protects it with its own SRTP context.
-    fn forward(&mut self, from: PeerId, packet: RtpPacket) {
-        let Some(publisher) = self.peers.get_mut(&from) else {
-            return;
-        };
-        let Role::Publisher { generation } = publisher.role else {
-            return;
-        };
-        let stream_id = publisher.stream.clone();
-        let Some(stream) = self.streams.get_mut(&stream_id) else {
-            return;
-        };
-        if stream.publisher != Some(from) {
-            return;
-        }
-        let pt = packet.header.payload_type;
-        let Some(params) = stream.params.iter().find(|p| p.pt() == pt).copied() else {
-            self.stats.drop(DropReason::UnknownPayloadType);
-            return;
-        };
-        let codec = params.spec().codec;
-        let video = codec.is_video();
-        if video {
-            // One simulcast layer per stream until layer switching exists (see docs): the
-            // first video SSRC seen is forwarded.
-            let ssrc = packet.header.ssrc;
-            match publisher.video_ssrc {
-                None => publisher.video_ssrc = Some(ssrc),
-                Some(chosen) if chosen != ssrc => return,
-                _ => {}
-            }
-        }
-        let now = self.last_now;
-        let timeline = if video {
-            &mut stream.video_timeline
-        } else {
-            &mut stream.audio_timeline
-        };
-        let ticks = timeline.map(generation, packet.time.numer(), now);
-        let keyframe =
-            video && video_format(codec).is_some_and(|f| starts_keyframe(f, &packet.payload));
-        if keyframe {
-            stream.keyframes.keyframe_seen();
-        }
-        if video {
-            stream.video_cache.push(
-                CachedPacket {
-                    params,
-                    seq: *packet.seq_no,
-                    time: ticks as u32,
-                    wallclock: packet.timestamp,
-                    marker: packet.header.marker,
-                    ext_vals: packet.header.ext_vals.clone(),
-                    payload: packet.payload.clone(),
-                },
-                keyframe,
-            );
-        }
-        let out = Outgoing {
-            generation,
-            params,
-            seq: *packet.seq_no,
-            time: ticks as u32,
-            wallclock: packet.timestamp,
-            marker: packet.header.marker,
-            ext_vals: &packet.header.ext_vals,
-            payload: &packet.payload,
-        };
-        let mut want_keyframe = false;
-        let mut broken = Vec::new();
-        let mut from_cache = Vec::new();
-        let mut replaying = Vec::new();
-        for &sid in &stream.subscribers {
-            let Some(sub) = self.peers.get_mut(&sid) else {
-                continue;
-            };
-            if !sub.connected {
-                continue;
-            }
-            let track = if video {
-                sub.out_video.as_mut()
-            } else {
-                sub.out_audio.as_mut()
-            };
-            let Some(track) = track else { continue };
-            if video && !sub.replay.is_empty() {
-                if keyframe {
-                    // A fresh keyframe: skip what is left of the replay and go live from here.
-                    sub.replay.clear();
-                    track.seq.restart();
-                } else {
-                    // Keep order: live packets wait behind the replay, which drains faster
-                    // than real time.
-                    sub.replay.push_back(Queued {
-                        generation,
-                        packet: CachedPacket {
-                            params,
-                            seq: out.seq,
-                            time: out.time,
-                            wallclock: out.wallclock,
-                            marker: out.marker,
-                            ext_vals: out.ext_vals.clone(),
-                            payload: out.payload.clone(),
-                        },
-                    });
-                    replaying.push(sid);
-                    continue;
-                }
-            }
-            if video && sub.needs_keyframe {
-                if !keyframe && !stream.video_cache.packets().is_empty() {
-                    // Started below from the cache, which already holds this packet.
-                    from_cache.push(sid);
-                    continue;
-                }
-                if !keyframe {
-                    self.stats.drop(DropReason::AwaitingKeyframe);
-                    want_keyframe = true;
-                    continue;
-                }
-                sub.needs_keyframe = false;
-                track.seq.restart();
-            }
-            match write_rtp(&mut sub.rtc, track, &out) {
-                Ok(true) => {
-                    self.stats.packets_forwarded += 1;
-                    self.dirty.push_back(sid);
-                }
-                Ok(false) => {}
-                Err(PeerBroken) => broken.push(sid),
-            }
-        }
-        for sid in broken {
-            self.remove_peer(sid, CloseReason::Failed);
-        }
-        for sid in from_cache {
-            self.start_from_cache(sid);
-        }
-        for sid in replaying {
-            self.pump_replay(sid, now);
-        }
-        if want_keyframe {
-            self.request_keyframe(&stream_id);
-        }
-    }
-}
-
-/// What every subscriber's copy of a forwarded packet shares.
-struct Outgoing<'a> {
-    generation: u64,
-    params: PayloadParams,
-    seq: u64,
-    time: u32,
-    wallclock: Instant,
-    marker: bool,
-    ext_vals: &'a ExtensionValues,
-    payload: &'a Arc<[u8]>,
-}
-
-/// Hand one packet to a subscriber's engine. `Ok(false)`: this peer cannot carry it (no
-/// matching codec, no send stream).
-fn write_rtp(rtc: &mut Rtc, track: &mut OutTrack, out: &Outgoing<'_>) -> Result<bool, PeerBroken> {
-    let result = catch_unwind(AssertUnwindSafe(|| {
-        let Some(pt) = track.payload_type(rtc, out.generation, out.params) else {
-            return false;
-        };
-        let seq = track.seq.map(out.generation, out.seq);
-        let mut api = rtc.direct_api();
-        let Some(tx) = api.stream_tx_by_mid(track.mid, None) else {
-            return false;
-        };
-        let write = RtpWrite::new(pt, seq.into(), out.time, out.wallclock, out.payload.clone())
-            .marker(out.marker)
-            .ext_vals(out.ext_vals.clone())
-            .nackable(out.params.spec().codec.is_video());
-        tx.write_rtp(write);
-        true
-    }));
-    result.map_err(|_| {
-        tracing::error!("engine panicked on write; closing peer");
-        PeerBroken
-    })
-}
-
-fn video_format(codec: Codec) -> Option<VideoFormat> {
-    match codec {
-        Codec::Vp8 => Some(VideoFormat::Vp8),
-        Codec::Vp9 => Some(VideoFormat::Vp9),
-        Codec::H264 => Some(VideoFormat::H264),
-        Codec::Av1 => Some(VideoFormat::Av1),
-        _ => None,
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use media_core::keyframe::KeyframeCoalescer;
+use media_core::layers::Pin;
 use media_core::rtp::SequenceMap;
 use media_core::timeline::Rebaser;
 use str0m::format::PayloadParams;
@@ -13,6 +14,7 @@ use str0m::media::{Mid, Pt};
 use str0m::rtp::ExtensionValues;
 use str0m::Rtc;
 
+use crate::simulcast::Layers;
 use crate::PeerId;
 
 /// One stream (channel): at most one live publisher and any number of subscribers.
@@ -25,9 +27,14 @@ pub(crate) struct Stream {
     pub params: Vec<PayloadParams>,
     pub video_timeline: Rebaser,
     pub audio_timeline: Rebaser,
-    pub keyframes: KeyframeCoalescer,
-    /// The video since the last keyframe start, for starting new viewers at once.
-    pub video_cache: KeyframeCache,
+    /// The publisher's video layers (one without simulcast), each with its keyframe cache.
+    pub layers: Layers,
+    /// Keyframe requests before any video arrived (no layer to address yet).
+    pub keyframes_before_layers: KeyframeCoalescer,
+    /// The publisher offered simulcast: viewers get a bandwidth estimator.
+    pub simulcast: bool,
+    /// When viewers' layer choices are next re-evaluated.
+    pub next_evaluation: Option<Instant>,
     /// When the publisher left (without a replacement); viewers are closed after the grace.
     pub offline_since: Option<Instant>,
 }
@@ -41,8 +48,10 @@ impl Stream {
             params: Vec::new(),
             video_timeline: Rebaser::new(90_000),
             audio_timeline: Rebaser::new(48_000),
-            keyframes: KeyframeCoalescer::new(keyframe_interval),
-            video_cache: KeyframeCache::default(),
+            layers: Layers::new(keyframe_interval),
+            keyframes_before_layers: KeyframeCoalescer::new(keyframe_interval),
+            simulcast: false,
+            next_evaluation: None,
             offline_since: None,
         }
     }
@@ -51,6 +60,31 @@ impl Stream {
     pub fn is_idle(&self) -> bool {
         self.publisher.is_none() && self.subscribers.is_empty()
     }
+
+    /// Whether any layer holds a usable cached group.
+    pub fn has_cache(&self) -> bool {
+        self.layers
+            .list
+            .iter()
+            .any(|l| !l.cache.packets().is_empty())
+    }
+
+    /// The earliest keyframe request deferred to the end of its interval, on any layer.
+    pub fn keyframe_deadline(&self) -> Option<Instant> {
+        self.layers
+            .list
+            .iter()
+            .filter_map(|l| l.keyframes.deadline())
+            .chain(self.keyframes_before_layers.deadline())
+            .min()
+    }
+}
+
+/// Options a viewer subscribes with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubscribeOptions {
+    /// Which simulcast layer to receive (`Auto`: follow the viewer's bandwidth estimate).
+    pub layer: Pin,
 }
 
 /// A subscriber's outgoing track (its video or audio m-line).

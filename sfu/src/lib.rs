@@ -19,13 +19,18 @@
 
 mod core;
 pub mod driver;
+mod fanout;
 mod forward;
 mod ids;
+mod layering;
 mod peer;
+mod simulcast;
 mod stats;
 
 pub use crate::core::{Published, Sfu, Subscribed};
+pub use forward::SubscribeOptions;
 pub use ids::{PeerId, StreamId, StreamIdError};
+pub use media_core::layers::Pin;
 pub use stats::{DropReason, SfuStats};
 
 use std::net::SocketAddr;

@@ -12,6 +12,7 @@ use str0m::rtp::Ssrc;
 use str0m::{Input, Output, Rtc};
 
 use crate::forward::{OutTrack, Queued};
+use crate::simulcast::ViewerLayer;
 use crate::{PeerId, StreamId};
 use std::collections::VecDeque;
 
@@ -54,8 +55,8 @@ pub(crate) struct Peer {
     pub out_audio: Option<OutTrack>,
     /// Subscriber: drop video until a keyframe arrives (new viewer, new publisher, loss).
     pub needs_keyframe: bool,
-    /// Publisher: the video SSRC forwarded (the first seen; one simulcast layer).
-    pub video_ssrc: Option<Ssrc>,
+    /// Subscriber: which simulcast layer it receives and wants.
+    pub layer: ViewerLayer,
 }
 
 impl Peer {
@@ -85,7 +86,7 @@ impl Peer {
             out_video: None,
             out_audio: None,
             needs_keyframe: true,
-            video_ssrc: None,
+            layer: ViewerLayer::default(),
         }
     }
 
@@ -125,10 +126,9 @@ impl Peer {
         }
     }
 
-    /// Ask this (publisher) peer for a keyframe on every video mid. Returns whether a request
-    /// went out.
-    pub fn request_keyframe(&mut self) -> bool {
-        let ssrc = self.video_ssrc;
+    /// Ask this (publisher) peer for a keyframe on the video stream `ssrc` (a simulcast
+    /// layer), or on every video mid. Returns whether a request went out.
+    pub fn request_keyframe(&mut self, ssrc: Option<Ssrc>) -> bool {
         let video_mids: Vec<Mid> = self
             .kinds
             .iter()

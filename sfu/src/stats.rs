@@ -67,6 +67,8 @@ pub struct SfuStats {
     pub disconnects: u64,
     /// Viewers started from the keyframe cache (without waiting for a publisher keyframe).
     pub cache_starts: u64,
+    /// Viewers moved from one simulcast layer to another (on the target layer's keyframe).
+    pub layer_switches: u64,
 }
 
 impl SfuStats {

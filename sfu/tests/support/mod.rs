@@ -7,10 +7,11 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use sfu::{Input, Output, PeerId, Sfu, SfuConfig, StreamId};
+use sfu::{Input, Output, PeerId, Sfu, SfuConfig, StreamId, SubscribeOptions};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, MediaTime, Mid};
+use str0m::format::CodecExtra;
+use str0m::media::{Direction, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Rtc};
 
@@ -39,6 +40,10 @@ pub struct Client {
     /// RTP time (90 kHz, extended) of each received video frame.
     pub video_time: Vec<u64>,
     pub keyframe_requests: usize,
+    /// The rid of each keyframe request received (simulcast publishers).
+    pub keyframe_rids: Vec<Option<Rid>>,
+    /// VP8 extended picture id of each received video frame.
+    pub video_pic: Vec<Option<u64>>,
     pub peer: Option<PeerId>,
 }
 
@@ -59,8 +64,40 @@ impl Client {
             video_seq: Vec::new(),
             video_time: Vec::new(),
             keyframe_requests: 0,
+            keyframe_rids: Vec::new(),
+            video_pic: Vec::new(),
             peer: None,
         }
+    }
+
+    /// A publisher offer whose video is simulcast with these rids (and audio).
+    pub fn offer_simulcast(&mut self, rids: &[&str]) -> (String, SdpPendingOffer) {
+        let mut sim = Simulcast::new();
+        for r in rids {
+            sim.add_send_layer(SimulcastLayer::new(r));
+        }
+        let mut api = self.rtc.sdp_api();
+        let v = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, Some(sim));
+        let a = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        self.video = Some(v);
+        self.audio = Some(a);
+        let (offer, pending) = api.apply().unwrap();
+        (offer.to_sdp_string(), pending)
+    }
+
+    /// Write one VP8 frame on simulcast layer `rid`.
+    pub fn write_layer(&mut self, now: Instant, rid: &str, ticks: u64, data: Vec<u8>) {
+        let writer = self.rtc.writer(self.video.unwrap()).unwrap();
+        let pt = writer
+            .payload_params()
+            .find(|p| p.spec().codec == Codec::Vp8)
+            .unwrap()
+            .pt();
+        let time = MediaTime::new(ticks, str0m::media::Frequency::new(90_000).unwrap());
+        writer
+            .rid(Rid::from(rid))
+            .write(pt, now, time, data)
+            .unwrap();
     }
 
     pub fn offer(&mut self, dir: Direction) -> (String, SdpPendingOffer) {
@@ -94,6 +131,75 @@ impl Client {
     }
 }
 
+/// A client's downlink (SFU to client): a bottleneck of `rate_bps` with a tail-drop queue of at
+/// most `max_queue`, a one-way `delay`, and seeded random loss.
+pub struct Link {
+    pub rate_bps: u64,
+    pub delay: Duration,
+    pub max_queue: Duration,
+    /// Probability (0..1) that a datagram is lost.
+    pub loss: f64,
+    rng: u64,
+    free_at: Option<Instant>,
+    in_flight: VecDeque<(Instant, Vec<u8>)>,
+    pub sent: u64,
+    pub dropped: u64,
+}
+
+impl Link {
+    pub fn new(rate_bps: u64, delay: Duration) -> Self {
+        Self {
+            rate_bps,
+            delay,
+            max_queue: Duration::from_millis(150),
+            loss: 0.0,
+            rng: 0x9E37_79B9_7F4A_7C15,
+            free_at: None,
+            in_flight: VecDeque::new(),
+            sent: 0,
+            dropped: 0,
+        }
+    }
+
+    /// A link with no bottleneck, only `loss` (seeded by `seed`).
+    pub fn lossy(loss: f64, seed: u64) -> Self {
+        let mut l = Self::new(1_000_000_000, Duration::from_millis(10));
+        l.loss = loss;
+        l.rng = seed | 1;
+        l
+    }
+
+    fn random(&mut self) -> f64 {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn push(&mut self, now: Instant, data: Vec<u8>) {
+        self.sent += 1;
+        if self.loss > 0.0 && self.random() < self.loss {
+            self.dropped += 1;
+            return;
+        }
+        let start = self.free_at.map_or(now, |f| f.max(now));
+        if start.saturating_duration_since(now) > self.max_queue {
+            self.dropped += 1;
+            return;
+        }
+        let bits = (data.len() as u64 + 28) * 8;
+        let done = start + Duration::from_nanos(bits * 1_000_000_000 / self.rate_bps.max(1));
+        self.free_at = Some(done);
+        self.in_flight.push_back((done + self.delay, data));
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        self.in_flight.front().map(|(t, _)| *t)
+    }
+}
+
 /// The in-memory network: clients, the SFU, virtual time.
 pub struct World {
     pub now: Instant,
@@ -104,6 +210,8 @@ pub struct World {
     pub keep_to_sfu: Option<LossFilter>,
     /// Client index by address, so delivery stays O(1) with thousands of clients.
     pub index: HashMap<SocketAddr, usize>,
+    /// Shaped downlinks by client address (others deliver at once).
+    pub links: HashMap<SocketAddr, Link>,
 }
 
 impl World {
@@ -127,12 +235,22 @@ impl World {
             to_sfu: VecDeque::new(),
             keep_to_sfu: None,
             index: HashMap::new(),
+            links: HashMap::new(),
         }
     }
 
     pub fn publish(&mut self, addr: &str, stream: &str) -> usize {
+        self.publish_with(addr, stream, &[])
+    }
+
+    /// A publisher; with `rids`, its video is simulcast in those layers.
+    pub fn publish_with(&mut self, addr: &str, stream: &str, rids: &[&str]) -> usize {
         let mut c = Client::new(self.now, addr);
-        let (offer, pending) = c.offer(Direction::SendOnly);
+        let (offer, pending) = if rids.is_empty() {
+            c.offer(Direction::SendOnly)
+        } else {
+            c.offer_simulcast(rids)
+        };
         let published = self
             .sfu
             .publish(self.now, StreamId::new(stream).unwrap(), &offer)
@@ -145,11 +263,15 @@ impl World {
     }
 
     pub fn subscribe(&mut self, addr: &str, stream: &str) -> usize {
+        self.subscribe_with(addr, stream, SubscribeOptions::default())
+    }
+
+    pub fn subscribe_with(&mut self, addr: &str, stream: &str, opts: SubscribeOptions) -> usize {
         let mut c = Client::new(self.now, addr);
         let (offer, pending) = c.offer(Direction::RecvOnly);
         let subscribed = self
             .sfu
-            .subscribe(self.now, StreamId::new(stream).unwrap(), &offer)
+            .subscribe_with(self.now, StreamId::new(stream).unwrap(), &offer, opts)
             .unwrap();
         c.accept(pending, &subscribed.answer);
         c.peer = Some(subscribed.peer);
@@ -185,11 +307,18 @@ impl World {
                                     c.video_seq
                                         .push((**d.seq_range.start(), **d.seq_range.end()));
                                     c.video_time.push(d.time.numer());
+                                    c.video_pic.push(match d.codec_extra {
+                                        CodecExtra::Vp8(e) => e.picture_id,
+                                        _ => None,
+                                    });
                                 } else {
                                     c.audio_in.push(d.data.to_vec());
                                 }
                             }
-                            Event::KeyframeRequest(_) => c.keyframe_requests += 1,
+                            Event::KeyframeRequest(r) => {
+                                c.keyframe_requests += 1;
+                                c.keyframe_rids.push(r.rid);
+                            }
                             _ => {}
                         },
                     }
@@ -208,11 +337,27 @@ impl World {
                     data: &data,
                 });
             }
+            for (addr, link) in self.links.iter_mut() {
+                while link.next_due().is_some_and(|t| t <= self.now) {
+                    let (_, data) = link.in_flight.pop_front().unwrap();
+                    moved = true;
+                    if let Some(c) = self.index.get(addr).map(|i| &mut self.clients[*i]) {
+                        let recv = Receive::new(Protocol::Udp, sfu_addr(), *addr, &data).unwrap();
+                        c.rtc
+                            .handle_input(str0m::Input::Receive(self.now, recv))
+                            .unwrap();
+                    }
+                }
+            }
             self.sfu.handle_input(Input::Timeout(self.now));
             loop {
                 match self.sfu.poll_output() {
                     Output::Transmit(t) => {
                         moved = true;
+                        if let Some(link) = self.links.get_mut(&t.to) {
+                            link.push(self.now, t.data);
+                            continue;
+                        }
                         if let Some(c) = self.index.get(&t.to).map(|i| &mut self.clients[*i]) {
                             let recv =
                                 Receive::new(Protocol::Udp, sfu_addr(), t.to, &t.data).unwrap();
@@ -243,6 +388,7 @@ impl World {
                 .iter()
                 .map(|c| c.deadline)
                 .chain([sfu_next])
+                .chain(self.links.values().filter_map(Link::next_due))
                 .min()
                 .unwrap();
             self.now = next.max(self.now + Duration::from_millis(1)).min(end);

@@ -1,0 +1,476 @@
+//! Forwarding: one publisher packet to every viewer of its stream (and of its layer), viewers
+//! started from a layer's keyframe cache, paced replays, layer switches on keyframes, and
+//! coalesced keyframe requests per layer.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use media_core::keyframe::Decision;
+use media_core::keyframe_start::{starts_keyframe, VideoFormat};
+use str0m::format::{Codec, PayloadParams};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
+use str0m::Rtc;
+
+use crate::core::Sfu;
+use crate::forward::{compressed_times, replay_rate, CachedPacket, OutTrack, Queued, LONG_CACHE};
+use crate::peer::{PeerBroken, Role};
+use crate::simulcast::{LayerId, ViewerLayer};
+use crate::stats::DropReason;
+use crate::{CloseReason, PeerId, StreamId};
+use media_core::layers::Pin;
+
+/// What every subscriber's copy of a forwarded packet shares.
+pub(crate) struct Outgoing<'a> {
+    pub generation: u64,
+    pub params: PayloadParams,
+    pub seq: u64,
+    pub time: u32,
+    pub wallclock: Instant,
+    pub marker: bool,
+    pub ext_vals: &'a ExtensionValues,
+    pub payload: &'a Arc<[u8]>,
+}
+
+impl Sfu {
+    /// Start a viewer on `layer`'s cached group of pictures: the keyframe and everything since,
+    /// with timestamps compressed to end at the live edge (`forward::compressed_times`), then
+    /// live packets follow in one continuous sequence. Returns whether it started.
+    pub(crate) fn start_from_cache(&mut self, id: PeerId, layer: LayerId) -> bool {
+        let now = self.last_now;
+        let Some(stream_id) = self.peers.get(&id).map(|p| p.stream.clone()) else {
+            return false;
+        };
+        let Some(stream) = self.streams.get(&stream_id) else {
+            return false;
+        };
+        let Role::Publisher { generation } = stream
+            .publisher
+            .and_then(|p| self.peers.get(&p))
+            .map_or(Role::Subscriber, |p| p.role)
+        else {
+            return false;
+        };
+        let Some(cache) = stream.layers.list.get(layer).map(|l| &l.cache) else {
+            return false;
+        };
+        let cached = cache.packets();
+        if cached.is_empty() {
+            return false;
+        }
+        let span = cache.span();
+        let rate = replay_rate(cache.bytes(), span);
+        let times = compressed_times(cached);
+        let queue: Vec<Queued> = cached
+            .iter()
+            .zip(times)
+            .map(|(p, (time, wallclock))| Queued {
+                generation,
+                packet: CachedPacket {
+                    time,
+                    wallclock,
+                    ..p.clone()
+                },
+            })
+            .collect();
+        let packets = queue.len();
+        let keyframe_packets = cached
+            .iter()
+            .take_while(|p| p.time == cached[0].time)
+            .count();
+        {
+            let Some(sub) = self.peers.get_mut(&id) else {
+                return false;
+            };
+            let Some(track) = sub.out_video.as_mut() else {
+                return false;
+            };
+            if !sub.needs_keyframe {
+                return false;
+            }
+            sub.needs_keyframe = false;
+            sub.layer.switch_to(layer);
+            track.seq.restart();
+            sub.replay.clear();
+            sub.replay_burst = keyframe_packets;
+            sub.replay.extend(queue);
+            sub.replay_at = now;
+            sub.replay_rate = rate;
+        }
+        self.stats.cache_starts += 1;
+        tracing::debug!(peer = %id, layer, packets, ?span, "viewer starts from the keyframe cache");
+        // A long group takes a while to replay even when paced: ask for a fresh keyframe too
+        // (coalesced); the viewer jumps to it when it arrives.
+        if span > LONG_CACHE {
+            self.request_keyframe(&stream_id, Some(layer));
+        }
+        self.pump_replay(id, now);
+        true
+    }
+
+    /// Send a viewer's queued replay packets that are due at `now`, at its replay rate.
+    pub(crate) fn pump_replay(&mut self, id: PeerId, now: Instant) {
+        // Bounded: one call sends at most what the rate allows since the last one.
+        for _ in 0..100_000 {
+            let Some(sub) = self.peers.get_mut(&id) else {
+                return;
+            };
+            if sub.replay_at > now {
+                return;
+            }
+            let Some(q) = sub.replay.pop_front() else {
+                return;
+            };
+            if sub.replay_burst > 0 {
+                // The keyframe itself goes out at once, as a live keyframe would.
+                sub.replay_burst -= 1;
+            } else {
+                let bits = (q.packet.payload.len() as u64 + 40) * 8;
+                sub.replay_at +=
+                    Duration::from_nanos(bits * 1_000_000_000 / sub.replay_rate.max(1));
+            }
+            let Some(track) = sub.out_video.as_mut() else {
+                sub.replay.clear();
+                return;
+            };
+            let p = &q.packet;
+            let out = Outgoing {
+                generation: q.generation,
+                params: p.params,
+                seq: p.seq,
+                time: p.time,
+                wallclock: p.wallclock,
+                marker: p.marker,
+                ext_vals: &p.ext_vals,
+                payload: &p.payload,
+            };
+            match write_rtp(&mut sub.rtc, track, Some(&mut sub.layer), &out) {
+                Ok(true) => self.stats.packets_forwarded += 1,
+                Ok(false) => {}
+                Err(PeerBroken) => {
+                    self.remove_peer(id, CloseReason::Failed);
+                    return;
+                }
+            }
+            // str0m's contract: drain after every mutation.
+            if let Err(PeerBroken) = self.drain_peer(id) {
+                self.remove_peer(id, CloseReason::Failed);
+                return;
+            }
+        }
+    }
+
+    /// A subscriber (or the SFU) wants a keyframe on `layer` of `stream` (`None`: every
+    /// layer): coalesced per layer.
+    pub(crate) fn request_keyframe(&mut self, stream: &StreamId, layer: Option<LayerId>) {
+        let now = self.last_now;
+        self.stats.keyframe_requests_in += 1;
+        let Some(s) = self.streams.get_mut(stream) else {
+            return;
+        };
+        let mut send = Vec::new();
+        if s.layers.list.is_empty() {
+            // Nothing received yet: ask the publisher's video as a whole.
+            if s.keyframes_before_layers.request(now) == Decision::SendNow {
+                send.push(None);
+            }
+        }
+        for (i, l) in s.layers.list.iter_mut().enumerate() {
+            if layer.is_some_and(|want| want != i) {
+                continue;
+            }
+            if l.keyframes.request(now) == Decision::SendNow {
+                send.push(Some(i));
+            }
+        }
+        for layer in send {
+            self.send_keyframe_request(stream, layer);
+        }
+    }
+
+    /// Send the keyframe requests whose coalescing interval ended.
+    pub(crate) fn poll_keyframes(&mut self, stream: &StreamId, now: Instant) {
+        let Some(s) = self.streams.get_mut(stream) else {
+            return;
+        };
+        let mut send = Vec::new();
+        if s.keyframes_before_layers.poll(now) == Decision::SendNow {
+            send.push(None);
+        }
+        for (i, l) in s.layers.list.iter_mut().enumerate() {
+            if l.keyframes.poll(now) == Decision::SendNow {
+                send.push(Some(i));
+            }
+        }
+        for layer in send {
+            self.send_keyframe_request(stream, layer);
+        }
+    }
+
+    fn send_keyframe_request(&mut self, stream: &StreamId, layer: Option<LayerId>) {
+        let Some(s) = self.streams.get(stream) else {
+            return;
+        };
+        let ssrc = layer.and_then(|l| s.layers.list.get(l)).map(|l| l.ssrc);
+        let Some(pid) = s.publisher else {
+            return;
+        };
+        let Some(publisher) = self.peers.get_mut(&pid) else {
+            return;
+        };
+        if publisher.request_keyframe(ssrc) {
+            self.stats.keyframe_requests_sent += 1;
+            self.dirty.push_back(pid);
+        }
+    }
+
+    /// One RTP packet from a publisher, fanned out to every subscriber of its stream that
+    /// receives its layer. The payload (`Arc<[u8]>`) is shared, never copied; each subscriber's
+    /// engine gets the packet with its own payload type, sequence number (continuous across
+    /// publishers, layer switches and keyframe gating), rebased timestamp and VP8 picture ids,
+    /// and protects it with its own SRTP context.
+    pub(crate) fn forward(&mut self, from: PeerId, packet: RtpPacket) {
+        let Some(publisher) = self.peers.get(&from) else {
+            return;
+        };
+        let Role::Publisher { generation } = publisher.role else {
+            return;
+        };
+        let stream_id = publisher.stream.clone();
+        let Some(stream) = self.streams.get_mut(&stream_id) else {
+            return;
+        };
+        if stream.publisher != Some(from) {
+            return;
+        }
+        let pt = packet.header.payload_type;
+        let Some(params) = stream.params.iter().find(|p| p.pt() == pt).copied() else {
+            self.stats.drop(DropReason::UnknownPayloadType);
+            return;
+        };
+        let codec = params.spec().codec;
+        let video = codec.is_video();
+        let now = self.last_now;
+        let ext_vals = forwarded_extensions(&packet.header.ext_vals);
+        let mut layer = 0;
+        let mut keyframe = false;
+        let ticks = if video {
+            let rid = packet.header.ext_vals.rid;
+            let Some(l) = stream.layers.classify(packet.header.ssrc, rid, now) else {
+                return;
+            };
+            layer = l;
+            let ticks = stream
+                .video_timeline
+                .map_layer(generation, l, packet.time.numer(), now);
+            keyframe = video_format(codec).is_some_and(|f| starts_keyframe(f, &packet.payload));
+            let entry = &mut stream.layers.list[l];
+            entry.meter.record(now, packet.payload.len());
+            if keyframe {
+                entry.keyframes.keyframe_seen();
+                stream.keyframes_before_layers.keyframe_seen();
+            }
+            entry.cache.push(
+                CachedPacket {
+                    params,
+                    seq: *packet.seq_no,
+                    time: ticks as u32,
+                    wallclock: packet.timestamp,
+                    marker: packet.header.marker,
+                    ext_vals: ext_vals.clone(),
+                    payload: packet.payload.clone(),
+                },
+                keyframe,
+            );
+            ticks
+        } else {
+            stream
+                .audio_timeline
+                .map(generation, packet.time.numer(), now)
+        };
+        let out = Outgoing {
+            generation,
+            params,
+            seq: *packet.seq_no,
+            time: ticks as u32,
+            wallclock: packet.timestamp,
+            marker: packet.header.marker,
+            ext_vals: &ext_vals,
+            payload: &packet.payload,
+        };
+        let cache_ready = video && !stream.layers.list[layer].cache.packets().is_empty();
+        let mut lowest: Option<Option<LayerId>> = None;
+        let mut want_keyframe = false;
+        let mut broken = Vec::new();
+        let mut from_cache = Vec::new();
+        let mut replaying = Vec::new();
+        let mut switched = Vec::new();
+        for &sid in &stream.subscribers {
+            let Some(sub) = self.peers.get_mut(&sid) else {
+                continue;
+            };
+            if !sub.connected {
+                continue;
+            }
+            let Some(track) = (if video {
+                sub.out_video.as_mut()
+            } else {
+                sub.out_audio.as_mut()
+            }) else {
+                continue;
+            };
+            if video {
+                if sub.layer.target.is_none() {
+                    sub.layer.target = if sub.layer.pin == Pin::Auto {
+                        *lowest.get_or_insert_with(|| stream.layers.lowest(now))
+                    } else {
+                        stream.layers.pinned(now, sub.layer.pin)
+                    };
+                }
+                let on_layer = sub.layer.current == Some(layer) && !sub.needs_keyframe;
+                if !on_layer {
+                    if sub.layer.target != Some(layer) {
+                        continue;
+                    }
+                    let starting = sub.needs_keyframe || sub.layer.current.is_none();
+                    if !keyframe {
+                        if !starting {
+                            // A switch waits for this layer's keyframe.
+                            continue;
+                        }
+                        if cache_ready {
+                            // Started below from the cache, which already holds this packet.
+                            from_cache.push(sid);
+                        } else {
+                            self.stats.drop(DropReason::AwaitingKeyframe);
+                            want_keyframe = true;
+                        }
+                        continue;
+                    }
+                    // This layer's keyframe: start or switch here.
+                    if !starting {
+                        switched.push((sid, sub.layer.current, sub.layer.switch_asked.take()));
+                    }
+                    sub.needs_keyframe = false;
+                    sub.layer.switch_to(layer);
+                    track.seq.restart();
+                    sub.replay.clear();
+                } else if !sub.replay.is_empty() {
+                    if keyframe {
+                        // A fresh keyframe: skip what is left of the replay and go live here.
+                        sub.replay.clear();
+                        sub.layer.switch_to(layer);
+                        track.seq.restart();
+                    } else {
+                        // Keep order: live packets wait behind the replay, which drains faster
+                        // than real time.
+                        sub.replay.push_back(Queued {
+                            generation,
+                            packet: CachedPacket {
+                                params,
+                                seq: out.seq,
+                                time: out.time,
+                                wallclock: out.wallclock,
+                                marker: out.marker,
+                                ext_vals: out.ext_vals.clone(),
+                                payload: out.payload.clone(),
+                            },
+                        });
+                        replaying.push(sid);
+                        continue;
+                    }
+                }
+            }
+            let layer_state = if video { Some(&mut sub.layer) } else { None };
+            match write_rtp(&mut sub.rtc, track, layer_state, &out) {
+                Ok(true) => {
+                    self.stats.packets_forwarded += 1;
+                    self.dirty.push_back(sid);
+                }
+                Ok(false) => {}
+                Err(PeerBroken) => broken.push(sid),
+            }
+        }
+        for (sid, old, asked) in switched {
+            self.stats.layer_switches += 1;
+            let took = asked.map(|t| now.saturating_duration_since(t));
+            let (from_name, to_name) = match self.streams.get(&stream_id) {
+                Some(s) => (old.map(|o| s.layers.name(o)), s.layers.name(layer)),
+                None => (None, String::new()),
+            };
+            tracing::debug!(peer = %sid, from = ?from_name, to = %to_name, ?took, "layer switch");
+        }
+        for sid in broken {
+            self.remove_peer(sid, CloseReason::Failed);
+        }
+        for sid in from_cache {
+            self.start_from_cache(sid, layer);
+        }
+        for sid in replaying {
+            self.pump_replay(sid, now);
+        }
+        if want_keyframe {
+            self.request_keyframe(&stream_id, Some(layer));
+        }
+    }
+}
+
+/// The publisher's header extensions as a viewer should get them: its own mid and rid are the
+/// viewer engine's to set (a publisher's rid on a viewer's single-layer track, or its mid on a
+/// viewer whose mids differ, would misroute the packet).
+fn forwarded_extensions(ext: &ExtensionValues) -> ExtensionValues {
+    let mut out = ext.clone();
+    out.mid = None;
+    out.rid = None;
+    out.rid_repair = None;
+    out
+}
+
+/// Hand one packet to a subscriber's engine. `layer` (video) rewrites VP8 picture ids to stay
+/// continuous across switches. `Ok(false)`: this peer cannot carry it (no matching codec, no
+/// send stream).
+pub(crate) fn write_rtp(
+    rtc: &mut Rtc,
+    track: &mut OutTrack,
+    layer: Option<&mut ViewerLayer>,
+    out: &Outgoing<'_>,
+) -> Result<bool, PeerBroken> {
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        let Some(pt) = track.payload_type(rtc, out.generation, out.params) else {
+            return false;
+        };
+        let seq = track.seq.map(out.generation, out.seq);
+        let codec = out.params.spec().codec;
+        let patch = match layer {
+            Some(l) if codec == Codec::Vp8 => l.vp8_patch(out.payload),
+            _ => None,
+        };
+        let mut api = rtc.direct_api();
+        let Some(tx) = api.stream_tx_by_mid(track.mid, None) else {
+            return false;
+        };
+        let mut write = RtpWrite::new(pt, seq.into(), out.time, out.wallclock, out.payload.clone())
+            .marker(out.marker)
+            .ext_vals(out.ext_vals.clone())
+            .nackable(codec.is_video());
+        if let Some(patch) = patch {
+            write = write.vp8_patch(patch);
+        }
+        tx.write_rtp(write);
+        true
+    }));
+    result.map_err(|_| {
+        tracing::error!("engine panicked on write; closing peer");
+        PeerBroken
+    })
+}
+
+fn video_format(codec: Codec) -> Option<VideoFormat> {
+    match codec {
+        Codec::Vp8 => Some(VideoFormat::Vp8),
+        Codec::Vp9 => Some(VideoFormat::Vp9),
+        Codec::H264 => Some(VideoFormat::H264),
+        Codec::Av1 => Some(VideoFormat::Av1),
+        _ => None,
+    }
+}
