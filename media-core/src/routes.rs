@@ -56,6 +56,15 @@ impl<Id: Copy + Eq + Hash> Routes<Id> {
         self.addrs_of.entry(id).or_default();
     }
 
+    /// A session's local ufrag changed (ICE restart): checks naming the new one introduce new
+    /// addresses; the addresses it already uses keep routing to it.
+    pub fn rename_session(&mut self, old: &str, new: &str, id: Id) {
+        if self.by_ufrag.get(old) == Some(&id) {
+            self.by_ufrag.remove(old);
+        }
+        self.by_ufrag.insert(new.to_owned(), id);
+    }
+
     /// Forget a session: its ufrag and every address it was reached from.
     pub fn remove_session(&mut self, ufrag: &str, id: Id) {
         if self.by_ufrag.get(ufrag) == Some(&id) {
@@ -97,6 +106,11 @@ impl<Id: Copy + Eq + Hash> Routes<Id> {
         self.addrs_of.entry(id).or_default().push(from);
     }
 
+    /// The addresses a session has been reached from.
+    pub fn addresses_of(&self, id: Id) -> &[SocketAddr] {
+        self.addrs_of.get(&id).map_or(&[], |v| v.as_slice())
+    }
+
     /// Sessions registered.
     pub fn sessions(&self) -> usize {
         self.by_ufrag.len()
@@ -133,6 +147,24 @@ mod tests {
             r.route(addr(9), &[0x80, 96, 0, 0]),
             Route::Known(1, DatagramKind::Rtp)
         );
+    }
+
+    #[test]
+    fn after_an_ice_restart_only_the_new_ufrag_introduces_addresses() {
+        let mut r = Routes::new();
+        r.add_session("old", 1u32);
+        r.learn(addr(1), 1);
+        r.rename_session("old", "new", 1);
+        let stale = binding_request_with_username([0; 12], "old:cli");
+        assert_eq!(r.route(addr(2), &stale), Route::UnknownSource);
+        let fresh = binding_request_with_username([0; 12], "new:cli");
+        assert_eq!(r.route(addr(2), &fresh), Route::Introduced(1));
+        // The address in use keeps working during the restart.
+        assert_eq!(r.route(addr(1), &[0x80]), Route::Known(1, DatagramKind::Rtp));
+        r.learn(addr(2), 1);
+        assert_eq!(r.addresses_of(1), &[addr(1), addr(2)]);
+        r.remove_session("new", 1);
+        assert_eq!((r.sessions(), r.addresses()), (0, 0));
     }
 
     #[test]

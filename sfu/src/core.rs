@@ -312,6 +312,60 @@ impl Sfu {
         Ok(added)
     }
 
+    /// ICE restart (RFC 9725 section 4.4): the client sent new credentials (and maybe
+    /// candidates) in a PATCH. The session keeps its DTLS association, SRTP contexts and
+    /// forwarding state; it gets fresh local credentials, returned for the PATCH response,
+    /// and connectivity checks with the new ones (from any address) move it over.
+    pub fn restart_ice(
+        &mut self,
+        peer: PeerId,
+        remote: IceCreds,
+        candidates: &[String],
+    ) -> Result<IceCreds, SfuError> {
+        if remote.ufrag.is_empty() || remote.pass.is_empty() {
+            return Err(SfuError::Unusable(
+                "an ICE restart needs a=ice-ufrag and a=ice-pwd".into(),
+            ));
+        }
+        if !self.peers.contains_key(&peer) {
+            return Err(SfuError::UnknownPeer);
+        }
+        let local = self.new_ice_creds();
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return Err(SfuError::UnknownPeer);
+        };
+        let rtc = &mut p.rtc;
+        let creds = local.clone();
+        let applied = catch_unwind(AssertUnwindSafe(|| {
+            let mut api = rtc.direct_api();
+            api.set_local_ice_credentials(creds);
+            api.set_remote_ice_credentials(remote);
+        }));
+        if applied.is_err() {
+            self.remove_peer(peer, CloseReason::Failed);
+            return Err(SfuError::Unavailable);
+        }
+        p.ice_restarting = true;
+        let old = std::mem::replace(&mut p.ufrag, local.ufrag.clone());
+        // Known addresses keep routing here; new ones are learned from checks naming the new
+        // ufrag.
+        self.routes.rename_session(&old, &local.ufrag, peer);
+        self.stats.ice_restarts += 1;
+        tracing::info!(peer = %peer, "ICE restart");
+        self.add_remote_candidates(peer, candidates)?;
+        Ok(local)
+    }
+
+    /// The `a=candidate:` lines this node puts in answers (for ICE restart responses).
+    pub fn local_candidates(&self) -> Vec<String> {
+        self.config
+            .candidates
+            .iter()
+            .filter_map(|a| Candidate::host(*a, "udp").ok())
+            .map(|c| format!("a={}", c.to_sdp_string()))
+            .collect()
+    }
+
     /// End a session (WHIP/WHEP DELETE).
     pub fn close(&mut self, peer: PeerId) -> Result<(), SfuError> {
         if !self.peers.contains_key(&peer) {
@@ -532,6 +586,7 @@ impl Sfu {
             self.stats.drop(DropReason::Rejected);
             return;
         }
+        let introduced = kind == DatagramKind::Stun && !self.routes.addresses_of(id).contains(&from);
         if kind == DatagramKind::Stun {
             // A valid check from a new address (peer-reflexive, NAT rebinding): route it here.
             self.routes.learn(from, id);
@@ -539,6 +594,19 @@ impl Sfu {
         if peer.handle_input(input).is_err() {
             self.remove_peer(id, CloseReason::Failed);
             return;
+        }
+        if introduced && peer.ice_restarting {
+            // The restarted peer proved a new address with its new credentials: the old
+            // paths are retired so media moves over.
+            peer.ice_restarting = false;
+            let old: Vec<SocketAddr> = self
+                .routes
+                .addresses_of(id)
+                .iter()
+                .copied()
+                .filter(|a| *a != from)
+                .collect();
+            peer.retire_remote_addresses(&old);
         }
         self.dirty.push_back(id);
     }

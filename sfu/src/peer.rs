@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
 use str0m::rtp::Ssrc;
-use str0m::{Input, Output, Rtc};
+use std::net::SocketAddr;
+use str0m::{Candidate, Input, Output, Rtc};
 
 use crate::forward::{OutTrack, Queued};
 use crate::simulcast::ViewerLayer;
@@ -57,6 +58,8 @@ pub(crate) struct Peer {
     pub needs_keyframe: bool,
     /// Subscriber: which simulcast layer it receives and wants.
     pub layer: ViewerLayer,
+    /// An ICE restart is under way: the first check from a new address retires the old ones.
+    pub ice_restarting: bool,
 }
 
 impl Peer {
@@ -87,6 +90,7 @@ impl Peer {
             out_audio: None,
             needs_keyframe: true,
             layer: ViewerLayer::default(),
+            ice_restarting: false,
         }
     }
 
@@ -152,6 +156,27 @@ impl Peer {
             sent
         }));
         sent.unwrap_or(false)
+    }
+
+    /// Retire the remote candidates at `addrs` (after an ICE restart moved the peer elsewhere),
+    /// so the engine sends on the new path instead of a higher-priority dead one.
+    pub fn retire_remote_addresses(&mut self, addrs: &[SocketAddr]) {
+        let rtc = &mut self.rtc;
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            let mut api = rtc.direct_api();
+            for addr in addrs {
+                for kind in ["host", "prflx"] {
+                    let line = format!(
+                        "candidate:retired 1 udp 1 {} {} typ {kind}",
+                        addr.ip(),
+                        addr.port()
+                    );
+                    if let Ok(c) = Candidate::from_sdp_string(&line) {
+                        api.invalidate_candidate(&c);
+                    }
+                }
+            }
+        }));
     }
 
     /// Close the engine side (sends DTLS close where possible).

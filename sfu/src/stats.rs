@@ -69,6 +69,8 @@ pub struct SfuStats {
     pub cache_starts: u64,
     /// Viewers moved from one simulcast layer to another (on the target layer's keyframe).
     pub layer_switches: u64,
+    /// Sessions whose ICE was restarted (PATCH with new credentials).
+    pub ice_restarts: u64,
 }
 
 impl SfuStats {

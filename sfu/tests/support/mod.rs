@@ -45,6 +45,8 @@ pub struct Client {
     /// VP8 extended picture id of each received video frame.
     pub video_pic: Vec<Option<u64>>,
     pub peer: Option<PeerId>,
+    /// The SDP answer the SFU gave this client.
+    pub answer: String,
 }
 
 impl Client {
@@ -67,6 +69,7 @@ impl Client {
             keyframe_rids: Vec::new(),
             video_pic: Vec::new(),
             peer: None,
+            answer: String::new(),
         }
     }
 
@@ -274,6 +277,7 @@ impl World {
             .subscribe_with(self.now, StreamId::new(stream).unwrap(), &offer, opts)
             .unwrap();
         c.accept(pending, &subscribed.answer);
+        c.answer = subscribed.answer;
         c.peer = Some(subscribed.peer);
         self.index.insert(c.addr, self.clients.len());
         self.clients.push(c);
