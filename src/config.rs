@@ -70,6 +70,9 @@ pub struct RtcConfig {
     pub advertise_ips: Vec<IpAddr>,
     /// STUN/TURN servers announced to clients.
     pub ice_servers: Vec<IceServerConfig>,
+    /// Also accept ICE over TCP (RFC 6544) on the UDP port's number, for networks that block
+    /// UDP.
+    pub ice_tcp: bool,
 }
 
 impl Default for RtcConfig {
@@ -79,6 +82,7 @@ impl Default for RtcConfig {
             bind_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             advertise_ips: Vec::new(),
             ice_servers: Vec::new(),
+            ice_tcp: true,
         }
     }
 }
@@ -123,9 +127,14 @@ impl Default for SfuConfig {
 
 impl SfuConfig {
     /// The sans-IO core's configuration for these candidates.
-    pub fn core(&self, candidates: Vec<SocketAddr>) -> sfu::SfuConfig {
+    pub fn core(
+        &self,
+        candidates: Vec<SocketAddr>,
+        tcp_candidates: Vec<SocketAddr>,
+    ) -> sfu::SfuConfig {
         sfu::SfuConfig {
             candidates,
+            tcp_candidates,
             keyframe_request_interval: Duration::from_millis(self.keyframe_request_interval_ms),
             max_peers: self.max_peers,
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),

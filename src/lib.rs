@@ -20,14 +20,47 @@ pub struct Listeners {
     pub http: TcpListener,
     /// Media (ICE/DTLS/SRTP).
     pub udp: UdpSocket,
+    /// ICE-TCP, on the UDP port's number (when `rtc.ice_tcp`).
+    pub tcp: Option<TcpListener>,
 }
 
 impl Listeners {
     /// Bind both sockets from the configuration.
     pub async fn bind(config: &Config) -> std::io::Result<Self> {
         let http = TcpListener::bind(config.http.listen).await?;
-        let udp = UdpSocket::bind(SocketAddr::new(config.rtc.bind_ip, config.rtc.udp_port)).await?;
-        Ok(Self { http, udp })
+        let media = SocketAddr::new(config.rtc.bind_ip, config.rtc.udp_port);
+        if !config.rtc.ice_tcp {
+            let udp = UdpSocket::bind(media).await?;
+            return Ok(Self {
+                http,
+                udp,
+                tcp: None,
+            });
+        }
+        // ICE-TCP listens on the UDP port's number. With an ephemeral UDP port (0) that number
+        // may be taken on TCP: try a few.
+        let attempts = if config.rtc.udp_port == 0 { 16 } else { 1 };
+        let mut last = None;
+        for _ in 0..attempts {
+            let udp = UdpSocket::bind(media).await?;
+            let port = udp.local_addr()?.port();
+            match TcpListener::bind(SocketAddr::new(config.rtc.bind_ip, port)).await {
+                Ok(tcp) => {
+                    return Ok(Self {
+                        http,
+                        udp,
+                        tcp: Some(tcp),
+                    })
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| std::io::Error::other("no port for ICE-TCP")))
+    }
+
+    /// Bound ICE-TCP address, when ICE-TCP is on.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Bound HTTP address.
@@ -66,16 +99,23 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let udp_port = listeners.udp_addr().port();
-    let candidates: Vec<SocketAddr> = config
-        .rtc
-        .effective_advertise_ips()
-        .into_iter()
-        .map(|ip| SocketAddr::new(ip, udp_port))
+    let advertised = config.rtc.effective_advertise_ips();
+    let candidates: Vec<SocketAddr> = advertised
+        .iter()
+        .map(|ip| SocketAddr::new(*ip, udp_port))
         .collect();
+    let tcp_candidates: Vec<SocketAddr> = match listeners.tcp_addr() {
+        Some(a) => advertised
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, a.port()))
+            .collect(),
+        None => Vec::new(),
+    };
     let seed = std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish();
-    let (sfu, driver) = sfu::driver::spawn(listeners.udp, config.sfu.core(candidates), seed)?;
+    let core = config.sfu.core(candidates, tcp_candidates);
+    let (sfu, driver) = sfu::driver::spawn(listeners.udp, listeners.tcp, core, seed)?;
 
     let sessions = Arc::new(Sessions::default());
     let mut events = sfu.events();

@@ -169,7 +169,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let listeners = Listeners::bind(&config).await.with_context(|| {
         format!(
-            "binding HTTP {} and UDP {}:{}",
+            "binding HTTP {} and UDP (and ICE-TCP) {}:{}",
             config.http.listen, config.rtc.bind_ip, config.rtc.udp_port
         )
     })?;
@@ -209,6 +209,9 @@ fn print_banner(
         l.udp_addr(),
         ips.join(", ")
     );
+    if let Some(tcp) = l.tcp_addr() {
+        let _ = writeln!(out, "  media (ICE-TCP) {tcp}  for networks that block UDP");
+    }
     let _ = writeln!(
         out,
         "  data            {}",

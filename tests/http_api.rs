@@ -212,12 +212,19 @@ fn whep_bad_requests_get_4xx_with_json_codes() {
 #[test]
 fn whip_resource_lifecycle_follows_rfc9725() {
     let (server, key) = setup("lifecycle");
+    let sdp = offer(None);
+    let ufrag = sdp
+        .lines()
+        .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
+        .unwrap()
+        .trim()
+        .to_string();
     let resp = http()
         .post(format!("{}/whip", server.base))
         .header("content-type", "application/sdp")
         .header("origin", "http://example.test")
         .bearer_auth(&key)
-        .body(offer(None))
+        .body(sdp)
         .send()
         .unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
@@ -248,13 +255,15 @@ fn whip_resource_lifecycle_follows_rfc9725() {
         .unwrap();
     assert_eq!(opts.status(), StatusCode::NO_CONTENT);
     assert_eq!(opts.headers()["accept-post"], "application/sdp");
-    let frag = "a=ice-ufrag:abcd\r\na=ice-pwd:efghijklmnopqrstuvwxyz12\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 40001 typ host\r\n";
+    // A trickle fragment carries the session's current ufrag (RFC 8840); a new one would be an
+    // ICE restart (the router tests cover the restart exchange).
+    let frag = format!("a=ice-ufrag:{ufrag}\r\na=ice-pwd:efghijklmnopqrstuvwxyz12\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 40001 typ host\r\n");
     let patch = |ctype: &str, if_match: &str| {
         http()
             .patch(&resource)
             .header("content-type", ctype)
             .header("if-match", if_match)
-            .body(frag)
+            .body(frag.clone())
             .send()
             .unwrap()
     };

@@ -160,7 +160,10 @@ mod tests {
         let fresh = binding_request_with_username([0; 12], "new:cli");
         assert_eq!(r.route(addr(2), &fresh), Route::Introduced(1));
         // The address in use keeps working during the restart.
-        assert_eq!(r.route(addr(1), &[0x80]), Route::Known(1, DatagramKind::Rtp));
+        assert_eq!(
+            r.route(addr(1), &[0x80]),
+            Route::Known(1, DatagramKind::Rtp)
+        );
         r.learn(addr(2), 1);
         assert_eq!(r.addresses_of(1), &[addr(1), addr(2)]);
         r.remove_session("new", 1);

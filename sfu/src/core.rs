@@ -12,7 +12,7 @@ use str0m::bwe::Bitrate;
 use str0m::change::SdpOffer;
 use str0m::format::{CodecConfig, PayloadParams};
 use str0m::media::{MediaKind, Mid};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Rtc};
 
 use crate::forward::{OutTrack, Stream, SubscribeOptions};
@@ -20,7 +20,8 @@ use crate::peer::{Peer, PeerBroken, Role};
 use crate::simulcast::ViewerLayer;
 use crate::stats::{DropReason, SfuStats};
 use crate::{
-    CloseReason, Input, Output, PeerId, SfuConfig, SfuError, SfuEvent, StreamId, Transmit,
+    CloseReason, IceRestarted, Input, Output, PeerId, SfuConfig, SfuError, SfuEvent, StreamId,
+    Transmit,
 };
 
 /// A simulcast viewer's bandwidth estimator starts here (a low layer's worth) and probes up.
@@ -319,9 +320,14 @@ impl Sfu {
     pub fn restart_ice(
         &mut self,
         peer: PeerId,
-        remote: IceCreds,
+        ufrag: &str,
+        pwd: &str,
         candidates: &[String],
-    ) -> Result<IceCreds, SfuError> {
+    ) -> Result<IceRestarted, SfuError> {
+        let remote = IceCreds {
+            ufrag: ufrag.trim().to_string(),
+            pass: pwd.trim().to_string(),
+        };
         if remote.ufrag.is_empty() || remote.pass.is_empty() {
             return Err(SfuError::Unusable(
                 "an ICE restart needs a=ice-ufrag and a=ice-pwd".into(),
@@ -353,15 +359,26 @@ impl Sfu {
         self.stats.ice_restarts += 1;
         tracing::info!(peer = %peer, "ICE restart");
         self.add_remote_candidates(peer, candidates)?;
-        Ok(local)
+        Ok(IceRestarted {
+            ufrag: local.ufrag,
+            pwd: local.pass,
+            candidates: self.local_candidates(),
+        })
     }
 
     /// The `a=candidate:` lines this node puts in answers (for ICE restart responses).
     pub fn local_candidates(&self) -> Vec<String> {
-        self.config
+        let udp = self
+            .config
             .candidates
             .iter()
-            .filter_map(|a| Candidate::host(*a, "udp").ok())
+            .filter_map(|a| Candidate::host(*a, "udp").ok());
+        let tcp = self
+            .config
+            .tcp_candidates
+            .iter()
+            .filter_map(|a| passive_tcp_candidate(*a));
+        udp.chain(tcp)
             .map(|c| format!("a={}", c.to_sdp_string()))
             .collect()
     }
@@ -418,10 +435,16 @@ impl Sfu {
         }
         *builder.codec_config() = codecs;
         let candidates = self.config.candidates.clone();
+        let tcp_candidates = self.config.tcp_candidates.clone();
         let result = catch_unwind(AssertUnwindSafe(move || {
             let mut rtc = builder.build(now);
             for addr in candidates {
                 if let Ok(c) = Candidate::host(addr, "udp") {
+                    rtc.add_local_candidate(c);
+                }
+            }
+            for addr in tcp_candidates {
+                if let Some(c) = passive_tcp_candidate(addr) {
                     rtc.add_local_candidate(c);
                 }
             }
@@ -493,7 +516,12 @@ impl Sfu {
     pub fn handle_input(&mut self, input: Input<'_>) {
         match input {
             Input::Timeout(now) => self.handle_timeout(now),
-            Input::Datagram { at, from, to, data } => self.handle_datagram(at, from, to, data),
+            Input::Datagram { at, from, to, data } => {
+                self.handle_datagram(at, from, to, data, Protocol::Udp)
+            }
+            Input::Framed { at, from, to, data } => {
+                self.handle_datagram(at, from, to, data, Protocol::Tcp)
+            }
         }
         self.drain();
     }
@@ -557,7 +585,14 @@ impl Sfu {
         }
     }
 
-    fn handle_datagram(&mut self, at: Instant, from: SocketAddr, to: SocketAddr, data: &[u8]) {
+    fn handle_datagram(
+        &mut self,
+        at: Instant,
+        from: SocketAddr,
+        to: SocketAddr,
+        data: &[u8],
+        proto: Protocol,
+    ) {
         self.last_now = self.last_now.max(at);
         self.stats.packets_in += 1;
         self.stats.bytes_in += data.len() as u64;
@@ -573,8 +608,8 @@ impl Sfu {
                 return;
             }
         };
-        let to = self.local_address(to);
-        let Ok(receive) = Receive::new(Protocol::Udp, from, to, data) else {
+        let to = self.local_address(to, proto);
+        let Ok(receive) = Receive::new(proto, from, to, data) else {
             self.stats.drop(DropReason::Malformed);
             return;
         };
@@ -586,7 +621,8 @@ impl Sfu {
             self.stats.drop(DropReason::Rejected);
             return;
         }
-        let introduced = kind == DatagramKind::Stun && !self.routes.addresses_of(id).contains(&from);
+        let introduced =
+            kind == DatagramKind::Stun && !self.routes.addresses_of(id).contains(&from);
         if kind == DatagramKind::Stun {
             // A valid check from a new address (peer-reflexive, NAT rebinding): route it here.
             self.routes.learn(from, id);
@@ -611,9 +647,14 @@ impl Sfu {
         self.dirty.push_back(id);
     }
 
-    fn local_address(&self, to: SocketAddr) -> SocketAddr {
+    fn local_address(&self, to: SocketAddr, proto: Protocol) -> SocketAddr {
         if to.ip().is_unspecified() {
-            if let Some(first) = self.config.candidates.first() {
+            let list = if proto == Protocol::Tcp {
+                &self.config.tcp_candidates
+            } else {
+                &self.config.candidates
+            };
+            if let Some(first) = list.first() {
                 return SocketAddr::new(first.ip(), to.port());
             }
         }
@@ -723,6 +764,7 @@ impl Sfu {
         self.out.push_back(Output::Transmit(Transmit {
             to: t.destination,
             data,
+            tcp: t.proto != Protocol::Udp,
         }));
     }
 
@@ -779,6 +821,16 @@ impl Sfu {
             }
         }
     }
+}
+
+/// A passive ICE-TCP host candidate (RFC 6544): clients connect to it.
+fn passive_tcp_candidate(addr: SocketAddr) -> Option<Candidate> {
+    Candidate::builder()
+        .tcp()
+        .host(addr)
+        .tcptype(TcpType::Passive)
+        .build()
+        .ok()
 }
 
 /// Codecs a publisher may send: Opus; H264 (packetization-mode 1, the profiles OBS, Safari and

@@ -11,9 +11,11 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::tcp::{TcpEvent, TcpSide};
+
 use crate::{
-    Input, Output, PeerId, Published, Sfu, SfuConfig, SfuError, SfuEvent, SfuStats, StreamId,
-    Subscribed,
+    IceRestarted, Input, Output, PeerId, Pin, Published, Sfu, SfuConfig, SfuError, SfuEvent,
+    SfuStats, StreamId, SubscribeOptions, Subscribed,
 };
 
 /// Receive buffers: each holds one datagram or one GRO train of datagrams (64 KiB at most).
@@ -34,7 +36,20 @@ enum Command {
     Subscribe {
         stream: StreamId,
         offer: String,
+        options: SubscribeOptions,
         reply: oneshot::Sender<Result<Subscribed, SfuError>>,
+    },
+    SetLayer {
+        peer: PeerId,
+        pin: Pin,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    RestartIce {
+        peer: PeerId,
+        ufrag: String,
+        pwd: String,
+        candidates: Vec<String>,
+        reply: oneshot::Sender<Result<IceRestarted, SfuError>>,
     },
     Trickle {
         peer: PeerId,
@@ -93,10 +108,40 @@ impl SfuHandle {
     }
 
     /// Accept a WHEP offer.
-    pub async fn subscribe(&self, stream: StreamId, offer: String) -> Result<Subscribed, SfuError> {
+    pub async fn subscribe(
+        &self,
+        stream: StreamId,
+        offer: String,
+        options: SubscribeOptions,
+    ) -> Result<Subscribed, SfuError> {
         self.call(|reply| Command::Subscribe {
             stream,
             offer,
+            options,
+            reply,
+        })
+        .await?
+    }
+
+    /// Pin a viewer's simulcast layer (or give it back to its bandwidth estimate).
+    pub async fn set_layer(&self, peer: PeerId, pin: Pin) -> Result<(), SfuError> {
+        self.call(|reply| Command::SetLayer { peer, pin, reply })
+            .await?
+    }
+
+    /// Restart a session's ICE with the client's new credentials.
+    pub async fn restart_ice(
+        &self,
+        peer: PeerId,
+        ufrag: String,
+        pwd: String,
+        candidates: Vec<String>,
+    ) -> Result<IceRestarted, SfuError> {
+        self.call(|reply| Command::RestartIce {
+            peer,
+            ufrag,
+            pwd,
+            candidates,
             reply,
         })
         .await?
@@ -165,11 +210,13 @@ impl DriverTask {
 /// after [`SfuHandle::shutdown`] or when every handle is dropped.
 pub fn spawn(
     socket: UdpSocket,
+    tcp: Option<tokio::net::TcpListener>,
     config: SfuConfig,
     seed: u64,
 ) -> std::io::Result<(SfuHandle, DriverTask)> {
     let local_addr = socket.local_addr()?;
     let std_socket = socket.into_std()?;
+    let std_tcp = tcp.map(|l| l.into_std()).transpose()?;
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let (events, _) = tokio::sync::broadcast::channel(256);
     let events = Arc::new(events);
@@ -189,10 +236,17 @@ pub fn spawn(
                 }
             };
             rt.block_on(async move {
+                let tcp = match std_tcp.map(tokio::net::TcpListener::from_std).transpose() {
+                    Ok(l) => l.map(TcpSide::start),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot register the ICE-TCP listener");
+                        None
+                    }
+                };
                 match UdpSocket::from_std(std_socket) {
                     Ok(socket) => {
                         let sfu = Sfu::new(config, seed, now());
-                        run(socket, sfu, rx, thread_events).await;
+                        run(socket, tcp, sfu, rx, thread_events).await;
                     }
                     Err(e) => tracing::error!(error = %e, "cannot register the media socket"),
                 }
@@ -239,6 +293,7 @@ fn size_buffers(socket: &UdpSocket) {
 
 async fn run(
     socket: UdpSocket,
+    mut tcp: Option<TcpSide>,
     mut sfu: Sfu,
     mut rx: mpsc::Receiver<Command>,
     events: Arc<tokio::sync::broadcast::Sender<SfuEvent>>,
@@ -264,7 +319,7 @@ async fn run(
     let sleep = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(sleep);
     loop {
-        let deadline = flush(&socket, &state, &mut batch, &mut sfu, &events).await;
+        let deadline = flush(&socket, &state, &mut batch, &mut tcp, &mut sfu, &events).await;
         let wait = tokio::time::Instant::from_std(deadline)
             .max(tokio::time::Instant::now() + Duration::from_millis(1));
         sleep.as_mut().reset(wait);
@@ -299,15 +354,22 @@ async fn run(
             cmd = rx.recv() => match cmd {
                 Some(Command::Shutdown { reply }) => {
                     sfu.close_all();
-                    flush(&socket, &state, &mut batch, &mut sfu, &events).await;
+                    flush(&socket, &state, &mut batch, &mut tcp, &mut sfu, &events).await;
                     let _ = reply.send(());
                     return;
                 }
                 Some(cmd) => handle_command(&mut sfu, cmd),
                 None => {
                     sfu.close_all();
-                    flush(&socket, &state, &mut batch, &mut sfu, &events).await;
+                    flush(&socket, &state, &mut batch, &mut tcp, &mut sfu, &events).await;
                     return;
+                }
+            },
+            Some(event) = tcp_event(&mut tcp) => {
+                if let Some(side) = tcp.as_mut() {
+                    if let Some((from, to, data)) = side.on_event(event) {
+                        sfu.handle_input(Input::Framed { at: now(), from, to, data: &data });
+                    }
                 }
             },
             () = &mut sleep => sfu.handle_input(Input::Timeout(now())),
@@ -392,16 +454,30 @@ impl Batch {
     }
 }
 
+/// The next ICE-TCP event, or never when ICE-TCP is off.
+async fn tcp_event(tcp: &mut Option<TcpSide>) -> Option<TcpEvent> {
+    match tcp {
+        Some(side) => side.events.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn flush(
     socket: &UdpSocket,
     state: &quinn_udp::UdpSocketState,
     batch: &mut Batch,
+    tcp: &mut Option<TcpSide>,
     sfu: &mut Sfu,
     events: &tokio::sync::broadcast::Sender<SfuEvent>,
 ) -> std::time::Instant {
     let max_segments = state.max_gso_segments().max(1);
     loop {
         match sfu.poll_output() {
+            Output::Transmit(t) if t.tcp => {
+                if let Some(side) = tcp.as_mut() {
+                    side.send(t.to, &t.data);
+                }
+            }
             Output::Transmit(t) => {
                 if !batch.fits(t.to, t.data.len(), max_segments) {
                     batch.send(socket, state).await;
@@ -433,9 +509,22 @@ fn handle_command(sfu: &mut Sfu, cmd: Command) {
         Command::Subscribe {
             stream,
             offer,
+            options,
             reply,
         } => {
-            let _ = reply.send(sfu.subscribe(at, stream, &offer));
+            let _ = reply.send(sfu.subscribe_with(at, stream, &offer, options));
+        }
+        Command::SetLayer { peer, pin, reply } => {
+            let _ = reply.send(sfu.set_layer(peer, pin));
+        }
+        Command::RestartIce {
+            peer,
+            ufrag,
+            pwd,
+            candidates,
+            reply,
+        } => {
+            let _ = reply.send(sfu.restart_ice(peer, &ufrag, &pwd, &candidates));
         }
         Command::Trickle {
             peer,

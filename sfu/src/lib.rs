@@ -26,6 +26,7 @@ mod layering;
 mod peer;
 mod simulcast;
 mod stats;
+mod tcp;
 
 pub use crate::core::{Published, Sfu, Subscribed};
 pub use forward::SubscribeOptions;
@@ -41,6 +42,9 @@ use std::time::{Duration, Instant};
 pub struct SfuConfig {
     /// Addresses put in answers as host candidates (the advertised IPs with the UDP port).
     pub candidates: Vec<SocketAddr>,
+    /// Addresses put in answers as passive ICE-TCP host candidates (RFC 6544), for networks
+    /// that block UDP; empty when ICE-TCP is off.
+    pub tcp_candidates: Vec<SocketAddr>,
     /// At most one keyframe request per this interval reaches a publisher track.
     pub keyframe_request_interval: Duration,
     /// Peers (publishers + subscribers) this node accepts before answering "full".
@@ -50,6 +54,17 @@ pub struct SfuConfig {
     /// Viewers of a stream whose publisher left stay connected this long (a reconnecting OBS
     /// continues seamlessly); then they are closed.
     pub offline_grace: Duration,
+}
+
+/// The server side of an ICE restart, for the PATCH response (RFC 9725 section 4.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceRestarted {
+    /// The session's new local ICE ufrag.
+    pub ufrag: String,
+    /// The session's new local ICE password.
+    pub pwd: String,
+    /// `a=candidate:` lines of this node.
+    pub candidates: Vec<String>,
 }
 
 /// One input to the core.
@@ -68,6 +83,17 @@ pub enum Input<'a> {
         /// The payload.
         data: &'a [u8],
     },
+    /// One RFC 4571 frame from an ICE-TCP connection (the driver strips the length prefix).
+    Framed {
+        /// When it was received.
+        at: Instant,
+        /// Remote address of the connection.
+        from: SocketAddr,
+        /// Local address of the connection.
+        to: SocketAddr,
+        /// The frame's payload (STUN, DTLS, RTP or RTCP, as on UDP).
+        data: &'a [u8],
+    },
 }
 
 /// A datagram the driver must send.
@@ -77,6 +103,8 @@ pub struct Transmit {
     pub to: SocketAddr,
     /// Payload.
     pub data: Vec<u8>,
+    /// Send it as an RFC 4571 frame on the ICE-TCP connection from `to`, not as a UDP datagram.
+    pub tcp: bool,
 }
 
 /// Something that happened, for logs, metrics and (later) webhooks.

@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
+use std::net::SocketAddr;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
 use str0m::rtp::Ssrc;
-use std::net::SocketAddr;
 use str0m::{Candidate, Input, Output, Rtc};
 
 use crate::forward::{OutTrack, Queued};

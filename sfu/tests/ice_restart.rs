@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use str0m::media::MediaKind;
-use str0m::{Candidate, IceCreds};
+use str0m::Candidate;
 
 mod support;
 use support::*;
@@ -68,15 +68,13 @@ fn restart_ice_and_watch(new: &str) {
             .find_map(|l| l.trim().strip_prefix(name).map(str::to_string))
             .unwrap()
     };
-    let client = IceCreds {
-        ufrag: attr("a=ice-ufrag:"),
-        pass: attr("a=ice-pwd:"),
-    };
     let peer = w.clients[v].peer.unwrap();
-    let server = w.sfu.restart_ice(peer, client, &[]).unwrap();
-    let candidates: Vec<String> = w
+    let server = w
         .sfu
-        .local_candidates()
+        .restart_ice(peer, &attr("a=ice-ufrag:"), &attr("a=ice-pwd:"), &[])
+        .unwrap();
+    let candidates: Vec<String> = server
+        .candidates
         .iter()
         .map(|c| format!("{c}\r\n"))
         .collect();
@@ -89,7 +87,7 @@ fn restart_ice_and_watch(new: &str) {
             if l.starts_with("a=ice-ufrag:") {
                 format!("a=ice-ufrag:{}\r\n", server.ufrag)
             } else if l.starts_with("a=ice-pwd:") {
-                format!("a=ice-pwd:{}\r\n", server.pass)
+                format!("a=ice-pwd:{}\r\n", server.pwd)
             } else if l.starts_with("a=candidate:") {
                 // The PATCH response's candidates replace the old ones.
                 candidates.join("")
@@ -106,7 +104,10 @@ fn restart_ice_and_watch(new: &str) {
 
     send_frames(&mut w, p, 30, 60);
     let c = &w.clients[v];
-    let after: Vec<u32> = c.video_in[before..].iter().map(|(f, _)| counter(f)).collect();
+    let after: Vec<u32> = c.video_in[before..]
+        .iter()
+        .map(|(f, _)| counter(f))
+        .collect();
     assert!(
         after.len() > 40,
         "media continues at the new address: {} frames",
@@ -125,18 +126,10 @@ fn an_ice_restart_without_credentials_or_for_an_unknown_session_is_refused() {
     let v = w.subscribe("127.0.0.1:7001", "demo");
     w.connect_all();
     let peer = w.clients[v].peer.unwrap();
-    let empty = IceCreds {
-        ufrag: String::new(),
-        pass: String::new(),
-    };
-    assert!(w.sfu.restart_ice(peer, empty, &[]).is_err());
+    assert!(w.sfu.restart_ice(peer, "", " ", &[]).is_err());
     w.sfu.close(peer).unwrap();
-    let creds = IceCreds {
-        ufrag: "u".into(),
-        pass: "p".repeat(22),
-    };
     assert_eq!(
-        w.sfu.restart_ice(peer, creds, &[]),
+        w.sfu.restart_ice(peer, "u", &"p".repeat(22), &[]),
         Err(sfu::SfuError::UnknownPeer)
     );
 }

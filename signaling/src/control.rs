@@ -3,7 +3,10 @@
 use std::future::Future;
 
 use sfu::driver::SfuHandle;
-use sfu::{PeerId, Published, SfuError, SfuStats, StreamId, Subscribed};
+use sfu::{
+    IceRestarted, PeerId, Pin, Published, SfuError, SfuStats, StreamId, SubscribeOptions,
+    Subscribed,
+};
 
 /// What signaling needs from the SFU. Implemented by [`SfuHandle`] (a command plus a oneshot
 /// reply to the driver) and by fakes in tests, so HTTP tests need no ports and no media.
@@ -19,7 +22,22 @@ pub trait SfuControl: Clone + Send + Sync + 'static {
         &self,
         stream: StreamId,
         offer: String,
+        options: SubscribeOptions,
     ) -> impl Future<Output = Result<Subscribed, SfuError>> + Send;
+    /// Pin a viewer's simulcast layer.
+    fn set_layer(
+        &self,
+        peer: PeerId,
+        pin: Pin,
+    ) -> impl Future<Output = Result<(), SfuError>> + Send;
+    /// ICE restart with the client's new credentials.
+    fn restart_ice(
+        &self,
+        peer: PeerId,
+        ufrag: String,
+        pwd: String,
+        candidates: Vec<String>,
+    ) -> impl Future<Output = Result<IceRestarted, SfuError>> + Send;
     /// Trickle candidates to a session.
     fn trickle(
         &self,
@@ -44,8 +62,25 @@ impl SfuControl for SfuHandle {
         &self,
         stream: StreamId,
         offer: String,
+        options: SubscribeOptions,
     ) -> impl Future<Output = Result<Subscribed, SfuError>> + Send {
-        SfuHandle::subscribe(self, stream, offer)
+        SfuHandle::subscribe(self, stream, offer, options)
+    }
+    fn set_layer(
+        &self,
+        peer: PeerId,
+        pin: Pin,
+    ) -> impl Future<Output = Result<(), SfuError>> + Send {
+        SfuHandle::set_layer(self, peer, pin)
+    }
+    fn restart_ice(
+        &self,
+        peer: PeerId,
+        ufrag: String,
+        pwd: String,
+        candidates: Vec<String>,
+    ) -> impl Future<Output = Result<IceRestarted, SfuError>> + Send {
+        SfuHandle::restart_ice(self, peer, ufrag, pwd, candidates)
     }
     fn trickle(
         &self,

@@ -35,6 +35,9 @@ pub enum ApiError {
     /// The session changed (If-Match mismatch).
     #[error("the session's ETag does not match If-Match")]
     PreconditionFailed,
+    /// An ICE restart PATCH without If-Match (RFC 9725 section 4.4).
+    #[error("an ICE restart needs an If-Match header (\"*\" or the session's ETag)")]
+    PreconditionRequired,
     /// A resource with that name exists.
     #[error("{0}")]
     Conflict(String),
@@ -70,6 +73,9 @@ impl ApiError {
             ApiError::Offline(_) => (StatusCode::NOT_FOUND, "offline"),
             ApiError::PreconditionFailed => {
                 (StatusCode::PRECONDITION_FAILED, "precondition_failed")
+            }
+            ApiError::PreconditionRequired => {
+                (StatusCode::PRECONDITION_REQUIRED, "precondition_required")
             }
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),

@@ -4,12 +4,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use sfu::{PeerId, StreamId};
+use sfu::{PeerId, Pin, StreamId, SubscribeOptions};
 
 use crate::control::SfuControl;
 use crate::error::ApiError;
@@ -19,6 +19,7 @@ use crate::web;
 
 const SDP: &str = "application/sdp";
 const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
+const JSON: &str = "application/json";
 
 /// A STUN or TURN server announced to clients in `Link: rel="ice-server"` headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +54,8 @@ struct Session {
     channel: String,
     kind: Kind,
     etag: String,
+    /// The client's current ICE ufrag (from its offer; replaced by ICE restarts).
+    client_ufrag: Option<String>,
 }
 
 /// Session resources by their unguessable token.
@@ -130,6 +133,7 @@ pub fn router<C: SfuControl>(state: AppState<C>) -> Router {
             "/whep/{channel}/{session}",
             axum::routing::patch(patch_session::<C>).delete(delete_session::<C>),
         )
+        .route("/whep/{channel}/{session}/layer", post(set_layer::<C>))
         .route("/watch/{channel}", get(web::watch))
         .route("/live", get(web::live))
         .route("/static/{file}", get(web::asset))
@@ -309,21 +313,33 @@ async fn publish<C: SfuControl>(
     offer: String,
 ) -> Result<Response, ApiError> {
     let stream = parse_channel(&channel)?;
+    let ufrag = sdp_attr(&offer, "a=ice-ufrag:");
     let published = st.sfu.publish(stream, offer).await?;
     if let Some(old) = published.replaced {
         st.sessions.forget_peer(old);
     }
-    created(st, Kind::Whip, channel, published.peer, published.answer)
+    created(
+        st,
+        Kind::Whip,
+        channel,
+        published.peer,
+        published.answer,
+        ufrag,
+    )
 }
 
 async fn whep<C: SfuControl>(
     State(st): State<AppState<C>>,
     Path(channel): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     require_content_type(&headers, SDP)?;
     let stream = parse_channel(&channel)?;
+    let options = SubscribeOptions {
+        layer: layer_from_query(query.as_deref())?,
+    };
     let offer = read_text(&headers, body, st.settings.max_body_bytes).await?;
     if !st
         .store
@@ -333,8 +349,72 @@ async fn whep<C: SfuControl>(
     {
         return Err(ApiError::NotFound(format!("no such channel: {channel}")));
     }
-    let subscribed = st.sfu.subscribe(stream, offer).await?;
-    created(&st, Kind::Whep, channel, subscribed.peer, subscribed.answer)
+    let ufrag = sdp_attr(&offer, "a=ice-ufrag:");
+    let subscribed = st.sfu.subscribe(stream, offer, options).await?;
+    created(
+        &st,
+        Kind::Whep,
+        channel,
+        subscribed.peer,
+        subscribed.answer,
+        ufrag,
+    )
+}
+
+/// The `layer` query parameter of a WHEP request (`?layer=low|mid|high|auto`).
+fn layer_from_query(query: Option<&str>) -> Result<Pin, ApiError> {
+    let Some(query) = query else {
+        return Ok(Pin::Auto);
+    };
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key == "layer" {
+            return parse_pin(value);
+        }
+    }
+    Ok(Pin::Auto)
+}
+
+fn parse_pin(value: &str) -> Result<Pin, ApiError> {
+    Pin::parse(value).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "unknown layer {value:?}: use low, mid, high or auto"
+        ))
+    })
+}
+
+/// The first value of an SDP attribute line (`a=ice-ufrag:` ...), trimmed.
+fn sdp_attr(sdp: &str, prefix: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix(prefix))
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+#[derive(serde::Deserialize)]
+struct LayerBody {
+    layer: String,
+}
+
+/// `POST /whep/{channel}/{session}/layer` with `{"layer": "low|mid|high|auto"}`: the player's
+/// quality menu.
+async fn set_layer<C: SfuControl>(
+    State(st): State<AppState<C>>,
+    Path((channel, token)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    require_content_type(&headers, JSON)?;
+    let session = session_for(&st.sessions, Kind::Whep, &channel, &token)?;
+    let text = read_text(&headers, body, st.settings.max_body_bytes).await?;
+    let parsed: LayerBody = serde_json::from_str(&text).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "expected {{\"layer\": \"low|mid|high|auto\"}}: {e}"
+        ))
+    })?;
+    let pin = parse_pin(&parsed.layer)?;
+    st.sfu.set_layer(session.peer, pin).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 fn created<C>(
@@ -343,6 +423,7 @@ fn created<C>(
     channel: String,
     peer: PeerId,
     answer: String,
+    client_ufrag: Option<String>,
 ) -> Result<Response, ApiError> {
     let token = new_token()?;
     let etag = format!("\"{}\"", &token[..16]);
@@ -355,6 +436,7 @@ fn created<C>(
             channel: channel.clone(),
             kind,
             etag: etag.clone(),
+            client_ufrag,
         },
     );
     let mut resp = (StatusCode::CREATED, answer).into_response();
@@ -431,8 +513,52 @@ async fn patch_session<C: SfuControl>(
         .filter(|l| l.starts_with("a=candidate:"))
         .map(str::to_string)
         .collect();
-    st.sfu.trickle(session.peer, candidates).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    let ufrag = sdp_attr(&frag, "a=ice-ufrag:");
+    let restart = ufrag.is_some() && ufrag != session.client_ufrag;
+    if !restart {
+        st.sfu.trickle(session.peer, candidates).await?;
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    // RFC 9725 section 4.4: new credentials are an ICE restart, and the client must say
+    // which session state it restarts (If-Match "*" or the current ETag).
+    if headers.get(header::IF_MATCH).is_none() {
+        return Err(ApiError::PreconditionRequired);
+    }
+    let (Some(ufrag), Some(pwd)) = (ufrag, sdp_attr(&frag, "a=ice-pwd:")) else {
+        return Err(ApiError::BadRequest(
+            "an ICE restart needs both a=ice-ufrag and a=ice-pwd".into(),
+        ));
+    };
+    let restarted = st
+        .sfu
+        .restart_ice(session.peer, ufrag.clone(), pwd, candidates)
+        .await?;
+    let etag = format!("\"{}\"", &new_token()?[..16]);
+    st.sessions.insert(
+        token,
+        Session {
+            etag: etag.clone(),
+            client_ufrag: Some(ufrag),
+            ..session
+        },
+    );
+    let mut body = format!(
+        "a=ice-lite\r\na=ice-ufrag:{}\r\na=ice-pwd:{}\r\n",
+        restarted.ufrag, restarted.pwd
+    );
+    for c in &restarted.candidates {
+        body.push_str(c);
+        body.push_str("\r\n");
+    }
+    body.push_str("a=end-of-candidates\r\n");
+    let mut resp = (StatusCode::OK, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDPFRAG));
+    h.insert(
+        header::ETAG,
+        HeaderValue::from_str(&etag).map_err(|e| ApiError::Internal(e.to_string()))?,
+    );
+    Ok(resp)
 }
 
 async fn delete_session<C: SfuControl>(

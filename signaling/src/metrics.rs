@@ -18,6 +18,8 @@ pub struct Metrics {
     peer_failures: IntCounter,
     cache_starts: IntCounter,
     disconnects: IntCounter,
+    layer_switches: IntCounter,
+    ice_restarts: IntCounter,
     scrape: std::sync::Mutex<()>,
 }
 
@@ -106,6 +108,16 @@ impl Metrics {
                 "aethex_peer_disconnects_total",
                 "Sessions closed because the peer went silent (consent freshness) or ICE/DTLS dropped",
             ),
+            layer_switches: counter(
+                &registry,
+                "aethex_layer_switches_total",
+                "Viewers moved between simulcast layers (on the target layer's keyframe)",
+            ),
+            ice_restarts: counter(
+                &registry,
+                "aethex_ice_restarts_total",
+                "Sessions whose ICE was restarted through a WHIP/WHEP PATCH",
+            ),
             registry,
             publishers,
             subscribers,
@@ -128,6 +140,8 @@ impl Metrics {
         set(&self.peer_failures, s.peer_failures);
         set(&self.cache_starts, s.cache_starts);
         set(&self.disconnects, s.disconnects);
+        set(&self.layer_switches, s.layer_switches);
+        set(&self.ice_restarts, s.ice_restarts);
         for reason in DropReason::ALL {
             set(
                 &self.drops.with_label_values(&[reason.label()]),

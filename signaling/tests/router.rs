@@ -5,7 +5,10 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use sfu::{PeerId, Published, SfuError, SfuStats, StreamId, Subscribed};
+use sfu::{
+    IceRestarted, PeerId, Pin, Published, SfuError, SfuStats, StreamId, SubscribeOptions,
+    Subscribed,
+};
 use signaling::{router, AppState, HttpSettings, Metrics, Sessions, SfuControl, Store};
 use tower::ServiceExt;
 
@@ -14,6 +17,8 @@ use tower::ServiceExt;
 struct FakeSfu {
     subscribe_error: Arc<Mutex<Option<SfuError>>>,
     closed: Arc<Mutex<Vec<PeerId>>>,
+    pins: Arc<Mutex<Vec<Pin>>>,
+    restarts: Arc<Mutex<Vec<String>>>,
 }
 
 impl SfuControl for FakeSfu {
@@ -24,7 +29,13 @@ impl SfuControl for FakeSfu {
             replaced: None,
         })
     }
-    async fn subscribe(&self, _stream: StreamId, _offer: String) -> Result<Subscribed, SfuError> {
+    async fn subscribe(
+        &self,
+        _stream: StreamId,
+        _offer: String,
+        options: SubscribeOptions,
+    ) -> Result<Subscribed, SfuError> {
+        self.pins.lock().unwrap().push(options.layer);
         match self.subscribe_error.lock().unwrap().clone() {
             Some(e) => Err(e),
             None => Ok(Subscribed {
@@ -32,6 +43,24 @@ impl SfuControl for FakeSfu {
                 answer: "v=0\r\n".into(),
             }),
         }
+    }
+    async fn set_layer(&self, _peer: PeerId, pin: Pin) -> Result<(), SfuError> {
+        self.pins.lock().unwrap().push(pin);
+        Ok(())
+    }
+    async fn restart_ice(
+        &self,
+        _peer: PeerId,
+        ufrag: String,
+        _pwd: String,
+        _candidates: Vec<String>,
+    ) -> Result<IceRestarted, SfuError> {
+        self.restarts.lock().unwrap().push(ufrag);
+        Ok(IceRestarted {
+            ufrag: "srvufrag".into(),
+            pwd: "srvpassword".into(),
+            candidates: vec!["a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host".into()],
+        })
     }
     async fn trickle(&self, _peer: PeerId, candidates: Vec<String>) -> Result<usize, SfuError> {
         Ok(candidates.len())
@@ -147,4 +176,144 @@ async fn engine_closing_a_peer_forgets_its_resource() {
     assert_eq!(resp.status(), StatusCode::CREATED);
     sessions.forget_peer(PeerId(8));
     assert!(sessions.is_empty());
+}
+
+fn whep_offer(uri: &str, ufrag: &str) -> Request<Body> {
+    Request::post(uri)
+        .header("content-type", "application/sdp")
+        .body(Body::from(format!("v=0\r\na=ice-ufrag:{ufrag}\r\n")))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn whep_layer_query_pins_the_viewer_and_bad_values_are_400() {
+    let fake = FakeSfu::default();
+    let (app, _) = app(fake.clone()).await;
+    let ok = app
+        .clone()
+        .oneshot(whep_offer("/whep/demo?layer=high", "u1"))
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::CREATED);
+    let plain = app.clone().oneshot(whep("demo")).await.unwrap();
+    assert_eq!(plain.status(), StatusCode::CREATED);
+    assert_eq!(*fake.pins.lock().unwrap(), vec![Pin::High, Pin::Auto]);
+    let bad = app
+        .oneshot(whep_offer("/whep/demo?layer=ultra", "u1"))
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(code_of(bad).await, "bad_request");
+}
+
+#[tokio::test]
+async fn the_layer_endpoint_changes_a_viewers_pin() {
+    let fake = FakeSfu::default();
+    let (app, _) = app(fake.clone()).await;
+    let resp = app.clone().oneshot(whep("demo")).await.unwrap();
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    let post = |body: &str, ct: &str, uri: String| {
+        Request::post(uri)
+            .header("content-type", ct)
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    };
+    let layer = format!("{location}/layer");
+    let ok = app
+        .clone()
+        .oneshot(post(
+            r#"{"layer":"low"}"#,
+            "application/json",
+            layer.clone(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::NO_CONTENT);
+    assert_eq!(fake.pins.lock().unwrap().last(), Some(&Pin::Low));
+    for (body, ct, status) in [
+        (
+            r#"{"layer":"best"}"#,
+            "application/json",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            r#"{"quality":1}"#,
+            "application/json",
+            StatusCode::BAD_REQUEST,
+        ),
+        ("low", "text/plain", StatusCode::UNSUPPORTED_MEDIA_TYPE),
+    ] {
+        let resp = app
+            .clone()
+            .oneshot(post(body, ct, layer.clone()))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status, "{body}");
+    }
+    let unknown = app
+        .oneshot(post(
+            r#"{"layer":"low"}"#,
+            "application/json",
+            "/whep/demo/nosuchsession/layer".into(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn patch_with_new_credentials_restarts_ice_and_answers_with_the_servers() {
+    let fake = FakeSfu::default();
+    let (app, _) = app(fake.clone()).await;
+    let resp = app
+        .clone()
+        .oneshot(whep_offer("/whep/demo", "first"))
+        .await
+        .unwrap();
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    let etag = resp.headers()["etag"].to_str().unwrap().to_string();
+    let patch = |frag: &str, if_match: Option<&str>| {
+        let mut b = Request::patch(location.clone())
+            .header("content-type", "application/trickle-ice-sdpfrag");
+        if let Some(m) = if_match {
+            b = b.header("if-match", m);
+        }
+        b.body(Body::from(frag.to_string())).unwrap()
+    };
+    // Same ufrag: a trickle, not a restart.
+    let trickle = app
+        .clone()
+        .oneshot(patch(
+            "a=ice-ufrag:first\r\na=ice-pwd:x\r\na=candidate:1 1 udp 1 127.0.0.1 9 typ host\r\n",
+            None,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(trickle.status(), StatusCode::NO_CONTENT);
+    // New credentials without If-Match: 428.
+    let frag = "a=ice-ufrag:second\r\na=ice-pwd:secondpassword\r\n";
+    let missing = app.clone().oneshot(patch(frag, None)).await.unwrap();
+    assert_eq!(missing.status(), StatusCode::PRECONDITION_REQUIRED);
+    let restarted = app.clone().oneshot(patch(frag, Some("*"))).await.unwrap();
+    assert_eq!(restarted.status(), StatusCode::OK);
+    let new_etag = restarted.headers()["etag"].to_str().unwrap().to_string();
+    assert_ne!(new_etag, etag);
+    assert_eq!(
+        restarted.headers()["content-type"],
+        "application/trickle-ice-sdpfrag"
+    );
+    let body = axum::body::to_bytes(restarted.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    let body = String::from_utf8(body.to_vec()).unwrap();
+    assert!(body.contains("a=ice-ufrag:srvufrag\r\n"), "{body}");
+    assert!(body.contains("a=ice-pwd:srvpassword\r\n"), "{body}");
+    assert!(body.contains("a=candidate:1 1 udp"), "{body}");
+    assert_eq!(*fake.restarts.lock().unwrap(), vec!["second".to_string()]);
+    // The old ETag no longer matches.
+    let stale = app
+        .oneshot(patch("a=ice-ufrag:third\r\na=ice-pwd:p\r\n", Some(&etag)))
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED);
 }

@@ -226,6 +226,7 @@ impl World {
         let now = Instant::now();
         let config = SfuConfig {
             candidates: vec![sfu_addr()],
+            tcp_candidates: vec![],
             keyframe_request_interval: Duration::from_millis(300),
             max_peers,
             connect_timeout: Duration::from_secs(10),
