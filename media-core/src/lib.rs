@@ -9,6 +9,7 @@
 //! - [`routes`]: the demux table (5-tuple and ufrag to session) built on [`demux`].
 //! - [`rtp`]: zero-copy RTP header parsing, in-place rewriting, per-subscriber sequence
 //!   mapping, and receiver-side sequence accounting.
+//! - [`red`]: the primary block of an RFC 2198 redundant-audio payload.
 //! - [`keyframe_start`]: whether an RTP payload (VP8, VP9, H.264, AV1) begins a keyframe.
 //! - [`sdp`]: sniff the media sections (kind, mid, direction) of an SDP offer before the WebRTC
 //!   engine sees it, so the HTTP layer can refuse impossible offers with a clear error.
@@ -25,6 +26,7 @@ pub mod demux;
 pub mod keyframe;
 pub mod keyframe_start;
 pub mod layers;
+pub mod red;
 pub mod routes;
 pub mod rtp;
 pub mod sdp;

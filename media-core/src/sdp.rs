@@ -122,6 +122,29 @@ pub fn media_sections(sdp: &str) -> Result<Vec<MediaSection>, SdpSniffError> {
     Ok(out)
 }
 
+/// Whether the media section with `a=mid:{mid}` has an `a=rtpmap:` for `encoding` (e.g.
+/// `red/48000`, case-insensitive).
+pub fn offers_codec(sdp: &str, mid: &str, encoding: &str) -> bool {
+    let mut in_section = false;
+    let want = encoding.to_ascii_lowercase();
+    for line in sdp.lines().map(str::trim) {
+        if line.starts_with("m=") {
+            in_section = false;
+        } else if let Some(m) = line.strip_prefix("a=mid:") {
+            in_section = m.trim() == mid;
+        }
+        if in_section {
+            if let Some(map) = line.strip_prefix("a=rtpmap:") {
+                let name = map.split_whitespace().nth(1).unwrap_or("");
+                if name.to_ascii_lowercase().starts_with(&want) {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
 /// Repeat every `a=candidate` line in every media section and close each section with
 /// `a=end-of-candidates`.
 ///
@@ -269,6 +292,15 @@ a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\nm=video 9 UDP/TLS/RTP/
                 disabled,
                 simulcast,
             })
+    }
+
+    #[test]
+    fn offered_codecs_are_found_per_media_section() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111 63\r\na=rtpmap:111 opus/48000/2\r\na=mid:0\r\na=rtpmap:63 red/48000/2\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=rtpmap:96 VP8/90000\r\n";
+        assert!(offers_codec(sdp, "0", "red/48000"));
+        assert!(!offers_codec(sdp, "1", "red/48000"));
+        assert!(offers_codec(sdp, "1", "vp8/90000"));
+        assert!(!offers_codec(sdp, "2", "opus"));
     }
 
     proptest! {

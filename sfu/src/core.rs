@@ -281,7 +281,11 @@ impl Sfu {
         peer.kinds = kinds;
         let first_seq = (self.random() & 0x3fff) as u16;
         peer.out_video = out_video.map(|mid| OutTrack::new(mid, first_seq));
-        peer.out_audio = out_audio.map(|mid| OutTrack::new(mid, first_seq));
+        peer.out_audio = out_audio.map(|mid| {
+            let mut t = OutTrack::new(mid, first_seq);
+            t.red_offered = sdp::offers_codec(offer, &mid.to_string(), "red/48000");
+            t
+        });
         peer.layer = ViewerLayer::new(options.layer);
         self.insert_peer(peer);
         if let Some(s) = self.streams.get_mut(&stream) {
@@ -837,7 +841,9 @@ fn passive_tcp_candidate(addr: SocketAddr) -> Option<Candidate> {
 /// Chromium offer), VP8, VP9, AV1.
 fn publisher_codecs() -> CodecConfig {
     let mut c = CodecConfig::empty();
-    c.enable_opus(true, false);
+    // Opus with RED (RFC 2198) when the publisher offers it (browsers do): passed through to
+    // viewers that negotiate RED, reduced to the primary block for the others.
+    c.enable_opus(true, true);
     c.enable_vp8(true);
     c.enable_h264(true);
     // Constrained High (OBS/Safari 640c1f) and Main/High variants str0m does not list.

@@ -30,6 +30,9 @@ pub(crate) struct Outgoing<'a> {
     pub marker: bool,
     pub ext_vals: &'a ExtensionValues,
     pub payload: &'a Arc<[u8]>,
+    /// The payload is RFC 2198 RED; `primary` is its primary block for viewers without RED.
+    pub red: bool,
+    pub primary: Option<Arc<[u8]>>,
 }
 
 impl Sfu {
@@ -143,6 +146,8 @@ impl Sfu {
                 marker: p.marker,
                 ext_vals: &p.ext_vals,
                 payload: &p.payload,
+                red: false,
+                primary: None,
             };
             match write_rtp(&mut sub.rtc, track, Some(&mut sub.layer), &out) {
                 Ok(true) => self.stats.packets_forwarded += 1,
@@ -244,10 +249,16 @@ impl Sfu {
             return;
         }
         let pt = packet.header.payload_type;
-        let Some(params) = stream.params.iter().find(|p| p.pt() == pt).copied() else {
+        let Some(params) = stream
+            .params
+            .iter()
+            .find(|p| p.pt() == pt || p.red() == Some(pt))
+            .copied()
+        else {
             self.stats.drop(DropReason::UnknownPayloadType);
             return;
         };
+        let red = params.pt() != pt;
         let codec = params.spec().codec;
         let video = codec.is_video();
         let now = self.last_now;
@@ -297,6 +308,12 @@ impl Sfu {
             marker: packet.header.marker,
             ext_vals: &ext_vals,
             payload: &packet.payload,
+            red,
+            // One copy per packet, shared by every viewer without RED.
+            primary: red
+                .then(|| media_core::red::primary(&packet.payload))
+                .flatten()
+                .map(|(_, p)| Arc::from(p)),
         };
         let cache_ready = video && !stream.layers.list[layer].cache.packets().is_empty();
         let mut lowest: Option<Option<LayerId>> = None;
@@ -436,8 +453,15 @@ pub(crate) fn write_rtp(
     out: &Outgoing<'_>,
 ) -> Result<bool, PeerBroken> {
     let result = catch_unwind(AssertUnwindSafe(|| {
-        let Some(pt) = track.payload_type(rtc, out.generation, out.params) else {
+        let Some(pts) = track.payload_type(rtc, out.generation, out.params) else {
             return false;
+        };
+        // RED goes out as RED to viewers that negotiated it, as its primary block to others.
+        let (pt, payload) = match (out.red, pts.red, &out.primary) {
+            (false, _, _) => (pts.main, out.payload.clone()),
+            (true, Some(red), _) => (red, out.payload.clone()),
+            (true, None, Some(primary)) => (pts.main, primary.clone()),
+            (true, None, None) => return false,
         };
         let seq = track.seq.map(out.generation, out.seq);
         let codec = out.params.spec().codec;
@@ -449,7 +473,7 @@ pub(crate) fn write_rtp(
         let Some(tx) = api.stream_tx_by_mid(track.mid, None) else {
             return false;
         };
-        let mut write = RtpWrite::new(pt, seq.into(), out.time, out.wallclock, out.payload.clone())
+        let mut write = RtpWrite::new(pt, seq.into(), out.time, out.wallclock, payload)
             .marker(out.marker)
             .ext_vals(out.ext_vals.clone())
             .nackable(codec.is_video());

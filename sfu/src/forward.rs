@@ -92,7 +92,17 @@ pub(crate) struct OutTrack {
     pub mid: Mid,
     pub seq: SequenceMap,
     /// Publisher payload type -> this viewer's, for the current publisher generation.
-    pts: Vec<(u64, Pt, Option<Pt>)>,
+    pts: Vec<(u64, Pt, Option<ViewerPt>)>,
+    /// The viewer offered RFC 2198 RED for this track.
+    pub red_offered: bool,
+}
+
+/// The viewer's payload types for one publisher codec: the main one, and its RED (RFC 2198)
+/// payload type when the viewer negotiated redundant audio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ViewerPt {
+    pub main: Pt,
+    pub red: Option<Pt>,
 }
 
 impl OutTrack {
@@ -101,6 +111,7 @@ impl OutTrack {
             mid,
             seq: SequenceMap::new(first_seq),
             pts: Vec::new(),
+            red_offered: false,
         }
     }
 
@@ -111,7 +122,7 @@ impl OutTrack {
         rtc: &Rtc,
         generation: u64,
         params: PayloadParams,
-    ) -> Option<Pt> {
+    ) -> Option<ViewerPt> {
         if let Some((_, _, out)) = self
             .pts
             .iter()
@@ -120,7 +131,12 @@ impl OutTrack {
             return *out;
         }
         self.pts.retain(|(g, _, _)| *g == generation);
-        let out = rtc.codec_config().match_params(params).map(|p| p.pt());
+        // The engine's codec list keeps RED even when the viewer did not offer it: RED counts
+        // only if the viewer's offer had it.
+        let out = rtc.codec_config().match_params(params).map(|p| ViewerPt {
+            main: p.pt(),
+            red: p.red().filter(|_| self.red_offered),
+        });
         self.pts.push((generation, params.pt(), out));
         out
     }

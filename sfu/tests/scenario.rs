@@ -442,3 +442,69 @@ fn a_viewer_that_goes_silent_is_closed_and_counted() {
         "the other viewer plays on"
     );
 }
+
+#[test]
+fn opus_red_passes_through_to_red_viewers_and_reaches_others_as_plain_opus() {
+    let mut w = World::new();
+    let now = w.now;
+    let p = w.publish_client(Client::with_red(now, "127.0.0.2:1000", true), "demo", &[]);
+    let with_red = w.subscribe_client(
+        Client::with_red(now, "127.0.0.3:1000", true),
+        "demo",
+        Default::default(),
+    );
+    let plain = w.subscribe("127.0.0.4:1000", "demo");
+    w.connect_all();
+    let audio = w.clients[p].audio.unwrap();
+    w.clients[p].rtc.direct_api().set_red_send(audio, true);
+    let red_pt = |c: &Client| {
+        c.rtc
+            .codec_config()
+            .params()
+            .iter()
+            .find(|p| p.spec().codec == str0m::format::Codec::Opus)
+            .and_then(|p| p.red())
+    };
+    // Count what goes on the wire as RED (the RTP header is not encrypted by SRTP).
+    let publisher_red = *red_pt(&w.clients[p]).expect("the publisher negotiated RED");
+    let from = w.clients[p].addr;
+    let red_seen = std::rc::Rc::new(std::cell::Cell::new(0u32));
+    let seen = red_seen.clone();
+    w.keep_to_sfu = Some(Box::new(move |addr, data| {
+        if addr == from && data.len() > 12 && data[0] >> 6 == 2 && data[1] & 0x7f == publisher_red {
+            seen.set(seen.get() + 1);
+        }
+        true
+    }));
+    let sent: Vec<Vec<u8>> = (0..100u32)
+        .map(|i| {
+            let mut f = i.to_be_bytes().to_vec();
+            f.extend(std::iter::repeat_n(i as u8, 60));
+            f
+        })
+        .collect();
+    for (i, f) in sent.iter().enumerate() {
+        let now = w.now;
+        w.clients[p].write(now, MediaKind::Audio, 960 * i as u64, f.clone());
+        w.run_for(Duration::from_millis(20));
+    }
+    w.run_for(Duration::from_millis(200));
+    assert!(
+        red_seen.get() >= 95,
+        "the publisher sent RED: {}",
+        red_seen.get()
+    );
+    assert!(red_pt(&w.clients[with_red]).is_some(), "RED negotiated");
+    assert!(
+        red_pt(&w.clients[plain]).is_none(),
+        "no RED for this viewer"
+    );
+    assert_eq!(w.sfu.stats().drops_for(DropReason::UnknownPayloadType), 0);
+    for v in [with_red, plain] {
+        let got = &w.clients[v].audio_in;
+        // Both decode to exactly the publisher's Opus frames, in order.
+        assert!(got.len() >= 95, "viewer {v}: {} of 100 frames", got.len());
+        let first = sent.iter().position(|f| f == &got[0]).unwrap();
+        assert_eq!(got[..], sent[first..first + got.len()], "viewer {v}");
+    }
+}

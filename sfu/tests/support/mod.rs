@@ -51,8 +51,15 @@ pub struct Client {
 
 impl Client {
     pub fn new(now: Instant, addr: &str) -> Self {
+        Self::with_red(now, addr, false)
+    }
+
+    /// A client whose Opus may be wrapped in RFC 2198 RED (negotiated when `red`).
+    pub fn with_red(now: Instant, addr: &str, red: bool) -> Self {
         let addr: SocketAddr = addr.parse().unwrap();
-        let mut rtc = Rtc::builder().build(now);
+        let mut builder = Rtc::builder();
+        builder.codec_config().enable_opus(true, red);
+        let mut rtc = builder.build(now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
         Self {
             addr,
@@ -249,7 +256,11 @@ impl World {
 
     /// A publisher; with `rids`, its video is simulcast in those layers.
     pub fn publish_with(&mut self, addr: &str, stream: &str, rids: &[&str]) -> usize {
-        let mut c = Client::new(self.now, addr);
+        let c = Client::new(self.now, addr);
+        self.publish_client(c, stream, rids)
+    }
+
+    pub fn publish_client(&mut self, mut c: Client, stream: &str, rids: &[&str]) -> usize {
         let (offer, pending) = if rids.is_empty() {
             c.offer(Direction::SendOnly)
         } else {
@@ -271,7 +282,16 @@ impl World {
     }
 
     pub fn subscribe_with(&mut self, addr: &str, stream: &str, opts: SubscribeOptions) -> usize {
-        let mut c = Client::new(self.now, addr);
+        let c = Client::new(self.now, addr);
+        self.subscribe_client(c, stream, opts)
+    }
+
+    pub fn subscribe_client(
+        &mut self,
+        mut c: Client,
+        stream: &str,
+        opts: SubscribeOptions,
+    ) -> usize {
         let (offer, pending) = c.offer(Direction::RecvOnly);
         let subscribed = self
             .sfu
