@@ -9,6 +9,8 @@
   const CONNECT_TIMEOUT_MS = 15000; // answer received but ICE/DTLS never connects
   const STALL_TIMEOUT_MS = 8000;    // connected but no media bytes at all for this long
   const POST_TIMEOUT_MS = 10000;
+  const LAYER_TIMEOUT_MS = 5000;
+  const LAYERS = ['auto', 'high', 'mid', 'low']; // simulcast layer choices (server contract)
   const C = window.AethexCommon;
 
   const segs = location.pathname.split('/').filter(Boolean);
@@ -23,6 +25,14 @@
   const statsEl = $('stats');
   const unmuteBtn = $('unmute');
   const statsBtn = $('toggle-stats');
+  const qualitySel = $('quality');
+
+  // The chosen simulcast layer: 'auto' lets the server follow our bandwidth, others pin it.
+  let layer = 'auto';
+  try {
+    const saved = localStorage.getItem('aethex.layer');
+    if (LAYERS.indexOf(saved) >= 0) layer = saved;
+  } catch (_) { /* ignore */ }
 
   const player = {
     state: 'connecting', // 'offline' | 'connecting' | 'playing' | 'error'
@@ -31,6 +41,8 @@
     connectionState: 'new',
     stats: {},
     reconnects: 0,
+    layer: layer,      // chosen quality: 'auto' | 'high' | 'mid' | 'low'
+    layerStatus: null, // HTTP status of the last live layer change (null: none sent)
   };
   window.aethexPlayer = player;
 
@@ -125,7 +137,7 @@
 
     let resp;
     try {
-      resp = await C.sendOffer(conn, endpoint, null, POST_TIMEOUT_MS, current);
+      resp = await C.sendOffer(conn, whepUrl(), null, POST_TIMEOUT_MS, current);
     } catch (err) {
       if (gen !== generation) return;
       failAndRetry('Cannot reach the server');
@@ -165,6 +177,11 @@
     setState('connecting', 'Connecting to the stream…');
     lastBytesAt = Date.now();
     watch.connectTimeout(CONNECT_TIMEOUT_MS, function () { reconnect('Connection timed out'); });
+  }
+
+  // The WHEP endpoint, with the pinned layer (if any) for the next session.
+  function whepUrl() {
+    return layer === 'auto' ? endpoint : endpoint + '?layer=' + encodeURIComponent(layer);
   }
 
   function nextBackoff() {
@@ -256,6 +273,7 @@
     const lines = [
       'state      ' + player.state + ' (' + st.connectionState + ')',
       'resolution ' + (st.width ? st.width + 'x' + st.height : '–'),
+      'quality    ' + layer,
       'fps        ' + (st.fps ? fmt(st.fps, 0) : '–'),
       'bitrate    ' + fmt(st.kbps, 0) + ' kbps',
       'loss       ' + fmt(st.lossPct, 2) + ' %',
@@ -290,8 +308,43 @@
   }
   statsBtn.addEventListener('click', toggleStats);
   document.addEventListener('keydown', function (ev) {
+    const t = ev.target && ev.target.tagName;
+    if (t === 'SELECT' || t === 'INPUT' || t === 'TEXTAREA') return; // typing in a form control
     if ((ev.key === 's' || ev.key === 'S') && !ev.ctrlKey && !ev.metaKey && !ev.altKey) toggleStats();
   });
+
+  // Quality: remembered for the next WHEP POST (?layer=), and applied to a live session at once.
+  async function sendLayer(url, value) {
+    const to = C.withTimeout(LAYER_TIMEOUT_MS);
+    try {
+      const resp = await fetch(url + '/layer', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ layer: value }),
+        signal: to.signal,
+      });
+      if (url === resourceUrl) player.layerStatus = resp.status;
+      if (resp.status !== 204 && resp.status !== 200 && url === resourceUrl && resp.status !== 404) {
+        const e = await C.readError(resp);
+        console.warn('quality change to ' + value + ' refused: ' + e.text);
+      }
+    } catch (_) {
+      if (url === resourceUrl) player.layerStatus = 0; // network error or timeout
+    } finally {
+      to.done();
+    }
+  }
+  function setLayer(value) {
+    if (LAYERS.indexOf(value) < 0) value = 'auto';
+    layer = value;
+    player.layer = value;
+    qualitySel.value = value;
+    try { localStorage.setItem('aethex.layer', value); } catch (_) { /* ignore */ }
+    if (resourceUrl) sendLayer(resourceUrl, value);
+    if (player.stats && player.stats.time) renderStats(player.stats);
+  }
+  qualitySel.value = layer;
+  qualitySel.addEventListener('change', function () { setLayer(qualitySel.value); });
   applyStats();
   syncUnmute();
 

@@ -3,8 +3,10 @@
 #
 #   bash tests/browser/run.sh target/debug/aethex
 #
-# Creates a channel in a temporary data dir, starts `aethex serve` on free loopback ports, runs
-# tests/browser/watch.test.mjs (go-live page publishes, watch page plays) and stops the server.
+# Creates two channels in a temporary data dir, starts `aethex serve` on free loopback ports, runs
+# tests/browser/watch.test.mjs (go-live page publishes, watch page plays) on the first and
+# tests/browser/simulcast.test.mjs (3-layer simulcast publisher, unconstrained, bandwidth-capped and
+# pinned viewers) on the second, and stops the server. Fails if either test failed.
 # Needs /usr/bin/chromium, node/npm, curl and python3 (see scripts/install-test-deps.sh).
 set -euo pipefail
 
@@ -63,11 +65,24 @@ t = socket.SOCK_STREAM if sys.argv[1] == "tcp" else socket.SOCK_DGRAM
 s = socket.socket(socket.AF_INET, t); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()' "$1"
 }
 
-CREATED=$("$BIN" channel create demo2 --data-dir "$DATA")
-read -r CHANNEL KEY < <(printf '%s' "$CREATED" | python3 -c 'import json,sys
-d = json.load(sys.stdin); print(d["channel"], d["stream_key"])')
-if [[ -z "${CHANNEL:-}" || -z "${KEY:-}" ]]; then
-  echo "run.sh: could not parse channel/stream_key from: $CREATED" >&2
+create_channel() { # $1 = name; prints "channel stream_key"
+  local created pair
+  created=$("$BIN" channel create "$1" --data-dir "$DATA")
+  pair=$(printf '%s' "$created" | python3 -c 'import json,sys
+d = json.load(sys.stdin); print(d["channel"], d["stream_key"])') || pair=""
+  if [[ -z "$pair" || "$pair" != *" "* ]]; then
+    echo "run.sh: could not parse channel/stream_key from: $created" >&2
+    return 1
+  fi
+  printf '%s\n' "$pair"
+}
+
+PAIR=$(create_channel demo2)
+read -r CHANNEL KEY <<<"$PAIR"
+PAIR=$(create_channel simul)
+read -r SC_CHANNEL SC_KEY <<<"$PAIR"
+if [[ -z "${CHANNEL:-}" || -z "${KEY:-}" || -z "${SC_CHANNEL:-}" || -z "${SC_KEY:-}" ]]; then
+  echo "run.sh: could not create the test channels" >&2
   exit 1
 fi
 
@@ -93,11 +108,18 @@ if [[ $ready -ne 1 ]]; then
   echo "run.sh: $URL/healthz did not answer 200 within 20 s" >&2
   exit 1
 fi
-echo "# server pid $SERVER_PID on $URL (udp $UDP_PORT), channel $CHANNEL"
+echo "# server pid $SERVER_PID on $URL (udp $UDP_PORT), channels $CHANNEL and $SC_CHANNEL"
 
 set +e
+echo "# ---- watch.test.mjs (channel $CHANNEL) ----"
 AETHEX_URL="$URL" AETHEX_CHANNEL="$CHANNEL" AETHEX_KEY="$KEY" \
   timeout -k 5 120 node "$ROOT/tests/browser/watch.test.mjs"
-STATUS=$?
+WATCH_STATUS=$?
+echo "# ---- simulcast.test.mjs (channel $SC_CHANNEL) ----"
+AETHEX_URL="$URL" AETHEX_CHANNEL="$SC_CHANNEL" AETHEX_KEY="$SC_KEY" \
+  timeout -k 5 150 node "$ROOT/tests/browser/simulcast.test.mjs"
+SIMULCAST_STATUS=$?
 set -e
+echo "# watch.test.mjs exit $WATCH_STATUS, simulcast.test.mjs exit $SIMULCAST_STATUS"
+if [[ $WATCH_STATUS -eq 0 && $SIMULCAST_STATUS -eq 0 ]]; then STATUS=0; else STATUS=1; fi
 exit "$STATUS"

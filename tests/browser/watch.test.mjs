@@ -114,7 +114,9 @@ async function launchChromium() {
 // Collect console errors and uncaught page errors per page.
 function watchErrors(page) {
   const errors = [];
-  page.on('console', (m) => { if (m.type() === 'error') errors.push({ console: true, text: m.text() }); });
+  page.on('console', (m) => {
+    if (m.type() === 'error') errors.push({ console: true, text: m.text(), url: (m.location() || {}).url || '' });
+  });
   page.on('pageerror', (e) => errors.push({ console: false, text: 'pageerror: ' + (e && e.message || e) }));
   return errors;
 }
@@ -221,10 +223,52 @@ async function main() {
     } catch (e) { fail(name, e.message); }
   }
 
+  // c2) quality menu: choosing Low POSTs {"layer":"low"} to the session's /layer resource. The
+  // stream here is not simulcast, so only the HTTP exchange and continued playback are checked.
+  let layerUrl = null;
+  {
+    const name = 'quality menu: Low POSTs to the session /layer (204) and playback continues';
+    try {
+      if (!published) throw new Error('nothing is published (a failed)');
+      const sel = watch.locator('#quality');
+      if (await sel.count() !== 1) throw new Error('no #quality select in the player');
+      const label = await watch.evaluate(() => {
+        const el = document.getElementById('quality');
+        return el && el.labels && el.labels.length ? el.labels[0].textContent.replace(/\s+/g, ' ').trim() : '';
+      });
+      if (!/quality/i.test(label)) throw new Error(`the select has no "Quality" label (${JSON.stringify(label)})`);
+      const options = await sel.evaluate((el) => Array.from(el.options).map((o) => o.value));
+      if (['auto', 'high', 'mid', 'low'].some((v) => !options.includes(v))) throw new Error(`options are ${options.join(',')}`);
+      const respP = watch.waitForResponse((r) => r.request().method() === 'POST' && /\/whep\/[^?]+\/layer$/.test(r.url()), { timeout: 8000 });
+      await sel.selectOption('low', { timeout: 5000 });
+      const resp = await respP;
+      layerUrl = new URL(resp.url()).pathname;
+      let body = null;
+      try { body = JSON.parse(resp.request().postData() || ''); } catch (_) { /* not JSON */ }
+      if (resp.status() !== 204) throw new Error(`POST ${layerUrl} answered ${resp.status()} ${(await resp.text().catch(() => '')).slice(0, 200)}`);
+      if (!body || body.layer !== 'low') throw new Error(`POST ${layerUrl} body was ${JSON.stringify(resp.request().postData())}`);
+      const ct0 = await watch.evaluate(() => document.querySelector('video').currentTime);
+      const st = await poll(() => watch.evaluate((t0) => {
+        const v = document.querySelector('video');
+        const p = window.aethexPlayer || {};
+        let saved = null;
+        try { saved = localStorage.getItem('aethex.layer'); } catch (_) { /* ignore */ }
+        return { done: p.state === 'playing' && v.currentTime - t0 >= 1.5 && p.layer === 'low',
+          state: p.state, msg: p.message, ct: v.currentTime, layer: p.layer, saved };
+      }, ct0), 8000, 250);
+      if (!st.done) throw new Error(`after choosing Low: state=${st.state} layer=${st.layer} currentTime ${ct0} -> ${st.ct} message=${JSON.stringify(st.msg)}`);
+      if (st.saved !== 'low') throw new Error(`localStorage aethex.layer = ${JSON.stringify(st.saved)}`);
+      note(`quality: POST ${layerUrl.replace(/\/[^/]+\/layer$/, '/…/layer')} -> 204, still playing (currentTime ${ct0.toFixed(1)} -> ${st.ct.toFixed(1)})`);
+      pass(name);
+    } catch (e) { fail(name, e.message); }
+  }
+
   // d) console
   {
     const name = 'no console errors';
-    const all = [...liveErrors.map((e) => '[live] ' + e.text), ...watchErrs.map((e) => '[watch] ' + e.text)];
+    // A failed /layer request is reported by the quality case above, not again here.
+    const own = (e) => !/\/layer$/.test(e.url || '');
+    const all = [...liveErrors.map((e) => '[live] ' + e.text), ...watchErrs.filter(own).map((e) => '[watch] ' + e.text)];
     if (all.length) fail(name, all.join(' ;; ').slice(0, 1500));
     else pass(name);
   }
