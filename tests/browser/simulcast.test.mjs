@@ -312,9 +312,17 @@ function installPageHelpers() {
     });
   });
 
-  T.publish = async (channel, key) => {
+  // Publish the fake camera over WHIP. Default: 960x540 VP8 in three simulcast layers;
+  // `opts` picks another codec, size, or a single layer (replacing the current publisher).
+  T.publish = async (channel, key, opts) => {
+    const o = Object.assign({ codec: 'video/vp8', simulcast: true, width: 960, height: 540 }, opts || {});
+    if (T.pub) {
+      try { T.pub.pc.close(); } catch (_) { /* closed */ }
+      T.pub.stream.getTracks().forEach((t) => t.stop());
+      T.pub = null;
+    }
     const stream = await navigator.mediaDevices.getUserMedia({
-      video: { width: 960, height: 540, frameRate: 30 }, audio: true,
+      video: { width: o.width, height: o.height, frameRate: 30 }, audio: true,
     });
     const vt = stream.getVideoTracks()[0];
     const at = stream.getAudioTracks()[0];
@@ -324,19 +332,23 @@ function installPageHelpers() {
     const tr = pc.addTransceiver(vt, {
       direction: 'sendonly',
       streams: [stream],
-      sendEncodings: [
+      sendEncodings: o.simulcast ? [
         { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150000 },
         { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500000 },
         { rid: 'f', maxBitrate: 1500000 },
-      ],
+      ] : undefined,
     });
     pc.addTransceiver(at, { direction: 'sendonly', streams: [stream] });
-    let vp8 = false;
+    let preferred = false;
     if (typeof tr.setCodecPreferences === 'function' && RTCRtpSender.getCapabilities) {
       const codecs = RTCRtpSender.getCapabilities('video').codecs;
-      const first = codecs.filter((c) => c.mimeType.toLowerCase() === 'video/vp8');
-      const rest = codecs.filter((c) => c.mimeType.toLowerCase() !== 'video/vp8');
-      if (first.length) { tr.setCodecPreferences(first.concat(rest)); vp8 = true; }
+      const first = codecs.filter((c) => c.mimeType.toLowerCase() === o.codec.toLowerCase());
+      // The server answers in its own codec order (VP8 first): to publish another codec, offer
+      // only it (and the repair formats).
+      const repair = (c) => /\/(rtx|red|ulpfec|flexfec-03)$/i.test(c.mimeType);
+      const rest = codecs.filter((c) => c.mimeType.toLowerCase() !== o.codec.toLowerCase()
+        && (o.codec.toLowerCase() === 'video/vp8' || repair(c)));
+      if (first.length) { tr.setCodecPreferences(first.concat(rest)); preferred = true; }
     }
     // Keep the resolution of each layer (on a 2-core box CPU adaptation would scale them down).
     let degradation = 'default';
@@ -359,7 +371,7 @@ function installPageHelpers() {
     return {
       status: resp.status,
       location: T.pub.location,
-      vp8,
+      preferred,
       degradation,
       gathered: complete,
       capture: settings.width + 'x' + settings.height + '@' + settings.frameRate,
@@ -490,6 +502,16 @@ function installPageHelpers() {
       firstFrameMs: v.firstFrameMs,
       sinceStart: performance.now() - v.t0,
     };
+  };
+
+  // mimeType of a viewer's received video.
+  T.viewCodec = async (name) => {
+    const rep = await T.viewers[name].pc.getStats();
+    let mime = null;
+    rep.forEach((x) => {
+      if (x.type === 'inbound-rtp' && x.kind === 'video' && x.codecId && rep.get(x.codecId)) mime = rep.get(x.codecId).mimeType;
+    });
+    return mime;
   };
 
   // Protocol of the remote candidate of the selected candidate pair ('udp' or 'tcp').
@@ -642,7 +664,7 @@ async function main() {
       const r = await page.evaluate(([c, k]) => window.T.publish(c, k), [CHANNEL, KEY]);
       if (r.status !== 201) throw new Error(`WHIP POST answered ${r.status}: ${r.error}`);
       if (r.location) resources.push(r.location);
-      note(`capture ${r.capture}, VP8 preferred: ${r.vp8}, degradationPreference: ${r.degradation}, ICE gathering complete: ${r.gathered}`);
+      note(`capture ${r.capture}, VP8 preferred: ${r.preferred}, degradationPreference: ${r.degradation}, ICE gathering complete: ${r.gathered}`);
       note(`offer: ${r.offerRids}`);
       note(`answer: ${r.answerSimulcast || '(no a=simulcast / a=rid lines)'}`);
       if (!/a=simulcast:recv/.test(r.answerSimulcast || '')) throw new Error('the WHIP answer does not accept simulcast (no a=simulcast:recv)');
@@ -850,6 +872,26 @@ async function main() {
       pass(name);
     } catch (e) { fail(name, e.message); }
     await closeViewer('D');
+  }
+
+  // 5c) other codecs, one layer each: the publisher is replaced, a new viewer decodes it
+  for (const [codec, width, height] of [['video/VP9', 640, 360], ['video/AV1', 320, 180]]) {
+    const name = `a ${codec} publish (one layer) is forwarded and decoded by a viewer`;
+    const viewer = codec.slice(6);
+    try {
+      const r = await page.evaluate(([c, k, o]) => window.T.publish(c, k, o), [CHANNEL, KEY, { codec, simulcast: false, width, height }]);
+      if (r.status !== 201) throw new Error(`WHIP POST answered ${r.status}: ${r.error}`);
+      if (r.location) resources.push(r.location);
+      if (!r.preferred) throw new Error(`this Chromium cannot send ${codec}`);
+      await subscribe(viewer, '', null, false);
+      const ff = await firstFrame(viewer, 20000);
+      if (ff.firstFrameMs == null) throw new Error('no decoded frame within 20 s');
+      const mime = await page.evaluate((n) => window.T.viewCodec(n), viewer);
+      note(`viewer ${viewer}: decodes ${mime} at ${ff.w}x${ff.h}`);
+      if (!mime || mime.toLowerCase() !== codec.toLowerCase()) throw new Error(`viewer decodes ${mime}`);
+      pass(name);
+    } catch (e) { fail(name, e.message); }
+    await closeViewer(viewer);
   }
 
   // 6) metrics
