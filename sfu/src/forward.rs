@@ -249,29 +249,30 @@ impl KeyframeCache {
     }
 }
 
-/// Timestamps for replaying a cached group so that it ends at the live edge: frame `i` of `n`
-/// is placed `(n - 1 - i)` milliseconds before the last cached frame, in both RTP time (90 kHz)
+/// Timestamps for replaying a cached group so that it ends at the live edge: the `n` frames
+/// are placed 1 ms apart, the latest at the group's latest timestamp, in both RTP time (90 kHz)
 /// and wall clock. The viewer decodes the group as a fast burst and then continues live, instead
-/// of playing it out at its original pace and staying behind by the group's age.
+/// of playing it out at its original pace and staying behind by the group's age. Frames are
+/// ranked by their own timestamps, not by arrival, so a stream with B-frames (decode order
+/// differs from presentation order) keeps its presentation order.
 pub(crate) fn compressed_times(packets: &[CachedPacket]) -> Vec<(u32, Instant)> {
-    let Some(last) = packets.last() else {
+    let (Some(first), Some(last)) = (packets.first(), packets.last()) else {
         return Vec::new();
     };
-    let mut frames = 0usize;
-    let mut previous: Option<u32> = None;
-    let mut index = Vec::with_capacity(packets.len());
-    for p in packets {
-        if previous.is_some_and(|t| t != p.time) {
-            frames += 1;
-        }
-        previous = Some(p.time);
-        index.push(frames);
-    }
-    index
-        .into_iter()
-        .map(|i| {
-            let back = (frames - i) as u32;
-            let time = last.time.wrapping_sub(back * 90);
+    // Signed distance from the first packet's timestamp (wrap-safe within +-13 hours).
+    let offset = |p: &CachedPacket| i64::from(p.time.wrapping_sub(first.time) as i32);
+    let mut distinct: Vec<i64> = packets.iter().map(offset).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let n = distinct.len();
+    let newest = distinct[n - 1];
+    let anchor = first.time.wrapping_add(newest as u32);
+    packets
+        .iter()
+        .map(|p| {
+            let rank = distinct.binary_search(&offset(p)).unwrap_or(0);
+            let back = (n - 1 - rank) as u32;
+            let time = anchor.wrapping_sub(back * 90);
             let wallclock = last
                 .wallclock
                 .checked_sub(Duration::from_millis(u64::from(back)))
@@ -332,6 +333,26 @@ mod tests {
         let last = group.last().unwrap().wallclock;
         assert_eq!(times[0].1, last - Duration::from_millis(2));
         assert_eq!(times[4].1, last);
+    }
+
+    #[test]
+    fn compressed_times_keep_the_presentation_order_of_b_frames() {
+        // Decode order I0 P3 B1 B2 (timestamps 0, 9000, 3000, 6000).
+        let group: Vec<CachedPacket> = [0u32, 9000, 3000, 6000]
+            .iter()
+            .map(|t| packet(t.wrapping_add(u32::MAX - 1000), 0))
+            .collect();
+        let times: Vec<u32> = compressed_times(&group).iter().map(|t| t.0).collect();
+        let end = 9000u32.wrapping_add(u32::MAX - 1000);
+        assert_eq!(
+            times,
+            vec![
+                end.wrapping_sub(270),
+                end,
+                end.wrapping_sub(180),
+                end.wrapping_sub(90)
+            ]
+        );
     }
 
     #[test]
