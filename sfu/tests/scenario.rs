@@ -371,11 +371,22 @@ impl World {
 
 #[test]
 fn video_packet_lost_on_ingest_is_recovered_and_reaches_the_viewer() {
+    ingest_loss_is_recovered(1);
+}
+
+#[test]
+fn a_burst_of_eight_packets_lost_on_ingest_is_recovered_by_nack() {
+    ingest_loss_is_recovered(8);
+}
+
+/// Drop `burst` consecutive publisher video packets from the 30th on; the viewer must still get
+/// every frame after its first (NACK from the SFU's publisher engine, RTX from the publisher).
+fn ingest_loss_is_recovered(burst: u32) {
     let mut w = World::new();
     let p = w.publish("127.0.0.2:1000", "demo");
     let v = w.subscribe("127.0.0.3:1000", "demo");
     w.connect_all();
-    // Drop the publisher's 30th video RTP packet (the header is readable in SRTP).
+    // Drop publisher video RTP packets 30.. (the header is readable in SRTP), first sends only.
     let publisher = w.clients[p].addr;
     let video_pt = {
         let c = &mut w.clients[p];
@@ -394,7 +405,7 @@ fn video_packet_lost_on_ingest_is_recovered_and_reaches_the_viewer() {
             return true;
         }
         seen += 1;
-        seen != 30
+        !(30..30 + burst).contains(&seen)
     }));
     let mut src = Source::new(p, 0);
     src.run(&mut w, 60);
