@@ -92,11 +92,9 @@ impl Sfu {
         s
     }
 
-    /// Whether `stream` has a publisher.
+    /// Whether `stream` has a publisher (or, at an edge, an upstream feeding it).
     pub fn is_live(&self, stream: &StreamId) -> bool {
-        self.streams
-            .get(stream)
-            .is_some_and(|s| s.publisher.is_some())
+        self.streams.get(stream).is_some_and(Stream::is_live)
     }
 
     /// Number of peers (publishers + subscribers).
@@ -175,6 +173,8 @@ impl Sfu {
         let replaced = entry.publisher.take();
         entry.generation += 1;
         entry.params = params;
+        // A local publisher takes over a stream an upstream was feeding.
+        entry.upstream = None;
         entry.layers.clear();
         entry.keyframes_before_layers.reset();
         entry.simulcast = sections
@@ -205,6 +205,7 @@ impl Sfu {
                 p.layer.reset();
             }
         }
+        self.announce_to_relays(&stream);
         tracing::info!(stream = %stream, peer = %id, "publisher accepted");
         Ok(Published {
             peer: id,
@@ -243,7 +244,7 @@ impl Sfu {
                 "a WHEP offer must receive audio or video (recvonly)".into(),
             ));
         }
-        let Some(entry) = self.streams.get(&stream).filter(|s| s.publisher.is_some()) else {
+        let Some(entry) = self.streams.get(&stream).filter(|s| s.is_live()) else {
             return Err(SfuError::Offline(stream));
         };
         let codecs = CodecConfig::new_from_payload_params(entry.params.clone());
@@ -496,15 +497,25 @@ impl Sfu {
             self.stats.disconnects += 1;
         }
         let mut went_offline = false;
+        let mut relays = Vec::new();
         if let Some(stream) = self.streams.get_mut(&peer.stream) {
             stream.subscribers.remove(&id);
             if stream.publisher == Some(id) {
                 stream.publisher = None;
                 stream.offline_since = Some(self.last_now);
                 went_offline = true;
+                relays.extend(stream.relays.iter().copied());
             }
             if stream.is_idle() {
                 self.streams.remove(&peer.stream);
+            }
+        }
+        if reason != CloseReason::Replaced {
+            for relay in relays {
+                self.out.push_back(Output::Event(SfuEvent::RelayOffline(
+                    relay,
+                    peer.stream.clone(),
+                )));
             }
         }
         tracing::info!(peer = %id, stream = %peer.stream, ?reason, "session closed");
@@ -724,7 +735,7 @@ impl Sfu {
         self.drain();
     }
 
-    fn drain(&mut self) {
+    pub(crate) fn drain(&mut self) {
         while let Some(id) = self.dirty.pop_front() {
             if let Err(PeerBroken) = self.drain_peer(id) {
                 self.remove_peer(id, CloseReason::Failed);

@@ -487,6 +487,8 @@ async fn flush(
             Output::Event(e) => {
                 let _ = events.send(e);
             }
+            // No relay transport yet (#5): nothing subscribes, so nothing is emitted.
+            Output::Relay(_) => {}
             Output::Timeout(t) => {
                 batch.send(socket, state).await;
                 return t;

@@ -17,8 +17,26 @@ use crate::forward::{compressed_times, replay_rate, CachedPacket, OutTrack, Queu
 use crate::peer::{PeerBroken, Role};
 use crate::simulcast::{LayerId, ViewerLayer};
 use crate::stats::DropReason;
-use crate::{CloseReason, PeerId, StreamId};
+use crate::{CloseReason, Output, PeerId, SfuEvent, StreamId};
 use media_core::layers::Pin;
+
+/// One packet entering a stream: from its publisher's engine, or from a relay upstream.
+pub(crate) struct Ingress<'a> {
+    pub stream: StreamId,
+    pub generation: u64,
+    pub pt: u8,
+    pub ssrc: str0m::rtp::Ssrc,
+    pub rid: Option<str0m::media::Rid>,
+    /// The video layer when the source says it (a relay's track); else learned from SSRC/rid.
+    pub layer: Option<LayerId>,
+    /// Extended sequence number and RTP time.
+    pub seq: u64,
+    pub ticks: u64,
+    pub wallclock: Instant,
+    pub marker: bool,
+    pub ext_vals: &'a ExtensionValues,
+    pub payload: Arc<[u8]>,
+}
 
 /// What every subscriber's copy of a forwarded packet shares.
 pub(crate) struct Outgoing<'a> {
@@ -47,13 +65,7 @@ impl Sfu {
         let Some(stream) = self.streams.get(&stream_id) else {
             return false;
         };
-        let Role::Publisher { generation } = stream
-            .publisher
-            .and_then(|p| self.peers.get(&p))
-            .map_or(Role::Subscriber, |p| p.role)
-        else {
-            return false;
-        };
+        let generation = stream.generation;
         let Some(cache) = stream.layers.list.get(layer).map(|l| &l.cache) else {
             return false;
         };
@@ -218,6 +230,15 @@ impl Sfu {
         };
         let ssrc = layer.and_then(|l| s.layers.list.get(l)).map(|l| l.ssrc);
         let Some(pid) = s.publisher else {
+            if s.upstream.is_some() {
+                // Fed by a relay: the upstream coalesces again and asks its publisher.
+                let track = crate::relay::video_track(layer.unwrap_or(0));
+                self.stats.keyframe_requests_sent += 1;
+                self.out.push_back(Output::Event(SfuEvent::UpstreamKeyframe(
+                    stream.clone(),
+                    track,
+                )));
+            }
             return;
         };
         let Some(publisher) = self.peers.get_mut(&pid) else {
@@ -242,38 +263,65 @@ impl Sfu {
             return;
         };
         let stream_id = publisher.stream.clone();
+        if self.streams.get(&stream_id).map(|s| s.publisher) != Some(Some(from)) {
+            return;
+        }
+        self.forward_ingress(Ingress {
+            stream: stream_id,
+            generation,
+            pt: *packet.header.payload_type,
+            ssrc: packet.header.ssrc,
+            rid: packet.header.ext_vals.rid,
+            layer: None,
+            seq: *packet.seq_no,
+            ticks: packet.time.numer(),
+            wallclock: packet.timestamp,
+            marker: packet.header.marker,
+            ext_vals: &packet.header.ext_vals,
+            payload: packet.payload,
+        });
+    }
+
+    /// Forward one packet of a stream (from its publisher, or from a relay upstream).
+    pub(crate) fn forward_ingress(&mut self, packet: Ingress<'_>) {
+        let Ingress {
+            stream: stream_id,
+            generation,
+            ..
+        } = &packet;
+        let (stream_id, generation) = (stream_id.clone(), *generation);
         let Some(stream) = self.streams.get_mut(&stream_id) else {
             return;
         };
-        if stream.publisher != Some(from) {
-            return;
-        }
-        let pt = packet.header.payload_type;
+        let pt = packet.pt;
         let Some(params) = stream
             .params
             .iter()
-            .find(|p| p.pt() == pt || p.red() == Some(pt))
+            .find(|p| *p.pt() == pt || p.red().map(|r| *r) == Some(pt))
             .copied()
         else {
             self.stats.drop(DropReason::UnknownPayloadType);
             return;
         };
-        let red = params.pt() != pt;
+        let red = *params.pt() != pt;
         let codec = params.spec().codec;
         let video = codec.is_video();
         let now = self.last_now;
-        let ext_vals = forwarded_extensions(&packet.header.ext_vals);
+        let ext_vals = forwarded_extensions(packet.ext_vals);
         let mut layer = 0;
         let mut keyframe = false;
         let ticks = if video {
-            let rid = packet.header.ext_vals.rid;
-            let Some(l) = stream.layers.classify(packet.header.ssrc, rid, now) else {
+            let classified = match packet.layer {
+                Some(l) => stream.layers.relayed(l, now),
+                None => stream.layers.classify(packet.ssrc, packet.rid, now),
+            };
+            let Some(l) = classified else {
                 return;
             };
             layer = l;
             let ticks = stream
                 .video_timeline
-                .map_layer(generation, l, packet.time.numer(), now);
+                .map_layer(generation, l, packet.ticks, now);
             keyframe = video_format(codec).is_some_and(|f| starts_keyframe(f, &packet.payload));
             let entry = &mut stream.layers.list[l];
             entry.meter.record(now, packet.payload.len());
@@ -284,10 +332,10 @@ impl Sfu {
             entry.cache.push(
                 CachedPacket {
                     params,
-                    seq: *packet.seq_no,
+                    seq: packet.seq,
                     time: ticks as u32,
-                    wallclock: packet.timestamp,
-                    marker: packet.header.marker,
+                    wallclock: packet.wallclock,
+                    marker: packet.marker,
                     ext_vals: ext_vals.clone(),
                     payload: packet.payload.clone(),
                 },
@@ -295,17 +343,19 @@ impl Sfu {
             );
             ticks
         } else {
-            stream
-                .audio_timeline
-                .map(generation, packet.time.numer(), now)
+            stream.audio_timeline.map(generation, packet.ticks, now)
+        };
+        self.relay_tap(&stream_id, &packet, video.then_some(layer), ticks as u32);
+        let Some(stream) = self.streams.get_mut(&stream_id) else {
+            return;
         };
         let out = Outgoing {
             generation,
             params,
-            seq: *packet.seq_no,
+            seq: packet.seq,
             time: ticks as u32,
-            wallclock: packet.timestamp,
-            marker: packet.header.marker,
+            wallclock: packet.wallclock,
+            marker: packet.marker,
             ext_vals: &ext_vals,
             payload: &packet.payload,
             red,

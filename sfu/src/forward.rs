@@ -14,6 +14,7 @@ use str0m::media::{Mid, Pt};
 use str0m::rtp::ExtensionValues;
 use str0m::Rtc;
 
+use crate::relay::{RelayId, Upstream};
 use crate::simulcast::Layers;
 use crate::PeerId;
 
@@ -37,6 +38,10 @@ pub(crate) struct Stream {
     pub next_evaluation: Option<Instant>,
     /// When the publisher left (without a replacement); viewers are closed after the grace.
     pub offline_since: Option<Instant>,
+    /// Downstream relays (edges) subscribed to this stream.
+    pub relays: BTreeSet<RelayId>,
+    /// At an edge: the stream is fed by the upstream relay, not by a local publisher.
+    pub upstream: Option<Upstream>,
 }
 
 impl Stream {
@@ -53,12 +58,22 @@ impl Stream {
             simulcast: false,
             next_evaluation: None,
             offline_since: None,
+            relays: BTreeSet::new(),
+            upstream: None,
         }
     }
 
     /// Nobody publishes or watches: the entry can go.
     pub fn is_idle(&self) -> bool {
-        self.publisher.is_none() && self.subscribers.is_empty()
+        self.publisher.is_none()
+            && self.upstream.is_none()
+            && self.subscribers.is_empty()
+            && self.relays.is_empty()
+    }
+
+    /// A publisher or an upstream relay feeds it.
+    pub fn is_live(&self) -> bool {
+        self.publisher.is_some() || self.upstream.is_some()
     }
 
     /// Whether any layer holds a usable cached group.

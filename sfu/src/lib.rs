@@ -24,6 +24,7 @@ mod forward;
 mod ids;
 mod layering;
 mod peer;
+mod relay;
 mod simulcast;
 mod stats;
 mod tcp;
@@ -32,6 +33,7 @@ pub use crate::core::{Published, Sfu, Subscribed};
 pub use forward::SubscribeOptions;
 pub use ids::{PeerId, StreamId, StreamIdError};
 pub use media_core::layers::Pin;
+pub use relay::{video_track, RelayCodec, RelayId, RelayPacket, RelayTracks, AUDIO_TRACK};
 pub use stats::{DropReason, SfuStats};
 
 use std::net::SocketAddr;
@@ -118,6 +120,12 @@ pub enum SfuEvent {
     PeerConnected(PeerId),
     /// A peer was removed, with the reason.
     PeerClosed(PeerId, CloseReason),
+    /// Upstream: a relayed stream has a new publisher; tell the relay (`tracks`).
+    RelayTracks(RelayId, RelayTracks),
+    /// Upstream: a relayed stream lost its publisher; tell the relay (`offline`).
+    RelayOffline(RelayId, StreamId),
+    /// Edge: a viewer needs a keyframe on this track of a relayed stream (`keyframe`).
+    UpstreamKeyframe(StreamId, u16),
 }
 
 /// Why a peer was removed.
@@ -145,6 +153,8 @@ pub enum Output {
     Transmit(Transmit),
     /// Something happened.
     Event(SfuEvent),
+    /// An RTP packet for a downstream relay.
+    Relay(RelayPacket),
     /// Nothing more to do until this instant (or the next input).
     Timeout(Instant),
 }

@@ -90,6 +90,24 @@ impl Layers {
         Some(self.list.len() - 1)
     }
 
+    /// The layer a relay track names (layers are numbered by the upstream): created as needed.
+    pub fn relayed(&mut self, layer: LayerId, _now: Instant) -> Option<LayerId> {
+        if layer >= MAX_LAYERS {
+            return None;
+        }
+        while self.list.len() <= layer {
+            let i = self.list.len();
+            self.list.push(Layer {
+                ssrc: Ssrc::from(1 + i as u32),
+                rid: None,
+                cache: KeyframeCache::default(),
+                keyframes: KeyframeCoalescer::new(self.interval),
+                meter: RateMeter::new(),
+            });
+        }
+        Some(layer)
+    }
+
     /// Active layers with their bitrates (bit/s), lowest bitrate first.
     pub fn ranked(&mut self, now: Instant) -> Vec<(LayerId, u64)> {
         let mut out: Vec<(LayerId, u64)> = self

@@ -71,6 +71,8 @@ pub struct SfuStats {
     pub layer_switches: u64,
     /// Sessions whose ICE was restarted (PATCH with new credentials).
     pub ice_restarts: u64,
+    /// RTP packets emitted to downstream relays.
+    pub relay_packets: u64,
 }
 
 impl SfuStats {

@@ -222,6 +222,9 @@ pub struct World {
     pub index: HashMap<SocketAddr, usize>,
     /// Shaped downlinks by client address (others deliver at once).
     pub links: HashMap<SocketAddr, Link>,
+    /// Packets the SFU emitted for downstream relays, and its events, oldest first.
+    pub relay_out: Vec<sfu::RelayPacket>,
+    pub events: Vec<sfu::SfuEvent>,
 }
 
 impl World {
@@ -247,6 +250,8 @@ impl World {
             keep_to_sfu: None,
             index: HashMap::new(),
             links: HashMap::new(),
+            relay_out: Vec::new(),
+            events: Vec::new(),
         }
     }
 
@@ -391,7 +396,8 @@ impl World {
                                 .unwrap();
                         }
                     }
-                    Output::Event(_) => {}
+                    Output::Event(e) => self.events.push(e),
+                    Output::Relay(p) => self.relay_out.push(p),
                     Output::Timeout(_) => break,
                 }
             }
@@ -424,7 +430,15 @@ impl World {
     pub fn sfu_deadline(&mut self) -> Instant {
         match self.sfu.poll_output() {
             Output::Timeout(t) => t,
-            _ => self.now,
+            Output::Event(e) => {
+                self.events.push(e);
+                self.now
+            }
+            Output::Relay(p) => {
+                self.relay_out.push(p);
+                self.now
+            }
+            Output::Transmit(_) => self.now,
         }
     }
 
