@@ -19,6 +19,59 @@ pub struct Config {
     pub sfu: SfuConfig,
     /// Storage.
     pub storage: StorageConfig,
+    /// Relay to and from other nodes (regional edges).
+    pub relay: RelayConfig,
+}
+
+/// `[relay]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelayConfig {
+    /// QUIC address edges connect to (empty: no relay listener).
+    pub listen: String,
+    /// The cluster secret shared by every node (at least 16 characters when the relay is used).
+    pub secret: String,
+    /// Edge role: the upstream's relay address `HOST:PORT` (empty: this node is an origin).
+    pub origin: String,
+    /// Edge role: this edge's region name.
+    pub region: String,
+    /// This node's id in the relay handshake (empty: derived from the region and the HTTP port).
+    pub node_id: String,
+    /// Edge role: a channel without viewers is unsubscribed upstream after this many ms.
+    pub grace_ms: u64,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            listen: String::new(),
+            secret: String::new(),
+            origin: String::new(),
+            region: String::new(),
+            node_id: String::new(),
+            grace_ms: 10_000,
+        }
+    }
+}
+
+impl RelayConfig {
+    /// The relay listen address, if any.
+    pub fn listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.listen.is_empty() {
+            return Ok(None);
+        }
+        self.listen.parse().map(Some).map_err(|_| {
+            ConfigError::Invalid(format!(
+                "relay.listen must be IP:PORT, e.g. 0.0.0.0:8190 (got {:?})",
+                self.listen
+            ))
+        })
+    }
+
+    /// Whether this node is an edge.
+    pub fn is_edge(&self) -> bool {
+        !self.origin.is_empty()
+    }
 }
 
 /// `[http]`
@@ -237,6 +290,21 @@ impl Config {
         if self.sfu.connect_timeout_ms < 1000 {
             return Err(ConfigError::Invalid(
                 "sfu.connect_timeout_ms must be at least 1000".into(),
+            ));
+        }
+        self.relay.listen_addr()?;
+        if (self.relay.listen_addr()?.is_some() || self.relay.is_edge())
+            && self.relay.secret.len() < 16
+        {
+            return Err(ConfigError::Invalid(
+                "relay.secret (or AETHEX_RELAY_SECRET) must be set to at least 16 characters \
+                 when relay.listen or an origin is configured: it authenticates the nodes"
+                    .into(),
+            ));
+        }
+        if self.relay.is_edge() && self.relay.region.is_empty() {
+            return Err(ConfigError::Invalid(
+                "an edge needs a region (--region or relay.region)".into(),
             ));
         }
         if self

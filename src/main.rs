@@ -27,6 +27,9 @@ struct Cli {
 enum Command {
     /// Run a node: SFU, WHIP/WHEP, web client and SQLite storage in one process.
     Serve(ServeArgs),
+    /// Run a regional edge: pulls channels from an upstream (origin or edge) over QUIC while it
+    /// has viewers for them, and serves WHEP viewers in its region.
+    Edge(EdgeArgs),
     /// Check a configuration file and print the effective configuration.
     CheckConfig {
         /// The file to check.
@@ -57,6 +60,22 @@ struct ServeArgs {
     /// IP announced to peers as the ICE candidate (repeatable) [config: rtc.advertise_ips].
     #[arg(long, env = "AETHEX_ADVERTISE_IP", value_delimiter = ',')]
     advertise_ip: Vec<IpAddr>,
+    /// Accept edges over QUIC on this address, e.g. 0.0.0.0:8190 [config: relay.listen].
+    /// Needs the cluster secret (AETHEX_RELAY_SECRET or relay.secret).
+    #[arg(long, env = "AETHEX_RELAY_LISTEN")]
+    relay_listen: Option<SocketAddr>,
+}
+
+#[derive(Args)]
+struct EdgeArgs {
+    /// The upstream's relay address HOST:PORT (an origin's --relay-listen) [config: relay.origin].
+    #[arg(long, env = "AETHEX_ORIGIN")]
+    origin: String,
+    /// This edge's region name, e.g. eu-west [config: relay.region].
+    #[arg(long, env = "AETHEX_REGION")]
+    region: String,
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 #[derive(Subcommand)]
@@ -87,7 +106,11 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::CheckConfig { config } => check_config(&config),
-        Command::Serve(args) => runtime().and_then(|rt| rt.block_on(serve(args))),
+        Command::Serve(args) => runtime().and_then(|rt| rt.block_on(serve(args, None))),
+        Command::Edge(args) => {
+            let edge = (args.origin, args.region);
+            runtime().and_then(|rt| rt.block_on(serve(args.serve, Some(edge))))
+        }
         Command::Channel(cmd) => runtime().and_then(|rt| rt.block_on(channel(cmd))),
     };
     match result {
@@ -140,9 +163,19 @@ fn load(config: Option<&std::path::Path>, data_dir: Option<PathBuf>) -> anyhow::
     Ok(c)
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(args: ServeArgs, edge: Option<(String, String)>) -> anyhow::Result<()> {
     init_tracing();
     let mut config = load(args.config.as_deref(), args.data_dir)?;
+    if let Some((origin, region)) = edge {
+        config.relay.origin = origin;
+        config.relay.region = region;
+    }
+    if let Some(l) = args.relay_listen {
+        config.relay.listen = l.to_string();
+    }
+    if let Ok(secret) = std::env::var("AETHEX_RELAY_SECRET") {
+        config.relay.secret = secret;
+    }
     if let Some(l) = args.http_listen {
         config.http.listen = l;
     }
@@ -162,7 +195,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 config.storage.data_dir.display()
             )
         })?;
-    let demo_key = if store.channel_count().await? == 0 {
+    // An edge has no channels of its own: its upstream's are served.
+    let demo_key = if !config.relay.is_edge() && store.channel_count().await? == 0 {
         Some(store.create_channel("demo").await?)
     } else {
         None

@@ -97,6 +97,11 @@ impl Sfu {
         self.streams.get(stream).is_some_and(Stream::is_live)
     }
 
+    /// Viewers of `stream` on this node.
+    pub fn subscriber_count(&self, stream: &StreamId) -> usize {
+        self.streams.get(stream).map_or(0, |s| s.subscribers.len())
+    }
+
     /// Number of peers (publishers + subscribers).
     pub fn peer_count(&self) -> usize {
         self.peers.len()

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::relay_io::{RelayCommand, RelayIn, RelaySinks};
 use crate::tcp::{TcpEvent, TcpSide};
 
 use crate::{
@@ -74,6 +75,7 @@ enum Command {
     Shutdown {
         reply: oneshot::Sender<()>,
     },
+    Relay(RelayCommand),
 }
 
 /// A cheap, cloneable handle to the running SFU.
@@ -82,9 +84,17 @@ pub struct SfuHandle {
     tx: mpsc::Sender<Command>,
     local_addr: SocketAddr,
     events: Arc<tokio::sync::broadcast::Sender<SfuEvent>>,
+    pub(crate) relay_in: mpsc::Sender<RelayIn>,
 }
 
 impl SfuHandle {
+    pub(crate) async fn relay_command(&self, cmd: RelayCommand) -> Result<(), SfuError> {
+        self.tx
+            .send(Command::Relay(cmd))
+            .await
+            .map_err(|_| SfuError::Unavailable)
+    }
+
     async fn call<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
@@ -218,6 +228,7 @@ pub fn spawn(
     let std_socket = socket.into_std()?;
     let std_tcp = tcp.map(|l| l.into_std()).transpose()?;
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let (relay_in, relay_rx) = mpsc::channel(crate::relay_io::INGEST_QUEUE);
     let (events, _) = tokio::sync::broadcast::channel(256);
     let events = Arc::new(events);
     let (done_tx, done) = oneshot::channel();
@@ -246,7 +257,7 @@ pub fn spawn(
                 match UdpSocket::from_std(std_socket) {
                     Ok(socket) => {
                         let sfu = Sfu::new(config, seed, now());
-                        run(socket, tcp, sfu, rx, thread_events).await;
+                        run(socket, tcp, sfu, rx, relay_rx, thread_events).await;
                     }
                     Err(e) => tracing::error!(error = %e, "cannot register the media socket"),
                 }
@@ -258,6 +269,7 @@ pub fn spawn(
             tx,
             local_addr,
             events,
+            relay_in,
         },
         DriverTask { done },
     ))
@@ -296,8 +308,10 @@ async fn run(
     mut tcp: Option<TcpSide>,
     mut sfu: Sfu,
     mut rx: mpsc::Receiver<Command>,
+    mut relay_rx: mpsc::Receiver<RelayIn>,
     events: Arc<tokio::sync::broadcast::Sender<SfuEvent>>,
 ) {
+    let mut sinks = RelaySinks::default();
     let local = socket
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -319,7 +333,10 @@ async fn run(
     let sleep = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(sleep);
     loop {
-        let deadline = flush(&socket, &state, &mut batch, &mut tcp, &mut sfu, &events).await;
+        let deadline = flush(
+            &socket, &state, &mut batch, &mut tcp, &mut sinks, &mut sfu, &events,
+        )
+        .await;
         let wait = tokio::time::Instant::from_std(deadline)
             .max(tokio::time::Instant::now() + Duration::from_millis(1));
         sleep.as_mut().reset(wait);
@@ -354,15 +371,27 @@ async fn run(
             cmd = rx.recv() => match cmd {
                 Some(Command::Shutdown { reply }) => {
                     sfu.close_all();
-                    flush(&socket, &state, &mut batch, &mut tcp, &mut sfu, &events).await;
+                    flush(&socket, &state, &mut batch, &mut tcp, &mut sinks, &mut sfu, &events).await;
                     let _ = reply.send(());
                     return;
+                }
+                Some(Command::Relay(cmd)) => {
+                    sfu.handle_input(Input::Timeout(now()));
+                    crate::relay_io::handle(&mut sfu, &mut sinks, cmd);
                 }
                 Some(cmd) => handle_command(&mut sfu, cmd),
                 None => {
                     sfu.close_all();
-                    flush(&socket, &state, &mut batch, &mut tcp, &mut sfu, &events).await;
+                    flush(&socket, &state, &mut batch, &mut tcp, &mut sinks, &mut sfu, &events).await;
                     return;
+                }
+            },
+            Some(packet) = relay_rx.recv() => {
+                sfu.relay_ingest(now(), &packet.stream, packet.track, &packet.data);
+                // Take what else is queued, bounded, before flushing.
+                for _ in 0..256 {
+                    let Ok(p) = relay_rx.try_recv() else { break };
+                    sfu.relay_ingest(now(), &p.stream, p.track, &p.data);
                 }
             },
             Some(event) = tcp_event(&mut tcp) => {
@@ -467,6 +496,7 @@ async fn flush(
     state: &quinn_udp::UdpSocketState,
     batch: &mut Batch,
     tcp: &mut Option<TcpSide>,
+    sinks: &mut RelaySinks,
     sfu: &mut Sfu,
     events: &tokio::sync::broadcast::Sender<SfuEvent>,
 ) -> std::time::Instant {
@@ -487,8 +517,7 @@ async fn flush(
             Output::Event(e) => {
                 let _ = events.send(e);
             }
-            // No relay transport yet (#5): nothing subscribes, so nothing is emitted.
-            Output::Relay(_) => {}
+            Output::Relay(p) => sinks.send(p),
             Output::Timeout(t) => {
                 batch.send(socket, state).await;
                 return t;
@@ -550,5 +579,7 @@ fn handle_command(sfu: &mut Sfu, cmd: Command) {
         Command::Shutdown { reply } => {
             let _ = reply.send(());
         }
+        // Handled in the run loop, which owns the relay sinks.
+        Command::Relay(_) => {}
     }
 }

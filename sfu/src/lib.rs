@@ -25,6 +25,7 @@ mod ids;
 mod layering;
 mod peer;
 mod relay;
+mod relay_io;
 mod simulcast;
 mod stats;
 mod tcp;
@@ -34,6 +35,7 @@ pub use forward::SubscribeOptions;
 pub use ids::{PeerId, StreamId, StreamIdError};
 pub use media_core::layers::Pin;
 pub use relay::{video_track, RelayCodec, RelayId, RelayPacket, RelayTracks, AUDIO_TRACK};
+pub use relay_io::{RelayIn, INGEST_QUEUE, RELAY_QUEUE};
 pub use stats::{DropReason, SfuStats};
 
 use std::net::SocketAddr;

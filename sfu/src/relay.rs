@@ -67,6 +67,8 @@ pub struct RelayTracks {
 pub struct RelayPacket {
     /// The relay it goes to.
     pub relay: RelayId,
+    /// The stream it belongs to.
+    pub stream: StreamId,
     /// The track it belongs to.
     pub track: u16,
     /// A plain RTP packet (12-byte header, no extensions, then the payload).
@@ -137,6 +139,7 @@ impl Sfu {
                 );
                 burst.push(RelayPacket {
                     relay,
+                    stream: stream.clone(),
                     track: video_track(layer),
                     data,
                 });
@@ -311,6 +314,7 @@ impl Sfu {
         for relay in relays {
             self.out.push_back(Output::Relay(RelayPacket {
                 relay,
+                stream: stream.clone(),
                 track,
                 data: data.clone(),
             }));

@@ -8,6 +8,17 @@ use sfu::{
     Subscribed,
 };
 
+/// Where an edge's streams come from: its upstream relay. At an origin there is none, and
+/// channels are checked against the store instead.
+pub trait ChannelSource: Send + Sync + 'static {
+    /// Make `channel` available on this node (subscribe upstream) and say whether it went live
+    /// within a short wait.
+    fn ensure<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
+}
+
 /// What signaling needs from the SFU. Implemented by [`SfuHandle`] (a command plus a oneshot
 /// reply to the driver) and by fakes in tests, so HTTP tests need no ports and no media.
 pub trait SfuControl: Clone + Send + Sync + 'static {

@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use sfu::{PeerId, Pin, StreamId, SubscribeOptions};
 
-use crate::control::SfuControl;
+use crate::control::{ChannelSource, SfuControl};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -103,6 +103,8 @@ pub struct AppState<C> {
     pub settings: Arc<HttpSettings>,
     /// Prometheus registry.
     pub metrics: Arc<Metrics>,
+    /// At an edge: the upstream that WHEP requests pull channels from.
+    pub upstream: Option<Arc<dyn ChannelSource>>,
 }
 
 impl<C: Clone> Clone for AppState<C> {
@@ -113,6 +115,7 @@ impl<C: Clone> Clone for AppState<C> {
             sessions: self.sessions.clone(),
             settings: self.settings.clone(),
             metrics: self.metrics.clone(),
+            upstream: self.upstream.clone(),
         }
     }
 }
@@ -341,13 +344,23 @@ async fn whep<C: SfuControl>(
         layer: layer_from_query(query.as_deref())?,
     };
     let offer = read_text(&headers, body, st.settings.max_body_bytes).await?;
-    if !st
-        .store
-        .channel_exists(&channel)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-    {
-        return Err(ApiError::NotFound(format!("no such channel: {channel}")));
+    match &st.upstream {
+        // An edge has no channel table: its upstream knows which channels exist and are live.
+        Some(source) => {
+            if !source.ensure(&channel).await {
+                return Err(ApiError::Offline(channel));
+            }
+        }
+        None => {
+            if !st
+                .store
+                .channel_exists(&channel)
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?
+            {
+                return Err(ApiError::NotFound(format!("no such channel: {channel}")));
+            }
+        }
     }
     let ufrag = sdp_attr(&offer, "a=ice-ufrag:");
     let subscribed = st.sfu.subscribe(stream, offer, options).await?;

@@ -12,7 +12,7 @@ pub mod metrics;
 pub mod store;
 pub mod web;
 
-pub use control::SfuControl;
+pub use control::{ChannelSource, SfuControl};
 pub use error::ApiError;
 pub use http::{router, AppState, HttpSettings, IceServer, Sessions};
 pub use metrics::Metrics;

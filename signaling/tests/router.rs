@@ -87,6 +87,7 @@ async fn app(fake: FakeSfu) -> (axum::Router, Arc<Sessions>) {
             ice_servers: vec![],
         }),
         metrics: Arc::new(Metrics::new()),
+        upstream: None,
     };
     (router(state), sessions)
 }

@@ -79,14 +79,67 @@ pub struct Server {
     pub base: String,
     pub udp: SocketAddr,
     pub log: PathBuf,
+    /// Stdout lines after the ones `start` read (later banner lines, e.g. the relay's).
+    pub lines: mpsc::Receiver<String>,
 }
+
+/// The cluster secret of the relay tests.
+pub const RELAY_SECRET: &str = "test-cluster-secret-0123456789";
 
 impl Server {
     pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_command(serve_command(data_dir), data_dir, extra)
+    }
+
+    /// `aethex edge --origin <upstream> --region <region>` on loopback with OS-chosen ports.
+    pub fn start_edge(data_dir: &Path, upstream: SocketAddr, region: &str, extra: &[&str]) -> Self {
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "edge",
+            "--origin",
+            &upstream.to_string(),
+            "--region",
+            region,
+            "--http-listen",
+            "127.0.0.1:0",
+            "--udp-port",
+            "0",
+            "--advertise-ip",
+            "127.0.0.1",
+            "--data-dir",
+        ])
+        .arg(data_dir);
+        Self::start_command(cmd, data_dir, extra)
+    }
+
+    /// The address of the relay listener (`--relay-listen 127.0.0.1:0`), from the banner.
+    pub fn relay_addr(&self) -> SocketAddr {
+        let line = self.wait_line("relay (QUIC)", Duration::from_secs(10));
+        line.split_whitespace()
+            .nth(2)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+    }
+
+    /// The next stdout line containing `needle` (bounded).
+    pub fn wait_line(&self, needle: &str, within: Duration) -> String {
+        let end = Instant::now() + within;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return l,
+                Ok(_) => {}
+                Err(_) => panic!("no line with {needle:?}; log: {}", self.log_text()),
+            }
+        }
+    }
+
+    fn start_command(mut command: Command, data_dir: &Path, extra: &[&str]) -> Self {
         let log = data_dir.join("server.log");
-        let mut child = serve_command(data_dir)
+        let mut child = command
             .args(extra)
             .env("AETHEX_LOG", "info,str0m=warn")
+            .env("AETHEX_RELAY_SECRET", RELAY_SECRET)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -121,6 +174,7 @@ impl Server {
             base: format!("http://{http}"),
             udp,
             log,
+            lines: rx,
         };
         server.wait_healthy();
         server

@@ -1,0 +1,305 @@
+//! The edge side of the relay: one QUIC connection to the upstream, reconnected with backoff;
+//! channels subscribed while the edge has viewers for them; media fed into the edge's SFU.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sfu::driver::SfuHandle;
+use sfu::{RelayIn, SfuEvent, StreamId};
+use tokio::sync::Notify;
+
+use crate::proto::{self, Control, Role};
+use crate::quic;
+use crate::session::{relay_tracks, ControlStream};
+use crate::upstream::TRACK_BLOCK;
+
+/// Settings of the edge role.
+#[derive(Clone)]
+pub struct EdgeConfig {
+    /// The upstream's relay address.
+    pub upstream: SocketAddr,
+    /// This edge's node id.
+    pub node_id: String,
+    /// Region name.
+    pub region: String,
+    /// Base URL viewers reach this edge at.
+    pub public_url: String,
+    /// Viewers this edge accepts.
+    pub capacity: u32,
+    /// The cluster secret.
+    pub secret: Arc<[u8]>,
+    /// A channel without viewers is unsubscribed after this long.
+    pub grace: Duration,
+}
+
+/// How long [`Upstream::ensure`] waits for a channel to go live at this edge.
+const ENSURE_WITHIN: Duration = Duration::from_secs(3);
+const TICK: Duration = Duration::from_millis(250);
+/// An offline channel is asked for again this often while viewers wait.
+const RESUBSCRIBE: Duration = Duration::from_secs(2);
+
+/// The edge's link to its upstream, shared with the HTTP layer.
+#[derive(Clone)]
+pub struct Upstream {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    sfu: SfuHandle,
+    /// Channels the edge wants, with when they last had a viewer.
+    wanted: Mutex<HashMap<StreamId, Instant>>,
+    wake: Notify,
+}
+
+impl Upstream {
+    /// Start the connection loop (on the current runtime).
+    pub fn start(config: EdgeConfig, sfu: SfuHandle) -> Result<Self, quic::QuicError> {
+        let endpoint = quic::client()?;
+        let inner = Arc::new(Inner {
+            sfu,
+            wanted: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+        });
+        let task = inner.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(250);
+            loop {
+                let started = Instant::now();
+                match run(&endpoint, &config, &task).await {
+                    Ok(()) => tracing::warn!("upstream closed the relay connection"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, upstream = %config.upstream, "relay connection failed")
+                    }
+                }
+                if started.elapsed() > Duration::from_secs(10) {
+                    backoff = Duration::from_millis(250);
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        });
+        Ok(Self { inner })
+    }
+
+    /// A viewer wants `channel` here: subscribe upstream if needed and wait (bounded) until it
+    /// is live at this edge. `false`: not live within the wait (offline, unknown, no upstream).
+    pub async fn ensure(&self, channel: &str) -> bool {
+        let Ok(stream) = StreamId::new(channel) else {
+            return false;
+        };
+        self.inner.lock().insert(stream.clone(), Instant::now());
+        self.inner.wake.notify_one();
+        let until = Instant::now() + ENSURE_WITHIN;
+        while Instant::now() < until {
+            if self
+                .inner
+                .sfu
+                .is_live(stream.clone())
+                .await
+                .unwrap_or(false)
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<StreamId, Instant>> {
+        self.wanted.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RunError {
+    #[error("connect: {0}")]
+    Connect(String),
+    #[error("handshake: {0}")]
+    Handshake(String),
+    #[error("protocol: {0}")]
+    Proto(#[from] proto::ProtoError),
+    #[error("closed: {0}")]
+    Closed(String),
+}
+
+/// Per subscribed channel on the current connection.
+struct Sub {
+    /// First track id of the channel's block, once `tracks` came.
+    base: Option<u16>,
+    asked: Instant,
+}
+
+async fn run(
+    endpoint: &quinn::Endpoint,
+    config: &EdgeConfig,
+    inner: &Inner,
+) -> Result<(), RunError> {
+    let conn = endpoint
+        .connect(config.upstream, "aethex-relay")
+        .map_err(|e| RunError::Connect(e.to_string()))?
+        .await
+        .map_err(|e| RunError::Connect(e.to_string()))?;
+    let (send, recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| RunError::Connect(e.to_string()))?;
+    let mut control = ControlStream::new(send, recv);
+    let exporter = quic::exporter(&conn).ok_or(RunError::Handshake("no TLS exporter".into()))?;
+    control
+        .write(&Control::Hello {
+            version: proto::VERSION,
+            node_id: config.node_id.clone(),
+            region: config.region.clone(),
+            public_url: config.public_url.clone(),
+            capacity: config.capacity,
+            auth: proto::auth_tag(&config.secret, Role::Edge, &exporter, &config.node_id),
+        })
+        .await
+        .map_err(|e| RunError::Connect(e.to_string()))?;
+    match tokio::time::timeout(Duration::from_secs(5), control.read()).await {
+        Ok(Ok(Some(Control::Welcome { node_id, auth, .. })))
+            if proto::verify_auth(&config.secret, Role::Upstream, &exporter, &node_id, &auth) =>
+        {
+            tracing::info!(upstream = %node_id, addr = %config.upstream, "relay connected");
+        }
+        Ok(Ok(Some(Control::Error { code, message }))) => {
+            return Err(RunError::Handshake(format!("{code}: {message}")))
+        }
+        _ => return Err(RunError::Handshake("no valid welcome".into())),
+    }
+
+    let ingest = inner.sfu.relay_ingest();
+    let mut events = inner.sfu.events();
+    let mut subs: HashMap<StreamId, Sub> = HashMap::new();
+    let mut by_base: HashMap<u16, StreamId> = HashMap::new();
+    let mut tick = tokio::time::interval(TICK);
+    let mut dropped: u64 = 0;
+    loop {
+        tokio::select! {
+            frame = control.read() => {
+                let Some(msg) = frame? else {
+                    return Ok(());
+                };
+                match msg {
+                    Control::Tracks { channel, generation, tracks, codecs } => {
+                        let Some((described, base)) = relay_tracks(&channel, generation, &tracks, &codecs) else {
+                            continue;
+                        };
+                        let stream = described.stream.clone();
+                        if let Err(e) = inner.sfu.relay_tracks(described).await {
+                            tracing::warn!(%channel, error = %e, "cannot relay this channel");
+                            continue;
+                        }
+                        by_base.insert(base, stream.clone());
+                        if let Some(s) = subs.get_mut(&stream) {
+                            s.base = Some(base);
+                        }
+                    }
+                    Control::Offline { channel } => {
+                        if let Ok(stream) = StreamId::new(&channel) {
+                            let _ = inner.sfu.relay_offline(stream.clone()).await;
+                            if let Some(s) = subs.get_mut(&stream) {
+                                s.base = None;
+                            }
+                        }
+                    }
+                    Control::NotFound { channel } => {
+                        if let Ok(stream) = StreamId::new(&channel) {
+                            subs.remove(&stream);
+                            inner.lock().remove(&stream);
+                        }
+                    }
+                    Control::Keepalive { t } => {
+                        control.write(&Control::KeepaliveAck { t }).await.ok();
+                    }
+                    Control::Error { code, message } => {
+                        return Err(RunError::Closed(format!("{code}: {message}")));
+                    }
+                    _ => {}
+                }
+            }
+            datagram = conn.read_datagram() => {
+                let bytes = datagram.map_err(|e| RunError::Closed(e.to_string()))?;
+                let Ok((track, rtp)) = proto::decode_datagram(&bytes) else {
+                    dropped += 1;
+                    continue;
+                };
+                let base = track - track % TRACK_BLOCK;
+                let Some(stream) = by_base.get(&base) else {
+                    dropped += 1;
+                    continue;
+                };
+                let packet = RelayIn { stream: stream.clone(), track: track - base, data: rtp.to_vec() };
+                if ingest.try_send(packet).is_err() {
+                    dropped += 1;
+                }
+            }
+            event = events.recv() => {
+                if let Ok(SfuEvent::UpstreamKeyframe(stream, track)) = event {
+                    if let Some(base) = subs.get(&stream).and_then(|s| s.base) {
+                        control.write(&Control::Keyframe { track: base + track }).await.ok();
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                maintain(&mut control, inner, &mut subs, config.grace).await;
+                if dropped > 0 {
+                    tracing::debug!(dropped, "relay datagrams dropped");
+                    dropped = 0;
+                }
+            }
+            () = inner.wake.notified() => {
+                maintain(&mut control, inner, &mut subs, config.grace).await;
+            }
+            reason = conn.closed() => return Err(RunError::Closed(reason.to_string())),
+        }
+    }
+}
+
+/// Subscribe what viewers want, re-ask for offline channels, and let go of channels that have
+/// had no viewer for the grace period.
+async fn maintain(
+    control: &mut ControlStream,
+    inner: &Inner,
+    subs: &mut HashMap<StreamId, Sub>,
+    grace: Duration,
+) {
+    let now = Instant::now();
+    let wanted: Vec<(StreamId, Instant)> =
+        inner.lock().iter().map(|(s, t)| (s.clone(), *t)).collect();
+    for (stream, last_viewer) in wanted {
+        let viewers = inner.sfu.viewers(stream.clone()).await.unwrap_or(0);
+        if viewers > 0 {
+            inner.lock().insert(stream.clone(), now);
+        } else if now.saturating_duration_since(last_viewer) > grace {
+            inner.lock().remove(&stream);
+            if subs.remove(&stream).is_some() {
+                control
+                    .write(&Control::Unsubscribe {
+                        channel: stream.to_string(),
+                    })
+                    .await
+                    .ok();
+            }
+            continue;
+        }
+        let ask = match subs.get(&stream) {
+            None => true,
+            Some(s) => s.base.is_none() && now.saturating_duration_since(s.asked) > RESUBSCRIBE,
+        };
+        if ask {
+            let base = subs.get(&stream).and_then(|s| s.base);
+            subs.insert(stream.clone(), Sub { base, asked: now });
+            control
+                .write(&Control::Subscribe {
+                    channel: stream.to_string(),
+                })
+                .await
+                .ok();
+        }
+    }
+}

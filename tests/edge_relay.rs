@@ -1,0 +1,109 @@
+//! Regional edges end to end: the real binary as an origin, a regional edge and a tier-2 edge
+//! on loopback, relayed over QUIC, with aiortc (an independent WebRTC implementation) publishing
+//! at the origin and viewing at the edges.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn viewer(server: &Server, channel: &str, name: &str, seconds: u32) -> Peer {
+    let url = format!("{}/whep/{channel}", server.base);
+    let args = [
+        "view",
+        "--url",
+        &url,
+        "--duration",
+        &seconds.to_string(),
+        "--min-video-frames",
+        "30",
+    ];
+    Peer::spawn(name, &args.map(s))
+}
+
+#[test]
+fn a_stream_published_at_the_origin_plays_at_an_edge_and_at_a_tier_2_edge() {
+    let dir = temp_dir("relay-origin");
+    let ch = create_channel(&dir, "show");
+    let origin = Server::start(&dir, &["--relay-listen", "127.0.0.1:0"]);
+    let origin_relay = origin.relay_addr();
+    let edge_dir = temp_dir("relay-edge");
+    let edge = Server::start_edge(
+        &edge_dir,
+        origin_relay,
+        "eu",
+        &["--relay-listen", "127.0.0.1:0"],
+    );
+    let edge_relay = edge.relay_addr();
+    let tier2_dir = temp_dir("relay-tier2");
+    let tier2 = Server::start_edge(&tier2_dir, edge_relay, "eu-paris", &[]);
+
+    let key = ch["stream_key"].as_str().unwrap();
+    let publisher = publisher(&origin, key, "vp8", 16);
+    std::thread::sleep(Duration::from_secs(2));
+    // Cold edges: the first viewer at each makes the edge subscribe upstream.
+    let at_edge = viewer(&edge, "show", "edge viewer", 6);
+    let at_tier2 = viewer(&tier2, "show", "tier-2 viewer", 6);
+    for (name, v) in [("edge", at_edge), ("tier 2", at_tier2)] {
+        let r = v.result(Duration::from_secs(40));
+        eprintln!("{name} viewer: {r}");
+        assert_eq!(r["ok"], true, "{name} viewer failed: {r}");
+        assert!(r["video_frames"].as_u64().unwrap() >= 30, "{r}");
+        assert!(r["audio_frames"].as_u64().unwrap() > 0, "{r}");
+    }
+    // Unknown channels are 404 at an edge too, after asking upstream.
+    let resp = http()
+        .post(format!("{}/whep/nosuch", edge.base))
+        .header("content-type", "application/sdp")
+        .body("v=0\r\n")
+        .send()
+        .unwrap();
+    assert!(resp.status().is_client_error(), "{}", resp.status());
+    let p = publisher.result(Duration::from_secs(40));
+    assert_eq!(p["ok"], true, "{p}");
+    for server in [tier2, edge, origin] {
+        assert!(server.stop().success(), "SIGTERM exits 0");
+    }
+}
+
+#[test]
+fn an_edge_with_the_wrong_secret_is_refused() {
+    let dir = temp_dir("relay-auth-origin");
+    let origin = Server::start(&dir, &["--relay-listen", "127.0.0.1:0"]);
+    let addr = origin.relay_addr();
+    let edge_dir = temp_dir("relay-auth-edge");
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args([
+        "edge",
+        "--origin",
+        &addr.to_string(),
+        "--region",
+        "eu",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--udp-port",
+        "0",
+        "--data-dir",
+    ])
+    .arg(&edge_dir)
+    .env("AETHEX_RELAY_SECRET", "a-different-secret-9876543210")
+    .env("AETHEX_LOG", "info,str0m=warn")
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("unauthorized"),
+        "the edge logs the refusal: {log}"
+    );
+    assert!(
+        origin.log_text().contains("wrong cluster secret"),
+        "{}",
+        origin.log_text()
+    );
+    assert!(origin.stop().success());
+}
