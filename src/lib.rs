@@ -133,17 +133,7 @@ async fn start_relay(
         .relay
         .listen_addr()
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    if let Some(addr) = listen {
-        let upstream_config = edge::UpstreamConfig {
-            node_id: node_id.clone(),
-            secret: secret.clone(),
-        };
-        let (bound, endpoint) = edge::upstream::listen(addr, upstream_config, sfu.clone())
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        tracing::info!(%bound, "relay listening (QUIC)");
-        println!("  relay (QUIC)    {bound}  edges connect here");
-        relay.listener = Some(endpoint);
-    }
+    let mut pull = None;
     if config.relay.is_edge() {
         let upstream = tokio::net::lookup_host(config.relay.origin.as_str())
             .await?
@@ -153,11 +143,11 @@ async fn start_relay(
             })?;
         let edge_config = edge::EdgeConfig {
             upstream,
-            node_id,
+            node_id: node_id.clone(),
             region: config.relay.region.clone(),
             public_url: public_url(config, http),
             capacity: u32::try_from(config.sfu.max_peers).unwrap_or(u32::MAX),
-            secret,
+            secret: secret.clone(),
             grace: std::time::Duration::from_millis(config.relay.grace_ms),
         };
         let up = edge::Upstream::start(edge_config, sfu.clone())
@@ -166,7 +156,20 @@ async fn start_relay(
             "  upstream        {} (region {})",
             config.relay.origin, config.relay.region
         );
-        relay.upstream = Some(Arc::new(EdgeSource(up)));
+        relay.upstream = Some(Arc::new(EdgeSource(up.clone())));
+        pull = Some(up);
+    }
+    if let Some(addr) = listen {
+        let upstream_config = edge::UpstreamConfig {
+            node_id: node_id.clone(),
+            secret: secret.clone(),
+            pull,
+        };
+        let (bound, endpoint) = edge::upstream::listen(addr, upstream_config, sfu.clone())
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        tracing::info!(%bound, "relay listening (QUIC)");
+        println!("  relay (QUIC)    {bound}  edges connect here");
+        relay.listener = Some(endpoint);
     }
     Ok(relay)
 }

@@ -62,6 +62,9 @@ fn a_stream_published_at_the_origin_plays_at_an_edge_and_at_a_tier_2_edge() {
     assert!(resp.status().is_client_error(), "{}", resp.status());
     let p = publisher.result(Duration::from_secs(40));
     assert_eq!(p["ok"], true, "{p}");
+    // The origin fed one edge, which fed the tier below.
+    assert!(origin.metric("aethex_relay_packets_total") > 0.0);
+    assert!(edge.metric("aethex_relay_packets_total") > 0.0);
     for server in [tier2, edge, origin] {
         assert!(server.stop().success(), "SIGTERM exits 0");
     }

@@ -285,6 +285,8 @@ async fn maintain(
                     .await
                     .ok();
             }
+            // Forget the stream here too: a later viewer must not start from a stale cache.
+            let _ = inner.sfu.relay_offline(stream).await;
             continue;
         }
         let ask = match subs.get(&stream) {

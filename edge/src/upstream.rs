@@ -28,6 +28,8 @@ pub struct UpstreamConfig {
     pub node_id: String,
     /// The cluster secret.
     pub secret: Arc<[u8]>,
+    /// At an edge serving a tier below: its own upstream, to pull a channel through on demand.
+    pub pull: Option<crate::Upstream>,
 }
 
 /// Accept edges on `addr` until the endpoint is closed. Returns the bound address and the
@@ -152,7 +154,14 @@ async fn serve(
                             next_block = next_block.wrapping_add(TRACK_BLOCK);
                             b
                         });
-                        match sfu.relay_subscribe(relay, stream.clone()).await {
+                        let mut result = sfu.relay_subscribe(relay, stream.clone()).await;
+                        if let (Err(SfuError::Offline(_)), Some(pull)) = (&result, &config.pull) {
+                            // A tier above us may have it: pull it through, then serve it.
+                            if pull.ensure(&channel).await {
+                                result = sfu.relay_subscribe(relay, stream.clone()).await;
+                            }
+                        }
+                        match result {
                             Ok(tracks) => control.write(&tracks_message(&tracks, base)).await.ok(),
                             Err(SfuError::Offline(_)) => control.write(&Control::Offline { channel }).await.ok(),
                             Err(_) => return Err(ServeError::Sfu),

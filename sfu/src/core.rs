@@ -97,9 +97,11 @@ impl Sfu {
         self.streams.get(stream).is_some_and(Stream::is_live)
     }
 
-    /// Viewers of `stream` on this node.
+    /// Demand for `stream` on this node: its viewers plus the relays (edges below) it feeds.
     pub fn subscriber_count(&self, stream: &StreamId) -> usize {
-        self.streams.get(stream).map_or(0, |s| s.subscribers.len())
+        self.streams
+            .get(stream)
+            .map_or(0, |s| s.subscribers.len() + s.relays.len())
     }
 
     /// Number of peers (publishers + subscribers).

@@ -173,7 +173,7 @@ impl SfuHandle {
         self.relay_command(RelayCommand::Offline { stream }).await
     }
 
-    /// Viewers of `stream` on this node.
+    /// Viewers of `stream` on this node, plus the relays it feeds.
     pub async fn viewers(&self, stream: StreamId) -> Result<usize, SfuError> {
         let (reply, rx) = oneshot::channel();
         self.relay_command(RelayCommand::Viewers { stream, reply })

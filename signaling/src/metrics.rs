@@ -20,6 +20,7 @@ pub struct Metrics {
     disconnects: IntCounter,
     layer_switches: IntCounter,
     ice_restarts: IntCounter,
+    relay_packets: IntCounter,
     scrape: std::sync::Mutex<()>,
 }
 
@@ -118,6 +119,11 @@ impl Metrics {
                 "aethex_ice_restarts_total",
                 "Sessions whose ICE was restarted through a WHIP/WHEP PATCH",
             ),
+            relay_packets: counter(
+                &registry,
+                "aethex_relay_packets_total",
+                "RTP packets sent to downstream relays (edges): one copy per edge and stream",
+            ),
             registry,
             publishers,
             subscribers,
@@ -142,6 +148,7 @@ impl Metrics {
         set(&self.disconnects, s.disconnects);
         set(&self.layer_switches, s.layer_switches);
         set(&self.ice_restarts, s.ice_restarts);
+        set(&self.relay_packets, s.relay_packets);
         for reason in DropReason::ALL {
             set(
                 &self.drops.with_label_values(&[reason.label()]),
