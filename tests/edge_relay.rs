@@ -8,20 +8,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn viewer(server: &Server, channel: &str, name: &str, seconds: u32) -> Peer {
-    let url = format!("{}/whep/{channel}", server.base);
-    let args = [
-        "view",
-        "--url",
-        &url,
-        "--duration",
-        &seconds.to_string(),
-        "--min-video-frames",
-        "30",
-    ];
-    Peer::spawn(name, &args.map(s))
-}
-
 #[test]
 fn a_stream_published_at_the_origin_plays_at_an_edge_and_at_a_tier_2_edge() {
     let dir = temp_dir("relay-origin");
@@ -76,24 +62,12 @@ fn an_edge_with_the_wrong_secret_is_refused() {
     let origin = Server::start(&dir, &["--relay-listen", "127.0.0.1:0"]);
     let addr = origin.relay_addr();
     let edge_dir = temp_dir("relay-auth-edge");
-    let mut cmd = std::process::Command::new(BIN);
-    cmd.args([
-        "edge",
-        "--origin",
-        &addr.to_string(),
-        "--region",
-        "eu",
-        "--http-listen",
-        "127.0.0.1:0",
-        "--udp-port",
-        "0",
-        "--data-dir",
-    ])
-    .arg(&edge_dir)
-    .env("AETHEX_RELAY_SECRET", "a-different-secret-9876543210")
-    .env("AETHEX_LOG", "info,str0m=warn")
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::piped());
+    let addr = addr.to_string();
+    let mut cmd = node_command(&["edge", "--origin", &addr, "--region", "eu"], &edge_dir);
+    cmd.env("AETHEX_RELAY_SECRET", "a-different-secret-9876543210")
+        .env("AETHEX_LOG", "info,str0m=warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     std::thread::sleep(Duration::from_secs(3));
     let _ = child.kill();

@@ -8,20 +8,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-fn viewer(server: &Server, channel: &str, name: &str, seconds: u32) -> Peer {
-    let url = format!("{}/whep/{channel}", server.base);
-    let args = [
-        "view",
-        "--url",
-        &url,
-        "--duration",
-        &seconds.to_string(),
-        "--min-video-frames",
-        "30",
-    ];
-    Peer::spawn(name, &args.map(s))
-}
-
 fn assert_viewer_decoded(v: &Value) {
     assert_eq!(v["ok"], true, "viewer failed: {v}");
     assert!(

@@ -72,6 +72,34 @@ pub struct Codec {
     pub red: Option<u8>,
 }
 
+impl From<&sfu::RelayCodec> for Codec {
+    fn from(c: &sfu::RelayCodec) -> Self {
+        Self {
+            pt: c.pt,
+            name: c.name.clone(),
+            clock_rate: c.clock_rate,
+            channels: c.channels,
+            fmtp: c.fmtp.clone(),
+            rtx: c.rtx,
+            red: c.red,
+        }
+    }
+}
+
+impl From<&Codec> for sfu::RelayCodec {
+    fn from(c: &Codec) -> Self {
+        Self {
+            pt: c.pt,
+            name: c.name.clone(),
+            clock_rate: c.clock_rate,
+            channels: c.channels,
+            fmtp: c.fmtp.clone(),
+            rtx: c.rtx,
+            red: c.red,
+        }
+    }
+}
+
 /// A control message. Unknown `type`s decode as [`Control::Unknown`] (ignored and counted).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

@@ -1,7 +1,7 @@
 //! What both ends of a relay connection share: the framed control stream, and the conversion
 //! between the core's stream descriptions and the protocol's `tracks` message.
 
-use sfu::{RelayCodec, RelayTracks, StreamId};
+use sfu::{RelayTracks, StreamId};
 
 use crate::proto::{Codec, Control, FrameReader, ProtoError, Track};
 
@@ -67,19 +67,7 @@ pub(crate) fn tracks_message(t: &RelayTracks, base: u16) -> Control {
                 kind: if *video { "video" } else { "audio" }.to_string(),
             })
             .collect(),
-        codecs: t
-            .codecs
-            .iter()
-            .map(|c| Codec {
-                pt: c.pt,
-                name: c.name.clone(),
-                clock_rate: c.clock_rate,
-                channels: c.channels,
-                fmtp: c.fmtp.clone(),
-                rtx: c.rtx,
-                red: c.red,
-            })
-            .collect(),
+        codecs: t.codecs.iter().map(Codec::from).collect(),
     }
 }
 
@@ -102,18 +90,7 @@ pub(crate) fn relay_tracks(
                 .iter()
                 .map(|t| (t.id - base, t.kind == "video"))
                 .collect(),
-            codecs: codecs
-                .iter()
-                .map(|c| RelayCodec {
-                    pt: c.pt,
-                    name: c.name.clone(),
-                    clock_rate: c.clock_rate,
-                    channels: c.channels,
-                    fmtp: c.fmtp.clone(),
-                    rtx: c.rtx,
-                    red: c.red,
-                })
-                .collect(),
+            codecs: codecs.iter().map(sfu::RelayCodec::from).collect(),
         },
         base,
     ))

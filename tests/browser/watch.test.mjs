@@ -8,108 +8,17 @@
 //
 // Chromium is Debian's /usr/bin/chromium, started by this script with an exact command line (one
 // --disable-features switch, fresh user-data-dir) and driven through playwright-core over CDP.
-import { chromium } from 'playwright-core';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
+
+import { CHROMIUM, createHarness } from './lib.mjs';
 
 const BASE = (process.env.AETHEX_URL || 'http://127.0.0.1:18080').replace(/\/+$/, '');
 const CHANNEL = process.env.AETHEX_CHANNEL || '';
 const KEY = process.env.AETHEX_KEY || '';
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const TOTAL_TIMEOUT_MS = 90_000;
 
-const results = [];
-let browserProc = null;
-let browser = null;
-let userDataDir = null;
-let finished = false;
-
-function log(line) { process.stdout.write(line + '\n'); }
-function note(line) { log('# ' + line); }
-function pass(name) { results.push(true); log(`ok - ${name}`); }
-function fail(name, why) { results.push(false); log(`not ok - ${name}: ${String(why).replace(/\s+/g, ' ').trim()}`); }
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function shutdown() {
-  if (browser) { await Promise.race([browser.close().catch(() => {}), sleep(3000)]); browser = null; }
-  if (browserProc && browserProc.exitCode === null && browserProc.signalCode === null) {
-    const proc = browserProc;
-    const exited = new Promise((r) => proc.once('exit', r));
-    try { process.kill(-proc.pid, 'SIGTERM'); } catch (_) { /* gone */ }
-    await Promise.race([exited, sleep(5000)]);
-    if (proc.exitCode === null && proc.signalCode === null) {
-      try { process.kill(-proc.pid, 'SIGKILL'); } catch (_) { /* gone */ }
-      await Promise.race([exited, sleep(2000)]);
-    }
-  }
-  browserProc = null;
-  if (userDataDir) { try { fs.rmSync(userDataDir, { recursive: true, force: true }); } catch (_) { /* ignore */ } }
-}
-
-async function finish(extraFailure) {
-  if (finished) return;
-  finished = true;
-  if (extraFailure) fail(extraFailure[0], extraFailure[1]);
-  await shutdown();
-  const passed = results.filter(Boolean).length;
-  const failed = results.length - passed;
-  log(`${passed} passed, ${failed} failed`);
-  process.exit(failed === 0 && passed > 0 ? 0 : 1);
-}
-
-const globalTimer = setTimeout(() => {
-  finish(['test run finished within 90 s', 'global timeout hit']);
-}, TOTAL_TIMEOUT_MS);
-
-// Start Chromium ourselves so that its command line is exactly what we want, then attach over CDP.
-async function launchChromium() {
-  userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'aethex-chromium-'));
-  const args = [
-    '--headless',
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--no-default-browser-check',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-    '--disable-extensions',
-    '--disable-background-timer-throttling',
-    '--disable-renderer-backgrounding',
-    '--disable-backgrounding-occluded-windows',
-    '--mute-audio',
-    '--hide-scrollbars',
-    '--use-fake-ui-for-media-stream',
-    '--use-fake-device-for-media-stream',
-    '--allow-loopback-in-peer-connection',
-    '--disable-features=WebRtcHideLocalIpsWithMdns,Translate,MediaRouter,OptimizationHints',
-    '--window-size=1280,720',
-    `--user-data-dir=${userDataDir}`,
-    '--remote-debugging-address=127.0.0.1',
-    '--remote-debugging-port=0',
-    'about:blank',
-  ];
-  browserProc = spawn(CHROMIUM, args, { detached: true, stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  const ws = await new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error('Chromium did not report its DevTools endpoint within 15 s: ' + stderr.slice(-500))), 15000);
-    browserProc.stderr.on('data', (d) => {
-      stderr += d.toString();
-      const m = stderr.match(/DevTools listening on (ws:\/\/\S+)/);
-      if (m) { clearTimeout(t); resolve(m[1]); }
-    });
-    browserProc.once('exit', (code, sig) => { clearTimeout(t); reject(new Error(`Chromium exited early (${code ?? sig}): ${stderr.slice(-500)}`)); });
-    browserProc.once('error', (e) => { clearTimeout(t); reject(e); });
-  });
-  browserProc.stderr.resume(); // keep draining, but stop accumulating
-  browserProc.stderr.removeAllListeners('data');
-  browserProc.stderr.on('data', () => {});
-  browser = await chromium.connectOverCDP(ws, { timeout: 15000 });
-  return browser.contexts()[0] || await browser.newContext();
-}
+const h = createHarness({ totalTimeoutMs: TOTAL_TIMEOUT_MS });
+const { note, pass, fail, poll, launchChromium } = h;
 
 // Collect console errors and uncaught page errors per page.
 function watchErrors(page) {
@@ -121,22 +30,11 @@ function watchErrors(page) {
   return errors;
 }
 
-async function poll(fn, timeoutMs, intervalMs = 200) {
-  const end = Date.now() + timeoutMs;
-  let last;
-  while (Date.now() < end) {
-    last = await fn();
-    if (last && last.done) return last;
-    await sleep(intervalMs);
-  }
-  return last || {};
-}
-
 async function main() {
   if (!CHANNEL || !KEY) throw new Error('AETHEX_CHANNEL and AETHEX_KEY must be set');
   if (!fs.existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found (run scripts/install-test-deps.sh)`);
   const ctx = await launchChromium();
-  note(`chromium ${browser.version()}, server ${BASE}, channel ${CHANNEL}`);
+  note(`chromium ${h.browser.version()}, server ${BASE}, channel ${CHANNEL}`);
 
   // Timestamp the first decoded video frame (the video's first `resize`) in page time.
   await ctx.addInitScript(() => {
@@ -312,7 +210,4 @@ async function main() {
   }
 }
 
-main().then(() => finish(), (e) => finish(['test setup', e && e.stack || e]));
-process.on('SIGINT', () => finish(['interrupted', 'SIGINT']));
-process.on('SIGTERM', () => finish(['interrupted', 'SIGTERM']));
-void globalTimer;
+h.run(main);

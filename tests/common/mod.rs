@@ -58,18 +58,24 @@ fn lines_of(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
 
 /// `aethex serve` on loopback with OS-chosen ports, media advertised on 127.0.0.1.
 pub fn serve_command(data_dir: &Path) -> Command {
+    node_command(&["serve"], data_dir)
+}
+
+/// `aethex <role args> --http-listen 127.0.0.1:0 --udp-port 0 --advertise-ip 127.0.0.1
+/// --data-dir <dir>`: a node on loopback with OS-chosen ports.
+pub fn node_command(role: &[&str], data_dir: &Path) -> Command {
     let mut cmd = Command::new(BIN);
-    cmd.args([
-        "serve",
-        "--http-listen",
-        "127.0.0.1:0",
-        "--udp-port",
-        "0",
-        "--advertise-ip",
-        "127.0.0.1",
-        "--data-dir",
-    ])
-    .arg(data_dir);
+    cmd.args(role)
+        .args([
+            "--http-listen",
+            "127.0.0.1:0",
+            "--udp-port",
+            "0",
+            "--advertise-ip",
+            "127.0.0.1",
+            "--data-dir",
+        ])
+        .arg(data_dir);
     cmd
 }
 
@@ -93,23 +99,9 @@ impl Server {
 
     /// `aethex edge --origin <upstream> --region <region>` on loopback with OS-chosen ports.
     pub fn start_edge(data_dir: &Path, upstream: SocketAddr, region: &str, extra: &[&str]) -> Self {
-        let mut cmd = Command::new(BIN);
-        cmd.args([
-            "edge",
-            "--origin",
-            &upstream.to_string(),
-            "--region",
-            region,
-            "--http-listen",
-            "127.0.0.1:0",
-            "--udp-port",
-            "0",
-            "--advertise-ip",
-            "127.0.0.1",
-            "--data-dir",
-        ])
-        .arg(data_dir);
-        Self::start_command(cmd, data_dir, extra)
+        let upstream = upstream.to_string();
+        let role = ["edge", "--origin", &upstream, "--region", region];
+        Self::start_command(node_command(&role, data_dir), data_dir, extra)
     }
 
     /// The address of the relay listener (`--relay-listen 127.0.0.1:0`), from the banner.
@@ -336,6 +328,21 @@ impl Drop for Peer {
 
 pub fn s(v: impl ToString) -> String {
     v.to_string()
+}
+
+/// An aiortc WHEP viewer of `channel` for `seconds`, needing 30 decoded video frames.
+pub fn viewer(server: &Server, channel: &str, name: &str, seconds: u32) -> Peer {
+    let url = format!("{}/whep/{channel}", server.base);
+    let args = [
+        "view",
+        "--url",
+        &url,
+        "--duration",
+        &seconds.to_string(),
+        "--min-video-frames",
+        "30",
+    ];
+    Peer::spawn(name, &args.map(s))
 }
 
 /// An aiortc WHIP publisher (320x240, keyframes only when asked), once it is live.

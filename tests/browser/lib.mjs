@@ -1,0 +1,134 @@
+// What the headless Chromium tests share: TAP-like output (`ok - name` / `not ok - name: why`,
+// `# ` notes, a final `N passed, M failed`), a global timeout, Debian's Chromium started with an
+// exact command line and driven over CDP by playwright-core, bounded polling, and a clean
+// shutdown (Chromium's process group, its temporary profile) whatever happens.
+import { chromium } from 'playwright-core';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// Chromium's command line: headless, fake camera and microphone, loopback ICE, no mDNS hiding.
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--no-default-browser-check',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--disable-extensions',
+  '--disable-background-timer-throttling',
+  '--disable-renderer-backgrounding',
+  '--disable-backgrounding-occluded-windows',
+  '--mute-audio',
+  '--hide-scrollbars',
+  '--use-fake-ui-for-media-stream',
+  '--use-fake-device-for-media-stream',
+  '--allow-loopback-in-peer-connection',
+  '--disable-features=WebRtcHideLocalIpsWithMdns,Translate,MediaRouter,OptimizationHints',
+  '--window-size=1280,720',
+];
+
+// A test run. `cleanup` runs first at the end (close sessions, sockets); then Chromium goes.
+export function createHarness({ totalTimeoutMs, cleanup }) {
+  const results = [];
+  let browserProc = null;
+  let browser = null;
+  let userDataDir = null;
+  let finished = false;
+
+  const log = (line) => process.stdout.write(line + '\n');
+  const h = {
+    log,
+    note: (line) => log('# ' + line),
+    pass: (name) => { results.push(true); log(`ok - ${name}`); },
+    fail: (name, why) => { results.push(false); log(`not ok - ${name}: ${String(why).replace(/\s+/g, ' ').trim()}`); },
+    get browser() { return browser; },
+    get finished() { return finished; },
+
+    // Start Chromium ourselves so that its command line is exactly what we want, then attach.
+    async launchChromium() {
+      userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'aethex-chromium-'));
+      const args = [...CHROMIUM_ARGS, `--user-data-dir=${userDataDir}`,
+        '--remote-debugging-address=127.0.0.1', '--remote-debugging-port=0', 'about:blank'];
+      browserProc = spawn(CHROMIUM, args, { detached: true, stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      const ws = await new Promise((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error('Chromium did not report its DevTools endpoint within 15 s: ' + stderr.slice(-500))), 15000);
+        browserProc.stderr.on('data', (d) => {
+          stderr += d.toString();
+          const m = stderr.match(/DevTools listening on (ws:\/\/\S+)/);
+          if (m) { clearTimeout(t); resolve(m[1]); }
+        });
+        browserProc.once('exit', (code, sig) => { clearTimeout(t); reject(new Error(`Chromium exited early (${code ?? sig}): ${stderr.slice(-500)}`)); });
+        browserProc.once('error', (e) => { clearTimeout(t); reject(e); });
+      });
+      browserProc.stderr.resume(); // keep draining, but stop accumulating
+      browserProc.stderr.removeAllListeners('data');
+      browserProc.stderr.on('data', () => {});
+      browser = await chromium.connectOverCDP(ws, { timeout: 15000 });
+      return browser.contexts()[0] || await browser.newContext();
+    },
+
+    // Call `fn` until it returns `{ done: true, ... }` or the time is up; returns its last value.
+    async poll(fn, timeoutMs, intervalMs = 200) {
+      const end = Date.now() + timeoutMs;
+      let last;
+      while (Date.now() < end && !finished) {
+        last = await fn();
+        if (last && last.done) return last;
+        await sleep(intervalMs);
+      }
+      return last || {};
+    },
+
+    async finish(extraFailure) {
+      if (finished) return;
+      finished = true;
+      clearTimeout(globalTimer);
+      if (extraFailure) h.fail(extraFailure[0], extraFailure[1]);
+      if (cleanup) await cleanup().catch(() => {});
+      await shutdownChromium();
+      const passed = results.filter(Boolean).length;
+      const failed = results.length - passed;
+      log(`${passed} passed, ${failed} failed`);
+      process.exit(failed === 0 && passed > 0 ? 0 : 1);
+    },
+
+    // Run `main`, then finish; a throw is a failed "test setup" case.
+    run(main) {
+      main().then(() => h.finish(), (e) => h.finish(['test setup', e && e.stack || e]));
+      process.on('SIGINT', () => h.finish(['interrupted', 'SIGINT']));
+      process.on('SIGTERM', () => h.finish(['interrupted', 'SIGTERM']));
+    },
+  };
+
+  async function shutdownChromium() {
+    if (browser) { await Promise.race([browser.close().catch(() => {}), sleep(3000)]); browser = null; }
+    if (browserProc && browserProc.exitCode === null && browserProc.signalCode === null) {
+      const proc = browserProc;
+      const exited = new Promise((r) => proc.once('exit', r));
+      try { process.kill(-proc.pid, 'SIGTERM'); } catch (_) { /* gone */ }
+      await Promise.race([exited, sleep(5000)]);
+      if (proc.exitCode === null && proc.signalCode === null) {
+        try { process.kill(-proc.pid, 'SIGKILL'); } catch (_) { /* gone */ }
+        await Promise.race([exited, sleep(2000)]);
+      }
+    }
+    browserProc = null;
+    if (userDataDir) { try { fs.rmSync(userDataDir, { recursive: true, force: true }); } catch (_) { /* ignore */ } }
+  }
+
+  const globalTimer = setTimeout(() => {
+    h.finish([`test run finished within ${totalTimeoutMs / 1000} s`, 'global timeout hit']);
+  }, totalTimeoutMs);
+
+  return h;
+}
