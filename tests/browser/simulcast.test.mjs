@@ -401,6 +401,45 @@ function installPageHelpers() {
     };
   };
 
+  // ICE restart the way a WHEP client does it (RFC 9725 section 4.4): restartIce(), a new offer,
+  // PATCH its ufrag/pwd with If-Match: "*", and the first answer with the server's new
+  // credentials as the remote description.
+  T.restartIce = async (name) => {
+    const v = T.viewers[name];
+    const before = v.pc.remoteDescription.sdp;
+    v.pc.restartIce();
+    const offer = await v.pc.createOffer();
+    await v.pc.setLocalDescription(offer);
+    const attr = (sdp, a) => (sdp.match(new RegExp('^a=' + a + ':(.*)$', 'm')) || [])[1];
+    const frag = 'a=ice-ufrag:' + attr(offer.sdp, 'ice-ufrag').trim() + '\r\na=ice-pwd:' + attr(offer.sdp, 'ice-pwd').trim() + '\r\n';
+    const resp = await fetch(v.location, {
+      method: 'PATCH',
+      headers: { 'Content-Type': 'application/trickle-ice-sdpfrag', 'If-Match': '*' },
+      body: frag,
+    });
+    const body = await resp.text();
+    if (resp.status !== 200) return { status: resp.status, body: body.slice(0, 300) };
+    const ufrag = attr(body, 'ice-ufrag').trim();
+    const pwd = attr(body, 'ice-pwd').trim();
+    const answer = before
+      .replace(/^a=ice-ufrag:.*$/gm, 'a=ice-ufrag:' + ufrag)
+      .replace(/^a=ice-pwd:.*$/gm, 'a=ice-pwd:' + pwd)
+      // The candidates stay; their ufrag extension named the old credentials.
+      .replace(/^(a=candidate:.*?) ufrag \S+/gm, '$1');
+    await v.pc.setRemoteDescription({ type: 'answer', sdp: answer });
+    return { status: resp.status, etag: resp.headers.get('ETag'), ufrag, local: attr(offer.sdp, 'ice-ufrag').trim() };
+  };
+
+  // The transport's ICE state and the local ufrag of the ICE generation in use.
+  T.iceTransport = async (name) => {
+    const rep = await T.viewers[name].pc.getStats();
+    let out = null;
+    rep.forEach((x) => {
+      if (x.type === 'transport') out = { ufrag: x.iceLocalUsernameFragment || null, state: x.iceState || null };
+    });
+    return out;
+  };
+
   // mimeType of a viewer's received video.
   T.viewCodec = async (name) => {
     const rep = await T.viewers[name].pc.getStats();
@@ -769,6 +808,37 @@ async function main() {
       pass(name);
     } catch (e) { fail(name, e.message); }
     await closeViewer('D');
+  }
+
+  // 5b') ICE restart through PATCH keeps a playing viewer playing
+  {
+    const name = 'an ICE restart through PATCH keeps the session and the picture';
+    try {
+      await subscribe('R', '', null, false);
+      const ff = await firstFrame('R', 15000);
+      if (ff.firstFrameMs == null) throw new Error('no decoded frame within 15 s');
+      const r = await page.evaluate((n) => window.T.restartIce(n), 'R');
+      if (r.status !== 200) throw new Error(`PATCH answered ${r.status}: ${r.body}`);
+      const before = (await viewStats('R')).decoded;
+      // The new ICE generation (new credentials at both ends) must take over.
+      const t0 = Date.now();
+      const ice = await poll(async () => {
+        const t = await page.evaluate((n) => window.T.iceTransport(n), 'R');
+        return { ...t, done: t && t.ufrag === r.local && (t.state === 'connected' || t.state === 'completed') };
+      }, 8000, 100);
+      if (!ice.done) throw new Error(`the new ICE credentials did not take over: ${JSON.stringify(ice)} (new local ufrag ${r.local})`);
+      note(`viewer R: new ICE generation connected ${Date.now() - t0} ms after the PATCH answer`);
+      await sleep(3000);
+      const after = await viewStats('R');
+      note(`viewer R: ICE restart answered 200 (new ETag ${r.etag}); ${after.decoded - before} frames decoded in the 3 s after, state ${after.cs}`);
+      if (after.cs !== 'connected') throw new Error(`connection state ${after.cs} after the restart`);
+      if (after.decoded - before < 20) throw new Error(`only ${after.decoded - before} frames decoded after the restart`);
+      const resp = await httpFetch(`${BASE}/metrics`);
+      const line = (await resp.text()).split('\n').find((l) => l.startsWith('aethex_ice_restarts_total '));
+      if (!line || !(Number(line.split(' ')[1]) >= 1)) throw new Error(`metrics: ${line}`);
+      pass(name);
+    } catch (e) { fail(name, e.message); }
+    await closeViewer('R');
   }
 
   // 5c) other codecs, one layer each: the publisher is replaced, a new viewer decodes it
