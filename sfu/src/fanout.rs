@@ -345,9 +345,15 @@ impl Sfu {
         } else {
             stream.audio_timeline.map(generation, packet.ticks, now)
         };
-        self.relay_tap(&stream_id, &packet, video.then_some(layer), ticks as u32);
-        let Some(stream) = self.streams.get_mut(&stream_id) else {
-            return;
+        // Only streams that feed edges pay for the tap (and the second lookup it forces).
+        let stream = if stream.relays.is_empty() {
+            stream
+        } else {
+            self.relay_tap(&stream_id, &packet, video.then_some(layer), ticks as u32);
+            let Some(stream) = self.streams.get_mut(&stream_id) else {
+                return;
+            };
+            stream
         };
         let out = Outgoing {
             generation,
