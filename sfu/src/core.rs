@@ -89,6 +89,18 @@ impl Sfu {
         let mut s = self.stats.clone();
         s.publishers = self.peers.values().filter(|p| p.is_publisher()).count() as u64;
         s.subscribers = self.peers.len() as u64 - s.publishers;
+        s.streams = self
+            .streams
+            .iter()
+            .map(|(id, st)| {
+                (
+                    id.to_string(),
+                    st.subscribers.len() as u64,
+                    st.relays.len() as u64,
+                )
+            })
+            .collect();
+        s.streams.sort();
         s
     }
 

@@ -73,6 +73,8 @@ pub struct SfuStats {
     pub ice_restarts: u64,
     /// RTP packets emitted to downstream relays.
     pub relay_packets: u64,
+    /// Per live or watched stream: (name, viewers on this node, relays it feeds), by name.
+    pub streams: Vec<(String, u64, u64)>,
 }
 
 impl SfuStats {
