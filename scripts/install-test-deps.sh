@@ -7,6 +7,8 @@
 #   - cmake and nasm (used by the aws-lc-rs crypto backend when building the server)
 #   - libopus (libopus-dev + pkg-config) for the bench's Opus encoder; without them the opus
 #     crate builds its bundled libopus with cmake
+#   - a Redis server on 127.0.0.1:6379 (or AETHEX_TEST_REDIS_URL) for the registry tests: started
+#     (and installed from Debian's redis-server) when it is not answering and we may
 # Installs Debian packages only when running as root; otherwise says what is missing.
 set -euo pipefail
 
@@ -127,6 +129,33 @@ if need_cmd python3 python3; then
     fi
     SUMMARY+=("python: .venv ($(.venv/bin/python --version 2>&1)) with $REQ")
   fi
+fi
+
+# --- Redis (the cluster registry's tests run against a real server) ----------------------------
+redis_up() { # host port: answers PING?
+  exec 3<>"/dev/tcp/$1/$2" 2>/dev/null || return 1
+  printf 'PING\r\n' >&3
+  local reply=""
+  read -r -t 2 reply <&3 || true
+  exec 3<&- 3>&-
+  [[ $reply == +PONG* ]]
+}
+REDIS_URL=${AETHEX_TEST_REDIS_URL:-redis://127.0.0.1:6379}
+REDIS_HOSTPORT=${REDIS_URL#*://}; REDIS_HOSTPORT=${REDIS_HOSTPORT#*@}; REDIS_HOSTPORT=${REDIS_HOSTPORT%%/*}
+REDIS_HOST=${REDIS_HOSTPORT%:*}; REDIS_PORT=${REDIS_HOSTPORT##*:}
+if ! redis_up "$REDIS_HOST" "$REDIS_PORT"; then
+  if [[ $IS_ROOT -eq 1 && $REDIS_HOST == 127.0.0.1 ]]; then
+    command -v redis-server >/dev/null 2>&1 || apt_install redis-server || true
+    echo "install-test-deps: starting redis-server"
+    service redis-server start >/dev/null 2>&1 \
+      || redis-server --port "$REDIS_PORT" --save '' --daemonize yes >/dev/null 2>&1 || true
+    for _ in $(seq 1 20); do redis_up "$REDIS_HOST" "$REDIS_PORT" && break; sleep 0.25; done
+  fi
+fi
+if redis_up "$REDIS_HOST" "$REDIS_PORT"; then
+  SUMMARY+=("redis: answering at $REDIS_HOST:$REDIS_PORT")
+else
+  MISSING+=("a Redis server answering at $REDIS_HOST:$REDIS_PORT (apt-get install redis-server && service redis-server start, or set AETHEX_TEST_REDIS_URL)")
 fi
 
 # --- summary ----------------------------------------------------------------------------------

@@ -21,6 +21,52 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Relay to and from other nodes (regional edges).
     pub relay: RelayConfig,
+    /// Cluster state: registry, routing, playback tokens, draining.
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Redis URL of a shared registry (empty: embedded in this node).
+    pub redis_url: String,
+    /// Prefix of every registry key in Redis.
+    pub redis_prefix: String,
+    /// An edge is dropped from routing this long after its last load report.
+    pub edge_ttl_ms: u64,
+    /// `CIDR=region` rules placing viewers by address.
+    pub region_rules: Vec<String>,
+    /// Secret of playback tokens (empty: relay.secret, else one kept in the data directory).
+    pub token_secret: String,
+    /// Edge role: after SIGTERM, how long existing viewers may stay before the edge closes.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: String::new(),
+            redis_prefix: "aethex".into(),
+            edge_ttl_ms: 6_000,
+            region_rules: Vec::new(),
+            token_secret: String::new(),
+            drain_timeout_ms: 20_000,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The region rules, parsed.
+    pub fn rules(&self) -> Result<cluster::RegionRules, ConfigError> {
+        cluster::RegionRules::parse(&self.region_rules)
+            .map_err(|e| ConfigError::Invalid(format!("cluster.region_rules: {e}")))
+    }
+
+    /// The edge TTL.
+    pub fn edge_ttl(&self) -> Duration {
+        Duration::from_millis(self.edge_ttl_ms)
+    }
 }
 
 /// `[relay]`
@@ -33,7 +79,7 @@ pub struct RelayConfig {
     pub secret: String,
     /// Edge role: the upstream's relay address `HOST:PORT` (empty: this node is an origin).
     pub origin: String,
-    /// Edge role: this edge's region name.
+    /// This node's region (required at an edge; optional at an origin).
     pub region: String,
     /// This node's id in the relay handshake (empty: derived from the region and the HTTP port).
     pub node_id: String,
@@ -300,6 +346,23 @@ impl Config {
                 "relay.secret (or AETHEX_RELAY_SECRET) must be set to at least 16 characters \
                  when relay.listen or an origin is configured: it authenticates the nodes"
                     .into(),
+            ));
+        }
+        self.cluster.rules()?;
+        let url = &self.cluster.redis_url;
+        if !url.is_empty() && !url.starts_with("redis://") && !url.starts_with("rediss://") {
+            return Err(ConfigError::Invalid(
+                "cluster.redis_url must start with redis:// or rediss:// (or be empty)".into(),
+            ));
+        }
+        if self.cluster.edge_ttl_ms < 2_500 {
+            return Err(ConfigError::Invalid(
+                "cluster.edge_ttl_ms must be at least 2500 (edges report every 2 s)".into(),
+            ));
+        }
+        if !self.cluster.token_secret.is_empty() && self.cluster.token_secret.len() < 16 {
+            return Err(ConfigError::Invalid(
+                "cluster.token_secret must be at least 16 characters (or empty)".into(),
             ));
         }
         if self.relay.is_edge() && self.relay.region.is_empty() {

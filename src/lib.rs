@@ -3,6 +3,9 @@
 //! same function in-process on `127.0.0.1:0`.
 
 pub mod config;
+mod node;
+
+pub use node::token_secret;
 
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
@@ -91,89 +94,6 @@ pub fn public_url(config: &Config, http_addr: SocketAddr) -> String {
     format!("http://{}", SocketAddr::new(ip, http_addr.port()))
 }
 
-/// The relay parts of a node: the listener edges connect to, and (at an edge) the upstream.
-struct Relay {
-    listener: Option<edge::quic::Endpoint>,
-    upstream: Option<Arc<dyn signaling::ChannelSource>>,
-}
-
-/// `signaling`'s view of an edge's upstream.
-struct EdgeSource(edge::Upstream);
-
-impl signaling::ChannelSource for EdgeSource {
-    fn ensure<'a>(
-        &'a self,
-        channel: &'a str,
-    ) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
-        Box::pin(self.0.ensure(channel))
-    }
-}
-
-async fn start_relay(
-    config: &Config,
-    http: SocketAddr,
-    sfu: &sfu::driver::SfuHandle,
-) -> std::io::Result<Relay> {
-    let secret: Arc<[u8]> = Arc::from(config.relay.secret.as_bytes());
-    let node_id = if config.relay.node_id.is_empty() {
-        let role = if config.relay.is_edge() {
-            config.relay.region.as_str()
-        } else {
-            "origin"
-        };
-        format!("{role}-{}", http.port())
-    } else {
-        config.relay.node_id.clone()
-    };
-    let mut relay = Relay {
-        listener: None,
-        upstream: None,
-    };
-    let listen = config
-        .relay
-        .listen_addr()
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
-    let mut pull = None;
-    if config.relay.is_edge() {
-        let upstream = tokio::net::lookup_host(config.relay.origin.as_str())
-            .await?
-            .next()
-            .ok_or_else(|| {
-                std::io::Error::other(format!("cannot resolve {}", config.relay.origin))
-            })?;
-        let edge_config = edge::EdgeConfig {
-            upstream,
-            node_id: node_id.clone(),
-            region: config.relay.region.clone(),
-            public_url: public_url(config, http),
-            capacity: u32::try_from(config.sfu.max_peers).unwrap_or(u32::MAX),
-            secret: secret.clone(),
-            grace: std::time::Duration::from_millis(config.relay.grace_ms),
-        };
-        let up = edge::Upstream::start(edge_config, sfu.clone())
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        println!(
-            "  upstream        {} (region {})",
-            config.relay.origin, config.relay.region
-        );
-        relay.upstream = Some(Arc::new(EdgeSource(up.clone())));
-        pull = Some(up);
-    }
-    if let Some(addr) = listen {
-        let upstream_config = edge::UpstreamConfig {
-            node_id: node_id.clone(),
-            secret: secret.clone(),
-            pull,
-        };
-        let (bound, endpoint) = edge::upstream::listen(addr, upstream_config, sfu.clone())
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        tracing::info!(%bound, "relay listening (QUIC)");
-        println!("  relay (QUIC)    {bound}  edges connect here");
-        relay.listener = Some(endpoint);
-    }
-    Ok(relay)
-}
-
 /// Run a node until `shutdown` resolves; then stop accepting, close every session, return.
 pub async fn serve(
     config: Config,
@@ -200,7 +120,7 @@ pub async fn serve(
     let core = config.sfu.core(candidates, tcp_candidates);
     let http_addr = listeners.http_addr();
     let (sfu, driver) = sfu::driver::spawn(listeners.udp, listeners.tcp, core, seed)?;
-    let relay = start_relay(&config, http_addr, &sfu).await?;
+    let node = node::start(&config, http_addr, &sfu, &store).await?;
 
     let sessions = Arc::new(Sessions::default());
     let mut events = sfu.events();
@@ -241,16 +161,23 @@ pub async fn serve(
         sessions,
         settings: Arc::new(settings),
         metrics: Arc::new(Metrics::new()),
-        upstream: relay.upstream.clone(),
+        upstream: node.source.clone(),
+        cluster: node.cluster.clone(),
     };
     let app = signaling::router(state);
-    axum::serve(listeners.http, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let drain = node.drain(sfu.clone(), config.cluster.drain_timeout_ms);
+    let stopping = async move {
+        shutdown.await;
+        drain.await;
+    };
+    axum::serve(
+        listeners.http,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopping)
+    .await?;
     tracing::info!("HTTP stopped; closing sessions");
-    if let Some(endpoint) = relay.listener {
-        endpoint.close(0u32.into(), b"shutting down");
-    }
+    node.stop().await;
     sfu.shutdown().await;
     driver.finished().await;
     watcher.abort();

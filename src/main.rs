@@ -84,6 +84,19 @@ enum ChannelCommand {
     Create(ChannelArgs),
     /// Replace a channel's stream key and print the new one.
     RotateKey(ChannelArgs),
+    /// Make a channel private: viewers need a playback token (`aethex channel token`).
+    Private(ChannelArgs),
+    /// Make a channel public again.
+    Public(ChannelArgs),
+    /// Print a signed playback token for a (private) channel and a watch URL carrying it.
+    /// Tokens are checked offline by every node holding the cluster secret.
+    Token {
+        #[command(flatten)]
+        channel: ChannelArgs,
+        /// Validity in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
 }
 
 #[derive(Args)]
@@ -96,6 +109,27 @@ struct ChannelArgs {
     /// Directory for the SQLite database [config: storage.data_dir].
     #[arg(long, env = "AETHEX_DATA_DIR")]
     data_dir: Option<PathBuf>,
+}
+
+/// What `aethex channel` does.
+enum Action {
+    Create,
+    Rotate,
+    Private(bool),
+    Token(u64),
+}
+
+/// Secrets and URLs from the environment win over the file (keep them out of config files).
+fn apply_secret_env(config: &mut Config) {
+    if let Ok(secret) = std::env::var("AETHEX_RELAY_SECRET") {
+        config.relay.secret = secret;
+    }
+    if let Ok(secret) = std::env::var("AETHEX_TOKEN_SECRET") {
+        config.cluster.token_secret = secret;
+    }
+    if let Ok(url) = std::env::var("AETHEX_REDIS_URL") {
+        config.cluster.redis_url = url;
+    }
 }
 
 fn main() -> ExitCode {
@@ -173,9 +207,7 @@ async fn serve(args: ServeArgs, edge: Option<(String, String)>) -> anyhow::Resul
     if let Some(l) = args.relay_listen {
         config.relay.listen = l.to_string();
     }
-    if let Ok(secret) = std::env::var("AETHEX_RELAY_SECRET") {
-        config.relay.secret = secret;
-    }
+    apply_secret_env(&mut config);
     if let Some(l) = args.http_listen {
         config.http.listen = l;
     }
@@ -301,13 +333,17 @@ async fn shutdown_signal() {
 }
 
 async fn channel(cmd: ChannelCommand) -> anyhow::Result<()> {
-    let (args, rotate) = match cmd {
-        ChannelCommand::Create(a) => (a, false),
-        ChannelCommand::RotateKey(a) => (a, true),
+    let (args, action) = match cmd {
+        ChannelCommand::Create(a) => (a, Action::Create),
+        ChannelCommand::RotateKey(a) => (a, Action::Rotate),
+        ChannelCommand::Private(a) => (a, Action::Private(true)),
+        ChannelCommand::Public(a) => (a, Action::Private(false)),
+        ChannelCommand::Token { channel, ttl } => (channel, Action::Token(ttl)),
     };
     sfu::StreamId::new(&args.name)
         .map_err(|e| anyhow::anyhow!("invalid channel name {:?}: {e}", args.name))?;
-    let config = load(args.config.as_deref(), args.data_dir)?;
+    let mut config = load(args.config.as_deref(), args.data_dir)?;
+    apply_secret_env(&mut config);
     let store = Store::open_data_dir(&config.storage.data_dir)
         .await
         .with_context(|| {
@@ -316,22 +352,49 @@ async fn channel(cmd: ChannelCommand) -> anyhow::Result<()> {
                 config.storage.data_dir.display()
             )
         })?;
-    let key = if rotate {
-        store
+    let base = aethex::public_url(&config, config.http.listen);
+    let key = match action {
+        Action::Rotate => store
             .rotate_key(&args.name)
             .await?
-            .ok_or_else(|| anyhow::anyhow!("no such channel: {}", args.name))?
-    } else {
-        match store.create_channel(&args.name).await {
+            .ok_or_else(|| anyhow::anyhow!("no such channel: {}", args.name))?,
+        Action::Create => match store.create_channel(&args.name).await {
             Ok(k) => k,
             Err(StoreError::Exists(n)) => {
                 anyhow::bail!("channel {n} already exists (use `aethex channel rotate-key {n}` for a new key)")
             }
             Err(e) => return Err(e.into()),
+        },
+        Action::Private(private) => {
+            if !store.set_private(&args.name, private).await? {
+                anyhow::bail!("no such channel: {}", args.name);
+            }
+            store.close().await;
+            let out = serde_json::json!({"channel": args.name, "private": private});
+            println!("{out}");
+            return Ok(());
+        }
+        Action::Token(ttl) => {
+            let private = store.is_private(&args.name).await?;
+            store.close().await;
+            let Some(private) = private else {
+                anyhow::bail!("no such channel: {}", args.name);
+            };
+            let secret = aethex::token_secret(&config).context("the playback-token secret")?;
+            let exp = cluster::token::unix_now() + ttl;
+            let token = cluster::TokenKey::new(&secret).sign(&args.name, exp);
+            let out = serde_json::json!({
+                "channel": args.name,
+                "private": private,
+                "token": token,
+                "expires_at": exp,
+                "watch_url": format!("{base}/watch/{}?token={token}", args.name),
+            });
+            println!("{out}");
+            return Ok(());
         }
     };
     store.close().await;
-    let base = aethex::public_url(&config, config.http.listen);
     let out = serde_json::json!({
         "channel": args.name,
         "stream_key": key.expose(),

@@ -54,7 +54,9 @@ impl RegionRule {
     fn contains(&self, ip: IpAddr) -> bool {
         match (self.network, ip.to_canonical()) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
@@ -123,7 +125,12 @@ mod tests {
 
     #[test]
     fn malformed_rules_are_refused_with_the_rule_in_the_message() {
-        for bad in ["10.0.0.0/8", "10.0.0.0/33=eu", "nonsense/8=eu", "10.0.0.0/8= "] {
+        for bad in [
+            "10.0.0.0/8",
+            "10.0.0.0/33=eu",
+            "nonsense/8=eu",
+            "10.0.0.0/8= ",
+        ] {
             let e = RegionRules::parse(&[bad]).unwrap_err();
             assert!(e.to_string().contains(bad.trim()), "{e}");
         }

@@ -149,7 +149,10 @@ mod tests {
         let claims = key().verify(&t, "show", NOW).unwrap();
         assert_eq!(claims.exp, NOW + 60);
         assert_eq!(key().verify(&t, "show", NOW + 60), Err(TokenError::Expired));
-        assert_eq!(key().verify(&t, "other", NOW), Err(TokenError::WrongChannel));
+        assert_eq!(
+            key().verify(&t, "other", NOW),
+            Err(TokenError::WrongChannel)
+        );
     }
 
     #[test]

@@ -17,13 +17,15 @@ async fn redis() -> Registry {
         .unwrap()
         .as_nanos();
     let prefix = format!("aethex-test-{}-{nanos}", std::process::id());
-    Registry::redis(&redis_url(), &prefix).await.unwrap_or_else(|e| {
-        panic!(
-            "these tests need Redis at {} ({e}); start it: service redis-server start \
+    Registry::redis(&redis_url(), &prefix)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "these tests need Redis at {} ({e}); start it: service redis-server start \
              (or set AETHEX_TEST_REDIS_URL)",
-            redis_url()
-        )
-    })
+                redis_url()
+            )
+        })
 }
 
 /// Two handles on the same Redis prefix: two origins sharing the registry.
@@ -58,7 +60,10 @@ async fn routes_to_the_least_loaded_edge_of_the_region(r: Registry) {
     assert_eq!(picked.node_id, "eu-2");
     // A load report moves the choice.
     r.put_edge(&edge("eu-2", "eu", 90, "o"), TTL).await.unwrap();
-    assert_eq!(r.pick_edge("eu", "o").await.unwrap().unwrap().node_id, "eu-1");
+    assert_eq!(
+        r.pick_edge("eu", "o").await.unwrap().unwrap().node_id,
+        "eu-1"
+    );
     // A node never routes to itself, and an unknown region has no edge.
     assert_eq!(r.pick_edge("us", "us-1").await.unwrap(), None);
     assert_eq!(r.pick_edge("ap", "o").await.unwrap(), None);
@@ -71,9 +76,15 @@ async fn an_edge_that_stops_reporting_disappears_after_its_ttl(r: Registry) {
         .await
         .unwrap();
     r.put_edge(&edge("eu-2", "eu", 50, "o"), TTL).await.unwrap();
-    assert_eq!(r.pick_edge("eu", "o").await.unwrap().unwrap().node_id, "eu-1");
+    assert_eq!(
+        r.pick_edge("eu", "o").await.unwrap().unwrap().node_id,
+        "eu-1"
+    );
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(r.pick_edge("eu", "o").await.unwrap().unwrap().node_id, "eu-2");
+    assert_eq!(
+        r.pick_edge("eu", "o").await.unwrap().unwrap().node_id,
+        "eu-2"
+    );
     assert_eq!(r.edges(None).await.unwrap().len(), 1);
 }
 
@@ -89,8 +100,12 @@ async fn a_draining_or_removed_edge_gets_no_viewers(r: Registry) {
 }
 
 async fn a_restarted_node_forgets_what_it_wrote_before(r: Registry) {
-    r.put_edge(&edge("eu-1", "eu", 0, "origin-a"), TTL).await.unwrap();
-    r.put_edge(&edge("us-1", "us", 0, "origin-b"), TTL).await.unwrap();
+    r.put_edge(&edge("eu-1", "eu", 0, "origin-a"), TTL)
+        .await
+        .unwrap();
+    r.put_edge(&edge("us-1", "us", 0, "origin-b"), TTL)
+        .await
+        .unwrap();
     let live = |ch: &str, node: &str| LiveRecord {
         channel: ch.into(),
         node_id: node.into(),
@@ -154,8 +169,12 @@ both_backends!(
 #[tokio::test]
 async fn two_origins_sharing_redis_see_each_others_edges_and_channels() {
     let (a, b) = redis_pair().await;
-    a.put_edge(&edge("eu-1", "eu", 3, "origin-a"), TTL).await.unwrap();
-    b.put_edge(&edge("eu-2", "eu", 1, "origin-b"), TTL).await.unwrap();
+    a.put_edge(&edge("eu-1", "eu", 3, "origin-a"), TTL)
+        .await
+        .unwrap();
+    b.put_edge(&edge("eu-2", "eu", 1, "origin-b"), TTL)
+        .await
+        .unwrap();
     b.put_live(
         &LiveRecord {
             channel: "show".into(),
@@ -166,7 +185,14 @@ async fn two_origins_sharing_redis_see_each_others_edges_and_channels() {
     )
     .await
     .unwrap();
-    assert_eq!(a.pick_edge("eu", "origin-a").await.unwrap().unwrap().node_id, "eu-2");
+    assert_eq!(
+        a.pick_edge("eu", "origin-a")
+            .await
+            .unwrap()
+            .unwrap()
+            .node_id,
+        "eu-2"
+    );
     assert_eq!(a.live("show").await.unwrap().unwrap().node_id, "origin-b");
     assert_eq!(b.edges(None).await.unwrap().len(), 2);
 }

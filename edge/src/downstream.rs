@@ -1,8 +1,9 @@
 //! The edge side of the relay: one QUIC connection to the upstream, reconnected with backoff;
 //! channels subscribed while the edge has viewers for them; media fed into the edge's SFU.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,7 @@ use sfu::driver::SfuHandle;
 use sfu::{RelayIn, SfuEvent, StreamId};
 use tokio::sync::Notify;
 
+use crate::metrics::{PathSample, RelayMetrics};
 use crate::proto::{self, Control, Role};
 use crate::quic;
 use crate::session::{relay_tracks, ControlStream};
@@ -32,6 +34,8 @@ pub struct EdgeConfig {
     pub secret: Arc<[u8]>,
     /// A channel without viewers is unsubscribed after this long.
     pub grace: Duration,
+    /// Relay series.
+    pub metrics: Arc<RelayMetrics>,
 }
 
 /// How long [`Upstream::ensure`] waits for a channel to go live at this edge.
@@ -39,6 +43,8 @@ const ENSURE_WITHIN: Duration = Duration::from_secs(3);
 const TICK: Duration = Duration::from_millis(250);
 /// An offline channel is asked for again this often while viewers wait.
 const RESUBSCRIBE: Duration = Duration::from_secs(2);
+/// The edge reports its load upstream this often (`load`; it feeds routing).
+pub const LOAD_EVERY: Duration = Duration::from_secs(2);
 
 /// The edge's link to its upstream, shared with the HTTP layer.
 #[derive(Clone)]
@@ -50,6 +56,12 @@ struct Inner {
     sfu: SfuHandle,
     /// Channels the edge wants, with when they last had a viewer.
     wanted: Mutex<HashMap<StreamId, Instant>>,
+    /// Channels the upstream marked private.
+    private: Mutex<HashSet<StreamId>>,
+    /// The upstream's public base URL, from its `welcome`.
+    upstream_url: Mutex<Option<String>>,
+    /// Shutting down: say so upstream, take no new viewers.
+    draining: AtomicBool,
     wake: Notify,
 }
 
@@ -60,6 +72,9 @@ impl Upstream {
         let inner = Arc::new(Inner {
             sfu,
             wanted: Mutex::new(HashMap::new()),
+            private: Mutex::new(HashSet::new()),
+            upstream_url: Mutex::new(None),
+            draining: AtomicBool::new(false),
             wake: Notify::new(),
         });
         let task = inner.clone();
@@ -67,7 +82,9 @@ impl Upstream {
             let mut backoff = Duration::from_millis(250);
             loop {
                 let started = Instant::now();
-                match run(&endpoint, &config, &task).await {
+                let result = run(&endpoint, &config, &task).await;
+                config.metrics.upstream_up(false);
+                match result {
                     Ok(()) => tracing::warn!("upstream closed the relay connection"),
                     Err(e) => {
                         tracing::warn!(error = %e, upstream = %config.upstream, "relay connection failed")
@@ -84,11 +101,10 @@ impl Upstream {
     }
 
     /// A viewer wants `channel` here: subscribe upstream if needed and wait (bounded) until it
-    /// is live at this edge. `false`: not live within the wait (offline, unknown, no upstream).
-    pub async fn ensure(&self, channel: &str) -> bool {
-        let Ok(stream) = StreamId::new(channel) else {
-            return false;
-        };
+    /// is live at this edge. `Some(private)` when live; `None`: not live within the wait
+    /// (offline, unknown, no upstream).
+    pub async fn ensure(&self, channel: &str) -> Option<bool> {
+        let stream = StreamId::new(channel).ok()?;
         self.inner.lock().insert(stream.clone(), Instant::now());
         self.inner.wake.notify_one();
         let until = Instant::now() + ENSURE_WITHIN;
@@ -100,12 +116,41 @@ impl Upstream {
                 .await
                 .unwrap_or(false)
             {
-                return true;
+                return Some(self.is_private(&stream));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        false
+        None
     }
+
+    /// Whether the upstream marked `stream` private.
+    pub fn is_private(&self, stream: &StreamId) -> bool {
+        lock(&self.inner.private).contains(stream)
+    }
+
+    /// The upstream's public base URL (known once connected).
+    pub fn upstream_url(&self) -> Option<String> {
+        lock(&self.inner.upstream_url).clone()
+    }
+
+    /// Shutting down: report `draining` upstream at once (routing stops sending viewers here).
+    pub fn drain(&self) {
+        self.inner.draining.store(true, Ordering::SeqCst);
+        self.inner.wake.notify_one();
+    }
+}
+
+impl crate::ChannelPolicy for Upstream {
+    fn private<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
+        Box::pin(async move { StreamId::new(channel).is_ok_and(|s| self.is_private(&s)) })
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Inner {
@@ -161,10 +206,15 @@ async fn run(
         .await
         .map_err(|e| RunError::Connect(e.to_string()))?;
     match tokio::time::timeout(Duration::from_secs(5), control.read()).await {
-        Ok(Ok(Some(Control::Welcome { node_id, auth, .. })))
-            if proto::verify_auth(&config.secret, Role::Upstream, &exporter, &node_id, &auth) =>
-        {
+        Ok(Ok(Some(Control::Welcome {
+            node_id,
+            auth,
+            public_url,
+            ..
+        }))) if proto::verify_auth(&config.secret, Role::Upstream, &exporter, &node_id, &auth) => {
             tracing::info!(upstream = %node_id, addr = %config.upstream, "relay connected");
+            *lock(&inner.upstream_url) = Some(public_url).filter(|u| !u.is_empty());
+            config.metrics.upstream_up(true);
         }
         Ok(Ok(Some(Control::Error { code, message }))) => {
             return Err(RunError::Handshake(format!("{code}: {message}")))
@@ -177,7 +227,8 @@ async fn run(
     let mut subs: HashMap<StreamId, Sub> = HashMap::new();
     let mut by_base: HashMap<u16, StreamId> = HashMap::new();
     let mut tick = tokio::time::interval(TICK);
-    let mut dropped: u64 = 0;
+    let mut last_load = Instant::now() - LOAD_EVERY;
+    let mut reported_draining = false;
     loop {
         tokio::select! {
             frame = control.read() => {
@@ -185,11 +236,16 @@ async fn run(
                     return Ok(());
                 };
                 match msg {
-                    Control::Tracks { channel, generation, tracks, codecs } => {
+                    Control::Tracks { channel, generation, tracks, codecs, private } => {
                         let Some((described, base)) = relay_tracks(&channel, generation, &tracks, &codecs) else {
                             continue;
                         };
                         let stream = described.stream.clone();
+                        if private {
+                            lock(&inner.private).insert(stream.clone());
+                        } else {
+                            lock(&inner.private).remove(&stream);
+                        }
                         if let Err(e) = inner.sfu.relay_tracks(described).await {
                             tracing::warn!(%channel, error = %e, "cannot relay this channel");
                             continue;
@@ -225,17 +281,17 @@ async fn run(
             datagram = conn.read_datagram() => {
                 let bytes = datagram.map_err(|e| RunError::Closed(e.to_string()))?;
                 let Ok((track, rtp)) = proto::decode_datagram(&bytes) else {
-                    dropped += 1;
+                    config.metrics.dropped(1);
                     continue;
                 };
                 let base = track - track % TRACK_BLOCK;
                 let Some(stream) = by_base.get(&base) else {
-                    dropped += 1;
+                    config.metrics.dropped(1);
                     continue;
                 };
                 let packet = RelayIn { stream: stream.clone(), track: track - base, data: rtp.to_vec() };
                 if ingest.try_send(packet).is_err() {
-                    dropped += 1;
+                    config.metrics.dropped(1);
                 }
             }
             event = events.recv() => {
@@ -247,17 +303,46 @@ async fn run(
             }
             _ = tick.tick() => {
                 maintain(&mut control, inner, &mut subs, config.grace).await;
-                if dropped > 0 {
-                    tracing::debug!(dropped, "relay datagrams dropped");
-                    dropped = 0;
+                config.metrics.upstream_sample(PathSample::of(&conn, false));
+                if last_load.elapsed() >= LOAD_EVERY {
+                    last_load = Instant::now();
+                    report_load(&mut control, inner, config.capacity).await;
                 }
             }
             () = inner.wake.notified() => {
                 maintain(&mut control, inner, &mut subs, config.grace).await;
+                if inner.draining.load(Ordering::SeqCst) && !reported_draining {
+                    reported_draining = true;
+                    report_load(&mut control, inner, config.capacity).await;
+                }
             }
             reason = conn.closed() => return Err(RunError::Closed(reason.to_string())),
         }
     }
+}
+
+/// Tell the upstream how loaded this edge is (and whether it drains).
+async fn report_load(control: &mut ControlStream, inner: &Inner, capacity: u32) {
+    let Ok(stats) = inner.sfu.stats().await else {
+        return;
+    };
+    let channels: BTreeMap<String, u32> = stats
+        .streams
+        .iter()
+        .map(|(name, viewers, relays)| {
+            (
+                name.clone(),
+                u32::try_from(viewers + relays).unwrap_or(u32::MAX),
+            )
+        })
+        .collect();
+    let msg = Control::Load {
+        viewers: channels.values().fold(0u32, |a, v| a.saturating_add(*v)),
+        capacity,
+        channels,
+        draining: inner.draining.load(Ordering::SeqCst),
+    };
+    control.write(&msg).await.ok();
 }
 
 /// Subscribe what viewers want, re-ask for offline channels, and let go of channels that have

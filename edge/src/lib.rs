@@ -6,14 +6,17 @@
 //! - [`upstream`]: accept edges and serve their subscriptions from the local SFU;
 //! - [`downstream`]: an edge's connection to its upstream, feeding the edge's SFU.
 //!
-//! Not built yet: routing (registry, 307 redirects), playback tokens, NACK repair on the relay.
+//! Routing (the registry, 307 redirects) and playback tokens are in the `cluster` and
+//! `signaling` crates; this crate registers edges and carries their load reports.
 #![warn(missing_docs)]
 
 pub mod downstream;
+pub mod metrics;
 pub mod proto;
 pub mod quic;
 mod session;
 pub mod upstream;
 
 pub use downstream::{EdgeConfig, Upstream};
-pub use upstream::UpstreamConfig;
+pub use metrics::RelayMetrics;
+pub use upstream::{ChannelPolicy, UpstreamConfig};

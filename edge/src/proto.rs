@@ -127,6 +127,9 @@ pub enum Control {
         node_id: String,
         /// [`auth_tag`] for the upstream role.
         auth: String,
+        /// The upstream's public base URL (an edge sends viewers there while it drains).
+        #[serde(default)]
+        public_url: String,
     },
     /// Either side, before closing.
     Error {
@@ -150,6 +153,9 @@ pub enum Control {
         tracks: Vec<Track>,
         /// The codecs the publisher negotiated.
         codecs: Vec<Codec>,
+        /// Viewers need a playback token (checked by the edge, offline).
+        #[serde(default)]
+        private: bool,
     },
     /// Upstream -> edge: no publisher at the moment.
     Offline {
@@ -196,6 +202,9 @@ pub enum Control {
         capacity: u32,
         /// Viewers per channel.
         channels: BTreeMap<String, u32>,
+        /// Shutting down: route no new viewers here.
+        #[serde(default)]
+        draining: bool,
     },
     /// A `type` this build does not know.
     #[serde(other)]
@@ -380,6 +389,7 @@ mod tests {
                 rtx: Some(97),
                 red: None,
             }],
+            private: true,
         });
         roundtrip(Control::Nack {
             track: 1,
@@ -389,6 +399,7 @@ mod tests {
             viewers: 3,
             capacity: 10,
             channels: [("demo".to_string(), 3)].into(),
+            draining: true,
         });
         roundtrip(Control::KeepaliveAck { t: 42 });
     }
@@ -412,6 +423,16 @@ mod tests {
         assert_eq!(
             Control::decode(br#"{"type":"keyframe","track":2,"extra":true}"#),
             Ok(Control::Keyframe { track: 2 })
+        );
+        // Fields added after version 1 shipped default when an older peer leaves them out.
+        assert_eq!(
+            Control::decode(br#"{"type":"load","viewers":1,"capacity":2,"channels":{}}"#),
+            Ok(Control::Load {
+                viewers: 1,
+                capacity: 2,
+                channels: BTreeMap::new(),
+                draining: false
+            })
         );
         assert!(Control::decode(br#"{"type":"keyframe"}"#).is_err());
         assert!(Control::decode(br#"{"type":"keyframe","track":"two"}"#).is_err());

@@ -55,7 +55,7 @@ impl ControlStream {
 }
 
 /// The `tracks` message for a stream whose block of track ids starts at `base`.
-pub(crate) fn tracks_message(t: &RelayTracks, base: u16) -> Control {
+pub(crate) fn tracks_message(t: &RelayTracks, base: u16, private: bool) -> Control {
     Control::Tracks {
         channel: t.stream.to_string(),
         generation: t.generation,
@@ -68,6 +68,7 @@ pub(crate) fn tracks_message(t: &RelayTracks, base: u16) -> Control {
             })
             .collect(),
         codecs: t.codecs.iter().map(Codec::from).collect(),
+        private,
     }
 }
 

@@ -7,10 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use cluster::{EdgeRecord, Registry};
 use sfu::driver::SfuHandle;
 use sfu::{RelayId, RelayPacket, SfuError, SfuEvent, StreamId};
 use tokio::sync::mpsc;
 
+use crate::metrics::{PathSample, RelayMetrics};
 use crate::proto::{self, Control, Role};
 use crate::quic;
 use crate::session::{tracks_message, ControlStream};
@@ -21,15 +23,35 @@ pub const TRACK_BLOCK: u16 = 8;
 /// How long a new connection has to send a valid `hello`.
 const HELLO_WITHIN: Duration = Duration::from_secs(5);
 
+/// Whether a channel is private (its viewers need a playback token). At an origin the store
+/// knows; at an edge serving a tier below, its own upstream said so.
+pub trait ChannelPolicy: Send + Sync + 'static {
+    /// `channel` is private.
+    fn private<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>>;
+}
+
 /// Settings of the upstream role.
 #[derive(Clone)]
 pub struct UpstreamConfig {
-    /// This node's id (in `welcome`).
+    /// This node's id (in `welcome`, and as `via` of the edges it registers).
     pub node_id: String,
+    /// This node's public base URL (in `welcome`: where a draining edge sends viewers).
+    pub public_url: String,
     /// The cluster secret.
     pub secret: Arc<[u8]>,
     /// At an edge serving a tier below: its own upstream, to pull a channel through on demand.
     pub pull: Option<crate::Upstream>,
+    /// Where connected edges are registered for routing (none: not registered).
+    pub registry: Option<Registry>,
+    /// How long an edge's registration lasts without a new `load` report.
+    pub edge_ttl: Duration,
+    /// Which channels are private.
+    pub policy: Arc<dyn ChannelPolicy>,
+    /// Relay series.
+    pub metrics: Arc<RelayMetrics>,
 }
 
 /// Accept edges on `addr` until the endpoint is closed. Returns the bound address and the
@@ -76,12 +98,34 @@ enum ServeError {
     Sfu,
 }
 
+/// Sample the connection's transport figures this often.
+const SAMPLE: Duration = Duration::from_millis(250);
+
 async fn serve(
     conn: quinn::Connection,
     relay: RelayId,
     config: &UpstreamConfig,
     sfu: &SfuHandle,
 ) -> Result<(), ServeError> {
+    let (mut control, edge) = handshake(&conn, config).await?;
+    tracing::info!(edge = %edge.node_id, region = %edge.region, peer = %conn.remote_address(), "edge connected");
+    config.metrics.edge_connected();
+    register(config, &edge).await;
+    let result = relay_loop(&conn, &mut control, relay, edge.clone(), config, sfu).await;
+    config.metrics.edge_gone(&edge.node_id, &edge.region);
+    if let Some(registry) = &config.registry {
+        if let Err(e) = registry.remove_edge(&edge.node_id).await {
+            tracing::warn!(error = %e, edge = %edge.node_id, "could not unregister the edge");
+        }
+    }
+    result
+}
+
+/// Check `hello` and answer `welcome`; the edge as it described itself.
+async fn handshake(
+    conn: &quinn::Connection,
+    config: &UpstreamConfig,
+) -> Result<(ControlStream, EdgeRecord), ServeError> {
     let (send, recv) = tokio::time::timeout(HELLO_WITHIN, conn.accept_bi())
         .await
         .map_err(|_| ServeError::Handshake("no control stream"))?
@@ -90,31 +134,32 @@ async fn serve(
     let hello = tokio::time::timeout(HELLO_WITHIN, control.read())
         .await
         .map_err(|_| ServeError::Handshake("no hello"))??;
-    let exporter = quic::exporter(&conn).ok_or(ServeError::Handshake("no TLS exporter"))?;
+    let exporter = quic::exporter(conn).ok_or(ServeError::Handshake("no TLS exporter"))?;
     let Some(Control::Hello {
         version,
         node_id,
         region,
+        public_url,
+        capacity,
         auth,
-        ..
     }) = hello
     else {
         control
             .error("protocol", "the first frame must be hello")
             .await;
-        linger(&conn).await;
+        linger(conn).await;
         return Err(ServeError::Handshake("first frame is not hello"));
     };
     if !proto::verify_auth(&config.secret, Role::Edge, &exporter, &node_id, &auth) {
         control.error("unauthorized", "wrong cluster secret").await;
-        linger(&conn).await;
+        linger(conn).await;
         return Err(ServeError::Handshake("wrong cluster secret"));
     }
     if version < 1 {
         control
             .error("version", "this upstream speaks version 1")
             .await;
-        linger(&conn).await;
+        linger(conn).await;
         return Err(ServeError::Handshake("version"));
     }
     let auth = proto::auth_tag(&config.secret, Role::Upstream, &exporter, &config.node_id);
@@ -123,20 +168,50 @@ async fn serve(
             version: proto::VERSION,
             node_id: config.node_id.clone(),
             auth,
+            public_url: config.public_url.clone(),
         })
         .await
         .map_err(|e| ServeError::Connection(e.to_string()))?;
-    tracing::info!(edge = %node_id, %region, peer = %conn.remote_address(), "edge connected");
+    let edge = EdgeRecord {
+        node_id,
+        region,
+        public_url,
+        viewers: 0,
+        capacity,
+        draining: false,
+        via: config.node_id.clone(),
+    };
+    Ok((control, edge))
+}
 
+/// Put the edge in the registry for one TTL (routing is best effort: a registry error is
+/// logged, and the relay goes on).
+async fn register(config: &UpstreamConfig, edge: &EdgeRecord) {
+    if let Some(registry) = &config.registry {
+        if let Err(e) = registry.put_edge(edge, config.edge_ttl).await {
+            tracing::warn!(error = %e, edge = %edge.node_id, "could not register the edge");
+        }
+    }
+}
+
+async fn relay_loop(
+    conn: &quinn::Connection,
+    control: &mut ControlStream,
+    relay: RelayId,
+    mut edge: EdgeRecord,
+    config: &UpstreamConfig,
+    sfu: &SfuHandle,
+) -> Result<(), ServeError> {
     let (sink, mut packets) = mpsc::channel::<RelayPacket>(sfu::RELAY_QUEUE);
     sfu.relay_attach(relay, sink)
         .await
         .map_err(|_| ServeError::Sfu)?;
     let mut events = sfu.events();
-    // Stream -> first track id of its block, and back.
+    // Stream -> first track id of its block (and whether it is private).
     let mut blocks: HashMap<StreamId, u16> = HashMap::new();
+    let mut private: HashMap<StreamId, bool> = HashMap::new();
     let mut next_block: u16 = 0;
-    let datagrams = conn.clone();
+    let mut sample = tokio::time::interval(SAMPLE);
     loop {
         tokio::select! {
             frame = control.read() => {
@@ -157,12 +232,14 @@ async fn serve(
                         let mut result = sfu.relay_subscribe(relay, stream.clone()).await;
                         if let (Err(SfuError::Offline(_)), Some(pull)) = (&result, &config.pull) {
                             // A tier above us may have it: pull it through, then serve it.
-                            if pull.ensure(&channel).await {
+                            if pull.ensure(&channel).await.is_some() {
                                 result = sfu.relay_subscribe(relay, stream.clone()).await;
                             }
                         }
+                        let is_private = config.policy.private(&channel).await;
+                        private.insert(stream.clone(), is_private);
                         match result {
-                            Ok(tracks) => control.write(&tracks_message(&tracks, base)).await.ok(),
+                            Ok(tracks) => control.write(&tracks_message(&tracks, base, is_private)).await.ok(),
                             Err(SfuError::Offline(_)) => control.write(&Control::Offline { channel }).await.ok(),
                             Err(_) => return Err(ServeError::Sfu),
                         };
@@ -180,6 +257,16 @@ async fn serve(
                     Control::Keepalive { t } => {
                         control.write(&Control::KeepaliveAck { t }).await.ok();
                     }
+                    Control::Load { viewers, capacity, draining, .. } => {
+                        edge.viewers = viewers;
+                        edge.capacity = capacity;
+                        edge.draining = draining;
+                        config.metrics.edge_load(&edge.node_id, &edge.region, viewers);
+                        if draining {
+                            tracing::info!(edge = %edge.node_id, "edge draining: no new viewers routed to it");
+                        }
+                        register(config, &edge).await;
+                    }
                     // `nack` is not answered yet (no upstream packet cache): see the docs.
                     _ => {}
                 }
@@ -188,12 +275,13 @@ async fn serve(
                 let Some(stream_base) = block_of(&blocks, &p) else { continue };
                 let bytes = proto::encode_datagram(stream_base + p.track, &p.data);
                 // Too large or the connection is closing: dropped, like a lost packet.
-                let _ = datagrams.send_datagram(bytes.into());
+                let _ = conn.send_datagram(bytes.into());
             }
             event = events.recv() => match event {
                 Ok(SfuEvent::RelayTracks(r, tracks)) if r == relay => {
                     if let Some(base) = blocks.get(&tracks.stream).copied() {
-                        control.write(&tracks_message(&tracks, base)).await.ok();
+                        let is_private = private.get(&tracks.stream).copied().unwrap_or(false);
+                        control.write(&tracks_message(&tracks, base, is_private)).await.ok();
                     }
                 }
                 Ok(SfuEvent::RelayOffline(r, stream)) if r == relay => {
@@ -202,6 +290,9 @@ async fn serve(
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return Err(ServeError::Sfu),
                 _ => {}
             },
+            _ = sample.tick() => {
+                config.metrics.edge_sample(&edge.node_id, PathSample::of(conn, true));
+            }
             reason = conn.closed() => return Err(ServeError::Connection(reason.to_string())),
         }
     }

@@ -8,6 +8,18 @@ use sfu::{
     Subscribed,
 };
 
+/// Whether an edge could make a channel available.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Availability {
+    /// Live at this node now; `private`: viewers need a playback token.
+    Live {
+        /// The channel is private.
+        private: bool,
+    },
+    /// Not live within the wait (offline, unknown, or no upstream).
+    Offline,
+}
+
 /// Where an edge's streams come from: its upstream relay. At an origin there is none, and
 /// channels are checked against the store instead.
 pub trait ChannelSource: Send + Sync + 'static {
@@ -16,7 +28,9 @@ pub trait ChannelSource: Send + Sync + 'static {
     fn ensure<'a>(
         &'a self,
         channel: &'a str,
-    ) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
+    ) -> std::pin::Pin<Box<dyn Future<Output = Availability> + Send + 'a>>;
+    /// The upstream's public base URL (to send viewers to while this node drains).
+    fn upstream_url(&self) -> Option<String>;
 }
 
 /// What signaling needs from the SFU. Implemented by [`SfuHandle`] (a command plus a oneshot
@@ -59,6 +73,8 @@ pub trait SfuControl: Clone + Send + Sync + 'static {
     fn close(&self, peer: PeerId) -> impl Future<Output = Result<(), SfuError>> + Send;
     /// Counters and gauges for `/metrics`.
     fn stats(&self) -> impl Future<Output = Result<SfuStats, SfuError>> + Send;
+    /// Whether a stream has a publisher (or an upstream) here.
+    fn is_live(&self, stream: StreamId) -> impl Future<Output = Result<bool, SfuError>> + Send;
 }
 
 impl SfuControl for SfuHandle {
@@ -105,5 +121,8 @@ impl SfuControl for SfuHandle {
     }
     fn stats(&self) -> impl Future<Output = Result<SfuStats, SfuError>> + Send {
         SfuHandle::stats(self)
+    }
+    fn is_live(&self, stream: StreamId) -> impl Future<Output = Result<bool, SfuError>> + Send {
+        SfuHandle::is_live(self, stream)
     }
 }

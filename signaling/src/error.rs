@@ -50,6 +50,9 @@ pub enum ApiError {
     /// The node has no room; try again later (or elsewhere).
     #[error("the node is full; retry later")]
     Full,
+    /// The node is draining (shutting down) and knows no other node to send viewers to.
+    #[error("this node is shutting down; retry later")]
+    Draining,
     /// The media engine or storage is unavailable (shutting down).
     #[error("service unavailable")]
     Unavailable,
@@ -81,6 +84,7 @@ impl ApiError {
             ApiError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             ApiError::Full => (StatusCode::SERVICE_UNAVAILABLE, "full"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -119,7 +123,10 @@ impl IntoResponse for ApiError {
         };
         let body = serde_json::json!({ "code": code, "error": message });
         let mut resp = (status, axum::Json(body)).into_response();
-        if matches!(self, ApiError::Full | ApiError::Unavailable) {
+        if matches!(
+            self,
+            ApiError::Full | ApiError::Unavailable | ApiError::Draining
+        ) {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }

@@ -11,9 +11,10 @@ use axum::routing::{get, post};
 use axum::Router;
 use sfu::{PeerId, Pin, StreamId, SubscribeOptions};
 
-use crate::control::{ChannelSource, SfuControl};
+use crate::control::{Availability, ChannelSource, SfuControl};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::routing::{self, ClientIp, Cluster};
 use crate::store::Store;
 use crate::web;
 
@@ -105,6 +106,8 @@ pub struct AppState<C> {
     pub metrics: Arc<Metrics>,
     /// At an edge: the upstream that WHEP requests pull channels from.
     pub upstream: Option<Arc<dyn ChannelSource>>,
+    /// Routing, playback tokens, draining.
+    pub cluster: Arc<Cluster>,
 }
 
 impl<C: Clone> Clone for AppState<C> {
@@ -116,6 +119,7 @@ impl<C: Clone> Clone for AppState<C> {
             settings: self.settings.clone(),
             metrics: self.metrics.clone(),
             upstream: self.upstream.clone(),
+            cluster: self.cluster.clone(),
         }
     }
 }
@@ -199,7 +203,10 @@ async fn healthz<C: SfuControl>(State(st): State<AppState<C>>) -> Response {
 
 async fn metrics<C: SfuControl>(State(st): State<AppState<C>>) -> Result<Response, ApiError> {
     let stats = st.sfu.stats().await?;
-    let text = st.metrics.render(&stats);
+    let mut text = st.metrics.render(&stats);
+    if let Some(extra) = &st.cluster.extra_metrics {
+        text.push_str(&extra());
+    }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
@@ -335,6 +342,7 @@ async fn whep<C: SfuControl>(
     State(st): State<AppState<C>>,
     Path(channel): Path<String>,
     RawQuery(query): RawQuery,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -343,24 +351,41 @@ async fn whep<C: SfuControl>(
     let options = SubscribeOptions {
         layer: layer_from_query(query.as_deref())?,
     };
+    let q = query.as_deref();
+    if st.cluster.is_draining() {
+        // Shutting down: new viewers go upstream (or retry later).
+        return match st.upstream.as_ref().and_then(|u| u.upstream_url()) {
+            Some(url) => routing::redirect(&url, &channel, q, "upstream"),
+            None => Err(ApiError::Draining),
+        };
+    }
+    let region = routing::viewer_region(q, &headers, ip, &st.cluster.rules);
+    if let Some((url, node)) = routing::edge_for(&st.cluster, region.as_deref()).await? {
+        return routing::redirect(&url, &channel, q, &node);
+    }
     let offer = read_text(&headers, body, st.settings.max_body_bytes).await?;
-    match &st.upstream {
-        // An edge has no channel table: its upstream knows which channels exist and are live.
-        Some(source) => {
-            if !source.ensure(&channel).await {
-                return Err(ApiError::Offline(channel));
-            }
-        }
+    let private = match &st.upstream {
+        // An edge has no channel table: its upstream knows which channels exist, are live and
+        // are private.
+        Some(source) => match source.ensure(&channel).await {
+            Availability::Live { private } => private,
+            Availability::Offline => return Err(ApiError::Offline(channel)),
+        },
         None => {
-            if !st
-                .store
-                .channel_exists(&channel)
+            if !st.sfu.is_live(stream.clone()).await? {
+                if let Some((url, node)) = routing::live_elsewhere(&st.cluster, &channel).await {
+                    return routing::redirect(&url, &channel, q, &node);
+                }
+            }
+            st.store
+                .is_private(&channel)
                 .await
                 .map_err(|e| ApiError::Internal(e.to_string()))?
-            {
-                return Err(ApiError::NotFound(format!("no such channel: {channel}")));
-            }
+                .ok_or_else(|| ApiError::NotFound(format!("no such channel: {channel}")))?
         }
+    };
+    if private {
+        routing::check_token(&st.cluster, &channel, q, &headers)?;
     }
     let ufrag = sdp_attr(&offer, "a=ice-ufrag:");
     let subscribed = st.sfu.subscribe(stream, offer, options).await?;
@@ -376,16 +401,7 @@ async fn whep<C: SfuControl>(
 
 /// The `layer` query parameter of a WHEP request (`?layer=low|mid|high|auto`).
 fn layer_from_query(query: Option<&str>) -> Result<Pin, ApiError> {
-    let Some(query) = query else {
-        return Ok(Pin::Auto);
-    };
-    for pair in query.split('&') {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if key == "layer" {
-            return parse_pin(value);
-        }
-    }
-    Ok(Pin::Auto)
+    routing::query_param(query, "layer").map_or(Ok(Pin::Auto), parse_pin)
 }
 
 fn parse_pin(value: &str) -> Result<Pin, ApiError> {

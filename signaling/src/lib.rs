@@ -9,11 +9,13 @@ pub mod control;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod routing;
 pub mod store;
 pub mod web;
 
-pub use control::{ChannelSource, SfuControl};
+pub use control::{Availability, ChannelSource, SfuControl};
 pub use error::ApiError;
 pub use http::{router, AppState, HttpSettings, IceServer, Sessions};
 pub use metrics::Metrics;
+pub use routing::{Cluster, MetricsText};
 pub use store::{Store, StoreError, StreamKey};

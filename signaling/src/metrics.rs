@@ -21,7 +21,17 @@ pub struct Metrics {
     layer_switches: IntCounter,
     ice_restarts: IntCounter,
     relay_packets: IntCounter,
+    channel_viewers: prometheus::IntGaugeVec,
+    channel_relays: prometheus::IntGaugeVec,
     scrape: std::sync::Mutex<()>,
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str) -> prometheus::IntGaugeVec {
+    let g = prometheus::IntGaugeVec::new(Opts::new(name, help), &["channel"]).expect("metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
+    g
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -124,6 +134,16 @@ impl Metrics {
                 "aethex_relay_packets_total",
                 "RTP packets sent to downstream relays (edges): one copy per edge and stream",
             ),
+            channel_viewers: gauge_vec(
+                &registry,
+                "aethex_channel_viewers",
+                "Viewers of a channel on this node (WHEP sessions)",
+            ),
+            channel_relays: gauge_vec(
+                &registry,
+                "aethex_channel_relays",
+                "Edges this node feeds a channel to (one relay copy each)",
+            ),
             registry,
             publishers,
             subscribers,
@@ -163,6 +183,17 @@ impl Metrics {
             &self.keyframe_requests.with_label_values(&["sent"]),
             s.keyframe_requests_sent,
         );
+        // Channels come and go: only those the SFU knows now are exported.
+        self.channel_viewers.reset();
+        self.channel_relays.reset();
+        for (channel, viewers, relays) in &s.streams {
+            self.channel_viewers
+                .with_label_values(&[channel.as_str()])
+                .set(*viewers as i64);
+            self.channel_relays
+                .with_label_values(&[channel.as_str()])
+                .set(*relays as i64);
+        }
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()

@@ -144,6 +144,26 @@ impl Store {
         Ok(row.is_some())
     }
 
+    /// Mark a channel private (viewers need a playback token) or public. `false`: no such
+    /// channel.
+    pub async fn set_private(&self, name: &str, private: bool) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE channels SET private = $1 WHERE name = $2")
+            .bind(i64::from(private))
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Whether a channel is private; `None` when there is no such channel.
+    pub async fn is_private(&self, name: &str) -> Result<Option<bool>, StoreError> {
+        let row: Option<(i64,)> = sqlx::query_as("SELECT private FROM channels WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|(p,)| p != 0))
+    }
+
     /// Number of channels.
     pub async fn channel_count(&self) -> Result<i64, StoreError> {
         let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM channels")
@@ -236,6 +256,20 @@ mod tests {
                 .as_deref(),
             Some("bob")
         );
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[tokio::test]
+    async fn a_channel_is_public_until_marked_private_and_that_survives_reopen() {
+        let (store, dir) = temp_store().await;
+        store.create_channel("carol").await.unwrap();
+        assert_eq!(store.is_private("carol").await.unwrap(), Some(false));
+        assert!(store.set_private("carol", true).await.unwrap());
+        assert!(!store.set_private("nobody", true).await.unwrap());
+        assert_eq!(store.is_private("nobody").await.unwrap(), None);
+        store.close().await;
+        let reopened = Store::open_data_dir(&dir).await.unwrap();
+        assert_eq!(reopened.is_private("carol").await.unwrap(), Some(true));
         std::fs::remove_dir_all(dir).ok();
     }
 }

@@ -1,96 +1,13 @@
 //! The HTTP layer against a fake media engine: no ports, no media. Proves the mapping from
 //! engine results to WHIP/WHEP responses, and that session resources follow the engine.
 
-use std::sync::{Arc, Mutex};
+mod common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use sfu::{
-    IceRestarted, PeerId, Pin, Published, SfuError, SfuStats, StreamId, SubscribeOptions,
-    Subscribed,
-};
-use signaling::{router, AppState, HttpSettings, Metrics, Sessions, SfuControl, Store};
+use common::{app, FakeSfu};
+use sfu::{PeerId, Pin, SfuError, StreamId};
 use tower::ServiceExt;
-
-/// Answers every call with a canned result and records what it was asked.
-#[derive(Clone, Default)]
-struct FakeSfu {
-    subscribe_error: Arc<Mutex<Option<SfuError>>>,
-    closed: Arc<Mutex<Vec<PeerId>>>,
-    pins: Arc<Mutex<Vec<Pin>>>,
-    restarts: Arc<Mutex<Vec<String>>>,
-}
-
-impl SfuControl for FakeSfu {
-    async fn publish(&self, _stream: StreamId, _offer: String) -> Result<Published, SfuError> {
-        Ok(Published {
-            peer: PeerId(7),
-            answer: "v=0\r\n".into(),
-            replaced: None,
-        })
-    }
-    async fn subscribe(
-        &self,
-        _stream: StreamId,
-        _offer: String,
-        options: SubscribeOptions,
-    ) -> Result<Subscribed, SfuError> {
-        self.pins.lock().unwrap().push(options.layer);
-        match self.subscribe_error.lock().unwrap().clone() {
-            Some(e) => Err(e),
-            None => Ok(Subscribed {
-                peer: PeerId(8),
-                answer: "v=0\r\n".into(),
-            }),
-        }
-    }
-    async fn set_layer(&self, _peer: PeerId, pin: Pin) -> Result<(), SfuError> {
-        self.pins.lock().unwrap().push(pin);
-        Ok(())
-    }
-    async fn restart_ice(
-        &self,
-        _peer: PeerId,
-        ufrag: String,
-        _pwd: String,
-        _candidates: Vec<String>,
-    ) -> Result<IceRestarted, SfuError> {
-        self.restarts.lock().unwrap().push(ufrag);
-        Ok(IceRestarted {
-            ufrag: "srvufrag".into(),
-            pwd: "srvpassword".into(),
-            candidates: vec!["a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host".into()],
-        })
-    }
-    async fn trickle(&self, _peer: PeerId, candidates: Vec<String>) -> Result<usize, SfuError> {
-        Ok(candidates.len())
-    }
-    async fn close(&self, peer: PeerId) -> Result<(), SfuError> {
-        self.closed.lock().unwrap().push(peer);
-        Ok(())
-    }
-    async fn stats(&self) -> Result<SfuStats, SfuError> {
-        Ok(SfuStats::default())
-    }
-}
-
-async fn app(fake: FakeSfu) -> (axum::Router, Arc<Sessions>) {
-    let store = Store::open("sqlite::memory:").await.unwrap();
-    store.create_channel("demo").await.unwrap();
-    let sessions = Arc::new(Sessions::default());
-    let state = AppState {
-        sfu: fake,
-        store,
-        sessions: sessions.clone(),
-        settings: Arc::new(HttpSettings {
-            max_body_bytes: 64 * 1024,
-            ice_servers: vec![],
-        }),
-        metrics: Arc::new(Metrics::new()),
-        upstream: None,
-    };
-    (router(state), sessions)
-}
 
 fn whep(channel: &str) -> Request<Body> {
     Request::post(format!("/whep/{channel}"))

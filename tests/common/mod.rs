@@ -219,20 +219,49 @@ impl Server {
 
     /// SIGTERM, then wait (bounded) for the exit status.
     pub fn stop(mut self) -> ExitStatus {
-        let mut child = self.child.take().unwrap();
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let end = Instant::now() + Duration::from_secs(10);
+        self.term();
+        self.wait_exit(Duration::from_secs(10))
+            .expect("server exits within 10 s of SIGTERM")
+    }
+
+    /// Send SIGTERM (an edge then drains).
+    pub fn term(&self) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
+    }
+
+    /// Whether the process has exited, without waiting.
+    pub fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|c| c.try_wait().ok().flatten().is_some())
+    }
+
+    /// Wait (bounded) for the process to exit; `None` (and killed) if it did not.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        let end = Instant::now() + within;
         loop {
             if let Some(status) = child.try_wait().unwrap() {
-                return status;
+                return Some(status);
             }
             if Instant::now() >= end {
                 let _ = child.kill();
-                panic!("server did not exit within 10 s of SIGTERM");
+                let _ = child.wait();
+                return None;
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: the node dies without a word (no drain, no goodbye to its upstream).
+    pub fn kill(mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
         }
     }
 
@@ -332,17 +361,66 @@ pub fn s(v: impl ToString) -> String {
 
 /// An aiortc WHEP viewer of `channel` for `seconds`, needing 30 decoded video frames.
 pub fn viewer(server: &Server, channel: &str, name: &str, seconds: u32) -> Peer {
-    let url = format!("{}/whep/{channel}", server.base);
-    let args = [
-        "view",
-        "--url",
-        &url,
-        "--duration",
-        &seconds.to_string(),
-        "--min-video-frames",
-        "30",
+    viewer_at(
+        &format!("{}/whep/{channel}", server.base),
+        name,
+        seconds,
+        &[],
+    )
+}
+
+/// An aiortc WHEP viewer of a WHEP URL (redirects followed), needing 30 decoded video frames.
+pub fn viewer_at(url: &str, name: &str, seconds: u32, extra: &[&str]) -> Peer {
+    let mut args = vec![
+        s("view"),
+        s("--url"),
+        s(url),
+        s("--duration"),
+        seconds.to_string(),
+        s("--min-video-frames"),
+        s("30"),
     ];
-    Peer::spawn(name, &args.map(s))
+    args.extend(extra.iter().map(s));
+    Peer::spawn(name, &args)
+}
+
+/// POST a (placeholder) WHEP offer without following redirects: the status and `Location`.
+pub fn whep_probe(url: &str, headers: &[(&str, &str)]) -> (u16, Option<String>) {
+    let client = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut req = client
+        .post(url)
+        .header("content-type", "application/sdp")
+        .body("v=0\r\n");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().unwrap();
+    let location = resp
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    (resp.status().as_u16(), location)
+}
+
+/// Poll `probe` every 100 ms until `done` holds (bounded); the time it took, or `None`.
+pub fn until<T>(
+    within: Duration,
+    mut probe: impl FnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if done(&probe()) {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
 }
 
 /// An aiortc WHIP publisher (320x240, keyframes only when asked), once it is live.

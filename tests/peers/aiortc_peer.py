@@ -480,6 +480,10 @@ def check_answer(sdp):
     return summary
 
 
+# URLs a WHIP/WHEP POST was redirected to (307/308), in order; reported in the result.
+REDIRECTS = []
+
+
 async def signal_exchange(pc, url, headers, t_post_box, retry_offline_s=0.0):
     """Create the offer, POST it, apply the answer. Returns (location_abs, answer_sdp)."""
     await pc.setLocalDescription(await pc.createOffer())
@@ -494,6 +498,16 @@ async def signal_exchange(pc, url, headers, t_post_box, retry_offline_s=0.0):
         # t0 of the measurements: just before the POST that got the answer
         t_post_box[:] = [now_ms()]
         res = await http("POST", url, offer.encode(), h)
+        if res.status in (307, 308) and len(REDIRECTS) < 3:
+            # Region routing: the same POST again at the edge the server names (urllib does
+            # not replay a POST on 307 by itself).
+            target = res.headers.get("location") or res.headers.get("Location")
+            if not target:
+                raise PeerError("%d without Location header" % res.status)
+            url = urllib.parse.urljoin(url, target)
+            REDIRECTS.append(url)
+            log.info("redirected (%d) to %s", res.status, url)
+            continue
         if res.status == 404 and retry_offline_s > 0 and time.monotonic() < deadline:
             j = res.json() or {}
             if j.get("code") == "offline":
@@ -828,6 +842,7 @@ async def cmd_view(a):
         stop_evt.set()
         result = vs.result()
         result["connected_ms"] = connected_ms
+        result["redirects"] = REDIRECTS
         result.update(retry_info)
         if failed.is_set():
             result["ok"] = False

@@ -1,0 +1,110 @@
+//! A fake media engine for the HTTP tests: no ports, no media.
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+
+use cluster::TokenKey;
+use sfu::{
+    IceRestarted, PeerId, Pin, Published, SfuError, SfuStats, StreamId, SubscribeOptions,
+    Subscribed,
+};
+use signaling::{router, AppState, Cluster, HttpSettings, Metrics, Sessions, SfuControl, Store};
+
+/// Answers every call with a canned result and records what it was asked.
+#[derive(Clone, Default)]
+pub struct FakeSfu {
+    pub subscribe_error: Arc<Mutex<Option<SfuError>>>,
+    pub closed: Arc<Mutex<Vec<PeerId>>>,
+    pub pins: Arc<Mutex<Vec<Pin>>>,
+    pub restarts: Arc<Mutex<Vec<String>>>,
+}
+
+impl SfuControl for FakeSfu {
+    async fn publish(&self, _stream: StreamId, _offer: String) -> Result<Published, SfuError> {
+        Ok(Published {
+            peer: PeerId(7),
+            answer: "v=0\r\n".into(),
+            replaced: None,
+        })
+    }
+    async fn subscribe(
+        &self,
+        _stream: StreamId,
+        _offer: String,
+        options: SubscribeOptions,
+    ) -> Result<Subscribed, SfuError> {
+        self.pins.lock().unwrap().push(options.layer);
+        match self.subscribe_error.lock().unwrap().clone() {
+            Some(e) => Err(e),
+            None => Ok(Subscribed {
+                peer: PeerId(8),
+                answer: "v=0\r\n".into(),
+            }),
+        }
+    }
+    async fn set_layer(&self, _peer: PeerId, pin: Pin) -> Result<(), SfuError> {
+        self.pins.lock().unwrap().push(pin);
+        Ok(())
+    }
+    async fn restart_ice(
+        &self,
+        _peer: PeerId,
+        ufrag: String,
+        _pwd: String,
+        _candidates: Vec<String>,
+    ) -> Result<IceRestarted, SfuError> {
+        self.restarts.lock().unwrap().push(ufrag);
+        Ok(IceRestarted {
+            ufrag: "srvufrag".into(),
+            pwd: "srvpassword".into(),
+            candidates: vec!["a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host".into()],
+        })
+    }
+    async fn trickle(&self, _peer: PeerId, candidates: Vec<String>) -> Result<usize, SfuError> {
+        Ok(candidates.len())
+    }
+    async fn close(&self, peer: PeerId) -> Result<(), SfuError> {
+        self.closed.lock().unwrap().push(peer);
+        Ok(())
+    }
+    async fn stats(&self) -> Result<SfuStats, SfuError> {
+        Ok(SfuStats::default())
+    }
+    async fn is_live(&self, _stream: StreamId) -> Result<bool, SfuError> {
+        Ok(true)
+    }
+}
+
+pub async fn app(fake: FakeSfu) -> (axum::Router, Arc<Sessions>) {
+    app_with(
+        fake,
+        Cluster::new("origin".into(), String::new(), TokenKey::new(SECRET)),
+    )
+    .await
+}
+
+/// The cluster secret of these tests.
+pub const SECRET: &[u8] = b"test-cluster-secret-0123456789";
+
+/// The router over `fake`, a store with the channels `demo` and `secret` (private), and these
+/// cluster settings.
+pub async fn app_with(fake: FakeSfu, cluster: Cluster) -> (axum::Router, Arc<Sessions>) {
+    let store = Store::open("sqlite::memory:").await.unwrap();
+    store.create_channel("demo").await.unwrap();
+    store.create_channel("secret").await.unwrap();
+    store.set_private("secret", true).await.unwrap();
+    let sessions = Arc::new(Sessions::default());
+    let state = AppState {
+        sfu: fake,
+        store,
+        sessions: sessions.clone(),
+        settings: Arc::new(HttpSettings {
+            max_body_bytes: 64 * 1024,
+            ice_servers: vec![],
+        }),
+        metrics: Arc::new(Metrics::new()),
+        upstream: None,
+        cluster: Arc::new(cluster),
+    };
+    (router(state), sessions)
+}
