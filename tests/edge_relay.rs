@@ -84,3 +84,43 @@ fn an_edge_with_the_wrong_secret_is_refused() {
     );
     assert!(origin.stop().success());
 }
+
+#[test]
+fn loss_on_the_relay_is_repaired_by_nack_from_the_upstream_cache() {
+    let dir = temp_dir("relay-loss-origin");
+    let ch = create_channel(&dir, "show");
+    let origin = Server::start(&dir, &["--relay-listen", "127.0.0.1:0"]);
+    // 5 % of what the origin sends the edge is lost, after the QUIC handshake.
+    let proxy = LossyProxy::start(origin.relay_addr(), 5, 40);
+    let edge = Server::start_edge(&temp_dir("relay-loss-edge"), proxy.addr, "eu", &[]);
+    let key = ch["stream_key"].as_str().unwrap();
+    let publisher = publisher(&origin, key, "vp8", 14);
+    std::thread::sleep(Duration::from_secs(2));
+    let r = viewer(&edge, "show", "edge viewer", 8).result(Duration::from_secs(40));
+    let lost_on_path = proxy.dropped.load(std::sync::atomic::Ordering::Relaxed);
+    let (nacked, repaired, unrepaired, resent) = (
+        edge.metric("aethex_relay_nacked_packets_total"),
+        edge.metric("aethex_relay_repaired_packets_total"),
+        edge.metric("aethex_relay_unrepaired_packets_total"),
+        origin.metric("aethex_relay_resent_packets_total"),
+    );
+    eprintln!(
+        "relay loss: {lost_on_path} UDP datagrams dropped; edge nacked {nacked}, repaired \
+         {repaired}, unrepaired {unrepaired}; origin resent {resent}; viewer {r}"
+    );
+    assert_eq!(r["ok"], true, "{r}");
+    assert!(r["video_frames"].as_u64().unwrap() >= 150, "{r}");
+    assert!(
+        lost_on_path > 20,
+        "the proxy dropped packets: {lost_on_path}"
+    );
+    assert!(repaired > 0.0 && resent > 0.0, "repair happened");
+    assert!(
+        unrepaired * 10.0 <= repaired,
+        "at least 90 % of relay losses repaired: {repaired} repaired, {unrepaired} not"
+    );
+    assert_eq!(publisher.result(Duration::from_secs(40))["ok"], true);
+    for server in [edge, origin] {
+        assert!(server.stop().success());
+    }
+}

@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 use crate::metrics::{PathSample, RelayMetrics};
 use crate::proto::{self, Control, Role};
 use crate::quic;
+use crate::repair::{rtp_seq, GapTracker};
 use crate::session::{relay_tracks, ControlStream};
 use crate::upstream::TRACK_BLOCK;
 
@@ -45,6 +46,8 @@ const TICK: Duration = Duration::from_millis(250);
 const RESUBSCRIBE: Duration = Duration::from_secs(2);
 /// The edge reports its load upstream this often (`load`; it feeds routing).
 pub const LOAD_EVERY: Duration = Duration::from_secs(2);
+/// Gaps are checked for due NACKs this often.
+const REPAIR_EVERY: Duration = Duration::from_millis(10);
 
 /// The edge's link to its upstream, shared with the HTTP layer.
 #[derive(Clone)]
@@ -228,6 +231,10 @@ async fn run(
     let mut by_base: HashMap<u16, StreamId> = HashMap::new();
     let mut tick = tokio::time::interval(TICK);
     let mut last_load = Instant::now() - LOAD_EVERY;
+    let mut gaps = GapTracker::default();
+    let mut repair = tokio::time::interval(REPAIR_EVERY);
+    repair.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut counted = (0, 0, 0);
     let mut reported_draining = false;
     loop {
         tokio::select! {
@@ -251,6 +258,7 @@ async fn run(
                             continue;
                         }
                         by_base.insert(base, stream.clone());
+                        gaps.reset(base, TRACK_BLOCK);
                         if let Some(s) = subs.get_mut(&stream) {
                             s.base = Some(base);
                         }
@@ -289,6 +297,9 @@ async fn run(
                     config.metrics.dropped(1);
                     continue;
                 };
+                if let Some(seq) = rtp_seq(rtp) {
+                    gaps.on_packet(track, seq, Instant::now());
+                }
                 let packet = RelayIn { stream: stream.clone(), track: track - base, data: rtp.to_vec() };
                 if ingest.try_send(packet).is_err() {
                     config.metrics.dropped(1);
@@ -307,6 +318,16 @@ async fn run(
                 if last_load.elapsed() >= LOAD_EVERY {
                     last_load = Instant::now();
                     report_load(&mut control, inner, config.capacity).await;
+                }
+            }
+            _ = repair.tick() => {
+                for (track, seqs) in gaps.due(Instant::now(), conn.rtt()) {
+                    control.write(&Control::Nack { track, seqs }).await.ok();
+                }
+                let now = (gaps.nacked, gaps.repaired, gaps.unrepaired);
+                if now != counted {
+                    config.metrics.repair(now.0 - counted.0, now.1 - counted.1, now.2 - counted.2);
+                    counted = now;
                 }
             }
             () = inner.wake.notified() => {

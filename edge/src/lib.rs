@@ -14,6 +14,7 @@ pub mod downstream;
 pub mod metrics;
 pub mod proto;
 pub mod quic;
+pub mod repair;
 mod session;
 pub mod upstream;
 

@@ -25,6 +25,10 @@ pub struct RelayMetrics {
     upstream_lost: IntCounter,
     upstream_received: IntCounter,
     dropped: IntCounter,
+    resent: IntCounter,
+    nacked: IntCounter,
+    repaired: IntCounter,
+    unrepaired: IntCounter,
     /// Last quinn totals seen per connection (edge node id, or "" for the upstream), to turn
     /// them into counter increments.
     last: Mutex<HashMap<String, (u64, u64)>>,
@@ -158,6 +162,38 @@ impl RelayMetrics {
                 )
                 .expect("m"),
             ),
+            resent: register(
+                &r,
+                IntCounter::new(
+                    "aethex_relay_resent_packets_total",
+                    "Packets resent to edges from the 2 s relay cache, on their NACK",
+                )
+                .expect("m"),
+            ),
+            nacked: register(
+                &r,
+                IntCounter::new(
+                    "aethex_relay_nacked_packets_total",
+                    "Sequence numbers this edge NACKed upstream (each try counts)",
+                )
+                .expect("m"),
+            ),
+            repaired: register(
+                &r,
+                IntCounter::new(
+                    "aethex_relay_repaired_packets_total",
+                    "Packets lost on the relay that arrived after a NACK",
+                )
+                .expect("m"),
+            ),
+            unrepaired: register(
+                &r,
+                IntCounter::new(
+                    "aethex_relay_unrepaired_packets_total",
+                    "Packets lost on the relay and never repaired (3 NACKs, or older than 2 s)",
+                )
+                .expect("m"),
+            ),
             registry: r,
             last: Mutex::new(HashMap::new()),
         }
@@ -227,6 +263,18 @@ impl RelayMetrics {
         self.upstream_rtt.set(s.rtt);
         self.upstream_lost.inc_by(lost);
         self.upstream_received.inc_by(bytes);
+    }
+
+    /// Packets resent on NACK (upstream side).
+    pub fn resent(&self, n: u64) {
+        self.resent.inc_by(n);
+    }
+
+    /// Repair counters of the edge's gap tracker: increments since the last call.
+    pub fn repair(&self, nacked: u64, repaired: u64, unrepaired: u64) {
+        self.nacked.inc_by(nacked);
+        self.repaired.inc_by(repaired);
+        self.unrepaired.inc_by(unrepaired);
     }
 
     /// Relay datagrams dropped.

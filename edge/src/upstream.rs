@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use crate::metrics::{PathSample, RelayMetrics};
 use crate::proto::{self, Control, Role};
 use crate::quic;
+use crate::repair::{rtp_seq, SendCache};
 use crate::session::{tracks_message, ControlStream};
 
 /// Track ids per subscription on one connection: the core's tracks (0..=4) are offset by a
@@ -212,6 +213,7 @@ async fn relay_loop(
     let mut private: HashMap<StreamId, bool> = HashMap::new();
     let mut next_block: u16 = 0;
     let mut sample = tokio::time::interval(SAMPLE);
+    let mut cache = SendCache::default();
     loop {
         tokio::select! {
             frame = control.read() => {
@@ -246,6 +248,9 @@ async fn relay_loop(
                     }
                     Control::Unsubscribe { channel } => {
                         if let Ok(stream) = StreamId::new(&channel) {
+                            if let Some(base) = blocks.get(&stream) {
+                                cache.forget(*base, TRACK_BLOCK);
+                            }
                             let _ = sfu.relay_unsubscribe(relay, stream).await;
                         }
                     }
@@ -267,15 +272,29 @@ async fn relay_loop(
                         }
                         register(config, &edge).await;
                     }
-                    // `nack` is not answered yet (no upstream packet cache): see the docs.
+                    Control::Nack { track, seqs } => {
+                        let now = std::time::Instant::now();
+                        let mut resent = 0;
+                        for seq in seqs {
+                            if let Some(d) = cache.get(track, seq, now) {
+                                let _ = conn.send_datagram(d);
+                                resent += 1;
+                            }
+                        }
+                        config.metrics.resent(resent);
+                    }
                     _ => {}
                 }
             }
             Some(p) = packets.recv() => {
                 let Some(stream_base) = block_of(&blocks, &p) else { continue };
-                let bytes = proto::encode_datagram(stream_base + p.track, &p.data);
+                let track = stream_base + p.track;
+                let bytes = bytes::Bytes::from(proto::encode_datagram(track, &p.data));
+                if let Some(seq) = rtp_seq(&p.data) {
+                    cache.record(track, seq, std::time::Instant::now(), bytes.clone());
+                }
                 // Too large or the connection is closing: dropped, like a lost packet.
-                let _ = conn.send_datagram(bytes.into());
+                let _ = conn.send_datagram(bytes);
             }
             event = events.recv() => match event {
                 Ok(SfuEvent::RelayTracks(r, tracks)) if r == relay => {

@@ -447,3 +447,79 @@ pub fn publisher(server: &Server, key: &str, codec: &str, seconds: u32) -> Peer 
     p.wait_for(Duration::from_secs(20), |v| v["event"] == "live");
     p
 }
+
+/// A UDP proxy on loopback that drops a share of the datagrams going back to the client
+/// (upstream -> client), chosen by a fixed pseudo-random sequence, after the first `spare`
+/// ones (the QUIC handshake). Stops when dropped.
+pub struct LossyProxy {
+    pub addr: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl LossyProxy {
+    pub fn start(upstream: SocketAddr, loss_percent: u64, spare: u64) -> Self {
+        use std::net::UdpSocket;
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::{Arc, Mutex};
+        let front = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let back = UdpSocket::bind("127.0.0.1:0").unwrap();
+        back.connect(upstream).unwrap();
+        for s in [&front, &back] {
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+        }
+        let addr = front.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let client: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
+        let (front2, back2) = (front.try_clone().unwrap(), back.try_clone().unwrap());
+        let (stop1, stop2, client1, client2) = (stop.clone(), stop.clone(), client.clone(), client);
+        let forward = std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !stop1.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = front.recv_from(&mut buf) {
+                    *client1.lock().unwrap() = Some(from);
+                    let _ = back.send(&buf[..n]);
+                }
+            }
+        });
+        let dropped2 = dropped.clone();
+        let backward = std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            let (mut seen, mut rng) = (0u64, 0x9E37_79B9_7F4A_7C15u64);
+            while !stop2.load(Ordering::Relaxed) {
+                let Ok(n) = back2.recv(&mut buf) else {
+                    continue;
+                };
+                seen += 1;
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                if seen > spare && rng % 100 < loss_percent {
+                    dropped2.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                if let Some(c) = *client2.lock().unwrap() {
+                    let _ = front2.send_to(&buf[..n], c);
+                }
+            }
+        });
+        Self {
+            addr,
+            stop,
+            dropped,
+            threads: vec![forward, backward],
+        }
+    }
+}
+
+impl Drop for LossyProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
