@@ -55,10 +55,12 @@
     return postSdp(url, conn.localDescription.sdp, headers, timeoutMs);
   }
 
-  // The session resource URL from a 201's Location header (absolute), or null.
+  // The session resource URL from a 201's Location header (absolute), or null. Relative to the
+  // URL that answered: after a 307 to an edge, the session lives at the edge.
   function locationOf(resp, endpoint) {
     const loc = resp.headers.get('Location');
-    return loc ? new URL(loc, new URL(endpoint, location.href)).href : null;
+    const base = resp.url || new URL(endpoint, location.href).href;
+    return loc ? new URL(loc, base).href : null;
   }
 
   // The answer SDP of a successful POST ('' if the body cannot be read).

@@ -17,6 +17,11 @@
   let channel = '';
   try { channel = decodeURIComponent(segs[segs.length - 1] || ''); } catch (_) { channel = segs[segs.length - 1] || ''; }
   const endpoint = '/whep/' + encodeURIComponent(channel);
+  // Passed on to WHEP from the page's own query: a playback token (private channels) and a
+  // region (the server may then redirect us to an edge of that region).
+  const pageQuery = new URLSearchParams(location.search);
+  const token = pageQuery.get('token') || '';
+  const region = pageQuery.get('region') || '';
 
   const $ = (id) => document.getElementById(id);
   const video = $('video');
@@ -153,6 +158,11 @@
         backoffMs = 1000;
         setState('offline', 'Offline — waiting for the stream…');
         scheduleRetry(OFFLINE_RETRY_MS);
+      } else if (resp.status === 401) {
+        setState('error', token
+          ? 'This playback link is not valid (' + e.text + ').'
+          : 'This channel is private: open it with a playback link (…?token=…).');
+        scheduleRetry(MAX_BACKOFF_MS);
       } else if (e.code === 'not_found') {
         setState('error', 'Channel “' + channel + '” does not exist.');
         scheduleRetry(nextBackoff());
@@ -181,7 +191,12 @@
 
   // The WHEP endpoint, with the pinned layer (if any) for the next session.
   function whepUrl() {
-    return layer === 'auto' ? endpoint : endpoint + '?layer=' + encodeURIComponent(layer);
+    const q = new URLSearchParams();
+    if (layer !== 'auto') q.set('layer', layer);
+    if (token) q.set('token', token);
+    if (region) q.set('region', region);
+    const text = q.toString();
+    return text ? endpoint + '?' + text : endpoint;
   }
 
   function nextBackoff() {
