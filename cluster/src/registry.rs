@@ -122,14 +122,18 @@ impl Registry {
         }
     }
 
-    /// Remove an edge (it disconnected).
-    pub async fn remove_edge(&self, node_id: &str) -> Result<(), RegistryError> {
+    /// Remove an edge that disconnected from node `via`. A record written since by another
+    /// node (the edge moved there) is left alone.
+    pub async fn remove_edge(&self, node_id: &str, via: &str) -> Result<(), RegistryError> {
         match self {
             Registry::Embedded(m) => {
-                m.edges().remove(node_id);
+                let mut map = m.edges();
+                if map.get(node_id).is_some_and(|(e, _)| e.via == via) {
+                    map.remove(node_id);
+                }
                 Ok(())
             }
-            Registry::Redis(r) => r.remove_edge(node_id).await,
+            Registry::Redis(r) => r.remove_edge(node_id, via).await,
         }
     }
 

@@ -14,11 +14,12 @@ use redis::AsyncCommands;
 
 use crate::registry::{EdgeRecord, LiveRecord, RegistryError};
 
-/// Deletes `KEYS[1]` only if its JSON value names `ARGV[1]` as its node: a publisher that moved
-/// to another node must not be unregistered by the node it left.
+/// Deletes `KEYS[1]` (and its name `ARGV[2]` from the index `KEYS[2]`) only if its JSON value's
+/// field `ARGV[3]` is `ARGV[1]`: a publisher or an edge that moved to another node must not be
+/// unregistered by the node it left.
 const REMOVE_IF_OWNER: &str = r#"
 local v = redis.call('GET', KEYS[1])
-if v and cjson.decode(v)['node_id'] == ARGV[1] then
+if v and cjson.decode(v)[ARGV[3]] == ARGV[1] then
   redis.call('DEL', KEYS[1])
   redis.call('SREM', KEYS[2], ARGV[2])
   return 1
@@ -111,15 +112,26 @@ impl RedisRegistry {
         Ok(())
     }
 
-    pub(crate) async fn remove_edge(&self, node_id: &str) -> Result<(), RegistryError> {
+    pub(crate) async fn remove_edge(&self, node_id: &str, via: &str) -> Result<(), RegistryError> {
+        self.remove_if("edge", "edges", node_id, "via", via).await
+    }
+
+    async fn remove_if(
+        &self,
+        kind: &str,
+        index: &str,
+        name: &str,
+        field: &str,
+        value: &str,
+    ) -> Result<(), RegistryError> {
         let mut c = self.conn.clone();
-        let _: () = redis::pipe()
-            .atomic()
-            .del(self.key("edge", node_id))
-            .ignore()
-            .srem(self.index("edges"), node_id)
-            .ignore()
-            .query_async(&mut c)
+        let _: i64 = redis::Script::new(REMOVE_IF_OWNER)
+            .key(self.key(kind, name))
+            .key(self.index(index))
+            .arg(value)
+            .arg(name)
+            .arg(field)
+            .invoke_async(&mut c)
             .await?;
         Ok(())
     }
@@ -181,15 +193,8 @@ impl RedisRegistry {
         channel: &str,
         node_id: &str,
     ) -> Result<(), RegistryError> {
-        let mut c = self.conn.clone();
-        let _: i64 = redis::Script::new(REMOVE_IF_OWNER)
-            .key(self.key("live", channel))
-            .key(self.index("lives"))
-            .arg(node_id)
-            .arg(channel)
-            .invoke_async(&mut c)
-            .await?;
-        Ok(())
+        self.remove_if("live", "lives", channel, "node_id", node_id)
+            .await
     }
 
     pub(crate) async fn live(&self, channel: &str) -> Result<Option<LiveRecord>, RegistryError> {
@@ -201,7 +206,7 @@ impl RedisRegistry {
     pub(crate) async fn forget_node(&self, node_id: &str) -> Result<(), RegistryError> {
         for edge in self.edges().await? {
             if edge.via == node_id {
-                self.remove_edge(&edge.node_id).await?;
+                self.remove_edge(&edge.node_id, node_id).await?;
             }
         }
         let lives: Vec<LiveRecord> = self.members("live", "lives").await?;

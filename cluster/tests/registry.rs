@@ -95,7 +95,14 @@ async fn a_draining_or_removed_edge_gets_no_viewers(r: Registry) {
     r.put_edge(&e, TTL).await.unwrap();
     assert_eq!(r.pick_edge("eu", "o").await.unwrap(), None);
     r.put_edge(&edge("eu-2", "eu", 0, "o"), TTL).await.unwrap();
-    r.remove_edge("eu-2").await.unwrap();
+    // The edge moved to origin "p": the late goodbye of origin "o" leaves it registered.
+    r.put_edge(&edge("eu-2", "eu", 0, "p"), TTL).await.unwrap();
+    r.remove_edge("eu-2", "o").await.unwrap();
+    assert_eq!(
+        r.pick_edge("eu", "o").await.unwrap().unwrap().node_id,
+        "eu-2"
+    );
+    r.remove_edge("eu-2", "p").await.unwrap();
     assert_eq!(r.pick_edge("eu", "o").await.unwrap(), None);
 }
 

@@ -83,9 +83,11 @@ impl Upstream {
         let task = inner.clone();
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(250);
+            let mut epoch: u64 = 0;
             loop {
                 let started = Instant::now();
-                let result = run(&endpoint, &config, &task).await;
+                epoch += 1;
+                let result = run(&endpoint, &config, &task, epoch).await;
                 config.metrics.upstream_up(false);
                 match result {
                     Ok(()) => tracing::warn!("upstream closed the relay connection"),
@@ -185,6 +187,7 @@ async fn run(
     endpoint: &quinn::Endpoint,
     config: &EdgeConfig,
     inner: &Inner,
+    epoch: u64,
 ) -> Result<(), RunError> {
     let conn = endpoint
         .connect(config.upstream, "aethex-relay")
@@ -244,6 +247,10 @@ async fn run(
                 };
                 match msg {
                     Control::Tracks { channel, generation, tracks, codecs, private } => {
+                        // Generations count per upstream process: after a reconnect (the
+                        // upstream may have restarted and counts from 1 again) every stream is
+                        // a new source for this edge's viewers.
+                        let generation = (epoch << 32) | (generation & 0xffff_ffff);
                         let Some((described, base)) = relay_tracks(&channel, generation, &tracks, &codecs) else {
                             continue;
                         };

@@ -18,9 +18,11 @@ use crate::proto::{ALPN, EXPORTER_LABEL};
 
 pub use quinn::Endpoint;
 
-/// A relay peer that sends nothing for this long is gone (keepalives come every second).
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
-const KEEP_ALIVE: Duration = Duration::from_secs(1);
+/// A relay peer that sends nothing for this long is gone (keepalives come every 500 ms, so
+/// this is six lost in a row). It bounds how long an edge's viewers freeze when the upstream
+/// dies without closing (a crash, a power cut): measured in docs/benchmarks.md.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+const KEEP_ALIVE: Duration = Duration::from_millis(500);
 
 /// Errors setting up a relay endpoint.
 #[derive(Debug, thiserror::Error)]

@@ -67,15 +67,17 @@ pub fn listen(
     let accepting = endpoint.clone();
     tokio::spawn(async move {
         let ids = Arc::new(AtomicU64::new(1));
+        let connected = Connected::default();
         while let Some(incoming) = accepting.accept().await {
             let (config, sfu, ids) = (config.clone(), sfu.clone(), ids.clone());
+            let connected = connected.clone();
             tokio::spawn(async move {
                 let Ok(conn) = incoming.await else {
                     return;
                 };
                 let relay = RelayId(ids.fetch_add(1, Ordering::Relaxed));
                 let peer = conn.remote_address();
-                match serve(conn, relay, &config, &sfu).await {
+                match serve(conn, relay, &config, &sfu, &connected).await {
                     Ok(()) => tracing::info!(%peer, "edge disconnected"),
                     Err(e) => tracing::info!(%peer, error = %e, "edge connection ended"),
                 }
@@ -99,6 +101,37 @@ enum ServeError {
     Sfu,
 }
 
+/// The live connection of each edge (by node id). An edge that reconnects while its old
+/// connection has not timed out yet (it restarted, or its network moved) replaces it.
+#[derive(Clone, Default)]
+struct Connected(Arc<std::sync::Mutex<HashMap<String, (RelayId, quinn::Connection)>>>);
+
+impl Connected {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (RelayId, quinn::Connection)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `relay` is now `node`'s connection; the one it replaces is closed.
+    fn insert(&self, node: &str, relay: RelayId, conn: &quinn::Connection) {
+        if let Some((_, old)) = self.lock().insert(node.to_string(), (relay, conn.clone())) {
+            old.close(
+                0u32.into(),
+                b"replaced by a new connection of the same edge",
+            );
+        }
+    }
+
+    /// `relay` ended; whether it was still `node`'s current connection.
+    fn remove(&self, node: &str, relay: RelayId) -> bool {
+        let mut map = self.lock();
+        if map.get(node).is_some_and(|(r, _)| *r == relay) {
+            map.remove(node);
+            return true;
+        }
+        false
+    }
+}
+
 /// Sample the connection's transport figures this often.
 const SAMPLE: Duration = Duration::from_millis(250);
 
@@ -107,16 +140,21 @@ async fn serve(
     relay: RelayId,
     config: &UpstreamConfig,
     sfu: &SfuHandle,
+    connected: &Connected,
 ) -> Result<(), ServeError> {
     let (mut control, edge) = handshake(&conn, config).await?;
     tracing::info!(edge = %edge.node_id, region = %edge.region, peer = %conn.remote_address(), "edge connected");
+    connected.insert(&edge.node_id, relay, &conn);
     config.metrics.edge_connected();
     register(config, &edge).await;
     let result = relay_loop(&conn, &mut control, relay, edge.clone(), config, sfu).await;
     config.metrics.edge_gone(&edge.node_id, &edge.region);
-    if let Some(registry) = &config.registry {
-        if let Err(e) = registry.remove_edge(&edge.node_id).await {
-            tracing::warn!(error = %e, edge = %edge.node_id, "could not unregister the edge");
+    // A connection replaced by the edge's newer one leaves the registration to that one.
+    if connected.remove(&edge.node_id, relay) {
+        if let Some(registry) = &config.registry {
+            if let Err(e) = registry.remove_edge(&edge.node_id, &config.node_id).await {
+                tracing::warn!(error = %e, edge = %edge.node_id, "could not unregister the edge");
+            }
         }
     }
     result

@@ -482,6 +482,7 @@ def check_answer(sdp):
 
 # URLs a WHIP/WHEP POST was redirected to (307/308), in order; reported in the result.
 REDIRECTS = []
+REDIRECT_MS = []
 
 
 async def signal_exchange(pc, url, headers, t_post_box, retry_offline_s=0.0):
@@ -516,6 +517,9 @@ async def signal_exchange(pc, url, headers, t_post_box, retry_offline_s=0.0):
                 await asyncio.sleep(0.5)
                 continue
         break
+    if REDIRECTS:
+        # From the first POST to the POST that was answered: what following redirects cost.
+        REDIRECT_MS.append(round(t_post_box[0] - first_post, 1))
     if retries:
         t_post_box.append({"offline_retries": retries,
                            "offline_wait_ms": round(t_post_box[0] - first_post, 1)})
@@ -843,6 +847,8 @@ async def cmd_view(a):
         result = vs.result()
         result["connected_ms"] = connected_ms
         result["redirects"] = REDIRECTS
+        if REDIRECT_MS:
+            result["redirect_ms"] = REDIRECT_MS[0]
         result.update(retry_info)
         if failed.is_set():
             result["ok"] = False
