@@ -60,18 +60,24 @@ fn viewers_are_sent_to_an_edge_of_their_region_and_a_killed_edge_leaves_routing(
         assert!(matches!(status, 400 | 404), "{url}: {status}");
     }
 
-    // Media, following the redirects: origin -> eu edge, and eu edge -> tier-2 edge.
+    // Media at every edge, following the redirects: origin -> eu and us edges, and eu edge ->
+    // tier-2 edge.
     let key = ch["stream_key"].as_str().unwrap();
     let publisher = publisher(&origin, key, "vp8", 14);
     std::thread::sleep(Duration::from_secs(2));
     let via_origin = viewer_at(&format!("{at_origin}?region=eu"), "eu viewer", 6, &[]);
+    let via_origin_us = viewer_at(&format!("{at_origin}?region=us"), "us viewer", 6, &[]);
     let via_eu = viewer_at(
         &format!("{}/whep/show?region=eu-paris", eu.base),
         "paris viewer",
         6,
         &[],
     );
-    for (name, v, edge) in [("eu", via_origin, &eu), ("paris", via_eu, &paris)] {
+    for (name, v, edge) in [
+        ("eu", via_origin, &eu),
+        ("us", via_origin_us, &us),
+        ("paris", via_eu, &paris),
+    ] {
         let r = v.result(Duration::from_secs(40));
         eprintln!("{name} viewer: {r}");
         assert_eq!(r["ok"], true, "{name}: {r}");
