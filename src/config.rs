@@ -85,6 +85,12 @@ pub struct RelayConfig {
     pub node_id: String,
     /// Edge role: a channel without viewers is unsubscribed upstream after this many ms.
     pub grace_ms: u64,
+    /// Mutual TLS: this node's certificate (PEM; empty: self-signed, secret only).
+    pub tls_cert: String,
+    /// Mutual TLS: this node's private key (PEM).
+    pub tls_key: String,
+    /// Mutual TLS: the cluster CA certificate(s) (PEM).
+    pub tls_ca: String,
 }
 
 impl Default for RelayConfig {
@@ -96,6 +102,9 @@ impl Default for RelayConfig {
             region: String::new(),
             node_id: String::new(),
             grace_ms: 10_000,
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            tls_ca: String::new(),
         }
     }
 }
@@ -112,6 +121,21 @@ impl RelayConfig {
                 self.listen
             ))
         })
+    }
+
+    /// Whether mutual TLS is configured (all three files).
+    pub fn mutual_tls(&self) -> bool {
+        !self.tls_cert.is_empty()
+    }
+
+    /// The host part of `origin` (`host:port`, `[v6]:port`): the name the upstream's
+    /// certificate must carry under mutual TLS.
+    pub fn origin_host(&self) -> &str {
+        let host = self
+            .origin
+            .rsplit_once(':')
+            .map_or(self.origin.as_str(), |(h, _)| h);
+        host.trim_start_matches('[').trim_end_matches(']')
     }
 
     /// Whether this node is an edge.
@@ -348,6 +372,17 @@ impl Config {
                     .into(),
             ));
         }
+        let tls = [
+            &self.relay.tls_cert,
+            &self.relay.tls_key,
+            &self.relay.tls_ca,
+        ];
+        if tls.iter().any(|p| p.is_empty()) && tls.iter().any(|p| !p.is_empty()) {
+            return Err(ConfigError::Invalid(
+                "mutual TLS needs all three of relay.tls_cert, relay.tls_key and relay.tls_ca"
+                    .into(),
+            ));
+        }
         self.cluster.rules()?;
         let url = &self.cluster.redis_url;
         if !url.is_empty() && !url.starts_with("redis://") && !url.starts_with("rediss://") {
@@ -432,6 +467,20 @@ mod tests {
         let err = Config::from_toml("[sfu]\nmax_peers = 0\n", std::path::Path::new("x.toml"))
             .unwrap_err();
         assert!(err.to_string().contains("max_peers"), "{err}");
+    }
+
+    #[test]
+    fn mutual_tls_needs_all_three_files_and_names_the_origin_host() {
+        let err = Config::from_toml("[relay]\ntls_cert = \"a.pem\"\n", std::path::Path::new("x"))
+            .unwrap_err();
+        assert!(err.to_string().contains("tls_ca"), "{err}");
+        let mut r = RelayConfig {
+            origin: "origin.example:8190".into(),
+            ..RelayConfig::default()
+        };
+        assert_eq!(r.origin_host(), "origin.example");
+        r.origin = "[2001:db8::1]:8190".into();
+        assert_eq!(r.origin_host(), "2001:db8::1");
     }
 
     #[test]

@@ -154,6 +154,18 @@ pub(crate) async fn start(
         println!("  registry        {} (node {node_id})", r.backend());
     }
     let metrics = Arc::new(edge::RelayMetrics::new());
+    let pki = if config.relay.mutual_tls() {
+        let r = &config.relay;
+        let pki = edge::quic::Pki::load(
+            Path::new(&r.tls_cert),
+            Path::new(&r.tls_key),
+            Path::new(&r.tls_ca),
+        )
+        .map_err(|e| std::io::Error::other(format!("relay mutual TLS: {e}")))?;
+        Some(Arc::new(pki))
+    } else {
+        None
+    };
     let mut cluster = Cluster::new(
         node_id.clone(),
         config.relay.region.clone(),
@@ -192,6 +204,8 @@ pub(crate) async fn start(
             secret: secret.clone(),
             grace: Duration::from_millis(config.relay.grace_ms),
             metrics: metrics.clone(),
+            pki: pki.clone(),
+            server_name: config.relay.origin_host().to_string(),
         };
         let up = edge::Upstream::start(edge_config, sfu.clone())
             .map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -221,11 +235,17 @@ pub(crate) async fn start(
             edge_ttl: config.cluster.edge_ttl(),
             policy,
             metrics: metrics.clone(),
+            pki,
         };
         let (bound, endpoint) = edge::upstream::listen(addr, upstream_config, sfu.clone())
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         tracing::info!(%bound, "relay listening (QUIC)");
-        println!("  relay (QUIC)    {bound}  edges connect here");
+        let auth = if config.relay.mutual_tls() {
+            "cluster secret + mutual TLS"
+        } else {
+            "cluster secret"
+        };
+        println!("  relay (QUIC)    {bound}  edges connect here ({auth})");
         node.listener = Some(endpoint);
     }
     if node.listener.is_some() || node.upstream.is_some() {

@@ -124,3 +124,86 @@ fn loss_on_the_relay_is_repaired_by_nack_from_the_upstream_cache() {
         assert!(server.stop().success());
     }
 }
+
+/// A cluster CA and node certificates (serverAuth + clientAuth) written as PEM files; returns a
+/// config file enabling mutual TLS with the node's certificate.
+fn mtls_config(
+    dir: &std::path::Path,
+    ca: &(String, rcgen::Issuer<'static, rcgen::KeyPair>),
+    name: &str,
+) -> String {
+    use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, KeyPair};
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec![name.to_string()]).unwrap();
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let cert = params.signed_by(&key, &ca.1).unwrap();
+    let (c, k, a) = (
+        dir.join("node.pem"),
+        dir.join("node.key"),
+        dir.join("ca.pem"),
+    );
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    std::fs::write(&a, &ca.0).unwrap();
+    let config = dir.join("tls.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[relay]\ntls_cert = {:?}\ntls_key = {:?}\ntls_ca = {:?}\n",
+            c.display().to_string(),
+            k.display().to_string(),
+            a.display().to_string()
+        ),
+    )
+    .unwrap();
+    config.display().to_string()
+}
+
+fn cluster_ca() -> (String, rcgen::Issuer<'static, rcgen::KeyPair>) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let pem = params.self_signed(&key).unwrap().pem();
+    (pem, Issuer::new(params, key))
+}
+
+#[test]
+fn with_mutual_tls_only_edges_holding_a_certificate_of_the_cluster_ca_connect() {
+    let ca = cluster_ca();
+    let dir = temp_dir("mtls-origin");
+    let origin_config = mtls_config(&dir, &ca, "127.0.0.1");
+    let origin = Server::start(
+        &dir,
+        &["--config", &origin_config, "--relay-listen", "127.0.0.1:0"],
+    );
+    let relay = origin.relay_addr();
+    let edge_dir = temp_dir("mtls-edge");
+    let edge_config = mtls_config(&edge_dir, &ca, "edge-1");
+    let edge = Server::start_edge(&edge_dir, relay, "eu", &["--config", &edge_config]);
+    assert_eq!(
+        edge.wait_metric(
+            "aethex_relay_upstream_connected",
+            1.0,
+            Duration::from_secs(10)
+        ),
+        1.0,
+        "the edge with a cluster certificate connects: {}",
+        edge.log_text()
+    );
+    // Same secret, but no certificate: refused in the TLS handshake.
+    let stranger = Server::start_edge(&temp_dir("mtls-stranger"), relay, "eu", &[]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(stranger.metric("aethex_relay_upstream_connected"), 0.0);
+    assert!(
+        stranger.log_text().contains("relay connection failed"),
+        "{}",
+        stranger.log_text()
+    );
+    for server in [stranger, edge, origin] {
+        assert!(server.stop().success());
+    }
+}

@@ -37,6 +37,11 @@ pub struct EdgeConfig {
     pub grace: Duration,
     /// Relay series.
     pub metrics: Arc<RelayMetrics>,
+    /// Mutual TLS (none: any upstream certificate, secret handshake only).
+    pub pki: Option<Arc<quic::Pki>>,
+    /// The name the upstream's certificate must carry under mutual TLS (the host of its
+    /// address; ignored without).
+    pub server_name: String,
 }
 
 /// How long [`Upstream::ensure`] waits for a channel to go live at this edge.
@@ -71,7 +76,7 @@ struct Inner {
 impl Upstream {
     /// Start the connection loop (on the current runtime).
     pub fn start(config: EdgeConfig, sfu: SfuHandle) -> Result<Self, quic::QuicError> {
-        let endpoint = quic::client()?;
+        let endpoint = quic::client(config.pki.as_deref())?;
         let inner = Arc::new(Inner {
             sfu,
             wanted: Mutex::new(HashMap::new()),
@@ -190,7 +195,7 @@ async fn run(
     epoch: u64,
 ) -> Result<(), RunError> {
     let conn = endpoint
-        .connect(config.upstream, "aethex-relay")
+        .connect(config.upstream, &config.server_name)
         .map_err(|e| RunError::Connect(e.to_string()))?
         .await
         .map_err(|e| RunError::Connect(e.to_string()))?;

@@ -1,9 +1,11 @@
 //! QUIC endpoints for the relay (quinn over rustls with aws-lc-rs).
 //!
-//! The upstream presents a self-signed certificate made at start. The edge accepts any
-//! certificate: who is on the other end is proven by the cluster-secret handshake, which is bound
-//! to this TLS session's exporter (see `docs/relay-protocol.md`), so a relaying third party fails
-//! it. Both sides also bound idle time and keep the connection alive.
+//! By default the upstream presents a self-signed certificate made at start, and the edge accepts
+//! any certificate: who is on the other end is proven by the cluster-secret handshake, which is
+//! bound to this TLS session's exporter (see `docs/relay-protocol.md`), so a relaying third
+//! party fails it. With [`Pki`] (`relay.tls_cert`, `relay.tls_key`, `relay.tls_ca`) both ends
+//! also present certificates of the cluster's CA and check each other's (mutual TLS); the
+//! secret handshake still runs. Both sides bound idle time and keep the connection alive.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -52,18 +54,91 @@ fn transport() -> Arc<quinn::TransportConfig> {
     Arc::new(t)
 }
 
-/// A listening upstream endpoint on `addr` with a fresh self-signed certificate.
-pub fn server(addr: SocketAddr) -> Result<quinn::Endpoint, QuicError> {
-    let cert = rcgen::generate_simple_self_signed(vec!["aethex-relay".to_string()])
-        .map_err(|e| QuicError::Tls(e.to_string()))?;
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
-    let chain = vec![CertificateDer::from(cert.cert.der().to_vec())];
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+/// A node's certificate chain and key, and the cluster CA that signs every node's certificate
+/// (mutual TLS on the relay).
+pub struct Pki {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    roots: Arc<rustls::RootCertStore>,
+}
+
+fn tls_err(what: &str, e: impl std::fmt::Display) -> QuicError {
+    QuicError::Tls(format!("{what}: {e}"))
+}
+
+impl Pki {
+    /// From PEM text: the node's certificate (chain), its private key, the CA certificate(s).
+    pub fn from_pem(cert: &[u8], key: &[u8], ca: &[u8]) -> Result<Self, QuicError> {
+        use rustls::pki_types::pem::PemObject;
+        let chain = CertificateDer::pem_slice_iter(cert)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| tls_err("certificate", e))?;
+        if chain.is_empty() {
+            return Err(QuicError::Tls(
+                "certificate: no CERTIFICATE in the PEM".into(),
+            ));
+        }
+        let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| tls_err("private key", e))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in CertificateDer::pem_slice_iter(ca) {
+            roots
+                .add(ca.map_err(|e| tls_err("CA", e))?)
+                .map_err(|e| tls_err("CA", e))?;
+        }
+        if roots.is_empty() {
+            return Err(QuicError::Tls("CA: no CERTIFICATE in the PEM".into()));
+        }
+        Ok(Self {
+            chain,
+            key,
+            roots: Arc::new(roots),
+        })
+    }
+
+    /// From PEM files.
+    pub fn load(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        ca: &std::path::Path,
+    ) -> Result<Self, QuicError> {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| QuicError::Tls(format!("{}: {e}", p.display())))
+        };
+        Self::from_pem(&read(cert)?, &read(key)?, &read(ca)?)
+    }
+}
+
+/// A listening upstream endpoint on `addr`: with `pki`, its certificate, and edges must present
+/// one of the same CA; without, a fresh self-signed certificate.
+pub fn server(addr: SocketAddr, pki: Option<&Pki>) -> Result<quinn::Endpoint, QuicError> {
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| QuicError::Tls(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
         .map_err(|e| QuicError::Tls(e.to_string()))?;
+    let mut tls = match pki {
+        Some(pki) => {
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                pki.roots.clone(),
+                provider(),
+            )
+            .build()
+            .map_err(|e| tls_err("client verifier", e))?;
+            builder
+                .with_client_cert_verifier(verifier)
+                .with_single_cert(pki.chain.clone(), pki.key.clone_key())
+                .map_err(|e| tls_err("certificate", e))?
+        }
+        None => {
+            let cert = rcgen::generate_simple_self_signed(vec!["aethex-relay".to_string()])
+                .map_err(|e| QuicError::Tls(e.to_string()))?;
+            let key =
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
+            let chain = vec![CertificateDer::from(cert.cert.der().to_vec())];
+            builder
+                .with_no_client_auth()
+                .with_single_cert(chain, key)
+                .map_err(|e| QuicError::Tls(e.to_string()))?
+        }
+    };
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| QuicError::Tls(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
@@ -71,14 +146,23 @@ pub fn server(addr: SocketAddr) -> Result<quinn::Endpoint, QuicError> {
     quinn::Endpoint::server(config, addr).map_err(|e| QuicError::Bind(addr, e))
 }
 
-/// A client endpoint for connecting to an upstream.
-pub fn client() -> Result<quinn::Endpoint, QuicError> {
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+/// A client endpoint for connecting to an upstream: with `pki`, it checks the upstream's
+/// certificate against the CA (for the name it connects to) and presents its own; without, it
+/// accepts any certificate (the secret handshake authenticates).
+pub fn client(pki: Option<&Pki>) -> Result<quinn::Endpoint, QuicError> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| QuicError::Tls(e.to_string()))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(SecretAuthenticated(provider())))
-        .with_no_client_auth();
+        .map_err(|e| QuicError::Tls(e.to_string()))?;
+    let mut tls = match pki {
+        Some(pki) => builder
+            .with_root_certificates(pki.roots.clone())
+            .with_client_auth_cert(pki.chain.clone(), pki.key.clone_key())
+            .map_err(|e| tls_err("certificate", e))?,
+        None => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(SecretAuthenticated(provider())))
+            .with_no_client_auth(),
+    };
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = QuicClientConfig::try_from(tls).map_err(|e| QuicError::Tls(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));

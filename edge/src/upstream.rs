@@ -53,6 +53,8 @@ pub struct UpstreamConfig {
     pub policy: Arc<dyn ChannelPolicy>,
     /// Relay series.
     pub metrics: Arc<RelayMetrics>,
+    /// Mutual TLS (none: self-signed certificate, secret handshake only).
+    pub pki: Option<Arc<quic::Pki>>,
 }
 
 /// Accept edges on `addr` until the endpoint is closed. Returns the bound address and the
@@ -62,7 +64,7 @@ pub fn listen(
     config: UpstreamConfig,
     sfu: SfuHandle,
 ) -> Result<(SocketAddr, quinn::Endpoint), quic::QuicError> {
-    let endpoint = quic::server(addr)?;
+    let endpoint = quic::server(addr, config.pki.as_deref())?;
     let bound = endpoint.local_addr().unwrap_or(addr);
     let accepting = endpoint.clone();
     tokio::spawn(async move {
