@@ -7,6 +7,8 @@
 #   - cmake and nasm (used by the aws-lc-rs crypto backend when building the server)
 #   - libopus (libopus-dev + pkg-config) for the bench's Opus encoder; without them the opus
 #     crate builds its bundled libopus with cmake
+#   - PostgreSQL on 127.0.0.1:5432 (or AETHEX_TEST_POSTGRES_URL) for the storage and platform
+#     tests, which run on SQLite and PostgreSQL alike: started when it is not answering and we may
 #   - a Redis server on 127.0.0.1:6379 (or AETHEX_TEST_REDIS_URL) for the registry tests: started
 #     (and installed from Debian's redis-server) when it is not answering and we may
 # Installs Debian packages only when running as root; otherwise says what is missing.
@@ -156,6 +158,23 @@ if redis_up "$REDIS_HOST" "$REDIS_PORT"; then
   SUMMARY+=("redis: answering at $REDIS_HOST:$REDIS_PORT")
 else
   MISSING+=("a Redis server answering at $REDIS_HOST:$REDIS_PORT (apt-get install redis-server && service redis-server start, or set AETHEX_TEST_REDIS_URL)")
+fi
+
+# --- PostgreSQL (the storage and platform suites run on it as well as on SQLite) ---------------
+PG_URL=${AETHEX_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+PG_HOSTPORT=${PG_URL#*://}; PG_HOSTPORT=${PG_HOSTPORT#*@}; PG_HOSTPORT=${PG_HOSTPORT%%/*}
+PG_HOST=${PG_HOSTPORT%:*}; PG_PORT=${PG_HOSTPORT##*:}
+pg_up() { (exec 3<>"/dev/tcp/$PG_HOST/$PG_PORT") 2>/dev/null; }
+if ! pg_up && [[ $IS_ROOT -eq 1 && $PG_HOST == 127.0.0.1 ]]; then
+  command -v pg_ctlcluster >/dev/null 2>&1 || apt_install postgresql || true
+  echo "install-test-deps: starting postgresql"
+  service postgresql start >/dev/null 2>&1 || true
+  for _ in $(seq 1 40); do pg_up && break; sleep 0.25; done
+fi
+if pg_up; then
+  SUMMARY+=("postgres: answering at $PG_HOST:$PG_PORT")
+else
+  MISSING+=("PostgreSQL answering at $PG_HOST:$PG_PORT with trust auth for user postgres (apt-get install postgresql && service postgresql start, or set AETHEX_TEST_POSTGRES_URL)")
 fi
 
 # --- summary ----------------------------------------------------------------------------------

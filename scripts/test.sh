@@ -15,4 +15,4 @@ else
 fi
 
 cargo build --locked --bin aethex
-bash tests/browser/run.sh target/debug/aethex
+bash tests/browser/run.sh "${CARGO_TARGET_DIR:-target}/debug/aethex"

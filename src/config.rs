@@ -23,6 +23,27 @@ pub struct Config {
     pub relay: RelayConfig,
     /// Cluster state: registry, routing, playback tokens, draining.
     pub cluster: ClusterConfig,
+    /// The database.
+    pub database: DatabaseConfig,
+}
+
+/// `[database]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `postgres://...` or `sqlite://PATH`; empty: `aethex.db` in `storage.data_dir`.
+    pub url: String,
+    /// Platform API sessions last this many seconds.
+    pub session_ttl_secs: i64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            session_ttl_secs: 30 * 24 * 3600,
+        }
+    }
 }
 
 /// `[cluster]`
@@ -381,6 +402,21 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "mutual TLS needs all three of relay.tls_cert, relay.tls_key and relay.tls_ca"
                     .into(),
+            ));
+        }
+        let db = &self.database.url;
+        if !db.is_empty()
+            && !["sqlite:", "postgres://", "postgresql://"]
+                .iter()
+                .any(|p| db.starts_with(p))
+        {
+            return Err(ConfigError::Invalid(
+                "database.url must be sqlite://PATH or postgres://... (or empty)".into(),
+            ));
+        }
+        if self.database.session_ttl_secs < 60 {
+            return Err(ConfigError::Invalid(
+                "database.session_ttl_secs must be at least 60".into(),
             ));
         }
         self.cluster.rules()?;

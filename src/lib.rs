@@ -94,6 +94,53 @@ pub fn public_url(config: &Config, http_addr: SocketAddr) -> String {
     format!("http://{}", SocketAddr::new(ip, http_addr.port()))
 }
 
+/// Open the database: `database.url`, else `aethex.db` in the data directory.
+pub async fn open_store(config: &Config) -> Result<Store, signaling::StoreError> {
+    if config.database.url.is_empty() {
+        Store::open_data_dir(&config.storage.data_dir).await
+    } else {
+        Store::open(&config.database.url).await
+    }
+}
+
+/// Where the database is, for messages (no password).
+pub fn store_location(config: &Config) -> String {
+    if config.database.url.is_empty() {
+        config
+            .storage
+            .data_dir
+            .join("aethex.db")
+            .display()
+            .to_string()
+    } else {
+        storage::redacted(&config.database.url)
+    }
+}
+
+/// The platform API's view of the SFU: which channels are live, with how many viewers.
+struct SfuLive(sfu::driver::SfuHandle);
+
+impl platform::LiveInfo for SfuLive {
+    fn channels(&self) -> platform::LiveChannels<'_> {
+        Box::pin(async move {
+            let Ok(stats) = self.0.stats().await else {
+                return Vec::new();
+            };
+            stats
+                .streams
+                .into_iter()
+                .map(|s| {
+                    let state = platform::LiveState {
+                        live: s.live,
+                        viewers: s.viewers,
+                    };
+                    (s.name, state)
+                })
+                .collect()
+        })
+    }
+}
+
 /// Run a node until `shutdown` resolves; then stop accepting, close every session, return.
 pub async fn serve(
     config: Config,
@@ -164,7 +211,15 @@ pub async fn serve(
         upstream: node.source.clone(),
         cluster: node.cluster.clone(),
     };
-    let app = signaling::router(state);
+    let platform_state = platform::State {
+        store: store.clone(),
+        live: Arc::new(SfuLive(sfu.clone())),
+        settings: Arc::new(platform::Settings {
+            session_ttl_secs: config.database.session_ttl_secs,
+            public_url: public_url(&config, http_addr),
+        }),
+    };
+    let app = signaling::router_with(state, platform::router(platform_state));
     let drain = node.drain(sfu.clone(), config.cluster.drain_timeout_ms);
     let stopping = async move {
         shutdown.await;

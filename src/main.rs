@@ -10,7 +10,7 @@ use aethex::config::{Config, ConfigError, SHIPPED};
 use aethex::Listeners;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use signaling::{Store, StoreError};
+use signaling::StoreError;
 
 /// AeThex LIVE: a low-latency WHIP/WHEP live-streaming server.
 ///
@@ -130,6 +130,9 @@ fn apply_secret_env(config: &mut Config) {
     if let Ok(url) = std::env::var("AETHEX_REDIS_URL") {
         config.cluster.redis_url = url;
     }
+    if let Ok(url) = std::env::var("AETHEX_DATABASE_URL") {
+        config.database.url = url;
+    }
 }
 
 fn main() -> ExitCode {
@@ -219,14 +222,9 @@ async fn serve(args: ServeArgs, edge: Option<(String, String)>) -> anyhow::Resul
     }
     config.validate().map_err(explain)?;
 
-    let store = Store::open_data_dir(&config.storage.data_dir)
+    let store = aethex::open_store(&config)
         .await
-        .with_context(|| {
-            format!(
-                "opening the database in {}",
-                config.storage.data_dir.display()
-            )
-        })?;
+        .with_context(|| format!("opening the database {}", aethex::store_location(&config)))?;
     // An edge has no channels of its own: its upstream's are served.
     let demo_key = if !config.relay.is_edge() && store.channel_count().await? == 0 {
         Some(store.create_channel("demo").await?)
@@ -278,12 +276,12 @@ fn print_banner(
     if let Some(tcp) = l.tcp_addr() {
         let _ = writeln!(out, "  media (ICE-TCP) {tcp}  for networks that block UDP");
     }
+    let _ = writeln!(out, "  database        {}", aethex::store_location(config));
+    let _ = writeln!(out, "  go live (web)   {base}/live");
     let _ = writeln!(
         out,
-        "  data            {}",
-        config.storage.data_dir.display()
+        "  platform API    {base}/api  (accounts, channels, follows)"
     );
-    let _ = writeln!(out, "  go live (web)   {base}/live");
     if let Some(key) = demo_key {
         let _ = writeln!(out);
         let _ = writeln!(
@@ -344,14 +342,9 @@ async fn channel(cmd: ChannelCommand) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("invalid channel name {:?}: {e}", args.name))?;
     let mut config = load(args.config.as_deref(), args.data_dir)?;
     apply_secret_env(&mut config);
-    let store = Store::open_data_dir(&config.storage.data_dir)
+    let store = aethex::open_store(&config)
         .await
-        .with_context(|| {
-            format!(
-                "opening the database in {}",
-                config.storage.data_dir.display()
-            )
-        })?;
+        .with_context(|| format!("opening the database {}", aethex::store_location(&config)))?;
     let base = aethex::public_url(&config, config.http.listen);
     let key = match action {
         Action::Rotate => store

@@ -362,10 +362,10 @@ async fn report_load(control: &mut ControlStream, inner: &Inner, capacity: u32) 
     let channels: BTreeMap<String, u32> = stats
         .streams
         .iter()
-        .map(|(name, viewers, relays)| {
+        .map(|st| {
             (
-                name.clone(),
-                u32::try_from(viewers + relays).unwrap_or(u32::MAX),
+                st.name.clone(),
+                u32::try_from(st.viewers + st.relays).unwrap_or(u32::MAX),
             )
         })
         .collect();

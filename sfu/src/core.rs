@@ -92,12 +92,11 @@ impl Sfu {
         s.streams = self
             .streams
             .iter()
-            .map(|(id, st)| {
-                (
-                    id.to_string(),
-                    st.subscribers.len() as u64,
-                    st.relays.len() as u64,
-                )
+            .map(|(id, st)| crate::stats::StreamStat {
+                name: id.to_string(),
+                live: st.is_live(),
+                viewers: st.subscribers.len() as u64,
+                relays: st.relays.len() as u64,
             })
             .collect();
         s.streams.sort();

@@ -36,7 +36,7 @@ pub use ids::{PeerId, StreamId, StreamIdError};
 pub use media_core::layers::Pin;
 pub use relay::{video_track, RelayCodec, RelayId, RelayPacket, RelayTracks, AUDIO_TRACK};
 pub use relay_io::{RelayIn, INGEST_QUEUE, RELAY_QUEUE};
-pub use stats::{DropReason, SfuStats};
+pub use stats::{DropReason, SfuStats, StreamStat};
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

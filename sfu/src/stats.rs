@@ -73,8 +73,21 @@ pub struct SfuStats {
     pub ice_restarts: u64,
     /// RTP packets emitted to downstream relays.
     pub relay_packets: u64,
-    /// Per live or watched stream: (name, viewers on this node, relays it feeds), by name.
-    pub streams: Vec<(String, u64, u64)>,
+    /// Per live or watched stream, by name.
+    pub streams: Vec<StreamStat>,
+}
+
+/// One stream's gauges in [`SfuStats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StreamStat {
+    /// Channel name.
+    pub name: String,
+    /// It has a publisher (or, at an edge, an upstream) now.
+    pub live: bool,
+    /// Viewers on this node.
+    pub viewers: u64,
+    /// Edges this node feeds it to.
+    pub relays: u64,
 }
 
 impl SfuStats {

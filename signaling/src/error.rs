@@ -26,6 +26,9 @@ pub enum ApiError {
     /// Missing or wrong bearer token.
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// Signed in, but not allowed (not the owner).
+    #[error("{0}")]
+    Forbidden(&'static str),
     /// No such channel or session.
     #[error("{0}")]
     NotFound(String),
@@ -72,6 +75,7 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Offline(_) => (StatusCode::NOT_FOUND, "offline"),
             ApiError::PreconditionFailed => {

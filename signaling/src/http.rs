@@ -15,8 +15,8 @@ use crate::control::{Availability, ChannelSource, SfuControl};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::routing::{self, ClientIp, Cluster};
-use crate::store::Store;
 use crate::web;
+use storage::Store;
 
 const SDP: &str = "application/sdp";
 const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
@@ -126,6 +126,11 @@ impl<C: Clone> Clone for AppState<C> {
 
 /// The whole HTTP surface.
 pub fn router<C: SfuControl>(state: AppState<C>) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The HTTP surface with more routes (the platform API) under the same CORS and 404 handling.
+pub fn router_with<C: SfuControl>(state: AppState<C>, extra: Router) -> Router {
     Router::new()
         .route("/healthz", get(healthz::<C>))
         .route("/metrics", get(metrics::<C>))
@@ -145,9 +150,10 @@ pub fn router<C: SfuControl>(state: AppState<C>) -> Router {
         .route("/live", get(web::live))
         .route("/static/{file}", get(web::asset))
         .route("/", get(web::index))
+        .with_state(state)
+        .merge(extra)
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(axum::middleware::from_fn(cors))
-        .with_state(state)
 }
 
 const EXPOSED: &str = "Location, ETag, Link, Retry-After, Accept-Post, X-Aethex-Channel";
@@ -162,7 +168,7 @@ async fn cors(req: axum::extract::Request, next: axum::middleware::Next) -> Resp
         h.insert("accept-post", HeaderValue::from_static(SDP));
         h.insert(
             header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("GET, POST, PATCH, DELETE, OPTIONS"),
+            HeaderValue::from_static("GET, POST, PUT, PATCH, DELETE, OPTIONS"),
         );
         h.insert(
             header::ACCESS_CONTROL_ALLOW_HEADERS,

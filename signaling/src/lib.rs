@@ -1,6 +1,7 @@
 //! AeThex LIVE signaling: the HTTP surface of a node.
 //!
-//! WHIP (RFC 9725) and WHEP (draft-ietf-wish-whep) endpoints, channels and stream keys in SQL,
+//! WHIP (RFC 9725) and WHEP (draft-ietf-wish-whep) endpoints, channels and stream keys (in the
+//! `storage` crate),
 //! Prometheus `/metrics`, `/healthz`, and the embedded web client. It reaches the media engine
 //! only through [`SfuControl`], so its tests run with a fake engine and no sockets.
 #![warn(missing_docs)]
@@ -10,12 +11,11 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod routing;
-pub mod store;
 pub mod web;
 
 pub use control::{Availability, ChannelSource, SfuControl};
 pub use error::ApiError;
-pub use http::{router, AppState, HttpSettings, IceServer, Sessions};
+pub use http::{router, router_with, AppState, HttpSettings, IceServer, Sessions};
 pub use metrics::Metrics;
 pub use routing::{Cluster, MetricsText};
-pub use store::{Store, StoreError, StreamKey};
+pub use storage::{Store, StoreError, StreamKey};

@@ -186,13 +186,13 @@ impl Metrics {
         // Channels come and go: only those the SFU knows now are exported.
         self.channel_viewers.reset();
         self.channel_relays.reset();
-        for (channel, viewers, relays) in &s.streams {
+        for st in &s.streams {
             self.channel_viewers
-                .with_label_values(&[channel.as_str()])
-                .set(*viewers as i64);
+                .with_label_values(&[st.name.as_str()])
+                .set(st.viewers as i64);
             self.channel_relays
-                .with_label_values(&[channel.as_str()])
-                .set(*relays as i64);
+                .with_label_values(&[st.name.as_str()])
+                .set(st.relays as i64);
         }
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);

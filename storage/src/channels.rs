@@ -1,29 +1,8 @@
-//! Channels and stream keys in SQL (SQLite by default; the queries are portable).
-
-use std::path::Path;
-use std::str::FromStr;
+//! Channels and stream keys. The stream key itself is never stored: only its SHA-256.
 
 use sha2::{Digest, Sha256};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use sqlx::SqlitePool;
 
-/// Storage errors.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// The channel name is taken.
-    #[error("channel {0} already exists")]
-    Exists(String),
-    /// The database failed.
-    #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
-    /// Migrations failed.
-    #[error("migrations: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    /// The OS random source failed.
-    #[error("random source: {0}")]
-    Random(String),
-}
+use crate::{Store, StoreError};
 
 /// A stream key as handed to the creator once. Never logged: `Debug` is redacted.
 #[derive(Clone, PartialEq, Eq)]
@@ -42,16 +21,10 @@ impl std::fmt::Debug for StreamKey {
     }
 }
 
-/// Handle to the database.
-#[derive(Clone)]
-pub struct Store {
-    pool: SqlitePool,
-}
-
 /// Length of a stream key's random part in bytes (192 bits).
 const KEY_BYTES: usize = 24;
 
-fn hash_key(key: &str) -> String {
+pub(crate) fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
@@ -61,48 +34,27 @@ fn new_key() -> Result<StreamKey, StoreError> {
     Ok(StreamKey(format!("sk_{}", hex::encode(raw))))
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 impl Store {
-    /// Open (creating if needed) `aethex.db` in `data_dir` and run migrations.
-    pub async fn open_data_dir(data_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
-        let url = format!("sqlite://{}", data_dir.join("aethex.db").display());
-        Self::open(&url).await
-    }
-
-    /// Open a database by URL (`sqlite://path` or `sqlite::memory:`) and run migrations.
-    pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let memory = url.contains(":memory:");
-        let mut options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .busy_timeout(std::time::Duration::from_secs(5));
-        if !memory {
-            options = options.journal_mode(SqliteJournalMode::Wal);
-        }
-        // Every connection to `:memory:` is its own database: keep one.
-        let max = if memory { 1 } else { 4 };
-        let pool = SqlitePoolOptions::new()
-            .max_connections(max)
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
-    }
-
-    /// Create a channel with a fresh stream key.
+    /// Create a channel with a fresh stream key (no owner: managed by the operator's CLI).
     pub async fn create_channel(&self, name: &str) -> Result<StreamKey, StoreError> {
+        self.create_channel_for(name, None).await
+    }
+
+    /// Create a channel owned by user `owner`, with a fresh stream key.
+    pub async fn create_channel_for(
+        &self,
+        name: &str,
+        owner: Option<&str>,
+    ) -> Result<StreamKey, StoreError> {
         let key = new_key()?;
         let result = sqlx::query(
-            "INSERT INTO channels (name, stream_key_hash, created_at) VALUES ($1, $2, $3)",
+            "INSERT INTO channels (name, stream_key_hash, created_at, owner_id) \
+             VALUES ($1, $2, $3, $4)",
         )
         .bind(name)
         .bind(hash_key(key.expose()))
-        .bind(unix_now())
+        .bind(crate::unix_now())
+        .bind(owner)
         .execute(&self.pool)
         .await;
         match result {
@@ -120,7 +72,7 @@ impl Store {
         let done = sqlx::query("UPDATE channels SET stream_key_hash = $1 WHERE name = $2")
             .bind(hash_key(key.expose()))
             .bind(name)
-            .execute(&self.pool)
+            .execute(self.pool())
             .await?;
         Ok((done.rows_affected() == 1).then_some(key))
     }
@@ -130,7 +82,7 @@ impl Store {
         let row: Option<(String,)> =
             sqlx::query_as("SELECT name FROM channels WHERE stream_key_hash = $1")
                 .bind(hash_key(key))
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.pool())
                 .await?;
         Ok(row.map(|r| r.0))
     }
@@ -139,7 +91,7 @@ impl Store {
     pub async fn channel_exists(&self, name: &str) -> Result<bool, StoreError> {
         let row: Option<(String,)> = sqlx::query_as("SELECT name FROM channels WHERE name = $1")
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool())
             .await?;
         Ok(row.is_some())
     }
@@ -150,7 +102,7 @@ impl Store {
         let done = sqlx::query("UPDATE channels SET private = $1 WHERE name = $2")
             .bind(i64::from(private))
             .bind(name)
-            .execute(&self.pool)
+            .execute(self.pool())
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -159,7 +111,7 @@ impl Store {
     pub async fn is_private(&self, name: &str) -> Result<Option<bool>, StoreError> {
         let row: Option<(i64,)> = sqlx::query_as("SELECT private FROM channels WHERE name = $1")
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool())
             .await?;
         Ok(row.map(|(p,)| p != 0))
     }
@@ -167,46 +119,18 @@ impl Store {
     /// Number of channels.
     pub async fn channel_count(&self) -> Result<i64, StoreError> {
         let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM channels")
-            .fetch_one(&self.pool)
+            .fetch_one(self.pool())
             .await?;
         Ok(n)
-    }
-
-    /// A cheap liveness check of the database.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    /// Close the pool (shutdown).
-    pub async fn close(&self) {
-        self.pool.close().await;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::TestDb;
 
-    async fn temp_store() -> (Store, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!(
-            "aethex-store-{}-{}",
-            std::process::id(),
-            unix_now_nanos()
-        ));
-        (Store::open_data_dir(&dir).await.unwrap(), dir)
-    }
-
-    fn unix_now_nanos() -> u128 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    }
-
-    #[tokio::test]
-    async fn key_finds_its_channel_and_is_stored_hashed() {
-        let (store, dir) = temp_store().await;
+    async fn key_finds_its_channel_and_is_stored_hashed(store: Store, _db: &TestDb) {
         let key = store.create_channel("alice").await.unwrap();
         assert!(key.expose().len() >= 3 + 32, "at least 128 bits of hex");
         assert_eq!(
@@ -219,25 +143,22 @@ mod tests {
         );
         assert_eq!(store.channel_for_key("sk_wrong").await.unwrap(), None);
         let (stored,): (String,) = sqlx::query_as("SELECT stream_key_hash FROM channels")
-            .fetch_one(&store.pool)
+            .fetch_one(store.pool())
             .await
             .unwrap();
         assert_ne!(stored, key.expose());
         assert_eq!(stored, hash_key(key.expose()));
         assert!(!format!("{key:?}").contains(key.expose()));
-        std::fs::remove_dir_all(dir).ok();
     }
 
-    #[tokio::test]
-    async fn duplicate_channel_is_refused_and_keys_survive_reopen() {
-        let (store, dir) = temp_store().await;
+    async fn duplicate_channel_is_refused_and_keys_survive_reopen(store: Store, db: &TestDb) {
         let key = store.create_channel("bob").await.unwrap();
         assert!(matches!(
             store.create_channel("bob").await,
             Err(StoreError::Exists(_))
         ));
         store.close().await;
-        let reopened = Store::open_data_dir(&dir).await.unwrap();
+        let reopened = db.open().await;
         assert_eq!(
             reopened
                 .channel_for_key(key.expose())
@@ -256,20 +177,27 @@ mod tests {
                 .as_deref(),
             Some("bob")
         );
-        std::fs::remove_dir_all(dir).ok();
+        assert_eq!(reopened.channel_count().await.unwrap(), 1);
     }
 
-    #[tokio::test]
-    async fn a_channel_is_public_until_marked_private_and_that_survives_reopen() {
-        let (store, dir) = temp_store().await;
+    async fn a_channel_is_public_until_marked_private_and_that_survives_reopen(
+        store: Store,
+        db: &TestDb,
+    ) {
         store.create_channel("carol").await.unwrap();
         assert_eq!(store.is_private("carol").await.unwrap(), Some(false));
         assert!(store.set_private("carol", true).await.unwrap());
         assert!(!store.set_private("nobody", true).await.unwrap());
         assert_eq!(store.is_private("nobody").await.unwrap(), None);
         store.close().await;
-        let reopened = Store::open_data_dir(&dir).await.unwrap();
+        let reopened = db.open().await;
         assert_eq!(reopened.is_private("carol").await.unwrap(), Some(true));
-        std::fs::remove_dir_all(dir).ok();
+        assert!(reopened.channel_exists("carol").await.unwrap());
     }
+
+    crate::on_both_databases!(
+        key_finds_its_channel_and_is_stored_hashed,
+        duplicate_channel_is_refused_and_keys_survive_reopen,
+        a_channel_is_public_until_marked_private_and_that_survives_reopen,
+    );
 }

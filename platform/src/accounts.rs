@@ -1,0 +1,243 @@
+//! Users and sessions. Passwords are hashed with Argon2id (PHC strings); a session is a random
+//! bearer token of which only the SHA-256 is stored, with an expiry.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use axum::extract::{FromRequestParts, State as AxState};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use signaling::ApiError;
+
+use crate::{db, now, JsonBody, State};
+
+/// A signed-in user, from `Authorization: Bearer <session token>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// User id.
+    pub id: String,
+    /// User name.
+    pub name: String,
+}
+
+fn random_hex(bytes: usize) -> Result<String, ApiError> {
+    let mut raw = vec![0u8; bytes];
+    getrandom::fill(&mut raw).map_err(|e| ApiError::Internal(format!("random source: {e}")))?;
+    Ok(hex::encode(raw))
+}
+
+fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// User and channel names: 1-32 of `a-z 0-9 - _`.
+pub(crate) fn valid_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+impl FromRequestParts<State> for User {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &State) -> Result<Self, ApiError> {
+        let token = bearer(parts).ok_or(ApiError::Unauthorized(
+            "sign in: Authorization: Bearer <session token> (POST /api/sessions)",
+        ))?;
+        let row: Option<(String, String, i64)> = sqlx::query_as(
+            "SELECT u.id, u.name, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id \
+             WHERE s.token_hash = $1",
+        )
+        .bind(token_hash(token))
+        .fetch_optional(st.store.pool())
+        .await
+        .map_err(db)?;
+        match row {
+            Some((id, name, expires)) if expires > now() => Ok(User { id, name }),
+            Some(_) => Err(ApiError::Unauthorized("session expired: sign in again")),
+            None => Err(ApiError::Unauthorized("unknown session token")),
+        }
+    }
+}
+
+/// `POST /api/users` and `POST /api/sessions` body.
+#[derive(Deserialize)]
+pub struct Credentials {
+    name: String,
+    password: String,
+}
+
+#[derive(Serialize)]
+struct SessionOut {
+    user: UserOut,
+    token: String,
+    expires_at: i64,
+}
+
+#[derive(Serialize)]
+struct UserOut {
+    id: String,
+    name: String,
+}
+
+fn hash_password(password: &str) -> Result<String, ApiError> {
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|e| ApiError::Internal(format!("random source: {e}")))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| ApiError::Internal(format!("argon2: {e}")))
+}
+
+fn password_ok(password: &str, stored: &str) -> bool {
+    PasswordHash::new(stored).is_ok_and(|h| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
+}
+
+/// Hashing is deliberately slow (tens of ms): off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+async fn new_session(st: &State, user: UserOut) -> Result<Response, ApiError> {
+    let token = format!("st_{}", random_hex(32)?);
+    let expires_at = now() + st.settings.session_ttl_secs;
+    sqlx::query(
+        "INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(token_hash(&token))
+    .bind(&user.id)
+    .bind(now())
+    .bind(expires_at)
+    .execute(st.store.pool())
+    .await
+    .map_err(db)?;
+    let out = SessionOut {
+        user,
+        token,
+        expires_at,
+    };
+    Ok((StatusCode::CREATED, axum::Json(out)).into_response())
+}
+
+/// `POST /api/users {name, password}`: register, and sign in (201 with a session).
+pub async fn register(
+    AxState(st): AxState<State>,
+    JsonBody(c): JsonBody<Credentials>,
+) -> Result<Response, ApiError> {
+    if !valid_name(&c.name) {
+        return Err(ApiError::BadRequest(
+            "name: 1-32 characters of a-z, 0-9, '-' and '_'".into(),
+        ));
+    }
+    if !(8..=128).contains(&c.password.chars().count()) {
+        return Err(ApiError::BadRequest("password: 8 to 128 characters".into()));
+    }
+    let password = c.password;
+    let hash = blocking(move || hash_password(&password)).await??;
+    let id = format!("u_{}", random_hex(12)?);
+    let inserted = sqlx::query(
+        "INSERT INTO users (id, name, password_hash, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(&id)
+    .bind(&c.name)
+    .bind(&hash)
+    .bind(now())
+    .execute(st.store.pool())
+    .await;
+    match inserted {
+        Ok(_) => {}
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            return Err(ApiError::Conflict(format!("user name {} is taken", c.name)))
+        }
+        Err(e) => return Err(db(e)),
+    }
+    new_session(&st, UserOut { id, name: c.name }).await
+}
+
+/// `POST /api/sessions {name, password}`: sign in (201 with a session token).
+pub async fn login(
+    AxState(st): AxState<State>,
+    JsonBody(c): JsonBody<Credentials>,
+) -> Result<Response, ApiError> {
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT id, password_hash FROM users WHERE name = $1")
+            .bind(&c.name)
+            .fetch_optional(st.store.pool())
+            .await
+            .map_err(db)?;
+    // The same work whether or not the user exists: no timing oracle for user names.
+    let stored = row
+        .as_ref()
+        .map(|(_, h)| h.clone())
+        .unwrap_or_else(dummy_hash);
+    let password = c.password;
+    let ok = blocking(move || password_ok(&password, &stored)).await?;
+    match row {
+        Some((id, _)) if ok => new_session(&st, UserOut { id, name: c.name }).await,
+        _ => Err(ApiError::Unauthorized("wrong user name or password")),
+    }
+}
+
+/// An Argon2id hash verified against when the user does not exist (made once per process).
+fn dummy_hash() -> String {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| hash_password("no-such-user-password").unwrap_or_default())
+        .clone()
+}
+
+/// `DELETE /api/sessions`: sign out (this session).
+pub async fn logout(
+    AxState(st): AxState<State>,
+    _user: User,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .map(|(_, t)| t.trim().to_string())
+        .unwrap_or_default();
+    sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+        .bind(token_hash(&token))
+        .execute(st.store.pool())
+        .await
+        .map_err(db)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /api/me`: who is signed in, and their channels.
+pub async fn me(AxState(st): AxState<State>, user: User) -> Result<Response, ApiError> {
+    let channels: Vec<(String,)> =
+        sqlx::query_as("SELECT name FROM channels WHERE owner_id = $1 ORDER BY name")
+            .bind(&user.id)
+            .fetch_all(st.store.pool())
+            .await
+            .map_err(db)?;
+    let body = serde_json::json!({
+        "id": user.id,
+        "name": user.name,
+        "channels": channels.into_iter().map(|(n,)| n).collect::<Vec<_>>(),
+    });
+    Ok(axum::Json(body).into_response())
+}

@@ -1,0 +1,216 @@
+//! Channels: create (signed in), read (anyone), edit and rotate the stream key (the owner), and
+//! the channels live now.
+
+use axum::extract::{Path, Query, State as AxState};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use signaling::ApiError;
+use storage::StoreError;
+
+use crate::accounts::{valid_name, User};
+use crate::{db, JsonBody, LiveState, Page, State};
+
+/// A channel as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct ChannelOut {
+    name: String,
+    title: String,
+    description: String,
+    category: String,
+    private: bool,
+    owner: Option<String>,
+    followers: i64,
+    live: bool,
+    viewers: u64,
+}
+
+type Row = (String, String, String, String, i64, Option<String>, i64);
+
+const SELECT: &str = "SELECT c.name, c.title, c.description, c.category, c.private, u.name, \
+     (SELECT COUNT(*) FROM follows f WHERE f.channel = c.name) \
+     FROM channels c LEFT JOIN users u ON u.id = c.owner_id WHERE c.name = $1";
+
+async fn live_state(st: &State, name: &str) -> LiveState {
+    st.live
+        .channels()
+        .await
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, s)| s)
+        .unwrap_or_default()
+}
+
+async fn load(st: &State, name: &str) -> Result<ChannelOut, ApiError> {
+    let row: Option<Row> = sqlx::query_as(SELECT)
+        .bind(name)
+        .fetch_optional(st.store.pool())
+        .await
+        .map_err(db)?;
+    let (name, title, description, category, private, owner, followers) =
+        row.ok_or_else(|| ApiError::NotFound(format!("no such channel: {name}")))?;
+    let live = live_state(st, &name).await;
+    Ok(ChannelOut {
+        name,
+        title,
+        description,
+        category,
+        private: private != 0,
+        owner,
+        followers,
+        live: live.live,
+        viewers: live.viewers,
+    })
+}
+
+/// The channel, if `user` owns it: 404 when there is none, 403 when someone else does.
+async fn owned(st: &State, name: &str, user: &User) -> Result<(), ApiError> {
+    let row: Option<(Option<String>,)> =
+        sqlx::query_as("SELECT owner_id FROM channels WHERE name = $1")
+            .bind(name)
+            .fetch_optional(st.store.pool())
+            .await
+            .map_err(db)?;
+    match row {
+        None => Err(ApiError::NotFound(format!("no such channel: {name}"))),
+        Some((Some(owner),)) if owner == user.id => Ok(()),
+        Some(_) => Err(ApiError::Forbidden("only the channel's owner may do this")),
+    }
+}
+
+/// `POST /api/channels {name}` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewChannel {
+    name: String,
+}
+
+/// `POST /api/channels`: create a channel owned by the signed-in user; its stream key is in the
+/// answer, once.
+pub async fn create(
+    AxState(st): AxState<State>,
+    user: User,
+    JsonBody(c): JsonBody<NewChannel>,
+) -> Result<Response, ApiError> {
+    if !valid_name(&c.name) {
+        return Err(ApiError::BadRequest(
+            "name: 1-32 characters of a-z, 0-9, '-' and '_'".into(),
+        ));
+    }
+    let key = match st.store.create_channel_for(&c.name, Some(&user.id)).await {
+        Ok(k) => k,
+        Err(StoreError::Exists(n)) => {
+            return Err(ApiError::Conflict(format!("channel {n} already exists")))
+        }
+        Err(e) => return Err(ApiError::Internal(e.to_string())),
+    };
+    let base = st.settings.public_url.trim_end_matches('/');
+    let body = serde_json::json!({
+        "channel": c.name,
+        "stream_key": key.expose(),
+        "whip_url": format!("{base}/whip"),
+        "watch_url": format!("{base}/watch/{}", c.name),
+    });
+    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+}
+
+/// `GET /api/channels/{name}`.
+pub async fn get_channel(
+    AxState(st): AxState<State>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(axum::Json(load(&st, &name).await?).into_response())
+}
+
+/// `PATCH /api/channels/{name}` body: any of these.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelPatch {
+    title: Option<String>,
+    description: Option<String>,
+    category: Option<String>,
+    private: Option<bool>,
+}
+
+fn limit(field: &str, value: &Option<String>, max: usize) -> Result<(), ApiError> {
+    match value {
+        Some(v) if v.chars().count() > max => Err(ApiError::BadRequest(format!(
+            "{field}: at most {max} characters"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// `PATCH /api/channels/{name}` (owner): title, description, category, private.
+pub async fn patch_channel(
+    AxState(st): AxState<State>,
+    Path(name): Path<String>,
+    user: User,
+    JsonBody(p): JsonBody<ChannelPatch>,
+) -> Result<Response, ApiError> {
+    limit("title", &p.title, 140)?;
+    limit("description", &p.description, 2000)?;
+    limit("category", &p.category, 64)?;
+    owned(&st, &name, &user).await?;
+    sqlx::query(
+        "UPDATE channels SET title = COALESCE($1, title), description = COALESCE($2, description), \
+         category = COALESCE($3, category), private = COALESCE($4, private) WHERE name = $5",
+    )
+    .bind(p.title)
+    .bind(p.description)
+    .bind(p.category)
+    .bind(p.private.map(i64::from))
+    .bind(&name)
+    .execute(st.store.pool())
+    .await
+    .map_err(db)?;
+    Ok(axum::Json(load(&st, &name).await?).into_response())
+}
+
+/// `POST /api/channels/{name}/stream-key` (owner): a new stream key; the old one stops working.
+pub async fn rotate_key(
+    AxState(st): AxState<State>,
+    Path(name): Path<String>,
+    user: User,
+) -> Result<Response, ApiError> {
+    owned(&st, &name, &user).await?;
+    let key = st
+        .store
+        .rotate_key(&name)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .ok_or_else(|| ApiError::NotFound(format!("no such channel: {name}")))?;
+    let body = serde_json::json!({"channel": name, "stream_key": key.expose()});
+    Ok(axum::Json(body).into_response())
+}
+
+/// `GET /api/live?limit=&offset=`: channels live now, most viewers first.
+pub async fn live_now(
+    AxState(st): AxState<State>,
+    Query(page): Query<Page>,
+) -> Result<Response, ApiError> {
+    let (limit, offset) = page.bounds()?;
+    let mut live: Vec<(String, LiveState)> = st
+        .live
+        .channels()
+        .await
+        .into_iter()
+        .filter(|(_, s)| s.live)
+        .collect();
+    live.sort_by(|a, b| b.1.viewers.cmp(&a.1.viewers).then(a.0.cmp(&b.0)));
+    let total = live.len();
+    let mut items = Vec::new();
+    for (name, _) in live
+        .into_iter()
+        .skip(usize::try_from(offset).unwrap_or(0))
+        .take(usize::try_from(limit).unwrap_or(0))
+    {
+        // A relayed or just-deleted channel may be live without a row here: skip it.
+        match load(&st, &name).await {
+            Ok(c) if !c.private => items.push(c),
+            Ok(_) | Err(ApiError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(axum::Json(serde_json::json!({"total": total, "items": items})).into_response())
+}

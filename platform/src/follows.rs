@@ -1,0 +1,126 @@
+//! Follows: a signed-in user follows a channel (idempotent both ways), and anyone can list a
+//! channel's followers and a user's follows, newest first, paginated, with counts.
+
+use axum::extract::{Path, Query, State as AxState};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use signaling::ApiError;
+
+use crate::accounts::User;
+use crate::{db, now, Page, State};
+
+async fn channel_exists(st: &State, name: &str) -> Result<(), ApiError> {
+    let exists = st
+        .store
+        .channel_exists(name)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    if exists {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound(format!("no such channel: {name}")))
+    }
+}
+
+/// `PUT /api/channels/{name}/follow`: 204, whether or not it was followed before.
+pub async fn follow(
+    AxState(st): AxState<State>,
+    Path(name): Path<String>,
+    user: User,
+) -> Result<Response, ApiError> {
+    channel_exists(&st, &name).await?;
+    let inserted =
+        sqlx::query("INSERT INTO follows (user_id, channel, created_at) VALUES ($1, $2, $3)")
+            .bind(&user.id)
+            .bind(&name)
+            .bind(now())
+            .execute(st.store.pool())
+            .await;
+    match inserted {
+        Ok(_) => {}
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {}
+        Err(e) => return Err(db(e)),
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `DELETE /api/channels/{name}/follow`: 204, whether or not it was followed.
+pub async fn unfollow(
+    AxState(st): AxState<State>,
+    Path(name): Path<String>,
+    user: User,
+) -> Result<Response, ApiError> {
+    channel_exists(&st, &name).await?;
+    sqlx::query("DELETE FROM follows WHERE user_id = $1 AND channel = $2")
+        .bind(&user.id)
+        .bind(&name)
+        .execute(st.store.pool())
+        .await
+        .map_err(db)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /api/channels/{name}/followers?limit=&offset=`.
+pub async fn followers(
+    AxState(st): AxState<State>,
+    Path(name): Path<String>,
+    Query(page): Query<Page>,
+) -> Result<Response, ApiError> {
+    let (limit, offset) = page.bounds()?;
+    channel_exists(&st, &name).await?;
+    let (total,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM follows WHERE channel = $1")
+        .bind(&name)
+        .fetch_one(st.store.pool())
+        .await
+        .map_err(db)?;
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT u.name, f.created_at FROM follows f JOIN users u ON u.id = f.user_id \
+         WHERE f.channel = $1 ORDER BY f.created_at DESC, u.name LIMIT $2 OFFSET $3",
+    )
+    .bind(&name)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(st.store.pool())
+    .await
+    .map_err(db)?;
+    let items: Vec<_> = rows
+        .into_iter()
+        .map(|(user, since)| serde_json::json!({"user": user, "since": since}))
+        .collect();
+    Ok(axum::Json(serde_json::json!({"total": total, "items": items})).into_response())
+}
+
+/// `GET /api/users/{name}/following?limit=&offset=`.
+pub async fn following(
+    AxState(st): AxState<State>,
+    Path(name): Path<String>,
+    Query(page): Query<Page>,
+) -> Result<Response, ApiError> {
+    let (limit, offset) = page.bounds()?;
+    let user: Option<(String,)> = sqlx::query_as("SELECT id FROM users WHERE name = $1")
+        .bind(&name)
+        .fetch_optional(st.store.pool())
+        .await
+        .map_err(db)?;
+    let (id,) = user.ok_or_else(|| ApiError::NotFound(format!("no such user: {name}")))?;
+    let (total,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM follows WHERE user_id = $1")
+        .bind(&id)
+        .fetch_one(st.store.pool())
+        .await
+        .map_err(db)?;
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT channel, created_at FROM follows WHERE user_id = $1 \
+         ORDER BY created_at DESC, channel LIMIT $2 OFFSET $3",
+    )
+    .bind(&id)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(st.store.pool())
+    .await
+    .map_err(db)?;
+    let items: Vec<_> = rows
+        .into_iter()
+        .map(|(channel, since)| serde_json::json!({"channel": channel, "since": since}))
+        .collect();
+    Ok(axum::Json(serde_json::json!({"total": total, "items": items})).into_response())
+}

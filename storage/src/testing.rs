@@ -1,0 +1,145 @@
+//! Test databases, real ones: a SQLite file in a fresh temporary directory, and a fresh
+//! database on the PostgreSQL server of the machine (`AETHEX_TEST_POSTGRES_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/postgres` for the server, on which a database per
+//! test is created). A missing PostgreSQL fails the test with the fix; it never skips.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::Store;
+
+/// A database for one test: reopen it to prove what survives a restart. Dropped, it is
+/// removed (the PostgreSQL database, or the SQLite file's directory).
+pub struct TestDb {
+    /// Its URL.
+    pub url: String,
+    /// Which backend ("sqlite" or "postgres"), for messages.
+    pub kind: &'static str,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    Dir(std::path::PathBuf),
+    Database(String),
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        match &self.cleanup {
+            Cleanup::Dir(dir) => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Cleanup::Database(name) => {
+                // Drop runs inside the test's runtime: use a thread with its own.
+                let name = name.clone();
+                let _ = std::thread::spawn(move || {
+                    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    else {
+                        return;
+                    };
+                    rt.block_on(async {
+                        use sqlx::Connection;
+                        if let Ok(mut admin) =
+                            sqlx::PgConnection::connect(&postgres_server_url()).await
+                        {
+                            let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                            let _ = sqlx::query(&sql).execute(&mut admin).await;
+                            let _ = admin.close().await;
+                        }
+                    });
+                })
+                .join();
+            }
+        }
+    }
+}
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+fn unique(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{tag}_{}_{nanos}_{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The PostgreSQL server the tests use.
+pub fn postgres_server_url() -> String {
+    std::env::var("AETHEX_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+impl TestDb {
+    /// A SQLite file in a fresh temporary directory.
+    pub fn sqlite() -> Self {
+        let dir = std::env::temp_dir().join(unique("aethex-db"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self {
+            url: format!("sqlite://{}", dir.join("aethex.db").display()),
+            kind: "sqlite",
+            cleanup: Cleanup::Dir(dir),
+        }
+    }
+
+    /// A fresh database on the PostgreSQL server.
+    pub async fn postgres() -> Self {
+        use sqlx::Connection;
+        let server = postgres_server_url();
+        let name = unique("aethex_test");
+        let mut admin = sqlx::PgConnection::connect(&server)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "these tests need PostgreSQL at {} ({e}); start it (service postgresql start) \
+                 or set AETHEX_TEST_POSTGRES_URL",
+                    crate::redacted(&server)
+                )
+            });
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("CREATE DATABASE");
+        let _ = admin.close().await;
+        let base = server
+            .rsplit_once('/')
+            .map_or(server.as_str(), |(b, _)| b)
+            .to_string();
+        Self {
+            url: format!("{base}/{name}"),
+            kind: "postgres",
+            cleanup: Cleanup::Database(name),
+        }
+    }
+
+    /// Open (or reopen) the store.
+    pub async fn open(&self) -> Store {
+        Store::open(&self.url)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", self.kind))
+    }
+}
+
+/// Run the async test body `$body` (a function of `Store` and `&TestDb`) once on SQLite and
+/// once on PostgreSQL, as two `#[tokio::test]`s in modules `sqlite` and `postgres`.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $name() {
+                let db = $crate::testing::TestDb::sqlite();
+                super::$name(db.open().await, &db).await
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $name() {
+                let db = $crate::testing::TestDb::postgres().await;
+                super::$name(db.open().await, &db).await
+            })*
+        }
+    };
+}
