@@ -211,7 +211,15 @@ pub async fn serve(
         upstream: node.source.clone(),
         cluster: node.cluster.clone(),
     };
+    let chat = if config.cluster.redis_url.is_empty() {
+        platform::chat_hub::ChatHub::local()
+    } else {
+        platform::chat_hub::ChatHub::redis(&config.cluster.redis_url, &config.cluster.redis_prefix)
+            .await
+            .map_err(|e| std::io::Error::other(format!("chat over Redis: {e}")))?
+    };
     let platform_state = platform::State {
+        chat,
         store: store.clone(),
         live: Arc::new(SfuLive(sfu.clone())),
         settings: Arc::new(platform::Settings {

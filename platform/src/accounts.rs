@@ -22,7 +22,7 @@ pub struct User {
     pub name: String,
 }
 
-fn random_hex(bytes: usize) -> Result<String, ApiError> {
+pub(crate) fn random_hex(bytes: usize) -> Result<String, ApiError> {
     let mut raw = vec![0u8; bytes];
     getrandom::fill(&mut raw).map_err(|e| ApiError::Internal(format!("random source: {e}")))?;
     Ok(hex::encode(raw))
@@ -41,12 +41,24 @@ pub(crate) fn valid_name(name: &str) -> bool {
 }
 
 fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+    bearer_of(&parts.headers)
+}
+
+/// The user a session token belongs to (401 when unknown or expired).
+pub(crate) async fn user_for_token(st: &State, token: &str) -> Result<User, ApiError> {
+    let row: Option<(String, String, i64)> = sqlx::query_as(
+        "SELECT u.id, u.name, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id \
+         WHERE s.token_hash = $1",
+    )
+    .bind(token_hash(token))
+    .fetch_optional(st.store.pool())
+    .await
+    .map_err(db)?;
+    match row {
+        Some((id, name, expires)) if expires > now() => Ok(User { id, name }),
+        Some(_) => Err(ApiError::Unauthorized("session expired: sign in again")),
+        None => Err(ApiError::Unauthorized("unknown session token")),
+    }
 }
 
 impl FromRequestParts<State> for User {
@@ -56,20 +68,18 @@ impl FromRequestParts<State> for User {
         let token = bearer(parts).ok_or(ApiError::Unauthorized(
             "sign in: Authorization: Bearer <session token> (POST /api/sessions)",
         ))?;
-        let row: Option<(String, String, i64)> = sqlx::query_as(
-            "SELECT u.id, u.name, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id \
-             WHERE s.token_hash = $1",
-        )
-        .bind(token_hash(token))
-        .fetch_optional(st.store.pool())
-        .await
-        .map_err(db)?;
-        match row {
-            Some((id, name, expires)) if expires > now() => Ok(User { id, name }),
-            Some(_) => Err(ApiError::Unauthorized("session expired: sign in again")),
-            None => Err(ApiError::Unauthorized("unknown session token")),
-        }
+        user_for_token(st, token).await
     }
+}
+
+/// The bearer token of a request, if any.
+pub(crate) fn bearer_of(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 /// `POST /api/users` and `POST /api/sessions` body.

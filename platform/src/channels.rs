@@ -19,15 +19,26 @@ pub struct ChannelOut {
     description: String,
     category: String,
     private: bool,
+    slow_mode_secs: i64,
     owner: Option<String>,
     followers: i64,
     live: bool,
     viewers: u64,
 }
 
-type Row = (String, String, String, String, i64, Option<String>, i64);
+type Row = (
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    Option<String>,
+    i64,
+);
 
-const SELECT: &str = "SELECT c.name, c.title, c.description, c.category, c.private, u.name, \
+const SELECT: &str = "SELECT c.name, c.title, c.description, c.category, c.private, \
+     c.slow_mode_secs, u.name, \
      (SELECT COUNT(*) FROM follows f WHERE f.channel = c.name) \
      FROM channels c LEFT JOIN users u ON u.id = c.owner_id WHERE c.name = $1";
 
@@ -47,7 +58,7 @@ async fn load(st: &State, name: &str) -> Result<ChannelOut, ApiError> {
         .fetch_optional(st.store.pool())
         .await
         .map_err(db)?;
-    let (name, title, description, category, private, owner, followers) =
+    let (name, title, description, category, private, slow_mode_secs, owner, followers) =
         row.ok_or_else(|| ApiError::NotFound(format!("no such channel: {name}")))?;
     let live = live_state(st, &name).await;
     Ok(ChannelOut {
@@ -56,6 +67,7 @@ async fn load(st: &State, name: &str) -> Result<ChannelOut, ApiError> {
         description,
         category,
         private: private != 0,
+        slow_mode_secs,
         owner,
         followers,
         live: live.live,
@@ -130,6 +142,8 @@ pub struct ChannelPatch {
     description: Option<String>,
     category: Option<String>,
     private: Option<bool>,
+    slow_mode_secs: Option<i64>,
+    blocked_terms: Option<Vec<String>>,
 }
 
 fn limit(field: &str, value: &Option<String>, max: usize) -> Result<(), ApiError> {
@@ -151,15 +165,33 @@ pub async fn patch_channel(
     limit("title", &p.title, 140)?;
     limit("description", &p.description, 2000)?;
     limit("category", &p.category, 64)?;
+    if p.slow_mode_secs.is_some_and(|s| !(0..=3600).contains(&s)) {
+        return Err(ApiError::BadRequest("slow_mode_secs: 0 to 3600".into()));
+    }
+    let terms = match &p.blocked_terms {
+        Some(t)
+            if t.len() > 100 || t.iter().any(|w| w.chars().count() > 64 || w.contains('\n')) =>
+        {
+            return Err(ApiError::BadRequest(
+                "blocked_terms: at most 100 terms of at most 64 characters, one line each".into(),
+            ))
+        }
+        Some(t) => Some(t.join("\n")),
+        None => None,
+    };
     owned(&st, &name, &user).await?;
     sqlx::query(
         "UPDATE channels SET title = COALESCE($1, title), description = COALESCE($2, description), \
-         category = COALESCE($3, category), private = COALESCE($4, private) WHERE name = $5",
+         category = COALESCE($3, category), private = COALESCE($4, private), \
+         slow_mode_secs = COALESCE($5, slow_mode_secs), blocked_terms = COALESCE($6, blocked_terms) \
+         WHERE name = $7",
     )
     .bind(p.title)
     .bind(p.description)
     .bind(p.category)
     .bind(p.private.map(i64::from))
+    .bind(p.slow_mode_secs)
+    .bind(terms)
     .bind(&name)
     .execute(st.store.pool())
     .await

@@ -2,12 +2,15 @@
 //! keys, live status), follows. Stored through the `storage` crate, so it runs on SQLite or
 //! PostgreSQL unchanged; errors use the WHIP/WHEP JSON shape (`{"code", "error"}`).
 //!
-//! Not built yet (see the note): chat, analytics, webhooks, API keys and quotas,
-//! stream records, the OpenAPI document.
+//! Chat over WebSocket (stored, moderated, fanned out across nodes through Redis) is in
+//! [`chat`] and [`chat_hub`]. Not built yet (see the note): analytics, webhooks, API
+//! keys and quotas, stream records, the OpenAPI document.
 #![warn(missing_docs)]
 
 pub mod accounts;
 pub mod channels;
+pub mod chat;
+pub mod chat_hub;
 pub mod follows;
 mod json;
 
@@ -15,7 +18,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use signaling::ApiError;
 use storage::Store;
@@ -58,6 +61,8 @@ pub struct State {
     pub live: Arc<dyn LiveInfo>,
     /// Settings.
     pub settings: Arc<Settings>,
+    /// Chat fan-out (this node, or every node through Redis).
+    pub chat: Arc<chat_hub::ChatHub>,
 }
 
 /// The `/api` routes.
@@ -85,6 +90,19 @@ pub fn router(state: State) -> Router {
             put(follows::follow).delete(follows::unfollow),
         )
         .route("/api/channels/{name}/followers", get(follows::followers))
+        .route("/api/channels/{name}/chat", get(chat::socket))
+        .route(
+            "/api/channels/{name}/chat/{id}",
+            delete(chat::delete_message),
+        )
+        .route(
+            "/api/channels/{name}/bans/{user}",
+            put(chat::ban).delete(chat::unban),
+        )
+        .route(
+            "/api/channels/{name}/moderators/{user}",
+            put(chat::add_moderator).delete(chat::remove_moderator),
+        )
         .layer(axum::extract::DefaultBodyLimit::max(json::MAX_BODY))
         .with_state(state)
 }

@@ -48,6 +48,7 @@ impl Api {
                 session_ttl_secs: 3600,
                 public_url: "http://test".into(),
             }),
+            chat: platform::chat_hub::ChatHub::local(),
         };
         Self {
             app: platform::router(state),
@@ -218,7 +219,7 @@ async fn only_the_owner_edits_a_channel_or_rotates_its_key(store: Store, _db: &T
     assert_eq!(
         v,
         json!({"name": "alpha", "title": "Speedrun", "description": "", "category": "games",
-        "private": true, "owner": "cy", "followers": 0, "live": true, "viewers": 3})
+        "private": true, "slow_mode_secs": 0, "owner": "cy", "followers": 0, "live": true, "viewers": 3})
     );
     assert_eq!(
         api.call("POST", "/api/channels/alpha/stream-key", Some(&other), None)

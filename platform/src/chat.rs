@@ -1,0 +1,409 @@
+//! Chat over WebSocket at `GET /api/channels/{name}/chat` (`?token=` or `Authorization: Bearer`
+//! signs in; anyone may read). On join: `{"type":"history","messages":[...]}` (the last 50).
+//! Then the server sends `message`, `deleted` and `error` events, and a signed-in client sends
+//! `{"type":"send","body":"..."}`. Every message is stored before it is broadcast, with a
+//! server id and timestamp. Moderation (owner or moderators) is REST: delete a message, ban or
+//! time out a user; the owner names moderators; slow mode and blocked terms are channel fields.
+
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State as AxState};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use signaling::ApiError;
+
+use crate::accounts::{bearer_of, user_for_token, User};
+use crate::chat_hub::Limited;
+use crate::{db, JsonBody, State};
+
+/// Messages sent on join.
+const HISTORY: i64 = 50;
+/// Longest message, in characters.
+const MAX_BODY: usize = 500;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A stored chat message as clients see it.
+#[derive(Debug, Serialize)]
+struct ChatMessage {
+    id: String,
+    user: String,
+    body: String,
+    sent_at_ms: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Incoming {
+    Send { body: String },
+}
+
+fn event(kind: &str, fields: serde_json::Value) -> String {
+    let mut v = fields;
+    v["type"] = serde_json::Value::from(kind);
+    v.to_string()
+}
+
+fn error_event(code: &str, message: &str) -> String {
+    event("error", serde_json::json!({"code": code, "error": message}))
+}
+
+/// Channel chat settings: slow mode and blocked terms (lower-cased).
+async fn settings(st: &State, channel: &str) -> Result<(Duration, Vec<String>), ApiError> {
+    let row: Option<(i64, String)> =
+        sqlx::query_as("SELECT slow_mode_secs, blocked_terms FROM channels WHERE name = $1")
+            .bind(channel)
+            .fetch_optional(st.store.pool())
+            .await
+            .map_err(db)?;
+    let (slow, terms) =
+        row.ok_or_else(|| ApiError::NotFound(format!("no such channel: {channel}")))?;
+    let terms = terms
+        .lines()
+        .map(|t| t.trim().to_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
+    Ok((Duration::from_secs(slow.max(0) as u64), terms))
+}
+
+/// `GET /api/channels/{name}/chat`: upgrade to a chat socket.
+pub async fn socket(
+    AxState(st): AxState<State>,
+    Path(channel): Path<String>,
+    Query(q): Query<TokenQuery>,
+    headers: axum::http::HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    settings(&st, &channel).await?;
+    let token = q.token.as_deref().or(bearer_of(&headers));
+    let user = match token {
+        Some(t) => Some(user_for_token(&st, t).await?),
+        None => None,
+    };
+    Ok(upgrade
+        .max_message_size(8 * 1024)
+        .on_upgrade(move |ws| session(ws, st, channel, user)))
+}
+
+/// `?token=` for browsers, which cannot set headers on a WebSocket.
+#[derive(Deserialize)]
+pub struct TokenQuery {
+    token: Option<String>,
+}
+
+async fn history(st: &State, channel: &str) -> Result<Vec<ChatMessage>, ApiError> {
+    let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+        "SELECT id, user_name, body, sent_at_ms FROM chat_messages \
+         WHERE channel = $1 AND deleted = 0 ORDER BY sent_at_ms DESC, id DESC LIMIT $2",
+    )
+    .bind(channel)
+    .bind(HISTORY)
+    .fetch_all(st.store.pool())
+    .await
+    .map_err(db)?;
+    Ok(rows
+        .into_iter()
+        .rev()
+        .map(|(id, user, body, sent_at_ms)| ChatMessage {
+            id,
+            user,
+            body,
+            sent_at_ms,
+        })
+        .collect())
+}
+
+async fn session(mut ws: WebSocket, st: State, channel: String, user: Option<User>) {
+    // Join before reading the history, so nothing falls between the two.
+    let mut events = st.chat.join(&channel);
+    let Ok(past) = history(&st, &channel).await else {
+        return;
+    };
+    let hello = event("history", serde_json::json!({"messages": past}));
+    if ws.send(Message::text(hello)).await.is_err() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            incoming = ws.recv() => {
+                let text = match incoming {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                    Some(Ok(_)) => continue,
+                };
+                let reply = match handle(&st, &channel, user.as_ref(), text.as_str()).await {
+                    Ok(()) => None,
+                    Err((code, message)) => Some(error_event(code, &message)),
+                };
+                if let Some(r) = reply {
+                    if ws.send(Message::text(r)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            ev = events.recv() => match ev {
+                Ok(text) => {
+                    if ws.send(Message::text(text.to_string())).await.is_err() {
+                        return;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    let lag = event("lagged", serde_json::json!({"missed": n}));
+                    if ws.send(Message::text(lag)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+        }
+    }
+}
+
+/// One client frame: checks, store, broadcast. `Err((code, message))` goes back to the sender.
+async fn handle(
+    st: &State,
+    channel: &str,
+    user: Option<&User>,
+    text: &str,
+) -> Result<(), (&'static str, String)> {
+    let Incoming::Send { body } = serde_json::from_str(text).map_err(|e| {
+        (
+            "bad_request",
+            format!("expected {{\"type\":\"send\",\"body\":...}}: {e}"),
+        )
+    })?;
+    let user = user.ok_or(("unauthorized", "sign in to chat (?token=)".to_string()))?;
+    let body = body.trim().to_string();
+    if body.is_empty() || body.chars().count() > MAX_BODY {
+        return Err((
+            "bad_request",
+            format!("a message is 1 to {MAX_BODY} characters"),
+        ));
+    }
+    let internal = |e: ApiError| ("internal", e.to_string());
+    let (slow, terms) = settings(st, channel).await.map_err(internal)?;
+    let ban: Option<(Option<i64>,)> =
+        sqlx::query_as("SELECT until_ms FROM chat_bans WHERE channel = $1 AND user_id = $2")
+            .bind(channel)
+            .bind(&user.id)
+            .fetch_optional(st.store.pool())
+            .await
+            .map_err(|e| internal(db(e)))?;
+    match ban {
+        Some((None,)) => return Err(("banned", "you are banned from this chat".into())),
+        Some((Some(until),)) if until > now_ms() => {
+            return Err(("timed_out", format!("you are timed out until {until} (ms)")))
+        }
+        _ => {}
+    }
+    let lower = body.to_lowercase();
+    if terms.iter().any(|t| lower.contains(t.as_str())) {
+        return Err(("blocked_term", "the message contains a blocked term".into()));
+    }
+    match st.chat.admit(channel, &user.id, slow) {
+        Ok(()) => {}
+        Err(Limited::Rate) => return Err(("rate_limited", "too many messages: slow down".into())),
+        Err(Limited::Slow(d)) => {
+            return Err((
+                "slow_mode",
+                format!("slow mode: wait {} s", d.as_secs() + 1),
+            ))
+        }
+    }
+    let sent_at_ms = now_ms();
+    let id = format!(
+        "m_{sent_at_ms:012x}{}",
+        crate::accounts::random_hex(6).map_err(internal)?
+    );
+    sqlx::query(
+        "INSERT INTO chat_messages (id, channel, user_id, user_name, body, sent_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&id)
+    .bind(channel)
+    .bind(&user.id)
+    .bind(&user.name)
+    .bind(&body)
+    .bind(sent_at_ms)
+    .execute(st.store.pool())
+    .await
+    .map_err(|e| internal(db(e)))?;
+    let msg = ChatMessage {
+        id,
+        user: user.name.clone(),
+        body,
+        sent_at_ms,
+    };
+    let json = serde_json::to_value(&msg).unwrap_or_default();
+    st.chat.publish(channel, event("message", json)).await;
+    Ok(())
+}
+
+/// The signed-in user may moderate `channel` (its owner or a moderator); `owner_only` for
+/// naming moderators.
+async fn may_moderate(
+    st: &State,
+    channel: &str,
+    user: &User,
+    owner_only: bool,
+) -> Result<(), ApiError> {
+    let row: Option<(Option<String>,)> =
+        sqlx::query_as("SELECT owner_id FROM channels WHERE name = $1")
+            .bind(channel)
+            .fetch_optional(st.store.pool())
+            .await
+            .map_err(db)?;
+    let (owner,) = row.ok_or_else(|| ApiError::NotFound(format!("no such channel: {channel}")))?;
+    if owner.as_deref() == Some(user.id.as_str()) {
+        return Ok(());
+    }
+    if !owner_only {
+        let m: Option<(String,)> = sqlx::query_as(
+            "SELECT user_id FROM channel_moderators WHERE channel = $1 AND user_id = $2",
+        )
+        .bind(channel)
+        .bind(&user.id)
+        .fetch_optional(st.store.pool())
+        .await
+        .map_err(db)?;
+        if m.is_some() {
+            return Ok(());
+        }
+    }
+    Err(ApiError::Forbidden(if owner_only {
+        "only the channel's owner may do this"
+    } else {
+        "only the channel's owner or moderators may do this"
+    }))
+}
+
+async fn user_id(st: &State, name: &str) -> Result<String, ApiError> {
+    let row: Option<(String,)> = sqlx::query_as("SELECT id FROM users WHERE name = $1")
+        .bind(name)
+        .fetch_optional(st.store.pool())
+        .await
+        .map_err(db)?;
+    row.map(|(id,)| id)
+        .ok_or_else(|| ApiError::NotFound(format!("no such user: {name}")))
+}
+
+/// `DELETE /api/channels/{name}/chat/{id}` (owner or moderator).
+pub async fn delete_message(
+    AxState(st): AxState<State>,
+    Path((channel, id)): Path<(String, String)>,
+    user: User,
+) -> Result<Response, ApiError> {
+    may_moderate(&st, &channel, &user, false).await?;
+    let done = sqlx::query("UPDATE chat_messages SET deleted = 1 WHERE id = $1 AND channel = $2")
+        .bind(&id)
+        .bind(&channel)
+        .execute(st.store.pool())
+        .await
+        .map_err(db)?;
+    if done.rows_affected() == 0 {
+        return Err(ApiError::NotFound(format!("no such message: {id}")));
+    }
+    st.chat
+        .publish(&channel, event("deleted", serde_json::json!({"id": id})))
+        .await;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `PUT /api/channels/{name}/bans/{user}` body: `{}` bans, `{"seconds": N}` times out.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BanBody {
+    seconds: Option<i64>,
+}
+
+/// `PUT /api/channels/{name}/bans/{user}` (owner or moderator).
+pub async fn ban(
+    AxState(st): AxState<State>,
+    Path((channel, target)): Path<(String, String)>,
+    user: User,
+    JsonBody(b): JsonBody<BanBody>,
+) -> Result<Response, ApiError> {
+    may_moderate(&st, &channel, &user, false).await?;
+    if b.seconds
+        .is_some_and(|s| !(1..=14 * 24 * 3600).contains(&s))
+    {
+        return Err(ApiError::BadRequest(
+            "seconds: 1 to 1209600 (14 days)".into(),
+        ));
+    }
+    let target_id = user_id(&st, &target).await?;
+    let until = b.seconds.map(|s| now_ms() + s * 1000);
+    sqlx::query(
+        "INSERT INTO chat_bans (channel, user_id, until_ms, by_user) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (channel, user_id) DO UPDATE SET until_ms = excluded.until_ms, \
+         by_user = excluded.by_user",
+    )
+    .bind(&channel)
+    .bind(&target_id)
+    .bind(until)
+    .bind(&user.id)
+    .execute(st.store.pool())
+    .await
+    .map_err(db)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `DELETE /api/channels/{name}/bans/{user}` (owner or moderator).
+pub async fn unban(
+    AxState(st): AxState<State>,
+    Path((channel, target)): Path<(String, String)>,
+    user: User,
+) -> Result<Response, ApiError> {
+    may_moderate(&st, &channel, &user, false).await?;
+    let target_id = user_id(&st, &target).await?;
+    sqlx::query("DELETE FROM chat_bans WHERE channel = $1 AND user_id = $2")
+        .bind(&channel)
+        .bind(&target_id)
+        .execute(st.store.pool())
+        .await
+        .map_err(db)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `PUT /api/channels/{name}/moderators/{user}` (owner).
+pub async fn add_moderator(
+    AxState(st): AxState<State>,
+    Path((channel, target)): Path<(String, String)>,
+    user: User,
+) -> Result<Response, ApiError> {
+    may_moderate(&st, &channel, &user, true).await?;
+    let target_id = user_id(&st, &target).await?;
+    sqlx::query(
+        "INSERT INTO channel_moderators (channel, user_id) VALUES ($1, $2) \
+         ON CONFLICT (channel, user_id) DO NOTHING",
+    )
+    .bind(&channel)
+    .bind(&target_id)
+    .execute(st.store.pool())
+    .await
+    .map_err(db)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `DELETE /api/channels/{name}/moderators/{user}` (owner).
+pub async fn remove_moderator(
+    AxState(st): AxState<State>,
+    Path((channel, target)): Path<(String, String)>,
+    user: User,
+) -> Result<Response, ApiError> {
+    may_moderate(&st, &channel, &user, true).await?;
+    let target_id = user_id(&st, &target).await?;
+    sqlx::query("DELETE FROM channel_moderators WHERE channel = $1 AND user_id = $2")
+        .bind(&channel)
+        .bind(&target_id)
+        .execute(st.store.pool())
+        .await
+        .map_err(db)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
