@@ -5,7 +5,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::Argon2;
 use axum::extract::{FromRequestParts, State as AxState};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -74,12 +74,7 @@ impl FromRequestParts<State> for User {
 
 /// The bearer token of a request, if any.
 pub(crate) fn bearer_of(headers: &axum::http::HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+    signaling::routing::bearer_token(headers)
 }
 
 /// `POST /api/users` and `POST /api/sessions` body.
@@ -222,12 +217,7 @@ pub async fn logout(
     _user: User,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .map(|(_, t)| t.trim().to_string())
-        .unwrap_or_default();
+    let token = bearer_of(&headers).unwrap_or_default().to_string();
     sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
         .bind(token_hash(&token))
         .execute(st.store.pool())

@@ -1,5 +1,5 @@
-//! Chat fan-out. An event (already serialized JSON, shared as `Arc<str>`, so a message is
-//! encoded once however many sockets receive it) goes to every socket of its channel on this
+//! Chat fan-out. An event (already serialized JSON, shared as `Utf8Bytes`, so a message is
+//! encoded and allocated once however many sockets receive it) goes to every socket of its channel on this
 //! node through a `tokio::sync::broadcast`; with Redis it goes through `PUBLISH` on
 //! `{prefix}:chat:{channel}` instead, and every node (this one included) delivers what its
 //! `PSUBSCRIBE {prefix}:chat:*` receives, so a message sent on node A reaches viewers on node B.
@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::extract::ws::Utf8Bytes;
 use tokio::sync::broadcast;
 
 /// Events a socket may fall behind by before it is told it lagged.
@@ -36,7 +37,7 @@ pub enum Limited {
 
 /// Where chat events go.
 pub struct ChatHub {
-    local: Mutex<HashMap<String, broadcast::Sender<Arc<str>>>>,
+    local: Mutex<HashMap<String, broadcast::Sender<Utf8Bytes>>>,
     senders: Mutex<HashMap<(String, String), Sender>>,
     redis: Option<(redis::Client, String)>,
 }
@@ -88,7 +89,7 @@ impl ChatHub {
     }
 
     /// Receive the events of `channel` from now on.
-    pub fn join(&self, channel: &str) -> broadcast::Receiver<Arc<str>> {
+    pub fn join(&self, channel: &str) -> broadcast::Receiver<Utf8Bytes> {
         lock(&self.local)
             .entry(channel.to_string())
             .or_insert_with(|| broadcast::channel(BACKLOG).0)
@@ -96,7 +97,7 @@ impl ChatHub {
     }
 
     /// Deliver to this node's sockets of `channel`.
-    fn deliver(&self, channel: &str, event: Arc<str>) {
+    fn deliver(&self, channel: &str, event: Utf8Bytes) {
         let mut map = lock(&self.local);
         if let Some(tx) = map.get(channel) {
             if tx.send(event).is_err() {
@@ -109,7 +110,7 @@ impl ChatHub {
     /// Send an event to every socket of `channel`, on every node.
     pub async fn publish(&self, channel: &str, event: String) {
         match &self.redis {
-            None => self.deliver(channel, Arc::from(event)),
+            None => self.deliver(channel, Utf8Bytes::from(event)),
             Some((client, prefix)) => {
                 let topic = format!("{prefix}:chat:{channel}");
                 let sent = async {
@@ -123,7 +124,7 @@ impl ChatHub {
                 if let Err(e) = sent.await {
                     // The message is stored; this node's own viewers still get it.
                     tracing::warn!(error = %e, "chat publish to Redis failed");
-                    self.deliver(channel, Arc::from(event));
+                    self.deliver(channel, Utf8Bytes::from(event));
                 }
             }
         }
@@ -187,7 +188,7 @@ async fn subscribe(
                             continue;
                         };
                         if let Some(channel) = topic.strip_prefix(&strip) {
-                            hub.deliver(channel, Arc::from(payload));
+                            hub.deliver(channel, Utf8Bytes::from(payload));
                         }
                     }
                 }

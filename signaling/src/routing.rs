@@ -169,6 +169,16 @@ pub(crate) fn redirect(
     Ok(resp)
 }
 
+/// The token of an `Authorization: Bearer <token>` header, if there is one.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
 /// A viewer of a private channel must bring a valid token for it.
 pub(crate) fn check_token(
     cluster: &Cluster,
@@ -176,13 +186,7 @@ pub(crate) fn check_token(
     query: Option<&str>,
     headers: &HeaderMap,
 ) -> Result<(), ApiError> {
-    let from_header = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim());
-    let Some(token) = query_param(query, "token").or(from_header) else {
+    let Some(token) = query_param(query, "token").or(bearer_token(headers)) else {
         return Err(ApiError::Unauthorized(
             "this channel is private: a playback token is required (?token= or Authorization: Bearer)",
         ));
