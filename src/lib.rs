@@ -172,13 +172,29 @@ pub async fn serve(
     let sessions = Arc::new(Sessions::default());
     let mut events = sfu.events();
     let forget = sessions.clone();
+    // At an origin, a publisher's arrival and departure are stream records and webhook events
+    // (an edge relays streams whose records live at the origin).
+    let records =
+        (!config.relay.is_edge()).then(|| (store.clone(), public_url(&config, http_addr)));
     let watcher = tokio::spawn(async move {
         loop {
             match events.recv().await {
                 Ok(sfu::SfuEvent::PeerClosed(peer, _)) => forget.forget_peer(peer),
-                Ok(sfu::SfuEvent::StreamLive(s)) => tracing::info!(stream = %s, "stream live"),
+                Ok(sfu::SfuEvent::StreamLive(s)) => {
+                    tracing::info!(stream = %s, "stream live");
+                    if let Some((store, url)) = &records {
+                        if let Err(e) = platform::streams::started(store, s.as_str(), url).await {
+                            tracing::warn!(stream = %s, error = %e, "stream record not written");
+                        }
+                    }
+                }
                 Ok(sfu::SfuEvent::StreamOffline(s)) => {
-                    tracing::info!(stream = %s, "stream offline")
+                    tracing::info!(stream = %s, "stream offline");
+                    if let Some((store, url)) = &records {
+                        if let Err(e) = platform::streams::ended(store, s.as_str(), url).await {
+                            tracing::warn!(stream = %s, error = %e, "stream record not closed");
+                        }
+                    }
                 }
                 Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
@@ -228,6 +244,10 @@ pub async fn serve(
         }),
     };
     let app = signaling::router_with(state, platform::router(platform_state));
+    let webhooks = platform::webhooks::spawn_worker(
+        store.clone(),
+        platform::webhooks::WorkerConfig::default(),
+    );
     let drain = node.drain(sfu.clone(), config.cluster.drain_timeout_ms);
     let stopping = async move {
         shutdown.await;
@@ -244,6 +264,7 @@ pub async fn serve(
     sfu.shutdown().await;
     driver.finished().await;
     watcher.abort();
+    webhooks.abort();
     store.close().await;
     Ok(())
 }

@@ -65,6 +65,15 @@ fn viewers_are_sent_to_an_edge_of_their_region_and_a_killed_edge_leaves_routing(
     let key = ch["stream_key"].as_str().unwrap();
     let publisher = publisher(&origin, key, "vp8", 14);
     std::thread::sleep(Duration::from_secs(2));
+    // The platform API sees the channel live (from the SFU's stream stats).
+    let live: serde_json::Value = http()
+        .get(format!("{}/api/live", origin.base))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(live["items"][0]["name"], "show", "{live}");
+    assert_eq!(live["items"][0]["live"], true, "{live}");
     let via_origin = viewer_at(&format!("{at_origin}?region=eu"), "eu viewer", 6, &[]);
     let via_origin_us = viewer_at(&format!("{at_origin}?region=us"), "us viewer", 6, &[]);
     let via_eu = viewer_at(

@@ -76,7 +76,7 @@ async fn load(st: &State, name: &str) -> Result<ChannelOut, ApiError> {
 }
 
 /// The channel, if `user` owns it: 404 when there is none, 403 when someone else does.
-async fn owned(st: &State, name: &str, user: &User) -> Result<(), ApiError> {
+pub(crate) async fn owned(st: &State, name: &str, user: &User) -> Result<(), ApiError> {
     let row: Option<(Option<String>,)> =
         sqlx::query_as("SELECT owner_id FROM channels WHERE name = $1")
             .bind(name)

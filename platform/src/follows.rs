@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use signaling::ApiError;
 
 use crate::accounts::User;
+use crate::webhooks::enqueue;
 use crate::{db, now, Page, State};
 
 async fn channel_exists(st: &State, name: &str) -> Result<(), ApiError> {
@@ -29,18 +30,25 @@ pub async fn follow(
     user: User,
 ) -> Result<Response, ApiError> {
     channel_exists(&st, &name).await?;
-    let inserted =
-        sqlx::query("INSERT INTO follows (user_id, channel, created_at) VALUES ($1, $2, $3)")
-            .bind(&user.id)
-            .bind(&name)
-            .bind(now())
-            .execute(st.store.pool())
-            .await;
-    match inserted {
-        Ok(_) => {}
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {}
-        Err(e) => return Err(db(e)),
+    // The follow and its webhook deliveries commit together; a repeated follow raises no event.
+    let mut tx = st.store.pool().begin().await.map_err(db)?;
+    let inserted = sqlx::query(
+        "INSERT INTO follows (user_id, channel, created_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (user_id, channel) DO NOTHING",
+    )
+    .bind(&user.id)
+    .bind(&name)
+    .bind(now())
+    .execute(&mut *tx)
+    .await
+    .map_err(db)?;
+    if inserted.rows_affected() == 1 {
+        let data = serde_json::json!({"user": user.name});
+        enqueue(&mut tx, &name, "follow", data, &st.settings.public_url)
+            .await
+            .map_err(db)?;
     }
+    tx.commit().await.map_err(db)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

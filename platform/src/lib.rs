@@ -3,8 +3,9 @@
 //! PostgreSQL unchanged; errors use the WHIP/WHEP JSON shape (`{"code", "error"}`).
 //!
 //! Chat over WebSocket (stored, moderated, fanned out across nodes through Redis) is in
-//! [`chat`] and [`chat_hub`]. Not built yet (see the note): analytics, webhooks, API
-//! keys and quotas, stream records, the OpenAPI document.
+//! [`chat`] and [`chat_hub`]; stream records, donations and webhooks (a transactional outbox
+//! and a delivery worker) in [`streams`] and [`webhooks`]. Not built yet (see the issue's
+//! note): analytics, API keys and quotas, the OpenAPI document.
 #![warn(missing_docs)]
 
 pub mod accounts;
@@ -13,6 +14,8 @@ pub mod chat;
 pub mod chat_hub;
 pub mod follows;
 mod json;
+pub mod streams;
+pub mod webhooks;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -103,6 +106,11 @@ pub fn router(state: State) -> Router {
             "/api/channels/{name}/moderators/{user}",
             put(chat::add_moderator).delete(chat::remove_moderator),
         )
+        .route("/api/channels/{name}/webhooks", post(webhooks::create))
+        .route("/api/webhooks/{id}", delete(webhooks::remove))
+        .route("/api/webhooks/{id}/deliveries", get(webhooks::deliveries))
+        .route("/api/channels/{name}/donations", post(streams::donate))
+        .route("/api/streams/{id}", get(streams::get_stream))
         .layer(axum::extract::DefaultBodyLimit::max(json::MAX_BODY))
         .with_state(state)
 }

@@ -1,0 +1,368 @@
+//! Webhooks: owners register URLs per event (`stream.live`, `stream.offline`, `follow`,
+//! `donation`). An event writes one delivery row per subscribed webhook **in the same
+//! transaction** as the event itself (the outbox), so what was accepted is delivered even if
+//! the node dies at once. A worker sends due deliveries, signed, and retries failures with
+//! exponential backoff; every node may run one (a delivery is claimed before it is sent, so
+//! two workers do not send it twice at the same time; delivery is at least once).
+//!
+//! Signature: `X-Aethex-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`,
+//! with `X-Aethex-Event` and `X-Aethex-Delivery` (an id, the same on every retry).
+
+use std::time::Duration;
+
+use axum::extract::{Path, State as AxState};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use signaling::ApiError;
+use sqlx::Any;
+use storage::Store;
+
+use crate::accounts::{random_hex, User};
+use crate::channels::owned;
+use crate::{db, JsonBody, State};
+
+/// The events a webhook may subscribe to.
+pub const EVENTS: [&str; 4] = ["stream.live", "stream.offline", "follow", "donation"];
+/// Attempts before a delivery is given up.
+pub const MAX_ATTEMPTS: i64 = 10;
+/// A claimed delivery is retried by another worker after this long if its sender died.
+const CLAIM: Duration = Duration::from_secs(30);
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Write the deliveries of `event` on `channel` to the outbox, inside the caller's transaction.
+pub async fn enqueue(
+    tx: &mut sqlx::Transaction<'_, Any>,
+    channel: &str,
+    event: &str,
+    data: serde_json::Value,
+    public_url: &str,
+) -> Result<(), sqlx::Error> {
+    let hooks: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT id, events, format FROM webhooks WHERE channel = $1")
+            .bind(channel)
+            .fetch_all(&mut **tx)
+            .await?;
+    let now = now_ms();
+    for (id, events, format) in hooks {
+        if !events.lines().any(|e| e == event) {
+            continue;
+        }
+        let payload = if format == "discord" && event == "stream.live" {
+            let watch = format!("{}/watch/{channel}", public_url.trim_end_matches('/'));
+            serde_json::json!({"content": format!("**{channel}** is live: {watch}")})
+        } else {
+            serde_json::json!({"event": event, "channel": channel, "at_ms": now, "data": data})
+        };
+        let delivery = format!(
+            "d_{}",
+            random_hex(12).map_err(|e| sqlx::Error::Protocol(e.to_string()))?
+        );
+        sqlx::query(
+            "INSERT INTO webhook_deliveries (id, webhook_id, event, payload, created_at_ms, \
+             next_attempt_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(delivery)
+        .bind(&id)
+        .bind(event)
+        .bind(payload.to_string())
+        .bind(now)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// `POST /api/channels/{name}/webhooks` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewWebhook {
+    url: String,
+    events: Vec<String>,
+    #[serde(default)]
+    format: Option<String>,
+}
+
+#[derive(Serialize)]
+struct WebhookOut {
+    id: String,
+    channel: String,
+    url: String,
+    events: Vec<String>,
+    format: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<String>,
+}
+
+/// `POST /api/channels/{name}/webhooks` (owner): 201 with the signing secret, shown once.
+pub async fn create(
+    AxState(st): AxState<State>,
+    Path(channel): Path<String>,
+    user: User,
+    JsonBody(w): JsonBody<NewWebhook>,
+) -> Result<Response, ApiError> {
+    let url_ok = (w.url.starts_with("https://") || w.url.starts_with("http://"))
+        && w.url.len() <= 2048
+        && !w.url.contains(char::is_whitespace);
+    if !url_ok {
+        return Err(ApiError::BadRequest(
+            "url: an http(s) URL of at most 2048 characters".into(),
+        ));
+    }
+    if w.events.is_empty() || w.events.iter().any(|e| !EVENTS.contains(&e.as_str())) {
+        return Err(ApiError::BadRequest(format!(
+            "events: one or more of {}",
+            EVENTS.join(", ")
+        )));
+    }
+    let format = w.format.unwrap_or_else(|| "json".into());
+    if format != "json" && format != "discord" {
+        return Err(ApiError::BadRequest("format: json or discord".into()));
+    }
+    owned(&st, &channel, &user).await?;
+    let id = format!("wh_{}", random_hex(12)?);
+    let secret = format!("whsec_{}", random_hex(24)?);
+    sqlx::query(
+        "INSERT INTO webhooks (id, channel, url, events, secret, format, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&id)
+    .bind(&channel)
+    .bind(&w.url)
+    .bind(w.events.join("\n"))
+    .bind(&secret)
+    .bind(&format)
+    .bind(crate::now())
+    .execute(st.store.pool())
+    .await
+    .map_err(db)?;
+    let out = WebhookOut {
+        id,
+        channel,
+        url: w.url,
+        events: w.events,
+        format,
+        secret: Some(secret),
+    };
+    Ok((StatusCode::CREATED, axum::Json(out)).into_response())
+}
+
+/// The webhook and its channel, if `user` owns the channel (404 otherwise, for both).
+async fn owned_hook(st: &State, id: &str, user: &User) -> Result<String, ApiError> {
+    let row: Option<(String, Option<String>)> = sqlx::query_as(
+        "SELECT w.channel, c.owner_id FROM webhooks w JOIN channels c ON c.name = w.channel \
+         WHERE w.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(st.store.pool())
+    .await
+    .map_err(db)?;
+    match row {
+        Some((channel, Some(owner))) if owner == user.id => Ok(channel),
+        _ => Err(ApiError::NotFound(format!("no such webhook: {id}"))),
+    }
+}
+
+/// `DELETE /api/webhooks/{id}` (owner).
+pub async fn remove(
+    AxState(st): AxState<State>,
+    Path(id): Path<String>,
+    user: User,
+) -> Result<Response, ApiError> {
+    owned_hook(&st, &id, &user).await?;
+    sqlx::query("DELETE FROM webhook_deliveries WHERE webhook_id = $1")
+        .bind(&id)
+        .execute(st.store.pool())
+        .await
+        .map_err(db)?;
+    sqlx::query("DELETE FROM webhooks WHERE id = $1")
+        .bind(&id)
+        .execute(st.store.pool())
+        .await
+        .map_err(db)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+type DeliveryRow = (
+    String,
+    String,
+    i64,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+);
+
+/// `GET /api/webhooks/{id}/deliveries` (owner): the last 100, newest first.
+pub async fn deliveries(
+    AxState(st): AxState<State>,
+    Path(id): Path<String>,
+    user: User,
+) -> Result<Response, ApiError> {
+    owned_hook(&st, &id, &user).await?;
+    let rows: Vec<DeliveryRow> = sqlx::query_as(
+        "SELECT id, event, created_at_ms, attempts, delivered_at_ms, last_status, last_error \
+         FROM webhook_deliveries WHERE webhook_id = $1 ORDER BY created_at_ms DESC, id LIMIT 100",
+    )
+    .bind(&id)
+    .fetch_all(st.store.pool())
+    .await
+    .map_err(db)?;
+    let items: Vec<_> = rows
+        .into_iter()
+        .map(|(id, event, created, attempts, delivered, status, error)| {
+            serde_json::json!({
+                "id": id, "event": event, "created_at_ms": created, "attempts": attempts,
+                "delivered_at_ms": delivered, "last_status": status, "last_error": error,
+                "state": if delivered.is_some() { "delivered" }
+                         else if attempts >= MAX_ATTEMPTS { "failed" } else { "pending" },
+            })
+        })
+        .collect();
+    Ok(axum::Json(serde_json::json!({"items": items})).into_response())
+}
+
+/// `X-Aethex-Signature` for `body` sent at `t` (Unix seconds).
+pub fn signature(secret: &str, t: i64, body: &str) -> String {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    mac.update(format!("{t}.{body}").as_bytes());
+    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// How the delivery worker runs.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerConfig {
+    /// Look for due deliveries this often.
+    pub poll: Duration,
+    /// First retry after this long; each next one after twice as long (capped at 10 min).
+    pub backoff: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            poll: Duration::from_millis(500),
+            backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Deliver due webhooks until the task is aborted.
+pub fn spawn_worker(store: Store, config: WorkerConfig) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
+        loop {
+            if let Err(e) = deliver_due(&store, &http, config).await {
+                tracing::warn!(error = %e, "webhook worker");
+            }
+            tokio::time::sleep(config.poll).await;
+        }
+    })
+}
+
+type Due = (String, String, String, i64, i64, String, String);
+
+async fn deliver_due(
+    store: &Store,
+    http: &reqwest::Client,
+    config: WorkerConfig,
+) -> Result<(), sqlx::Error> {
+    let now = now_ms();
+    let due: Vec<Due> = sqlx::query_as(
+        "SELECT d.id, d.event, d.payload, d.attempts, d.next_attempt_ms, w.url, w.secret \
+         FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id \
+         WHERE d.delivered_at_ms IS NULL AND d.attempts < $1 AND d.next_attempt_ms <= $2 \
+         ORDER BY d.next_attempt_ms LIMIT 50",
+    )
+    .bind(MAX_ATTEMPTS)
+    .bind(now)
+    .fetch_all(store.pool())
+    .await?;
+    for (id, event, payload, attempts, next, url, secret) in due {
+        // Claim it: only the worker whose update matched sends it now.
+        let claim = now_ms() + CLAIM.as_millis() as i64;
+        let claimed = sqlx::query(
+            "UPDATE webhook_deliveries SET next_attempt_ms = $1 \
+             WHERE id = $2 AND next_attempt_ms = $3 AND delivered_at_ms IS NULL",
+        )
+        .bind(claim)
+        .bind(&id)
+        .bind(next)
+        .execute(store.pool())
+        .await?;
+        if claimed.rows_affected() != 1 {
+            continue;
+        }
+        let t = now_ms() / 1000;
+        let sent = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("x-aethex-event", &event)
+            .header("x-aethex-delivery", &id)
+            .header("x-aethex-signature", signature(&secret, t, &payload))
+            .body(payload)
+            .send()
+            .await;
+        let (status, error) = match sent {
+            Ok(r) => (Some(i64::from(r.status().as_u16())), None),
+            Err(e) => (None, Some(e.without_url().to_string())),
+        };
+        let attempts = attempts + 1;
+        if status.is_some_and(|s| (200..300).contains(&s)) {
+            sqlx::query(
+                "UPDATE webhook_deliveries SET attempts = $1, delivered_at_ms = $2, \
+                 last_status = $3, last_error = NULL WHERE id = $4",
+            )
+            .bind(attempts)
+            .bind(now_ms())
+            .bind(status)
+            .bind(&id)
+            .execute(store.pool())
+            .await?;
+        } else {
+            let factor = 1u32 << (attempts - 1).clamp(0, 20) as u32;
+            let wait = (config.backoff * factor).min(Duration::from_secs(600));
+            let error = error.or_else(|| status.map(|s| format!("HTTP {s}")));
+            sqlx::query(
+                "UPDATE webhook_deliveries SET attempts = $1, next_attempt_ms = $2, \
+                 last_status = $3, last_error = $4 WHERE id = $5",
+            )
+            .bind(attempts)
+            .bind(now_ms() + wait.as_millis() as i64)
+            .bind(status)
+            .bind(error)
+            .bind(&id)
+            .execute(store.pool())
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signature_is_hmac_sha256_of_timestamp_dot_body() {
+        // A receiver recomputes it the same way: HMAC-SHA256(secret, "1700000000.{}").
+        let sig = signature("whsec_test", 1_700_000_000, "{}");
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"whsec_test").unwrap();
+        mac.update(b"1700000000.{}");
+        let expected = hex::encode(mac.finalize().into_bytes());
+        assert_eq!(sig, format!("t=1700000000,v1={expected}"));
+    }
+}
