@@ -236,6 +236,7 @@ pub async fn serve(
     };
     let platform_state = platform::State {
         chat,
+        buckets: Default::default(),
         store: store.clone(),
         live: Arc::new(SfuLive(sfu.clone())),
         settings: Arc::new(platform::Settings {

@@ -41,6 +41,20 @@ enum Command {
     /// Manage channels and stream keys.
     #[command(subcommand)]
     Channel(ChannelCommand),
+    /// Set a public API key's tier: free (10k requests/day, read-only), pro (100k/day) or
+    /// enterprise (unlimited). Keys are made by their users (POST /api/keys).
+    ApiKeyTier {
+        /// The key's id (`key_...`, from GET /api/keys).
+        id: String,
+        /// free, pro or enterprise.
+        tier: String,
+        /// Configuration file (for the database).
+        #[arg(long, short, env = "AETHEX_CONFIG")]
+        config: Option<PathBuf>,
+        /// Directory for the SQLite database [config: storage.data_dir].
+        #[arg(long, env = "AETHEX_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -149,6 +163,12 @@ fn main() -> ExitCode {
             runtime().and_then(|rt| rt.block_on(serve(args.serve, Some(edge))))
         }
         Command::Channel(cmd) => runtime().and_then(|rt| rt.block_on(channel(cmd))),
+        Command::ApiKeyTier {
+            id,
+            tier,
+            config,
+            data_dir,
+        } => runtime().and_then(|rt| rt.block_on(api_key_tier(id, tier, config, data_dir))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -395,5 +415,27 @@ async fn channel(cmd: ChannelCommand) -> anyhow::Result<()> {
         "watch_url": format!("{base}/watch/{}", args.name),
     });
     println!("{out}");
+    Ok(())
+}
+
+async fn api_key_tier(
+    id: String,
+    tier: String,
+    config: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let parsed = platform::quota::Tier::parse(&tier)
+        .ok_or_else(|| anyhow::anyhow!("unknown tier {tier:?}: use free, pro or enterprise"))?;
+    let mut config = load(config.as_deref(), data_dir)?;
+    apply_secret_env(&mut config);
+    let store = aethex::open_store(&config)
+        .await
+        .with_context(|| format!("opening the database {}", aethex::store_location(&config)))?;
+    let found = platform::quota::set_tier(&store, &id, parsed).await?;
+    store.close().await;
+    if !found {
+        anyhow::bail!("no such API key: {id}");
+    }
+    println!("{}", serde_json::json!({"id": id, "tier": tier}));
     Ok(())
 }

@@ -5,7 +5,7 @@
 //! Chat over WebSocket (stored, moderated, fanned out across nodes through Redis) is in
 //! [`chat`] and [`chat_hub`]; stream records, donations and webhooks (a transactional outbox
 //! and a delivery worker) in [`streams`] and [`webhooks`]. Not built yet (see the issue's
-//! note): analytics, API keys and quotas, the OpenAPI document.
+//! note): analytics, the OpenAPI document. API keys, tiers and quotas are in [`quota`].
 #![warn(missing_docs)]
 
 pub mod accounts;
@@ -14,6 +14,7 @@ pub mod chat;
 pub mod chat_hub;
 pub mod follows;
 mod json;
+pub mod quota;
 pub mod streams;
 pub mod webhooks;
 
@@ -66,10 +67,13 @@ pub struct State {
     pub settings: Arc<Settings>,
     /// Chat fan-out (this node, or every node through Redis).
     pub chat: Arc<chat_hub::ChatHub>,
+    /// Burst limits of API keys and client addresses (per node).
+    pub buckets: Arc<quota::Buckets>,
 }
 
 /// The `/api` routes.
 pub fn router(state: State) -> Router {
+    let quotas = axum::middleware::from_fn_with_state(state.clone(), quota::enforce);
     Router::new()
         .route("/api/users", post(accounts::register))
         .route(
@@ -111,7 +115,10 @@ pub fn router(state: State) -> Router {
         .route("/api/webhooks/{id}/deliveries", get(webhooks::deliveries))
         .route("/api/channels/{name}/donations", post(streams::donate))
         .route("/api/streams/{id}", get(streams::get_stream))
+        .route("/api/keys", post(quota::create).get(quota::list))
+        .route("/api/keys/{id}", delete(quota::remove))
         .layer(axum::extract::DefaultBodyLimit::max(json::MAX_BODY))
+        .route_layer(quotas)
         .with_state(state)
 }
 

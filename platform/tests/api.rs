@@ -49,6 +49,7 @@ impl Api {
                 public_url: "http://test".into(),
             }),
             chat: platform::chat_hub::ChatHub::local(),
+            buckets: Default::default(),
         };
         Self {
             app: platform::router(state),
@@ -456,4 +457,103 @@ storage::on_both_databases!(
     follows_are_idempotent_counted_listed_and_survive_a_restart,
     live_now_is_sorted_by_viewers_and_hides_private_and_unknown_channels,
     bad_input_gets_a_4xx_json_error_never_a_500,
+    api_keys_have_tiers_daily_quotas_and_a_burst_limit,
 );
+
+async fn api_keys_have_tiers_daily_quotas_and_a_burst_limit(store: Store, db: &TestDb) {
+    let api = Api::new(store.clone());
+    let token = api.user("dev").await;
+    let (s, k) = api.call("POST", "/api/keys", Some(&token), None).await;
+    assert_eq!(s, StatusCode::CREATED, "{k}");
+    let (id, key) = (
+        k["id"].as_str().unwrap().to_string(),
+        k["key"].as_str().unwrap().to_string(),
+    );
+    let keyed = |method: &str, uri: &str| {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("x-api-key", &key)
+            .header("content-type", "application/json")
+            .body(Body::from("{}"))
+            .unwrap()
+    };
+    // A free key reads; it may not write.
+    let resp = api
+        .app
+        .clone()
+        .oneshot(keyed("GET", "/api/live"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["x-ratelimit-limit"], "10000");
+    assert_eq!(resp.headers()["x-ratelimit-remaining"], "9999");
+    assert_eq!(
+        api.raw(keyed("POST", "/api/channels")).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let unknown = Request::get("/api/live")
+        .header("x-api-key", "ak_forged")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(api.raw(unknown).await.0, StatusCode::UNAUTHORIZED);
+    // The day's quota used up (counted in the database): 429 until midnight UTC.
+    sqlx::query("UPDATE api_usage SET requests = 10000")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let resp = api
+        .app
+        .clone()
+        .oneshot(keyed("GET", "/api/live"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(resp.headers()["x-ratelimit-remaining"], "0");
+    let retry: i64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=86_400).contains(&retry), "{retry}");
+    // The count survives a restart; an enterprise key has no daily limit.
+    store.close().await;
+    let store = db.open().await;
+    let api = Api::new(store.clone());
+    assert_eq!(
+        api.raw(keyed("GET", "/api/live")).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let tier = platform::quota::Tier::Enterprise;
+    assert!(platform::quota::set_tier(&store, &id, tier).await.unwrap());
+    let resp = api
+        .app
+        .clone()
+        .oneshot(keyed("GET", "/api/live"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(!resp.headers().contains_key("x-ratelimit-limit"));
+    // The burst limit: 40 at once, then 429 with Retry-After.
+    let mut statuses = Vec::new();
+    for _ in 0..45 {
+        statuses.push(api.raw(keyed("GET", "/api/live")).await.0);
+    }
+    let limited = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert!((3..=6).contains(&limited), "{statuses:?}");
+    let (_, v) = api.call("GET", "/api/keys", Some(&token), None).await;
+    assert_eq!(v["items"][0]["tier"], "enterprise", "{v}");
+    assert_eq!(
+        api.call("DELETE", &format!("/api/keys/{id}"), Some(&token), None)
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        api.raw(keyed("GET", "/api/live")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+}

@@ -32,6 +32,7 @@ async fn node(store: Store, chat: Arc<ChatHub>) -> String {
             public_url: "http://test".into(),
         }),
         chat,
+        buckets: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

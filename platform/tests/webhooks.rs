@@ -84,6 +84,7 @@ fn app(store: Store) -> axum::Router {
             public_url: "http://live.example".into(),
         }),
         chat: platform::chat_hub::ChatHub::local(),
+        buckets: Default::default(),
     })
 }
 
