@@ -96,16 +96,29 @@ impl RedisRegistry {
         edge: &EdgeRecord,
         ttl: Duration,
     ) -> Result<(), RegistryError> {
+        self.put("edge", "edges", &edge.node_id, encode(edge), ttl)
+            .await
+    }
+
+    /// `SET P:{kind}:{name} value PX ttl` and add `name` to the index, atomically.
+    async fn put(
+        &self,
+        kind: &str,
+        index: &str,
+        name: &str,
+        value: String,
+        ttl: Duration,
+    ) -> Result<(), RegistryError> {
         let mut c = self.conn.clone();
         let _: () = redis::pipe()
             .atomic()
             .cmd("SET")
-            .arg(self.key("edge", &edge.node_id))
-            .arg(encode(edge))
+            .arg(self.key(kind, name))
+            .arg(value)
             .arg("PX")
             .arg(millis(ttl))
             .ignore()
-            .sadd(self.index("edges"), &edge.node_id)
+            .sadd(self.index(index), name)
             .ignore()
             .query_async(&mut c)
             .await?;
@@ -172,20 +185,8 @@ impl RedisRegistry {
         live: &LiveRecord,
         ttl: Duration,
     ) -> Result<(), RegistryError> {
-        let mut c = self.conn.clone();
-        let _: () = redis::pipe()
-            .atomic()
-            .cmd("SET")
-            .arg(self.key("live", &live.channel))
-            .arg(encode(live))
-            .arg("PX")
-            .arg(millis(ttl))
-            .ignore()
-            .sadd(self.index("lives"), &live.channel)
-            .ignore()
-            .query_async(&mut c)
-            .await?;
-        Ok(())
+        self.put("live", "lives", &live.channel, encode(live), ttl)
+            .await
     }
 
     pub(crate) async fn remove_live(

@@ -288,6 +288,19 @@ async fn may_moderate(
     }))
 }
 
+/// Check that `user` may moderate `channel` (the owner only, for `owner_only`), then find the
+/// user named `name` whom the action is about.
+async fn target(
+    st: &State,
+    channel: &str,
+    user: &User,
+    owner_only: bool,
+    name: &str,
+) -> Result<String, ApiError> {
+    may_moderate(st, channel, user, owner_only).await?;
+    user_id(st, name).await
+}
+
 async fn user_id(st: &State, name: &str) -> Result<String, ApiError> {
     let row: Option<(String,)> = sqlx::query_as("SELECT id FROM users WHERE name = $1")
         .bind(name)
@@ -330,11 +343,10 @@ pub struct BanBody {
 /// `PUT /api/channels/{name}/bans/{user}` (owner or moderator).
 pub async fn ban(
     AxState(st): AxState<State>,
-    Path((channel, target)): Path<(String, String)>,
+    Path((channel, name)): Path<(String, String)>,
     user: User,
     JsonBody(b): JsonBody<BanBody>,
 ) -> Result<Response, ApiError> {
-    may_moderate(&st, &channel, &user, false).await?;
     if b.seconds
         .is_some_and(|s| !(1..=14 * 24 * 3600).contains(&s))
     {
@@ -342,7 +354,7 @@ pub async fn ban(
             "seconds: 1 to 1209600 (14 days)".into(),
         ));
     }
-    let target_id = user_id(&st, &target).await?;
+    let target_id = target(&st, &channel, &user, false, &name).await?;
     let until = b.seconds.map(|s| now_ms() + s * 1000);
     sqlx::query(
         "INSERT INTO chat_bans (channel, user_id, until_ms, by_user) VALUES ($1, $2, $3, $4) \
@@ -362,11 +374,10 @@ pub async fn ban(
 /// `DELETE /api/channels/{name}/bans/{user}` (owner or moderator).
 pub async fn unban(
     AxState(st): AxState<State>,
-    Path((channel, target)): Path<(String, String)>,
+    Path((channel, name)): Path<(String, String)>,
     user: User,
 ) -> Result<Response, ApiError> {
-    may_moderate(&st, &channel, &user, false).await?;
-    let target_id = user_id(&st, &target).await?;
+    let target_id = target(&st, &channel, &user, false, &name).await?;
     sqlx::query("DELETE FROM chat_bans WHERE channel = $1 AND user_id = $2")
         .bind(&channel)
         .bind(&target_id)
@@ -379,11 +390,10 @@ pub async fn unban(
 /// `PUT /api/channels/{name}/moderators/{user}` (owner).
 pub async fn add_moderator(
     AxState(st): AxState<State>,
-    Path((channel, target)): Path<(String, String)>,
+    Path((channel, name)): Path<(String, String)>,
     user: User,
 ) -> Result<Response, ApiError> {
-    may_moderate(&st, &channel, &user, true).await?;
-    let target_id = user_id(&st, &target).await?;
+    let target_id = target(&st, &channel, &user, true, &name).await?;
     sqlx::query(
         "INSERT INTO channel_moderators (channel, user_id) VALUES ($1, $2) \
          ON CONFLICT (channel, user_id) DO NOTHING",
@@ -399,11 +409,10 @@ pub async fn add_moderator(
 /// `DELETE /api/channels/{name}/moderators/{user}` (owner).
 pub async fn remove_moderator(
     AxState(st): AxState<State>,
-    Path((channel, target)): Path<(String, String)>,
+    Path((channel, name)): Path<(String, String)>,
     user: User,
 ) -> Result<Response, ApiError> {
-    may_moderate(&st, &channel, &user, true).await?;
-    let target_id = user_id(&st, &target).await?;
+    let target_id = target(&st, &channel, &user, true, &name).await?;
     sqlx::query("DELETE FROM channel_moderators WHERE channel = $1 AND user_id = $2")
         .bind(&channel)
         .bind(&target_id)

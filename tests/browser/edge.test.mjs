@@ -39,14 +39,7 @@ async function main() {
   {
     const name = 'a private channel goes live at the origin from /live';
     try {
-      await live.goto(`${BASE}/live`, { timeout: 10000 });
-      await live.fill('#key', KEY, { timeout: 5000 });
-      await live.check('#src-camera', { timeout: 5000 });
-      await live.click('#go', { timeout: 5000 });
-      const st = await poll(() => live.evaluate(() => {
-        const l = window.aethexLive || {};
-        return { done: l.state === 'live' || l.state === 'error', state: l.state, message: l.message };
-      }), 15000);
+      const st = await h.goLive(live, BASE, KEY);
       if (st.state === 'live') { published = true; pass(name); } else fail(name, `state=${st.state} ${st.message}`);
     } catch (e) { fail(name, e.message); }
   }

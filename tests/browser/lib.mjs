@@ -77,6 +77,19 @@ export function createHarness({ totalTimeoutMs, cleanup }) {
       return browser.contexts()[0] || await browser.newContext();
     },
 
+    // Publish Chromium's fake camera from `${base}/live` with a stream key; returns the go-live
+    // page's final `window.aethexLive` state ({ state, channel, message }).
+    async goLive(page, base, key) {
+      await page.goto(`${base}/live`, { timeout: 10000 });
+      await page.fill('#key', key, { timeout: 5000 });
+      await page.check('#src-camera', { timeout: 5000 });
+      await page.click('#go', { timeout: 5000 });
+      return h.poll(() => page.evaluate(() => {
+        const l = window.aethexLive || {};
+        return { done: l.state === 'live' || l.state === 'error', state: l.state, channel: l.channel, message: l.message };
+      }), 15000);
+    },
+
     // Call `fn` until it returns `{ done: true, ... }` or the time is up; returns its last value.
     async poll(fn, timeoutMs, intervalMs = 200) {
       const end = Date.now() + timeoutMs;

@@ -52,14 +52,7 @@ async function main() {
   {
     const name = 'go-live page publishes with a fake camera';
     try {
-      await live.goto(`${BASE}/live`, { timeout: 10000 });
-      await live.fill('#key', KEY, { timeout: 5000 });
-      await live.check('#src-camera', { timeout: 5000 });
-      await live.click('#go', { timeout: 5000 });
-      const st = await poll(() => live.evaluate(() => {
-        const l = window.aethexLive || {};
-        return { done: l.state === 'live' || l.state === 'error', state: l.state, channel: l.channel, message: l.message };
-      }), 15000);
+      const st = await h.goLive(live, BASE, KEY);
       if (st.state !== 'live') {
         fail(name, `state=${st.state} message=${JSON.stringify(st.message)}`);
       } else if (st.channel !== CHANNEL) {
