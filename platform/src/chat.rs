@@ -378,13 +378,13 @@ pub async fn unban(
     user: User,
 ) -> Result<Response, ApiError> {
     let target_id = target(&st, &channel, &user, false, &name).await?;
-    sqlx::query("DELETE FROM chat_bans WHERE channel = $1 AND user_id = $2")
-        .bind(&channel)
-        .bind(&target_id)
-        .execute(st.store.pool())
-        .await
-        .map_err(db)?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    on_pair(
+        &st,
+        "DELETE FROM chat_bans WHERE channel = $1 AND user_id = $2",
+        &channel,
+        &target_id,
+    )
+    .await
 }
 
 /// `PUT /api/channels/{name}/moderators/{user}` (owner).
@@ -394,16 +394,14 @@ pub async fn add_moderator(
     user: User,
 ) -> Result<Response, ApiError> {
     let target_id = target(&st, &channel, &user, true, &name).await?;
-    sqlx::query(
+    on_pair(
+        &st,
         "INSERT INTO channel_moderators (channel, user_id) VALUES ($1, $2) \
          ON CONFLICT (channel, user_id) DO NOTHING",
+        &channel,
+        &target_id,
     )
-    .bind(&channel)
-    .bind(&target_id)
-    .execute(st.store.pool())
     .await
-    .map_err(db)?;
-    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `DELETE /api/channels/{name}/moderators/{user}` (owner).
@@ -413,9 +411,25 @@ pub async fn remove_moderator(
     user: User,
 ) -> Result<Response, ApiError> {
     let target_id = target(&st, &channel, &user, true, &name).await?;
-    sqlx::query("DELETE FROM channel_moderators WHERE channel = $1 AND user_id = $2")
-        .bind(&channel)
-        .bind(&target_id)
+    on_pair(
+        &st,
+        "DELETE FROM channel_moderators WHERE channel = $1 AND user_id = $2",
+        &channel,
+        &target_id,
+    )
+    .await
+}
+
+/// Run a moderation statement over `($1, $2) = (channel, user id)`: 204.
+async fn on_pair(
+    st: &State,
+    sql: &str,
+    channel: &str,
+    user_id: &str,
+) -> Result<Response, ApiError> {
+    sqlx::query(sql)
+        .bind(channel)
+        .bind(user_id)
         .execute(st.store.pool())
         .await
         .map_err(db)?;

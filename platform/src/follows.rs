@@ -91,11 +91,7 @@ pub async fn followers(
     .fetch_all(st.store.pool())
     .await
     .map_err(db)?;
-    let items: Vec<_> = rows
-        .into_iter()
-        .map(|(user, since)| serde_json::json!({"user": user, "since": since}))
-        .collect();
-    Ok(axum::Json(serde_json::json!({"total": total, "items": items})).into_response())
+    Ok(page_of(total, "user", rows))
 }
 
 /// `GET /api/users/{name}/following?limit=&offset=`.
@@ -126,9 +122,14 @@ pub async fn following(
     .fetch_all(st.store.pool())
     .await
     .map_err(db)?;
+    Ok(page_of(total, "channel", rows))
+}
+
+/// `{total, items: [{<key>: name, since}]}`.
+fn page_of(total: i64, key: &str, rows: Vec<(String, i64)>) -> Response {
     let items: Vec<_> = rows
         .into_iter()
-        .map(|(channel, since)| serde_json::json!({"channel": channel, "since": since}))
+        .map(|(name, since)| serde_json::json!({key: name, "since": since}))
         .collect();
-    Ok(axum::Json(serde_json::json!({"total": total, "items": items})).into_response())
+    axum::Json(serde_json::json!({"total": total, "items": items})).into_response()
 }
