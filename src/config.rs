@@ -25,6 +25,23 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// The database.
     pub database: DatabaseConfig,
+    /// Analytics recording.
+    pub analytics: AnalyticsConfig,
+}
+
+/// `[analytics]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnalyticsConfig {
+    /// Every this many seconds a node shares its viewer counts, refreshes its open viewer
+    /// sessions and stores a viewer sample of each channel published here.
+    pub sample_secs: u64,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        Self { sample_secs: 10 }
+    }
 }
 
 /// `[database]`
@@ -412,6 +429,11 @@ impl Config {
         {
             return Err(ConfigError::Invalid(
                 "database.url must be sqlite://PATH or postgres://... (or empty)".into(),
+            ));
+        }
+        if !(1..=60).contains(&self.analytics.sample_secs) {
+            return Err(ConfigError::Invalid(
+                "analytics.sample_secs must be 1..=60".into(),
             ));
         }
         if self.database.session_ttl_secs < 60 {

@@ -172,6 +172,8 @@ pub async fn serve(
     let sessions = Arc::new(Sessions::default());
     let mut events = sfu.events();
     let forget = sessions.clone();
+    let (tracker, board) = analytics(&config, &store, &node.cluster.node_id).await?;
+    let viewers = tracker.clone();
     // At an origin, a publisher's arrival and departure are stream records and webhook events
     // (an edge relays streams whose records live at the origin).
     let records =
@@ -179,7 +181,19 @@ pub async fn serve(
     let watcher = tokio::spawn(async move {
         loop {
             match events.recv().await {
-                Ok(sfu::SfuEvent::PeerClosed(peer, _)) => forget.forget_peer(peer),
+                Ok(sfu::SfuEvent::PeerConnected(peer)) => {
+                    if let Some((channel, client)) = forget.viewer(peer) {
+                        if let Err(e) = viewers.joined(peer.0, &channel, &client).await {
+                            tracing::warn!(%peer, error = %e, "viewer session not recorded");
+                        }
+                    }
+                }
+                Ok(sfu::SfuEvent::PeerClosed(peer, _)) => {
+                    forget.forget_peer(peer);
+                    if let Err(e) = viewers.left(peer.0).await {
+                        tracing::warn!(%peer, error = %e, "viewer session not closed");
+                    }
+                }
                 Ok(sfu::SfuEvent::StreamLive(s)) => {
                     tracing::info!(stream = %s, "stream live");
                     if let Some((store, url)) = &records {
@@ -237,6 +251,7 @@ pub async fn serve(
     let platform_state = platform::State {
         chat,
         buckets: Default::default(),
+        board: board.clone(),
         store: store.clone(),
         live: Arc::new(SfuLive(sfu.clone())),
         settings: Arc::new(platform::Settings {
@@ -249,6 +264,13 @@ pub async fn serve(
         store.clone(),
         platform::webhooks::WorkerConfig::default(),
     );
+    let sampler = tokio::spawn(sample_forever(
+        tracker.clone(),
+        board.clone(),
+        SfuLive(sfu.clone()),
+        !config.relay.is_edge(),
+        config.analytics.sample_secs,
+    ));
     let drain = node.drain(sfu.clone(), config.cluster.drain_timeout_ms);
     let stopping = async move {
         shutdown.await;
@@ -266,6 +288,59 @@ pub async fn serve(
     driver.finished().await;
     watcher.abort();
     webhooks.abort();
+    sampler.abort();
+    board.withdraw().await;
+    if let Err(e) = tracker.finish().await {
+        tracing::warn!(error = %e, "open viewer sessions not closed");
+    }
     store.close().await;
     Ok(())
+}
+
+/// Viewer-session recording and the cluster's viewer counts (through Redis when configured).
+async fn analytics(
+    config: &Config,
+    store: &Store,
+    node_id: &str,
+) -> std::io::Result<(
+    Arc<platform::analytics::Tracker>,
+    Arc<platform::analytics::ViewerBoard>,
+)> {
+    use platform::analytics::{Tracker, ViewerBoard};
+    let salt = token_secret(config)?;
+    let tracker = Arc::new(Tracker::new(store.clone(), node_id, &salt));
+    match tracker.recover().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(sessions = n, "closed viewer sessions left open by a crash"),
+        Err(e) => tracing::warn!(error = %e, "viewer sessions left open not closed"),
+    }
+    let c = &config.cluster;
+    let board = if c.redis_url.is_empty() {
+        ViewerBoard::local(node_id)
+    } else {
+        // A node's counts outlive three missed samples, no more.
+        let ttl = std::time::Duration::from_secs(3 * config.analytics.sample_secs);
+        ViewerBoard::redis(&c.redis_url, &c.redis_prefix, node_id, ttl)
+            .await
+            .map_err(|e| std::io::Error::other(format!("viewer counts over Redis: {e}")))?
+    };
+    Ok((tracker, Arc::new(board)))
+}
+
+/// Every `period_secs`: share this node's viewer counts, refresh its sessions, store samples.
+async fn sample_forever(
+    tracker: Arc<platform::analytics::Tracker>,
+    board: Arc<platform::analytics::ViewerBoard>,
+    live: SfuLive,
+    origin: bool,
+    period_secs: u64,
+) {
+    use platform::LiveInfo;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(period_secs.max(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let here = live.channels().await;
+        platform::analytics::sample(&tracker, &board, &here, origin, period_secs).await;
+    }
 }

@@ -56,42 +56,6 @@ fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
     (url, got)
 }
 
-fn api(
-    base: &str,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let client = http();
-    let mut req = client.request(method.parse().unwrap(), format!("{base}{path}"));
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    match req.send() {
-        Ok(r) => {
-            let status = r.status().as_u16();
-            (status, r.json().unwrap_or(Value::Null))
-        }
-        Err(_) => (0, Value::Null),
-    }
-}
-
-fn register(base: &str, name: &str) -> String {
-    let (s, v) = api(
-        base,
-        "POST",
-        "/api/users",
-        None,
-        Some(json!({"name": name, "password": "correct horse"})),
-    );
-    assert_eq!(s, 201, "{v}");
-    v["token"].as_str().unwrap().to_string()
-}
-
 #[test]
 fn follows_chat_and_webhook_events_accepted_before_a_kill_survive_it() {
     let dir = temp_dir("durability");

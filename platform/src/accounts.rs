@@ -10,7 +10,9 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use signaling::ApiError;
+use utoipa::ToSchema;
 
+use crate::openapi::ErrorBody;
 use crate::{db, now, JsonBody, State};
 
 /// A signed-in user, from `Authorization: Bearer <session token>`.
@@ -78,23 +80,44 @@ pub(crate) fn bearer_of(headers: &axum::http::HeaderMap) -> Option<&str> {
 }
 
 /// `POST /api/users` and `POST /api/sessions` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct Credentials {
+    /// User name: 1-32 of `a-z 0-9 - _`.
+    #[schema(pattern = "^[a-z0-9_-]{1,32}$")]
     name: String,
+    /// 8 to 128 characters.
+    #[schema(min_length = 8, max_length = 128)]
     password: String,
 }
 
-#[derive(Serialize)]
+/// A new session.
+#[derive(Serialize, ToSchema)]
 struct SessionOut {
     user: UserOut,
+    /// Bearer token (`st_...`): send it as `Authorization: Bearer <token>`. Shown once.
     token: String,
+    /// When it stops working (Unix seconds).
     expires_at: i64,
 }
 
-#[derive(Serialize)]
+/// A user.
+#[derive(Serialize, ToSchema)]
 struct UserOut {
+    /// User id (`u_...`).
     id: String,
+    /// User name.
     name: String,
+}
+
+/// `GET /api/me` answer.
+#[derive(Serialize, ToSchema)]
+struct MeOut {
+    /// User id (`u_...`).
+    id: String,
+    /// User name.
+    name: String,
+    /// Names of the channels this user owns, sorted.
+    channels: Vec<String>,
 }
 
 fn hash_password(password: &str) -> Result<String, ApiError> {
@@ -146,6 +169,19 @@ async fn new_session(st: &State, user: UserOut) -> Result<Response, ApiError> {
 }
 
 /// `POST /api/users {name, password}`: register, and sign in (201 with a session).
+#[utoipa::path(
+    post,
+    path = "/api/users",
+    tag = "accounts",
+    request_body = Credentials,
+    responses(
+        (status = 201, description = "Registered and signed in", body = SessionOut),
+        (status = 400, description = "Malformed JSON, or a bad name or password", body = ErrorBody),
+        (status = 409, description = "The user name is taken", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
+    )
+)]
 pub async fn register(
     AxState(st): AxState<State>,
     JsonBody(c): JsonBody<Credentials>,
@@ -181,6 +217,19 @@ pub async fn register(
 }
 
 /// `POST /api/sessions {name, password}`: sign in (201 with a session token).
+#[utoipa::path(
+    post,
+    path = "/api/sessions",
+    tag = "accounts",
+    request_body = Credentials,
+    responses(
+        (status = 201, description = "Signed in", body = SessionOut),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Wrong user name or password", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
+    )
+)]
 pub async fn login(
     AxState(st): AxState<State>,
     JsonBody(c): JsonBody<Credentials>,
@@ -212,6 +261,16 @@ fn dummy_hash() -> String {
 }
 
 /// `DELETE /api/sessions`: sign out (this session).
+#[utoipa::path(
+    delete,
+    path = "/api/sessions",
+    tag = "accounts",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Signed out"),
+        (status = 401, description = "No, unknown or expired session token", body = ErrorBody),
+    )
+)]
 pub async fn logout(
     AxState(st): AxState<State>,
     _user: User,
@@ -227,6 +286,16 @@ pub async fn logout(
 }
 
 /// `GET /api/me`: who is signed in, and their channels.
+#[utoipa::path(
+    get,
+    path = "/api/me",
+    tag = "accounts",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The signed-in user", body = MeOut),
+        (status = 401, description = "No, unknown or expired session token", body = ErrorBody),
+    )
+)]
 pub async fn me(AxState(st): AxState<State>, user: User) -> Result<Response, ApiError> {
     let channels: Vec<(String,)> =
         sqlx::query_as("SELECT name FROM channels WHERE owner_id = $1 ORDER BY name")
@@ -234,10 +303,10 @@ pub async fn me(AxState(st): AxState<State>, user: User) -> Result<Response, Api
             .fetch_all(st.store.pool())
             .await
             .map_err(db)?;
-    let body = serde_json::json!({
-        "id": user.id,
-        "name": user.name,
-        "channels": channels.into_iter().map(|(n,)| n).collect::<Vec<_>>(),
-    });
+    let body = MeOut {
+        id: user.id,
+        name: user.name,
+        channels: channels.into_iter().map(|(n,)| n).collect(),
+    };
     Ok(axum::Json(body).into_response())
 }

@@ -1,29 +1,64 @@
 //! Channels: create (signed in), read (anyone), edit and rotate the stream key (the owner), and
 //! the channels live now.
 
-use axum::extract::{Path, Query, State as AxState};
+use axum::extract::{Path, State as AxState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use signaling::ApiError;
 use storage::StoreError;
+use utoipa::ToSchema;
 
 use crate::accounts::{valid_name, User};
-use crate::{db, JsonBody, LiveState, Page, State};
+use crate::openapi::ErrorBody;
+use crate::{db, JsonBody, LiveState, Page, Paged, QueryParams, State};
 
 /// A channel as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ChannelOut {
+    /// Channel name.
     name: String,
+    /// Title (at most 140 characters).
     title: String,
+    /// Description (at most 2000 characters).
     description: String,
+    /// Category (at most 64 characters).
     category: String,
+    /// Hidden from `GET /api/live`.
     private: bool,
+    /// Seconds a chatter waits between messages (0: off).
     slow_mode_secs: i64,
+    /// Name of the owner (null for a channel made by the operator).
+    #[schema(required = true)]
     owner: Option<String>,
+    /// Number of followers.
     followers: i64,
+    /// Someone is publishing now.
     live: bool,
+    /// Viewers now.
     viewers: u64,
+}
+
+/// `POST /api/channels` answer.
+#[derive(Serialize, ToSchema)]
+struct NewChannelOut {
+    /// Channel name.
+    channel: String,
+    /// The stream key (WHIP bearer token). Shown once.
+    stream_key: String,
+    /// Where to publish (WHIP).
+    whip_url: String,
+    /// Where to watch.
+    watch_url: String,
+}
+
+/// `POST /api/channels/{name}/stream-key` answer.
+#[derive(Serialize, ToSchema)]
+struct StreamKeyOut {
+    /// Channel name.
+    channel: String,
+    /// The new stream key. Shown once.
+    stream_key: String,
 }
 
 type Row = (
@@ -42,14 +77,19 @@ const SELECT: &str = "SELECT c.name, c.title, c.description, c.category, c.priva
      (SELECT COUNT(*) FROM follows f WHERE f.channel = c.name) \
      FROM channels c LEFT JOIN users u ON u.id = c.owner_id WHERE c.name = $1";
 
+/// A channel's live state, its viewers counted over every node (this node's count is exact
+/// now; the others' are as of their last publish to Redis).
 async fn live_state(st: &State, name: &str) -> LiveState {
-    st.live
+    let mut state = st
+        .live
         .channels()
         .await
         .into_iter()
         .find(|(n, _)| n == name)
         .map(|(_, s)| s)
-        .unwrap_or_default()
+        .unwrap_or_default();
+    state.viewers = st.board.total(name, state.viewers);
+    state
 }
 
 async fn load(st: &State, name: &str) -> Result<ChannelOut, ApiError> {
@@ -91,14 +131,32 @@ pub(crate) async fn owned(st: &State, name: &str, user: &User) -> Result<(), Api
 }
 
 /// `POST /api/channels {name}` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewChannel {
+    /// Channel name: 1-32 of `a-z 0-9 - _`.
+    #[schema(pattern = "^[a-z0-9_-]{1,32}$")]
     name: String,
 }
 
 /// `POST /api/channels`: create a channel owned by the signed-in user; its stream key is in the
 /// answer, once.
+#[utoipa::path(
+    post,
+    path = "/api/channels",
+    tag = "channels",
+    operation_id = "create_channel",
+    request_body = NewChannel,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Created; the stream key is shown once", body = NewChannelOut),
+        (status = 400, description = "Malformed JSON or a bad name", body = ErrorBody),
+        (status = 401, description = "No, unknown or expired session token", body = ErrorBody),
+        (status = 409, description = "The channel exists", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
+    )
+)]
 pub async fn create(
     AxState(st): AxState<State>,
     user: User,
@@ -117,16 +175,26 @@ pub async fn create(
         Err(e) => return Err(ApiError::Internal(e.to_string())),
     };
     let base = st.settings.public_url.trim_end_matches('/');
-    let body = serde_json::json!({
-        "channel": c.name,
-        "stream_key": key.expose(),
-        "whip_url": format!("{base}/whip"),
-        "watch_url": format!("{base}/watch/{}", c.name),
-    });
+    let body = NewChannelOut {
+        stream_key: key.expose().to_string(),
+        whip_url: format!("{base}/whip"),
+        watch_url: format!("{base}/watch/{}", c.name),
+        channel: c.name,
+    };
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
 }
 
 /// `GET /api/channels/{name}`.
+#[utoipa::path(
+    get,
+    path = "/api/channels/{name}",
+    tag = "channels",
+    params(("name" = String, Path, description = "Channel name")),
+    responses(
+        (status = 200, description = "The channel", body = ChannelOut),
+        (status = 404, description = "No such channel", body = ErrorBody),
+    )
+)]
 pub async fn get_channel(
     AxState(st): AxState<State>,
     Path(name): Path<String>,
@@ -135,14 +203,26 @@ pub async fn get_channel(
 }
 
 /// `PATCH /api/channels/{name}` body: any of these.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelPatch {
+    /// At most 140 characters.
+    #[schema(max_length = 140)]
     title: Option<String>,
+    /// At most 2000 characters.
+    #[schema(max_length = 2000)]
     description: Option<String>,
+    /// At most 64 characters.
+    #[schema(max_length = 64)]
     category: Option<String>,
+    /// Hide the channel from `GET /api/live`.
     private: Option<bool>,
+    /// Seconds a chatter waits between messages, 0 to 3600 (0: off).
+    #[schema(minimum = 0, maximum = 3600)]
     slow_mode_secs: Option<i64>,
+    /// Chat messages containing any of these (case-insensitive) are refused: at most 100
+    /// terms of at most 64 characters, one line each. Replaces the list.
+    #[schema(max_items = 100)]
     blocked_terms: Option<Vec<String>>,
 }
 
@@ -155,7 +235,26 @@ fn limit(field: &str, value: &Option<String>, max: usize) -> Result<(), ApiError
     }
 }
 
-/// `PATCH /api/channels/{name}` (owner): title, description, category, private.
+/// `PATCH /api/channels/{name}` (owner): title, description, category, private, slow mode,
+/// blocked terms.
+#[utoipa::path(
+    patch,
+    path = "/api/channels/{name}",
+    tag = "channels",
+    params(("name" = String, Path, description = "Channel name")),
+    request_body = ChannelPatch,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The channel as changed", body = ChannelOut),
+        (status = 400, description = "Malformed JSON, an unknown field or a value out of range",
+            body = ErrorBody),
+        (status = 401, description = "No, unknown or expired session token", body = ErrorBody),
+        (status = 403, description = "Not the channel's owner", body = ErrorBody),
+        (status = 404, description = "No such channel", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
+    )
+)]
 pub async fn patch_channel(
     AxState(st): AxState<State>,
     Path(name): Path<String>,
@@ -200,6 +299,19 @@ pub async fn patch_channel(
 }
 
 /// `POST /api/channels/{name}/stream-key` (owner): a new stream key; the old one stops working.
+#[utoipa::path(
+    post,
+    path = "/api/channels/{name}/stream-key",
+    tag = "channels",
+    params(("name" = String, Path, description = "Channel name")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The new stream key, shown once", body = StreamKeyOut),
+        (status = 401, description = "No, unknown or expired session token", body = ErrorBody),
+        (status = 403, description = "Not the channel's owner", body = ErrorBody),
+        (status = 404, description = "No such channel", body = ErrorBody),
+    )
+)]
 pub async fn rotate_key(
     AxState(st): AxState<State>,
     Path(name): Path<String>,
@@ -212,14 +324,28 @@ pub async fn rotate_key(
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .ok_or_else(|| ApiError::NotFound(format!("no such channel: {name}")))?;
-    let body = serde_json::json!({"channel": name, "stream_key": key.expose()});
+    let body = StreamKeyOut {
+        channel: name,
+        stream_key: key.expose().to_string(),
+    };
     Ok(axum::Json(body).into_response())
 }
 
 /// `GET /api/live?limit=&offset=`: channels live now, most viewers first.
+#[utoipa::path(
+    get,
+    path = "/api/live",
+    tag = "channels",
+    params(Page),
+    responses(
+        (status = 200, description = "Public channels live now, most viewers first",
+            body = Paged<ChannelOut>),
+        (status = 400, description = "Bad limit or offset", body = ErrorBody),
+    )
+)]
 pub async fn live_now(
     AxState(st): AxState<State>,
-    Query(page): Query<Page>,
+    QueryParams(page): QueryParams<Page>,
 ) -> Result<Response, ApiError> {
     let (limit, offset) = page.bounds()?;
     let mut live: Vec<(String, LiveState)> = st
@@ -228,6 +354,10 @@ pub async fn live_now(
         .await
         .into_iter()
         .filter(|(_, s)| s.live)
+        .map(|(name, mut s)| {
+            s.viewers = st.board.total(&name, s.viewers);
+            (name, s)
+        })
         .collect();
     live.sort_by(|a, b| b.1.viewers.cmp(&a.1.viewers).then(a.0.cmp(&b.0)));
     let total = live.len();
@@ -244,5 +374,6 @@ pub async fn live_now(
             Err(e) => return Err(e),
         }
     }
-    Ok(axum::Json(serde_json::json!({"total": total, "items": items})).into_response())
+    let total = i64::try_from(total).unwrap_or(i64::MAX);
+    Ok(axum::Json(Paged { total, items }).into_response())
 }

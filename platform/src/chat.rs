@@ -7,16 +7,19 @@
 
 use std::time::Duration;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State as AxState};
+use axum::extract::{Path, State as AxState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use signaling::ApiError;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::accounts::{bearer_of, user_for_token, User};
 use crate::chat_hub::Limited;
-use crate::{db, JsonBody, State};
+use crate::openapi::ErrorBody;
+use crate::{db, JsonBody, QueryParams, State};
 
 /// Messages sent on join.
 const HISTORY: i64 = 50;
@@ -73,13 +76,37 @@ async fn settings(st: &State, channel: &str) -> Result<(Duration, Vec<String>), 
 }
 
 /// `GET /api/channels/{name}/chat`: upgrade to a chat socket.
+///
+/// On join the server sends `{"type":"history","messages":[...]}` (the last 50), then
+/// `message`, `deleted`, `lagged` and `error` events; a signed-in client sends
+/// `{"type":"send","body":"..."}` (1 to 500 characters).
+#[utoipa::path(
+    get,
+    path = "/api/channels/{name}/chat",
+    tag = "chat",
+    operation_id = "chat_socket",
+    params(("name" = String, Path, description = "Channel name"), TokenQuery),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 101, description = "Switched to the chat WebSocket"),
+        (status = 400, description = "Not a WebSocket handshake, or a malformed query string",
+            body = ErrorBody),
+        (status = 401, description = "Unknown or expired session token", body = ErrorBody),
+        (status = 404, description = "No such channel", body = ErrorBody),
+        (status = 426, description = "This connection cannot be upgraded", body = ErrorBody),
+    )
+)]
 pub async fn socket(
     AxState(st): AxState<State>,
     Path(channel): Path<String>,
-    Query(q): Query<TokenQuery>,
+    QueryParams(q): QueryParams<TokenQuery>,
     headers: axum::http::HeaderMap,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    let upgrade = match upgrade {
+        Ok(u) => u,
+        Err(e) => return Ok(not_a_handshake(e)),
+    };
     settings(&st, &channel).await?;
     let token = q.token.as_deref().or(bearer_of(&headers));
     let user = match token {
@@ -96,9 +123,23 @@ pub async fn socket(
         .on_upgrade(move |ws| session(ws, st, channel, user)))
 }
 
+/// axum's refusal of a request that is not a WebSocket handshake, as the API's JSON error.
+fn not_a_handshake(e: WebSocketUpgradeRejection) -> Response {
+    let status = e.status();
+    let code = if status == StatusCode::UPGRADE_REQUIRED {
+        "upgrade_required"
+    } else {
+        "bad_request"
+    };
+    let body = serde_json::json!({"code": code, "error": e.body_text()});
+    (status, axum::Json(body)).into_response()
+}
+
 /// `?token=` for browsers, which cannot set headers on a WebSocket.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TokenQuery {
+    /// Session token (instead of `Authorization: Bearer`); without one the socket only reads.
     token: Option<String>,
 }
 
@@ -312,6 +353,22 @@ async fn user_id(st: &State, name: &str) -> Result<String, ApiError> {
 }
 
 /// `DELETE /api/channels/{name}/chat/{id}` (owner or moderator).
+#[utoipa::path(
+    delete,
+    path = "/api/channels/{name}/chat/{id}",
+    tag = "chat",
+    params(
+        ("name" = String, Path, description = "Channel name"),
+        ("id" = String, Path, description = "Message id (`m_...`)"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted; chat sockets get a `deleted` event"),
+        (status = 401, description = "No, unknown or expired session token", body = ErrorBody),
+        (status = 403, description = "Not the channel's owner or a moderator", body = ErrorBody),
+        (status = 404, description = "No such channel or message", body = ErrorBody),
+    )
+)]
 pub async fn delete_message(
     AxState(st): AxState<State>,
     Path((channel, id)): Path<(String, String)>,
@@ -334,13 +391,36 @@ pub async fn delete_message(
 }
 
 /// `PUT /api/channels/{name}/bans/{user}` body: `{}` bans, `{"seconds": N}` times out.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BanBody {
+    /// Time out for this long (1 to 1209600, 14 days); without it, ban until lifted.
+    #[schema(minimum = 1, maximum = 1209600)]
     seconds: Option<i64>,
 }
 
 /// `PUT /api/channels/{name}/bans/{user}` (owner or moderator).
+#[utoipa::path(
+    put,
+    path = "/api/channels/{name}/bans/{user}",
+    tag = "chat",
+    params(
+        ("name" = String, Path, description = "Channel name"),
+        ("user" = String, Path, description = "Name of the user concerned"),
+    ),
+    request_body = BanBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Banned or timed out (replacing an earlier ban)"),
+        (status = 400, description = "Malformed JSON, an unknown field or seconds out of range",
+            body = ErrorBody),
+        (status = 401, description = "No, unknown or expired session token", body = ErrorBody),
+        (status = 403, description = "Not the channel's owner or a moderator", body = ErrorBody),
+        (status = 404, description = "No such channel or user", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
+    )
+)]
 pub async fn ban(
     AxState(st): AxState<State>,
     Path((channel, name)): Path<(String, String)>,
@@ -372,6 +452,22 @@ pub async fn ban(
 }
 
 /// `DELETE /api/channels/{name}/bans/{user}` (owner or moderator).
+#[utoipa::path(
+    delete,
+    path = "/api/channels/{name}/bans/{user}",
+    tag = "chat",
+    params(
+        ("name" = String, Path, description = "Channel name"),
+        ("user" = String, Path, description = "Name of the user concerned"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Not banned (also when they were not)"),
+        (status = 401, description = "No, unknown or expired session token", body = ErrorBody),
+        (status = 403, description = "Not the channel's owner or a moderator", body = ErrorBody),
+        (status = 404, description = "No such channel or user", body = ErrorBody),
+    )
+)]
 pub async fn unban(
     AxState(st): AxState<State>,
     Path((channel, name)): Path<(String, String)>,
@@ -388,6 +484,22 @@ pub async fn unban(
 }
 
 /// `PUT /api/channels/{name}/moderators/{user}` (owner).
+#[utoipa::path(
+    put,
+    path = "/api/channels/{name}/moderators/{user}",
+    tag = "chat",
+    params(
+        ("name" = String, Path, description = "Channel name"),
+        ("user" = String, Path, description = "Name of the user concerned"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "A moderator (also when they already were)"),
+        (status = 401, description = "No, unknown or expired session token", body = ErrorBody),
+        (status = 403, description = "Not the channel's owner", body = ErrorBody),
+        (status = 404, description = "No such channel or user", body = ErrorBody),
+    )
+)]
 pub async fn add_moderator(
     AxState(st): AxState<State>,
     Path((channel, name)): Path<(String, String)>,
@@ -405,6 +517,22 @@ pub async fn add_moderator(
 }
 
 /// `DELETE /api/channels/{name}/moderators/{user}` (owner).
+#[utoipa::path(
+    delete,
+    path = "/api/channels/{name}/moderators/{user}",
+    tag = "chat",
+    params(
+        ("name" = String, Path, description = "Channel name"),
+        ("user" = String, Path, description = "Name of the user concerned"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Not a moderator (also when they were not)"),
+        (status = 401, description = "No, unknown or expired session token", body = ErrorBody),
+        (status = 403, description = "Not the channel's owner", body = ErrorBody),
+        (status = 404, description = "No such channel or user", body = ErrorBody),
+    )
+)]
 pub async fn remove_moderator(
     AxState(st): AxState<State>,
     Path((channel, name)): Path<(String, String)>,

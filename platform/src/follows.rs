@@ -1,14 +1,35 @@
 //! Follows: a signed-in user follows a channel (idempotent both ways), and anyone can list a
 //! channel's followers and a user's follows, newest first, paginated, with counts.
 
-use axum::extract::{Path, Query, State as AxState};
+use axum::extract::{Path, State as AxState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use signaling::ApiError;
+use utoipa::ToSchema;
 
 use crate::accounts::User;
+use crate::openapi::ErrorBody;
 use crate::webhooks::enqueue;
-use crate::{db, now, Page, State};
+use crate::{db, now, Page, Paged, QueryParams, State};
+
+/// A follower of a channel.
+#[derive(Serialize, ToSchema)]
+pub struct Follower {
+    /// User name.
+    user: String,
+    /// Following since (Unix seconds).
+    since: i64,
+}
+
+/// A channel a user follows.
+#[derive(Serialize, ToSchema)]
+pub struct Followed {
+    /// Channel name.
+    channel: String,
+    /// Following since (Unix seconds).
+    since: i64,
+}
 
 async fn channel_exists(st: &State, name: &str) -> Result<(), ApiError> {
     let exists = st
@@ -24,6 +45,18 @@ async fn channel_exists(st: &State, name: &str) -> Result<(), ApiError> {
 }
 
 /// `PUT /api/channels/{name}/follow`: 204, whether or not it was followed before.
+#[utoipa::path(
+    put,
+    path = "/api/channels/{name}/follow",
+    tag = "follows",
+    params(("name" = String, Path, description = "Channel name")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Followed (also when it already was)"),
+        (status = 401, description = "No, unknown or expired session token", body = ErrorBody),
+        (status = 404, description = "No such channel", body = ErrorBody),
+    )
+)]
 pub async fn follow(
     AxState(st): AxState<State>,
     Path(name): Path<String>,
@@ -53,6 +86,18 @@ pub async fn follow(
 }
 
 /// `DELETE /api/channels/{name}/follow`: 204, whether or not it was followed.
+#[utoipa::path(
+    delete,
+    path = "/api/channels/{name}/follow",
+    tag = "follows",
+    params(("name" = String, Path, description = "Channel name")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Not followed (also when it was not)"),
+        (status = 401, description = "No, unknown or expired session token", body = ErrorBody),
+        (status = 404, description = "No such channel", body = ErrorBody),
+    )
+)]
 pub async fn unfollow(
     AxState(st): AxState<State>,
     Path(name): Path<String>,
@@ -68,11 +113,22 @@ pub async fn unfollow(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// `GET /api/channels/{name}/followers?limit=&offset=`.
+/// `GET /api/channels/{name}/followers?limit=&offset=`: newest first.
+#[utoipa::path(
+    get,
+    path = "/api/channels/{name}/followers",
+    tag = "follows",
+    params(("name" = String, Path, description = "Channel name"), Page),
+    responses(
+        (status = 200, description = "Followers, newest first", body = Paged<Follower>),
+        (status = 400, description = "Bad limit or offset", body = ErrorBody),
+        (status = 404, description = "No such channel", body = ErrorBody),
+    )
+)]
 pub async fn followers(
     AxState(st): AxState<State>,
     Path(name): Path<String>,
-    Query(page): Query<Page>,
+    QueryParams(page): QueryParams<Page>,
 ) -> Result<Response, ApiError> {
     let (limit, offset) = page.bounds()?;
     channel_exists(&st, &name).await?;
@@ -91,14 +147,29 @@ pub async fn followers(
     .fetch_all(st.store.pool())
     .await
     .map_err(db)?;
-    Ok(page_of(total, "user", rows))
+    let items = rows
+        .into_iter()
+        .map(|(user, since)| Follower { user, since });
+    Ok(page_of(total, items))
 }
 
-/// `GET /api/users/{name}/following?limit=&offset=`.
+/// `GET /api/users/{name}/following?limit=&offset=`: newest first.
+#[utoipa::path(
+    get,
+    path = "/api/users/{name}/following",
+    tag = "follows",
+    params(("name" = String, Path, description = "User name"), Page),
+    responses(
+        (status = 200, description = "Channels the user follows, newest first",
+            body = Paged<Followed>),
+        (status = 400, description = "Bad limit or offset", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody),
+    )
+)]
 pub async fn following(
     AxState(st): AxState<State>,
     Path(name): Path<String>,
-    Query(page): Query<Page>,
+    QueryParams(page): QueryParams<Page>,
 ) -> Result<Response, ApiError> {
     let (limit, offset) = page.bounds()?;
     let user: Option<(String,)> = sqlx::query_as("SELECT id FROM users WHERE name = $1")
@@ -122,14 +193,14 @@ pub async fn following(
     .fetch_all(st.store.pool())
     .await
     .map_err(db)?;
-    Ok(page_of(total, "channel", rows))
+    let items = rows
+        .into_iter()
+        .map(|(channel, since)| Followed { channel, since });
+    Ok(page_of(total, items))
 }
 
-/// `{total, items: [{<key>: name, since}]}`.
-fn page_of(total: i64, key: &str, rows: Vec<(String, i64)>) -> Response {
-    let items: Vec<_> = rows
-        .into_iter()
-        .map(|(name, since)| serde_json::json!({key: name, "since": since}))
-        .collect();
-    axum::Json(serde_json::json!({"total": total, "items": items})).into_response()
+/// `{total, items}`.
+fn page_of<T: Serialize>(total: i64, items: impl Iterator<Item = T>) -> Response {
+    let items = items.collect();
+    axum::Json(Paged { total, items }).into_response()
 }

@@ -1,9 +1,11 @@
 //! A JSON body extractor whose every rejection is the API's JSON error: 415 without
 //! `Content-Type: application/json`, 413 over the size limit, 400 for malformed JSON or wrong
-//! types (with serde's message), never axum's plain-text rejections.
+//! types (with serde's message), never axum's plain-text rejections. The same for query
+//! strings: 400 with serde's message.
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::http::request::Parts;
 use signaling::ApiError;
 
 /// `Json<T>` with API errors.
@@ -23,6 +25,24 @@ where
                 expected: "application/json",
             }),
             Err(JsonRejection::BytesRejection(_)) => Err(ApiError::TooLarge { limit: MAX_BODY }),
+            Err(e) => Err(ApiError::BadRequest(e.body_text())),
+        }
+    }
+}
+
+/// `Query<T>` with API errors.
+pub struct QueryParams<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for QueryParams<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(QueryParams(v)),
             Err(e) => Err(ApiError::BadRequest(e.body_text())),
         }
     }

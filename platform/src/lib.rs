@@ -4,16 +4,21 @@
 //!
 //! Chat over WebSocket (stored, moderated, fanned out across nodes through Redis) is in
 //! [`chat`] and [`chat_hub`]; stream records, donations and webhooks (a transactional outbox
-//! and a delivery worker) in [`streams`] and [`webhooks`]. Not built yet (see the issue's
-//! note): analytics, the OpenAPI document. API keys, tiers and quotas are in [`quota`].
+//! and a delivery worker) in [`streams`] and [`webhooks`]. API keys, tiers and quotas are in
+//! [`quota`]. Analytics: recorded by [`analytics`] (viewer sessions, cluster-wide viewer
+//! counts, samples), reported by [`analytics_report`]. The OpenAPI document of every route
+//! (`GET /api/openapi.json`) is generated from the handlers' annotations: see [`openapi`].
 #![warn(missing_docs)]
 
 pub mod accounts;
+pub mod analytics;
+pub mod analytics_report;
 pub mod channels;
 pub mod chat;
 pub mod chat_hub;
 pub mod follows;
 mod json;
+pub mod openapi;
 pub mod quota;
 pub mod streams;
 pub mod webhooks;
@@ -22,12 +27,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use axum::routing::{delete, get, post, put};
 use axum::Router;
 use signaling::ApiError;
 use storage::Store;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub use json::JsonBody;
+pub use json::{JsonBody, QueryParams};
 
 /// What the media side says about a channel right now.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -69,54 +75,45 @@ pub struct State {
     pub chat: Arc<chat_hub::ChatHub>,
     /// Burst limits of API keys and client addresses (per node).
     pub buckets: Arc<quota::Buckets>,
+    /// Viewer counts of the other nodes (through Redis; empty on one node).
+    pub board: Arc<analytics::ViewerBoard>,
 }
 
-/// The `/api` routes.
+/// The `/api` routes, each registered together with its `#[utoipa::path]` description by
+/// `routes!` (the method and path come from that description), so none is missing from
+/// [`openapi::openapi`].
+pub(crate) fn api_routes() -> OpenApiRouter<State> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(accounts::register))
+        .routes(routes!(accounts::login, accounts::logout))
+        .routes(routes!(accounts::me))
+        .routes(routes!(follows::following))
+        .routes(routes!(channels::create))
+        .routes(routes!(channels::live_now))
+        .routes(routes!(channels::get_channel, channels::patch_channel))
+        .routes(routes!(channels::rotate_key))
+        .routes(routes!(follows::follow, follows::unfollow))
+        .routes(routes!(follows::followers))
+        .routes(routes!(analytics_report::analytics))
+        .routes(routes!(chat::socket))
+        .routes(routes!(chat::delete_message))
+        .routes(routes!(chat::ban, chat::unban))
+        .routes(routes!(chat::add_moderator, chat::remove_moderator))
+        .routes(routes!(webhooks::create))
+        .routes(routes!(webhooks::remove))
+        .routes(routes!(webhooks::deliveries))
+        .routes(routes!(streams::donate))
+        .routes(routes!(streams::get_stream))
+        .routes(routes!(quota::create, quota::list))
+        .routes(routes!(quota::remove))
+        .routes(routes!(openapi::document))
+}
+
+/// The `/api` routes, `GET /api/openapi.json` among them.
 pub fn router(state: State) -> Router {
     let quotas = axum::middleware::from_fn_with_state(state.clone(), quota::enforce);
-    Router::new()
-        .route("/api/users", post(accounts::register))
-        .route(
-            "/api/sessions",
-            post(accounts::login).delete(accounts::logout),
-        )
-        .route("/api/me", get(accounts::me))
-        .route("/api/users/{name}/following", get(follows::following))
-        .route("/api/channels", post(channels::create))
-        .route("/api/live", get(channels::live_now))
-        .route(
-            "/api/channels/{name}",
-            get(channels::get_channel).patch(channels::patch_channel),
-        )
-        .route(
-            "/api/channels/{name}/stream-key",
-            post(channels::rotate_key),
-        )
-        .route(
-            "/api/channels/{name}/follow",
-            put(follows::follow).delete(follows::unfollow),
-        )
-        .route("/api/channels/{name}/followers", get(follows::followers))
-        .route("/api/channels/{name}/chat", get(chat::socket))
-        .route(
-            "/api/channels/{name}/chat/{id}",
-            delete(chat::delete_message),
-        )
-        .route(
-            "/api/channels/{name}/bans/{user}",
-            put(chat::ban).delete(chat::unban),
-        )
-        .route(
-            "/api/channels/{name}/moderators/{user}",
-            put(chat::add_moderator).delete(chat::remove_moderator),
-        )
-        .route("/api/channels/{name}/webhooks", post(webhooks::create))
-        .route("/api/webhooks/{id}", delete(webhooks::remove))
-        .route("/api/webhooks/{id}/deliveries", get(webhooks::deliveries))
-        .route("/api/channels/{name}/donations", post(streams::donate))
-        .route("/api/streams/{id}", get(streams::get_stream))
-        .route("/api/keys", post(quota::create).get(quota::list))
-        .route("/api/keys/{id}", delete(quota::remove))
+    let (routes, _doc) = api_routes().split_for_parts();
+    routes
         .layer(axum::extract::DefaultBodyLimit::max(json::MAX_BODY))
         .route_layer(quotas)
         .with_state(state)
@@ -135,12 +132,24 @@ pub(crate) fn db(e: sqlx::Error) -> ApiError {
 }
 
 /// `?limit=&offset=` for lists: limit 1..=100 (default 50).
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Page {
-    /// At most this many items.
+    /// At most this many items (1 to 100; default 50).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
-    /// Skip this many.
+    /// Skip this many (default 0).
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
+}
+
+/// One page of a list.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Paged<T> {
+    /// Items in the whole list.
+    pub total: i64,
+    /// This page of them.
+    pub items: Vec<T>,
 }
 
 impl Page {

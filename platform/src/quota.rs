@@ -21,10 +21,13 @@ use axum::extract::{Path, Request, State as AxState};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use signaling::ApiError;
+use utoipa::ToSchema;
 
 use crate::accounts::{random_hex, User};
+use crate::openapi::ErrorBody;
 use crate::{db, now, State};
 
 /// Burst bucket size.
@@ -185,8 +188,55 @@ pub async fn enforce(AxState(st): AxState<State>, req: Request, next: Next) -> R
     resp
 }
 
+/// `POST /api/keys` answer.
+#[derive(Serialize, ToSchema)]
+struct NewKeyOut {
+    /// Key id (`key_...`).
+    id: String,
+    /// The key (`ak_...`), to send as `X-Api-Key`. Shown once.
+    key: String,
+    /// Always `free` for a new key.
+    #[schema(example = "free")]
+    tier: String,
+}
+
+/// One of your API keys.
+#[derive(Serialize, ToSchema)]
+struct KeyOut {
+    /// Key id (`key_...`).
+    id: String,
+    /// `free`, `pro` or `enterprise`.
+    #[schema(example = "free")]
+    tier: String,
+    /// Created (Unix seconds).
+    created_at: i64,
+    /// Requests counted today (UTC).
+    requests_today: i64,
+    /// Requests allowed a day; null: unlimited.
+    #[schema(required = true)]
+    daily_limit: Option<i64>,
+}
+
+/// `GET /api/keys` answer.
+#[derive(Serialize, ToSchema)]
+struct KeysOut {
+    /// Oldest first.
+    items: Vec<KeyOut>,
+}
+
 /// `POST /api/keys` (signed in): a new free-tier key, shown once. Tiers are raised by the
-/// operator (`aethex api-key tier ID TIER`).
+/// operator (`aethex api-key-tier ID TIER`).
+#[utoipa::path(
+    post,
+    path = "/api/keys",
+    tag = "keys",
+    operation_id = "create_api_key",
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "A new free-tier key, shown once", body = NewKeyOut),
+        (status = 401, description = "No, unknown or expired session token", body = ErrorBody),
+    )
+)]
 pub async fn create(AxState(st): AxState<State>, user: User) -> Result<Response, ApiError> {
     let id = format!("key_{}", random_hex(8)?);
     let key = format!("ak_{}", random_hex(24)?);
@@ -200,11 +250,26 @@ pub async fn create(AxState(st): AxState<State>, user: User) -> Result<Response,
     .execute(st.store.pool())
     .await
     .map_err(db)?;
-    let body = serde_json::json!({"id": id, "key": key, "tier": "free"});
+    let body = NewKeyOut {
+        id,
+        key,
+        tier: "free".into(),
+    };
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
 }
 
 /// `GET /api/keys` (signed in): your keys with today's usage.
+#[utoipa::path(
+    get,
+    path = "/api/keys",
+    tag = "keys",
+    operation_id = "list_api_keys",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Your keys with today's usage", body = KeysOut),
+        (status = 401, description = "No, unknown or expired session token", body = ErrorBody),
+    )
+)]
 pub async fn list(AxState(st): AxState<State>, user: User) -> Result<Response, ApiError> {
     let rows: Vec<(String, String, i64, Option<i64>)> = sqlx::query_as(
         "SELECT k.id, k.tier, k.created_at, u.requests FROM api_keys k \
@@ -216,18 +281,33 @@ pub async fn list(AxState(st): AxState<State>, user: User) -> Result<Response, A
     .fetch_all(st.store.pool())
     .await
     .map_err(db)?;
-    let items: Vec<_> = rows
+    let items = rows
         .into_iter()
-        .map(|(id, tier, created_at, used)| {
-            let limit = Tier::parse(&tier).and_then(Tier::daily);
-            serde_json::json!({"id": id, "tier": tier, "created_at": created_at,
-                "requests_today": used.unwrap_or(0), "daily_limit": limit})
+        .map(|(id, tier, created_at, used)| KeyOut {
+            daily_limit: Tier::parse(&tier).and_then(Tier::daily),
+            id,
+            tier,
+            created_at,
+            requests_today: used.unwrap_or(0),
         })
         .collect();
-    Ok(axum::Json(serde_json::json!({"items": items})).into_response())
+    Ok(axum::Json(KeysOut { items }).into_response())
 }
 
 /// `DELETE /api/keys/{id}` (its owner).
+#[utoipa::path(
+    delete,
+    path = "/api/keys/{id}",
+    tag = "keys",
+    operation_id = "remove_api_key",
+    params(("id" = String, Path, description = "Key id (`key_...`)")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, description = "No, unknown or expired session token", body = ErrorBody),
+        (status = 404, description = "No such key of yours", body = ErrorBody),
+    )
+)]
 pub async fn remove(
     AxState(st): AxState<State>,
     Path(id): Path<String>,

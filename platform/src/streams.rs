@@ -4,13 +4,38 @@
 use axum::extract::{Path, State as AxState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use signaling::ApiError;
 use storage::Store;
+use utoipa::ToSchema;
 
 use crate::accounts::{random_hex, User};
+use crate::openapi::ErrorBody;
 use crate::webhooks::enqueue;
 use crate::{db, now, JsonBody, State};
+
+/// A stream record: one publishing session of a channel.
+#[derive(Serialize, ToSchema)]
+struct StreamOut {
+    /// Stream id (`s_...`).
+    id: String,
+    /// Channel name.
+    channel: String,
+    /// Went live (Unix seconds).
+    started_at: i64,
+    /// Went offline (Unix seconds); null while live.
+    #[schema(required = true)]
+    ended_at: Option<i64>,
+    /// Not ended yet.
+    live: bool,
+}
+
+/// `POST /api/channels/{name}/donations` answer.
+#[derive(Serialize, ToSchema)]
+struct DonationOut {
+    /// Donation id (`don_...`).
+    id: String,
+}
 
 /// A publisher went live on `channel`: open a stream record and announce `stream.live`.
 /// `Ok(None)`: no such channel here (a relayed stream at an edge).
@@ -84,6 +109,16 @@ pub async fn ended(store: &Store, channel: &str, public_url: &str) -> Result<(),
 }
 
 /// `GET /api/streams/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/streams/{id}",
+    tag = "streams",
+    params(("id" = String, Path, description = "Stream id (`s_...`)")),
+    responses(
+        (status = 200, description = "The stream record", body = StreamOut),
+        (status = 404, description = "No such stream", body = ErrorBody),
+    )
+)]
 pub async fn get_stream(
     AxState(st): AxState<State>,
     Path(id): Path<String>,
@@ -96,24 +131,51 @@ pub async fn get_stream(
             .map_err(db)?;
     let (id, channel, started_at, ended_at) =
         row.ok_or_else(|| ApiError::NotFound(format!("no such stream: {id}")))?;
-    let body = serde_json::json!({
-        "id": id, "channel": channel, "started_at": started_at, "ended_at": ended_at,
-        "live": ended_at.is_none(),
-    });
+    let body = StreamOut {
+        id,
+        channel,
+        started_at,
+        ended_at,
+        live: ended_at.is_none(),
+    };
     Ok(axum::Json(body).into_response())
 }
 
 /// `POST /api/channels/{name}/donations` body (recorded only: no payment is processed).
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Donation {
+    /// Amount in cents, 1 to 1000000000.
+    #[schema(minimum = 1, maximum = 1000000000)]
     amount_cents: i64,
+    /// ISO 4217 code in capitals, such as `EUR`.
+    #[schema(pattern = "^[A-Z]{3}$", example = "EUR")]
     currency: String,
+    /// At most 500 characters (default empty).
     #[serde(default)]
+    #[schema(max_length = 500)]
     message: String,
 }
 
 /// `POST /api/channels/{name}/donations` (signed in): record it and announce `donation`.
+#[utoipa::path(
+    post,
+    path = "/api/channels/{name}/donations",
+    tag = "streams",
+    params(("name" = String, Path, description = "Channel name")),
+    request_body = Donation,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Recorded (no payment is processed); webhooks get `donation`",
+            body = DonationOut),
+        (status = 400, description = "Malformed JSON, an unknown field or a value out of range",
+            body = ErrorBody),
+        (status = 401, description = "No, unknown or expired session token", body = ErrorBody),
+        (status = 404, description = "No such channel", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
+    )
+)]
 pub async fn donate(
     AxState(st): AxState<State>,
     Path(channel): Path<String>,
@@ -165,9 +227,5 @@ pub async fn donate(
         .await
         .map_err(db)?;
     tx.commit().await.map_err(db)?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(serde_json::json!({"id": id})),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, axum::Json(DonationOut { id })).into_response())
 }

@@ -19,9 +19,11 @@ use sha2::Sha256;
 use signaling::ApiError;
 use sqlx::Any;
 use storage::Store;
+use utoipa::ToSchema;
 
 use crate::accounts::{random_hex, User};
 use crate::channels::owned;
+use crate::openapi::ErrorBody;
 use crate::{db, JsonBody, State};
 
 /// The events a webhook may subscribe to.
@@ -82,27 +84,105 @@ pub async fn enqueue(
 }
 
 /// `POST /api/channels/{name}/webhooks` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewWebhook {
+    /// An http(s) URL of at most 2048 characters.
+    #[schema(max_length = 2048)]
     url: String,
+    /// One or more of `stream.live`, `stream.offline`, `follow`, `donation`.
+    #[schema(min_items = 1, example = json!(["stream.live", "follow"]))]
     events: Vec<String>,
+    /// `json` (default: `{event, channel, at_ms, data}`) or `discord` (a Discord message for
+    /// `stream.live`).
     #[serde(default)]
+    #[schema(example = "json")]
     format: Option<String>,
 }
 
-#[derive(Serialize)]
+/// A webhook.
+#[derive(Serialize, ToSchema)]
 struct WebhookOut {
+    /// Webhook id (`wh_...`).
     id: String,
+    /// Channel name.
     channel: String,
+    /// Where deliveries are sent.
     url: String,
+    /// The events it gets.
     events: Vec<String>,
+    /// `json` or `discord`.
     format: String,
+    /// Signing secret (`whsec_...`) of `X-Aethex-Signature`: only in the answer that creates
+    /// the webhook.
     #[serde(skip_serializing_if = "Option::is_none")]
     secret: Option<String>,
 }
 
+/// Where a delivery stands.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum DeliveryState {
+    /// Answered with a 2xx.
+    Delivered,
+    /// Given up after the last attempt.
+    Failed,
+    /// To be (re)tried.
+    Pending,
+}
+
+/// One delivery of an event to a webhook.
+#[derive(Serialize, ToSchema)]
+struct DeliveryOut {
+    /// Delivery id (`d_...`, sent as `X-Aethex-Delivery`).
+    id: String,
+    /// The event.
+    event: String,
+    /// When the event happened (Unix milliseconds).
+    created_at_ms: i64,
+    /// Attempts so far.
+    attempts: i64,
+    /// When it was delivered (Unix milliseconds).
+    #[schema(required = true)]
+    delivered_at_ms: Option<i64>,
+    /// HTTP status of the last attempt.
+    #[schema(required = true)]
+    last_status: Option<i64>,
+    /// Why the last attempt failed.
+    #[schema(required = true)]
+    last_error: Option<String>,
+    /// Delivered, failed (given up) or pending.
+    state: DeliveryState,
+}
+
+/// `GET /api/webhooks/{id}/deliveries` answer.
+#[derive(Serialize, ToSchema)]
+struct DeliveriesOut {
+    /// The last 100 deliveries, newest first.
+    items: Vec<DeliveryOut>,
+}
+
 /// `POST /api/channels/{name}/webhooks` (owner): 201 with the signing secret, shown once.
+#[utoipa::path(
+    post,
+    path = "/api/channels/{name}/webhooks",
+    tag = "webhooks",
+    operation_id = "create_webhook",
+    params(("name" = String, Path, description = "Channel name")),
+    request_body = NewWebhook,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Created; the signing secret is shown once",
+            body = WebhookOut),
+        (status = 400, description = "Malformed JSON, an unknown field, a bad URL, event or format",
+            body = ErrorBody),
+        (status = 401, description = "No, unknown or expired session token", body = ErrorBody),
+        (status = 403, description = "Not the channel's owner", body = ErrorBody),
+        (status = 404, description = "No such channel", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
+    )
+)]
 pub async fn create(
     AxState(st): AxState<State>,
     Path(channel): Path<String>,
@@ -172,6 +252,19 @@ async fn owned_hook(st: &State, id: &str, user: &User) -> Result<String, ApiErro
 }
 
 /// `DELETE /api/webhooks/{id}` (owner).
+#[utoipa::path(
+    delete,
+    path = "/api/webhooks/{id}",
+    tag = "webhooks",
+    operation_id = "remove_webhook",
+    params(("id" = String, Path, description = "Webhook id (`wh_...`)")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Removed, with its pending deliveries"),
+        (status = 401, description = "No, unknown or expired session token", body = ErrorBody),
+        (status = 404, description = "No such webhook on a channel of yours", body = ErrorBody),
+    )
+)]
 pub async fn remove(
     AxState(st): AxState<State>,
     Path(id): Path<String>,
@@ -202,6 +295,19 @@ type DeliveryRow = (
 );
 
 /// `GET /api/webhooks/{id}/deliveries` (owner): the last 100, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/webhooks/{id}/deliveries",
+    tag = "webhooks",
+    params(("id" = String, Path, description = "Webhook id (`wh_...`)")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The last 100 deliveries, newest first",
+            body = DeliveriesOut),
+        (status = 401, description = "No, unknown or expired session token", body = ErrorBody),
+        (status = 404, description = "No such webhook on a channel of yours", body = ErrorBody),
+    )
+)]
 pub async fn deliveries(
     AxState(st): AxState<State>,
     Path(id): Path<String>,
@@ -216,18 +322,29 @@ pub async fn deliveries(
     .fetch_all(st.store.pool())
     .await
     .map_err(db)?;
-    let items: Vec<_> = rows
+    let items = rows
         .into_iter()
         .map(|(id, event, created, attempts, delivered, status, error)| {
-            serde_json::json!({
-                "id": id, "event": event, "created_at_ms": created, "attempts": attempts,
-                "delivered_at_ms": delivered, "last_status": status, "last_error": error,
-                "state": if delivered.is_some() { "delivered" }
-                         else if attempts >= MAX_ATTEMPTS { "failed" } else { "pending" },
-            })
+            let state = if delivered.is_some() {
+                DeliveryState::Delivered
+            } else if attempts >= MAX_ATTEMPTS {
+                DeliveryState::Failed
+            } else {
+                DeliveryState::Pending
+            };
+            DeliveryOut {
+                id,
+                event,
+                created_at_ms: created,
+                attempts,
+                delivered_at_ms: delivered,
+                last_status: status,
+                last_error: error,
+                state,
+            }
         })
         .collect();
-    Ok(axum::Json(serde_json::json!({"items": items})).into_response())
+    Ok(axum::Json(DeliveriesOut { items }).into_response())
 }
 
 /// `X-Aethex-Signature` for `body` sent at `t` (Unix seconds).

@@ -2,111 +2,15 @@
 //! machine's PostgreSQL (a fresh database per test): accounts, sessions, channels, follows, and
 //! bad input everywhere answered with a 4xx JSON error, never a 500.
 
-use std::sync::Arc;
+mod common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use platform::{LiveChannels, LiveInfo, LiveState, Settings, State};
-use serde_json::{json, Value};
+use common::Api;
+use serde_json::json;
 use storage::testing::TestDb;
 use storage::Store;
 use tower::ServiceExt;
-
-/// The media side, as a fixed list.
-struct FakeLive(Vec<(String, LiveState)>);
-
-impl LiveInfo for FakeLive {
-    fn channels(&self) -> LiveChannels<'_> {
-        Box::pin(async move { self.0.clone() })
-    }
-}
-
-struct Api {
-    app: axum::Router,
-}
-
-fn live(name: &str, viewers: u64) -> (String, LiveState) {
-    (
-        name.into(),
-        LiveState {
-            live: true,
-            viewers,
-        },
-    )
-}
-
-impl Api {
-    fn new(store: Store) -> Self {
-        let state = State {
-            store,
-            live: Arc::new(FakeLive(vec![
-                live("alpha", 3),
-                live("beta", 9),
-                live("gone", 1),
-            ])),
-            settings: Arc::new(Settings {
-                session_ttl_secs: 3600,
-                public_url: "http://test".into(),
-            }),
-            chat: platform::chat_hub::ChatHub::local(),
-            buckets: Default::default(),
-        };
-        Self {
-            app: platform::router(state),
-        }
-    }
-
-    async fn call(
-        &self,
-        method: &str,
-        uri: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut req = Request::builder().method(method).uri(uri);
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let body = match body {
-            Some(v) => {
-                req = req.header("content-type", "application/json");
-                Body::from(v.to_string())
-            }
-            None => Body::empty(),
-        };
-        self.raw(req.body(body).unwrap()).await
-    }
-
-    async fn raw(&self, req: Request<Body>) -> (StatusCode, Value) {
-        let resp = self.app.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
-            .await
-            .unwrap();
-        let v = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-                panic!("not JSON ({status}): {}", String::from_utf8_lossy(&bytes))
-            })
-        };
-        (status, v)
-    }
-
-    /// Register `name` and return its session token.
-    async fn user(&self, name: &str) -> String {
-        let (s, v) = self
-            .call(
-                "POST",
-                "/api/users",
-                None,
-                Some(json!({"name": name, "password": "correct horse"})),
-            )
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{v}");
-        v["token"].as_str().unwrap().to_string()
-    }
-}
 
 async fn accounts_register_sign_in_and_out(store: Store, _db: &TestDb) {
     let api = Api::new(store);

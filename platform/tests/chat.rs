@@ -33,6 +33,7 @@ async fn node(store: Store, chat: Arc<ChatHub>) -> String {
         }),
         chat,
         buckets: Default::default(),
+        board: Arc::new(platform::analytics::ViewerBoard::local("test")),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

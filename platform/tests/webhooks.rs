@@ -85,6 +85,7 @@ fn app(store: Store) -> axum::Router {
         }),
         chat: platform::chat_hub::ChatHub::local(),
         buckets: Default::default(),
+        board: Arc::new(platform::analytics::ViewerBoard::local("test")),
     })
 }
 

@@ -117,7 +117,7 @@ impl Bench {
                     sent += 1;
                     std::hint::black_box(t);
                 }
-                Output::Event(_) => {}
+                Output::Event(_) | Output::Relay(_) => {}
                 Output::Timeout(_) => return sent,
             }
         }

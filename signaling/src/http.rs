@@ -57,6 +57,8 @@ struct Session {
     etag: String,
     /// The client's current ICE ufrag (from its offer; replaced by ICE restarts).
     client_ufrag: Option<String>,
+    /// A viewer's address and user agent (`ip\nagent`), for counting unique viewers.
+    client: Option<String>,
 }
 
 /// Session resources by their unguessable token.
@@ -78,6 +80,13 @@ impl Sessions {
     /// Forget the resource of a peer the SFU closed on its own (replaced, disconnected).
     pub fn forget_peer(&self, peer: PeerId) {
         self.lock().retain(|_, s| s.peer != peer);
+    }
+    /// The channel a WHEP viewer `peer` watches, with its client (`address\nuser agent`).
+    pub fn viewer(&self, peer: PeerId) -> Option<(String, String)> {
+        self.lock()
+            .values()
+            .find(|s| s.peer == peer && s.kind == Kind::Whep)
+            .map(|s| (s.channel.clone(), s.client.clone().unwrap_or_default()))
     }
     /// Number of session resources.
     pub fn len(&self) -> usize {
@@ -341,6 +350,7 @@ async fn publish<C: SfuControl>(
         published.peer,
         published.answer,
         ufrag,
+        None,
     )
 }
 
@@ -394,6 +404,11 @@ async fn whep<C: SfuControl>(
         routing::check_token(&st.cluster, &channel, q, &headers)?;
     }
     let ufrag = sdp_attr(&offer, "a=ice-ufrag:");
+    let agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let subscribed = st.sfu.subscribe(stream, offer, options).await?;
     created(
         &st,
@@ -402,6 +417,10 @@ async fn whep<C: SfuControl>(
         subscribed.peer,
         subscribed.answer,
         ufrag,
+        Some(format!(
+            "{}\n{agent}",
+            ip.map(|i| i.to_string()).unwrap_or_default()
+        )),
     )
 }
 
@@ -459,6 +478,7 @@ fn created<C>(
     peer: PeerId,
     answer: String,
     client_ufrag: Option<String>,
+    client: Option<String>,
 ) -> Result<Response, ApiError> {
     let token = new_token()?;
     let etag = format!("\"{}\"", &token[..16]);
@@ -472,6 +492,7 @@ fn created<C>(
             kind,
             etag: etag.clone(),
             client_ufrag,
+            client,
         },
     );
     let mut resp = (StatusCode::CREATED, answer).into_response();

@@ -9,7 +9,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_aethex");
 
@@ -522,4 +522,42 @@ impl Drop for LossyProxy {
             let _ = t.join();
         }
     }
+}
+
+/// A platform API call: the status (0 when the server is unreachable) and the JSON body.
+pub fn api(
+    base: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let client = http();
+    let mut req = client.request(method.parse().unwrap(), format!("{base}{path}"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    match req.send() {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.json().unwrap_or(Value::Null))
+        }
+        Err(_) => (0, Value::Null),
+    }
+}
+
+/// Register `name` and return its session token.
+pub fn register(base: &str, name: &str) -> String {
+    let (s, v) = api(
+        base,
+        "POST",
+        "/api/users",
+        None,
+        Some(json!({"name": name, "password": "correct horse"})),
+    );
+    assert_eq!(s, 201, "{v}");
+    v["token"].as_str().unwrap().to_string()
 }

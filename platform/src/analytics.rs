@@ -1,0 +1,323 @@
+//! Recording what analytics report: viewer sessions (one row per WHEP viewer, from connect to
+//! close), the live viewer count of every channel summed over the cluster ([`ViewerBoard`]),
+//! and a sample of that count per live channel every `analytics.sample_secs`.
+//!
+//! The node's event watcher calls [`Tracker::joined`] and [`Tracker::left`]; a sampler task calls
+//! [`sample`] on a timer. The report itself is in [`crate::analytics_report`].
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use storage::Store;
+
+use crate::accounts::random_hex;
+use crate::{now, LiveState};
+
+/// Live viewer counts of the whole cluster. On one node it only knows that node; with Redis
+/// every node publishes its own counts under `{prefix}:viewers:{node}` for a few sample periods
+/// and reads everyone else's, so a channel's count is the sum over the nodes.
+pub struct ViewerBoard {
+    node_id: String,
+    redis: Option<(redis::aio::MultiplexedConnection, String)>,
+    ttl: Duration,
+    /// Viewers per channel on the other nodes, as of the last [`ViewerBoard::publish`].
+    others: Mutex<HashMap<String, u64>>,
+}
+
+/// How many SCAN rounds a count may take (bounds the loop; 200 keys a round).
+const MAX_SCAN_ROUNDS: usize = 100;
+
+impl ViewerBoard {
+    /// This node only.
+    pub fn local(node_id: &str) -> Self {
+        Self {
+            node_id: node_id.to_string(),
+            redis: None,
+            ttl: Duration::ZERO,
+            others: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Shared through Redis at `url`, keys under `prefix`; a node's counts expire `ttl` after
+    /// its last publish, so a dead node stops counting within `ttl`.
+    pub async fn redis(
+        url: &str,
+        prefix: &str,
+        node_id: &str,
+        ttl: Duration,
+    ) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let conn = tokio::time::timeout(
+            Duration::from_secs(3),
+            client.get_multiplexed_async_connection(),
+        )
+        .await
+        .map_err(|_| redis::RedisError::from(std::io::Error::other("no answer from Redis")))??;
+        Ok(Self {
+            node_id: node_id.to_string(),
+            redis: Some((conn, prefix.to_string())),
+            ttl,
+            others: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Viewers of `channel` on the other nodes (0 on one node).
+    pub fn others(&self, channel: &str) -> u64 {
+        self.lock().get(channel).copied().unwrap_or(0)
+    }
+
+    /// The cluster's viewers of `channel`, given this node's exact count now.
+    pub fn total(&self, channel: &str, here: u64) -> u64 {
+        here + self.others(channel)
+    }
+
+    /// Publish this node's counts and read the other nodes'. A Redis failure is logged and
+    /// leaves the previous view of the others.
+    pub async fn publish(&self, own: &HashMap<String, u64>) {
+        let Some((conn, prefix)) = &self.redis else {
+            return;
+        };
+        let mut conn = conn.clone();
+        match exchange(&mut conn, prefix, &self.node_id, own, self.ttl).await {
+            Ok(others) => *self.lock() = others,
+            Err(e) => tracing::warn!(error = %e, "viewer counts not shared through Redis"),
+        }
+    }
+
+    /// Remove this node's counts (at shutdown).
+    pub async fn withdraw(&self) {
+        if let Some((conn, prefix)) = &self.redis {
+            let mut conn = conn.clone();
+            let key = format!("{prefix}:viewers:{}", self.node_id);
+            let r: Result<(), _> = redis::cmd("DEL").arg(key).query_async(&mut conn).await;
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "viewer counts not withdrawn from Redis");
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.others.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Write `own` under this node's key, then sum every other node's key.
+async fn exchange(
+    conn: &mut redis::aio::MultiplexedConnection,
+    prefix: &str,
+    node_id: &str,
+    own: &HashMap<String, u64>,
+    ttl: Duration,
+) -> Result<HashMap<String, u64>, redis::RedisError> {
+    let mine = format!("{prefix}:viewers:{node_id}");
+    let body = serde_json::to_string(own).unwrap_or_else(|_| "{}".into());
+    let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+    let _: () = redis::cmd("SET")
+        .arg(&mine)
+        .arg(body)
+        .arg("PX")
+        .arg(ms)
+        .query_async(conn)
+        .await?;
+    let mut keys = Vec::new();
+    let mut cursor = 0u64;
+    for _ in 0..MAX_SCAN_ROUNDS {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}:viewers:*"))
+            .arg("COUNT")
+            .arg(200)
+            .query_async(conn)
+            .await?;
+        keys.extend(batch.into_iter().filter(|k| *k != mine));
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    let mut sum = HashMap::new();
+    if keys.is_empty() {
+        return Ok(sum);
+    }
+    let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(conn).await?;
+    for value in values.into_iter().flatten() {
+        // Another build's or a broken value counts as nothing rather than failing the sum.
+        let Ok(counts) = serde_json::from_str::<HashMap<String, u64>>(&value) else {
+            continue;
+        };
+        for (channel, n) in counts {
+            *sum.entry(channel).or_insert(0) += n;
+        }
+    }
+    Ok(sum)
+}
+
+/// Viewer sessions of this node, written as they open and close.
+pub struct Tracker {
+    store: Store,
+    node_id: String,
+    salt: Vec<u8>,
+    /// Open sessions: peer number -> row id.
+    open: Mutex<HashMap<u64, String>>,
+}
+
+impl Tracker {
+    /// Sessions of node `node_id`; viewers are told apart by an HMAC under `salt` (a cluster
+    /// secret), so the same viewer counts once on every node and no address is stored.
+    pub fn new(store: Store, node_id: &str, salt: &[u8]) -> Self {
+        Self {
+            store,
+            node_id: node_id.to_string(),
+            salt: salt.to_vec(),
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// At start: sessions this node left open when it died end where it last saw them.
+    pub async fn recover(&self) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE viewer_sessions SET ended_at = last_seen \
+             WHERE node_id = $1 AND ended_at IS NULL",
+        )
+        .bind(&self.node_id)
+        .execute(self.store.pool())
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// At shutdown: every session still open on this node ends now.
+    pub async fn finish(&self) -> Result<(), sqlx::Error> {
+        let t = now();
+        sqlx::query(
+            "UPDATE viewer_sessions SET ended_at = $1, last_seen = $1 \
+             WHERE node_id = $2 AND ended_at IS NULL",
+        )
+        .bind(t)
+        .bind(&self.node_id)
+        .execute(self.store.pool())
+        .await?;
+        self.lock().clear();
+        Ok(())
+    }
+
+    /// A viewer (`client`: its address and user agent) connected to `channel` as `peer`.
+    pub async fn joined(&self, peer: u64, channel: &str, client: &str) -> Result<(), sqlx::Error> {
+        if self.lock().contains_key(&peer) {
+            return Ok(()); // connected again after an ICE restart: the same session
+        }
+        let id = format!(
+            "v_{}",
+            random_hex(12).map_err(|e| sqlx::Error::Protocol(e.to_string()))?
+        );
+        let stream: Option<(String,)> = sqlx::query_as(
+            "SELECT id FROM streams WHERE channel = $1 AND ended_at IS NULL \
+             ORDER BY started_at DESC",
+        )
+        .bind(channel)
+        .fetch_optional(self.store.pool())
+        .await?;
+        let t = now();
+        sqlx::query(
+            "INSERT INTO viewer_sessions \
+             (id, channel, stream_id, viewer, node_id, started_at, last_seen) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6)",
+        )
+        .bind(&id)
+        .bind(channel)
+        .bind(stream.map(|s| s.0))
+        .bind(self.viewer_id(client))
+        .bind(&self.node_id)
+        .bind(t)
+        .execute(self.store.pool())
+        .await?;
+        self.lock().insert(peer, id);
+        Ok(())
+    }
+
+    /// `peer` went away: its session ends now.
+    pub async fn left(&self, peer: u64) -> Result<(), sqlx::Error> {
+        let Some(id) = self.lock().remove(&peer) else {
+            return Ok(());
+        };
+        let t = now();
+        sqlx::query("UPDATE viewer_sessions SET ended_at = $1, last_seen = $1 WHERE id = $2")
+            .bind(t)
+            .bind(id)
+            .execute(self.store.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Open sessions of this node.
+    pub fn open_sessions(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Every open session is still there: refresh `last_seen`.
+    async fn heartbeat(&self) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE viewer_sessions SET last_seen = $1 WHERE node_id = $2 AND ended_at IS NULL",
+        )
+        .bind(now())
+        .bind(&self.node_id)
+        .execute(self.store.pool())
+        .await?;
+        Ok(())
+    }
+
+    fn viewer_id(&self, client: &str) -> String {
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.salt) else {
+            return String::new(); // HMAC takes keys of any length
+        };
+        mac.update(client.as_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..16])
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, String>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One sampler tick: share this node's counts, refresh its open sessions and, for the channels
+/// whose publisher is here (`origin`), store the cluster-wide count at `t` rounded down to the
+/// period. Failures are logged; the next tick tries again.
+pub async fn sample(
+    tracker: &Tracker,
+    board: &ViewerBoard,
+    here: &[(String, LiveState)],
+    origin: bool,
+    period_secs: u64,
+) {
+    let own: HashMap<String, u64> = here
+        .iter()
+        .map(|(name, s)| (name.clone(), s.viewers))
+        .collect();
+    board.publish(&own).await;
+    if let Err(e) = tracker.heartbeat().await {
+        tracing::warn!(error = %e, "viewer sessions not refreshed");
+    }
+    if !origin {
+        return;
+    }
+    let period = i64::try_from(period_secs.max(1)).unwrap_or(1);
+    let t = now() - now().rem_euclid(period);
+    for (channel, state) in here.iter().filter(|(_, s)| s.live) {
+        let viewers = i64::try_from(board.total(channel, state.viewers)).unwrap_or(i64::MAX);
+        let written = sqlx::query(
+            "INSERT INTO viewer_samples (channel, t, viewers) VALUES ($1, $2, $3) \
+             ON CONFLICT (channel, t) DO UPDATE SET viewers = excluded.viewers",
+        )
+        .bind(channel)
+        .bind(t)
+        .bind(viewers)
+        .execute(tracker.store.pool())
+        .await;
+        if let Err(e) = written {
+            tracing::warn!(channel = %channel, error = %e, "viewer sample not stored");
+        }
+    }
+}
