@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use signaling::ApiError;
 use utoipa::ToSchema;
 
-use crate::openapi::ErrorBody;
+use crate::openapi::{BodyRejected, ErrorBody, Unauthorized};
 use crate::{db, now, JsonBody, State};
 
 /// A signed-in user, from `Authorization: Bearer <session token>`.
@@ -178,8 +178,7 @@ async fn new_session(st: &State, user: UserOut) -> Result<Response, ApiError> {
         (status = 201, description = "Registered and signed in", body = SessionOut),
         (status = 400, description = "Malformed JSON, or a bad name or password", body = ErrorBody),
         (status = 409, description = "The user name is taken", body = ErrorBody),
-        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
-        (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
+        BodyRejected,
     )
 )]
 pub async fn register(
@@ -226,8 +225,7 @@ pub async fn register(
         (status = 201, description = "Signed in", body = SessionOut),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "Wrong user name or password", body = ErrorBody),
-        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
-        (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
+        BodyRejected,
     )
 )]
 pub async fn login(
@@ -268,7 +266,7 @@ fn dummy_hash() -> String {
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Signed out"),
-        (status = 401, description = "No, unknown or expired session token", body = ErrorBody),
+        Unauthorized,
     )
 )]
 pub async fn logout(
@@ -293,7 +291,7 @@ pub async fn logout(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The signed-in user", body = MeOut),
-        (status = 401, description = "No, unknown or expired session token", body = ErrorBody),
+        Unauthorized,
     )
 )]
 pub async fn me(AxState(st): AxState<State>, user: User) -> Result<Response, ApiError> {

@@ -12,7 +12,7 @@ use signaling::ApiError;
 
 use crate::accounts::User;
 use crate::channels::owned;
-use crate::openapi::ErrorBody;
+use crate::openapi::{ChannelPath, ErrorBody, NoSuchChannel, NotOwner, Unauthorized};
 use crate::{db, now, QueryParams, State};
 
 /// The longest range one request may cover.
@@ -119,6 +119,35 @@ impl Totals {
     }
 }
 
+/// A channel's range, for rows with `started_at` and `ended_at` (NULL: still open, until now).
+struct Span<'a> {
+    channel: &'a str,
+    from: i64,
+    to: i64,
+    now: i64,
+}
+
+impl Span<'_> {
+    /// The rows `select` (`SELECT ... FROM table`) gives that overlap the range, oldest first.
+    async fn rows<T>(&self, pool: &sqlx::AnyPool, select: &str) -> Result<Vec<T>, ApiError>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
+    {
+        let sql = format!(
+            "{select} WHERE channel = $1 AND started_at < $2 AND COALESCE(ended_at, $4) >= $3 \
+             ORDER BY started_at"
+        );
+        sqlx::query_as(&sql)
+            .bind(self.channel)
+            .bind(self.to)
+            .bind(self.from)
+            .bind(self.now)
+            .fetch_all(pool)
+            .await
+            .map_err(db)
+    }
+}
+
 /// The range a request asks for, checked.
 pub fn bounds(range: &Range, now: i64) -> Result<(i64, i64), ApiError> {
     let to = range.to.unwrap_or(now);
@@ -164,15 +193,15 @@ pub fn downsample(samples: &[(i64, u64)], from: i64, to: i64, max: usize) -> Vec
     get,
     path = "/api/channels/{name}/analytics",
     tag = "analytics",
-    params(("name" = String, Path, description = "Channel name"), Range),
+    params(ChannelPath, Range),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The channel's numbers for the range", body = Report),
         (status = 400, description = "A bad range (from < to, at most 93 days) or query string",
             body = ErrorBody),
-        (status = 401, description = "No, unknown or expired session token", body = ErrorBody),
-        (status = 403, description = "Not the channel's owner", body = ErrorBody),
-        (status = 404, description = "No such channel", body = ErrorBody),
+        Unauthorized,
+        NotOwner,
+        NoSuchChannel,
     )
 )]
 pub async fn analytics(
@@ -186,17 +215,18 @@ pub async fn analytics(
     let (from, to) = bounds(&range, now)?;
     let pool = st.store.pool();
 
-    let rows: Vec<SessionRow> = sqlx::query_as(
-        "SELECT stream_id, viewer, started_at, ended_at, last_seen FROM viewer_sessions \
-         WHERE channel = $1 AND started_at < $2 AND COALESCE(ended_at, $4) >= $3",
-    )
-    .bind(&name)
-    .bind(to)
-    .bind(from)
-    .bind(now)
-    .fetch_all(pool)
-    .await
-    .map_err(db)?;
+    let span = Span {
+        channel: &name,
+        from,
+        to,
+        now,
+    };
+    let rows: Vec<SessionRow> = span
+        .rows(
+            pool,
+            "SELECT stream_id, viewer, started_at, ended_at, last_seen FROM viewer_sessions",
+        )
+        .await?;
     let sessions: Vec<Session> = rows
         .into_iter()
         .map(|(stream, viewer, start, ended, seen)| Session {
@@ -241,18 +271,9 @@ pub async fn analytics(
         })
         .collect();
 
-    let streams: Vec<(String, i64, Option<i64>)> = sqlx::query_as(
-        "SELECT id, started_at, ended_at FROM streams \
-         WHERE channel = $1 AND started_at < $2 AND COALESCE(ended_at, $4) >= $3 \
-         ORDER BY started_at",
-    )
-    .bind(&name)
-    .bind(to)
-    .bind(from)
-    .bind(now)
-    .fetch_all(pool)
-    .await
-    .map_err(db)?;
+    let streams: Vec<(String, i64, Option<i64>)> = span
+        .rows(pool, "SELECT id, started_at, ended_at FROM streams")
+        .await?;
 
     let mut all = Totals::default();
     let mut per_stream: HashMap<&str, Totals> = HashMap::new();

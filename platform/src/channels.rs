@@ -10,7 +10,9 @@ use storage::StoreError;
 use utoipa::ToSchema;
 
 use crate::accounts::{valid_name, User};
-use crate::openapi::ErrorBody;
+use crate::openapi::{
+    BadPage, BodyRejected, ChannelPath, ErrorBody, NoSuchChannel, NotOwner, Unauthorized,
+};
 use crate::{db, JsonBody, LiveState, Page, Paged, QueryParams, State};
 
 /// A channel as the API shows it.
@@ -151,10 +153,9 @@ pub struct NewChannel {
     responses(
         (status = 201, description = "Created; the stream key is shown once", body = NewChannelOut),
         (status = 400, description = "Malformed JSON or a bad name", body = ErrorBody),
-        (status = 401, description = "No, unknown or expired session token", body = ErrorBody),
+        Unauthorized,
         (status = 409, description = "The channel exists", body = ErrorBody),
-        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
-        (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
+        BodyRejected,
     )
 )]
 pub async fn create(
@@ -189,10 +190,10 @@ pub async fn create(
     get,
     path = "/api/channels/{name}",
     tag = "channels",
-    params(("name" = String, Path, description = "Channel name")),
+    params(ChannelPath),
     responses(
         (status = 200, description = "The channel", body = ChannelOut),
-        (status = 404, description = "No such channel", body = ErrorBody),
+        NoSuchChannel,
     )
 )]
 pub async fn get_channel(
@@ -241,18 +242,17 @@ fn limit(field: &str, value: &Option<String>, max: usize) -> Result<(), ApiError
     patch,
     path = "/api/channels/{name}",
     tag = "channels",
-    params(("name" = String, Path, description = "Channel name")),
+    params(ChannelPath),
     request_body = ChannelPatch,
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The channel as changed", body = ChannelOut),
         (status = 400, description = "Malformed JSON, an unknown field or a value out of range",
             body = ErrorBody),
-        (status = 401, description = "No, unknown or expired session token", body = ErrorBody),
-        (status = 403, description = "Not the channel's owner", body = ErrorBody),
-        (status = 404, description = "No such channel", body = ErrorBody),
-        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
-        (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
+        Unauthorized,
+        NotOwner,
+        NoSuchChannel,
+        BodyRejected,
     )
 )]
 pub async fn patch_channel(
@@ -303,13 +303,13 @@ pub async fn patch_channel(
     post,
     path = "/api/channels/{name}/stream-key",
     tag = "channels",
-    params(("name" = String, Path, description = "Channel name")),
+    params(ChannelPath),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The new stream key, shown once", body = StreamKeyOut),
-        (status = 401, description = "No, unknown or expired session token", body = ErrorBody),
-        (status = 403, description = "Not the channel's owner", body = ErrorBody),
-        (status = 404, description = "No such channel", body = ErrorBody),
+        Unauthorized,
+        NotOwner,
+        NoSuchChannel,
     )
 )]
 pub async fn rotate_key(
@@ -340,7 +340,7 @@ pub async fn rotate_key(
     responses(
         (status = 200, description = "Public channels live now, most viewers first",
             body = Paged<ChannelOut>),
-        (status = 400, description = "Bad limit or offset", body = ErrorBody),
+        BadPage,
     )
 )]
 pub async fn live_now(

@@ -18,7 +18,10 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::accounts::{bearer_of, user_for_token, User};
 use crate::chat_hub::Limited;
-use crate::openapi::ErrorBody;
+use crate::openapi::{
+    BodyRejected, ChannelPath, ChannelUserPath, ErrorBody, NoSuchChannel, NoSuchChannelOrUser,
+    NotModerator, NotOwner, Unauthorized,
+};
 use crate::{db, JsonBody, QueryParams, State};
 
 /// Messages sent on join.
@@ -85,14 +88,14 @@ async fn settings(st: &State, channel: &str) -> Result<(Duration, Vec<String>), 
     path = "/api/channels/{name}/chat",
     tag = "chat",
     operation_id = "chat_socket",
-    params(("name" = String, Path, description = "Channel name"), TokenQuery),
+    params(ChannelPath, TokenQuery),
     security((), ("bearer" = [])),
     responses(
         (status = 101, description = "Switched to the chat WebSocket"),
         (status = 400, description = "Not a WebSocket handshake, or a malformed query string",
             body = ErrorBody),
         (status = 401, description = "Unknown or expired session token", body = ErrorBody),
-        (status = 404, description = "No such channel", body = ErrorBody),
+        NoSuchChannel,
         (status = 426, description = "This connection cannot be upgraded", body = ErrorBody),
     )
 )]
@@ -357,15 +360,12 @@ async fn user_id(st: &State, name: &str) -> Result<String, ApiError> {
     delete,
     path = "/api/channels/{name}/chat/{id}",
     tag = "chat",
-    params(
-        ("name" = String, Path, description = "Channel name"),
-        ("id" = String, Path, description = "Message id (`m_...`)"),
-    ),
+    params(ChannelPath, ("id" = String, Path, description = "Message id (`m_...`)")),
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Deleted; chat sockets get a `deleted` event"),
-        (status = 401, description = "No, unknown or expired session token", body = ErrorBody),
-        (status = 403, description = "Not the channel's owner or a moderator", body = ErrorBody),
+        Unauthorized,
+        NotModerator,
         (status = 404, description = "No such channel or message", body = ErrorBody),
     )
 )]
@@ -404,21 +404,17 @@ pub struct BanBody {
     put,
     path = "/api/channels/{name}/bans/{user}",
     tag = "chat",
-    params(
-        ("name" = String, Path, description = "Channel name"),
-        ("user" = String, Path, description = "Name of the user concerned"),
-    ),
+    params(ChannelUserPath),
     request_body = BanBody,
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Banned or timed out (replacing an earlier ban)"),
         (status = 400, description = "Malformed JSON, an unknown field or seconds out of range",
             body = ErrorBody),
-        (status = 401, description = "No, unknown or expired session token", body = ErrorBody),
-        (status = 403, description = "Not the channel's owner or a moderator", body = ErrorBody),
-        (status = 404, description = "No such channel or user", body = ErrorBody),
-        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
-        (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
+        Unauthorized,
+        NotModerator,
+        NoSuchChannelOrUser,
+        BodyRejected,
     )
 )]
 pub async fn ban(
@@ -456,16 +452,13 @@ pub async fn ban(
     delete,
     path = "/api/channels/{name}/bans/{user}",
     tag = "chat",
-    params(
-        ("name" = String, Path, description = "Channel name"),
-        ("user" = String, Path, description = "Name of the user concerned"),
-    ),
+    params(ChannelUserPath),
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Not banned (also when they were not)"),
-        (status = 401, description = "No, unknown or expired session token", body = ErrorBody),
-        (status = 403, description = "Not the channel's owner or a moderator", body = ErrorBody),
-        (status = 404, description = "No such channel or user", body = ErrorBody),
+        Unauthorized,
+        NotModerator,
+        NoSuchChannelOrUser,
     )
 )]
 pub async fn unban(
@@ -488,16 +481,13 @@ pub async fn unban(
     put,
     path = "/api/channels/{name}/moderators/{user}",
     tag = "chat",
-    params(
-        ("name" = String, Path, description = "Channel name"),
-        ("user" = String, Path, description = "Name of the user concerned"),
-    ),
+    params(ChannelUserPath),
     security(("bearer" = [])),
     responses(
         (status = 204, description = "A moderator (also when they already were)"),
-        (status = 401, description = "No, unknown or expired session token", body = ErrorBody),
-        (status = 403, description = "Not the channel's owner", body = ErrorBody),
-        (status = 404, description = "No such channel or user", body = ErrorBody),
+        Unauthorized,
+        NotOwner,
+        NoSuchChannelOrUser,
     )
 )]
 pub async fn add_moderator(
@@ -521,16 +511,13 @@ pub async fn add_moderator(
     delete,
     path = "/api/channels/{name}/moderators/{user}",
     tag = "chat",
-    params(
-        ("name" = String, Path, description = "Channel name"),
-        ("user" = String, Path, description = "Name of the user concerned"),
-    ),
+    params(ChannelUserPath),
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Not a moderator (also when they were not)"),
-        (status = 401, description = "No, unknown or expired session token", body = ErrorBody),
-        (status = 403, description = "Not the channel's owner", body = ErrorBody),
-        (status = 404, description = "No such channel or user", body = ErrorBody),
+        Unauthorized,
+        NotOwner,
+        NoSuchChannelOrUser,
     )
 )]
 pub async fn remove_moderator(

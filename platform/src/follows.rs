@@ -9,7 +9,7 @@ use signaling::ApiError;
 use utoipa::ToSchema;
 
 use crate::accounts::User;
-use crate::openapi::ErrorBody;
+use crate::openapi::{BadPage, ChannelPath, ErrorBody, NoSuchChannel, Unauthorized};
 use crate::webhooks::enqueue;
 use crate::{db, now, Page, Paged, QueryParams, State};
 
@@ -49,12 +49,12 @@ async fn channel_exists(st: &State, name: &str) -> Result<(), ApiError> {
     put,
     path = "/api/channels/{name}/follow",
     tag = "follows",
-    params(("name" = String, Path, description = "Channel name")),
+    params(ChannelPath),
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Followed (also when it already was)"),
-        (status = 401, description = "No, unknown or expired session token", body = ErrorBody),
-        (status = 404, description = "No such channel", body = ErrorBody),
+        Unauthorized,
+        NoSuchChannel,
     )
 )]
 pub async fn follow(
@@ -90,12 +90,12 @@ pub async fn follow(
     delete,
     path = "/api/channels/{name}/follow",
     tag = "follows",
-    params(("name" = String, Path, description = "Channel name")),
+    params(ChannelPath),
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Not followed (also when it was not)"),
-        (status = 401, description = "No, unknown or expired session token", body = ErrorBody),
-        (status = 404, description = "No such channel", body = ErrorBody),
+        Unauthorized,
+        NoSuchChannel,
     )
 )]
 pub async fn unfollow(
@@ -118,11 +118,11 @@ pub async fn unfollow(
     get,
     path = "/api/channels/{name}/followers",
     tag = "follows",
-    params(("name" = String, Path, description = "Channel name"), Page),
+    params(ChannelPath, Page),
     responses(
         (status = 200, description = "Followers, newest first", body = Paged<Follower>),
-        (status = 400, description = "Bad limit or offset", body = ErrorBody),
-        (status = 404, description = "No such channel", body = ErrorBody),
+        BadPage,
+        NoSuchChannel,
     )
 )]
 pub async fn followers(
@@ -162,7 +162,7 @@ pub async fn followers(
     responses(
         (status = 200, description = "Channels the user follows, newest first",
             body = Paged<Followed>),
-        (status = 400, description = "Bad limit or offset", body = ErrorBody),
+        BadPage,
         (status = 404, description = "No such user", body = ErrorBody),
     )
 )]

@@ -33,6 +33,84 @@ pub struct ErrorBody {
     pub error: String,
 }
 
+// Path parameters and error answers that several handlers share, named in their `params(...)`
+// and `responses(...)`. Only described here, never extracted or returned: a field's doc comment
+// is its parameter's description, an answer's body is `ErrorBody`. Wording that is one
+// handler's own (the 400 of its body or query, say) stays in that handler's annotation.
+
+/// `{name}`: a channel.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ChannelPath {
+    /// Channel name
+    pub name: String,
+}
+
+/// `{name}/.../{user}`: a user in a channel (banned, a moderator).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ChannelUserPath {
+    /// Channel name
+    pub name: String,
+    /// Name of the user concerned
+    pub user: String,
+}
+
+/// `{id}` of a webhook.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct WebhookPath {
+    /// Webhook id (`wh_...`)
+    pub id: String,
+}
+
+/// 401 of an operation that needs a session.
+#[derive(utoipa::IntoResponses)]
+#[response(status = 401, description = "No, unknown or expired session token")]
+pub struct Unauthorized(pub ErrorBody);
+
+/// 403 of an operation for the channel's owner.
+#[derive(utoipa::IntoResponses)]
+#[response(status = 403, description = "Not the channel's owner")]
+pub struct NotOwner(pub ErrorBody);
+
+/// 403 of a chat moderation for the channel's owner and moderators.
+#[derive(utoipa::IntoResponses)]
+#[response(status = 403, description = "Not the channel's owner or a moderator")]
+pub struct NotModerator(pub ErrorBody);
+
+/// 404 of an operation on `{name}`.
+#[derive(utoipa::IntoResponses)]
+#[response(status = 404, description = "No such channel")]
+pub struct NoSuchChannel(pub ErrorBody);
+
+/// 404 of an operation on `{name}` and `{user}`.
+#[derive(utoipa::IntoResponses)]
+#[response(status = 404, description = "No such channel or user")]
+pub struct NoSuchChannelOrUser(pub ErrorBody);
+
+/// 404 of an operation on a webhook's `{id}`.
+#[derive(utoipa::IntoResponses)]
+#[response(status = 404, description = "No such webhook on a channel of yours")]
+pub struct NoSuchWebhook(pub ErrorBody);
+
+/// 400 of a list's `?limit=&offset=` ([`crate::Page`]).
+#[derive(utoipa::IntoResponses)]
+#[response(status = 400, description = "Bad limit or offset")]
+pub struct BadPage(pub ErrorBody);
+
+/// 413 and 415: a JSON body refused before it is parsed (see [`crate::JsonBody`]). Its 400
+/// (malformed JSON, and what the handler checks) is described by each handler.
+#[derive(utoipa::IntoResponses)]
+pub enum BodyRejected {
+    /// Over the body limit of the API's routes.
+    #[response(status = 413, description = "Body over 64 KiB")]
+    TooLarge(ErrorBody),
+    /// Without `Content-Type: application/json`.
+    #[response(status = 415, description = "Content-Type is not application/json")]
+    NotJson(ErrorBody),
+}
+
 /// Name of the session (`Authorization: Bearer`) security scheme.
 pub const BEARER: &str = "bearer";
 /// Name of the `X-Api-Key` security scheme.

@@ -27,7 +27,7 @@ use signaling::ApiError;
 use utoipa::ToSchema;
 
 use crate::accounts::{random_hex, User};
-use crate::openapi::ErrorBody;
+use crate::openapi::{ErrorBody, Unauthorized};
 use crate::{db, now, State};
 
 /// Burst bucket size.
@@ -234,7 +234,7 @@ struct KeysOut {
     security(("bearer" = [])),
     responses(
         (status = 201, description = "A new free-tier key, shown once", body = NewKeyOut),
-        (status = 401, description = "No, unknown or expired session token", body = ErrorBody),
+        Unauthorized,
     )
 )]
 pub async fn create(AxState(st): AxState<State>, user: User) -> Result<Response, ApiError> {
@@ -267,7 +267,7 @@ pub async fn create(AxState(st): AxState<State>, user: User) -> Result<Response,
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Your keys with today's usage", body = KeysOut),
-        (status = 401, description = "No, unknown or expired session token", body = ErrorBody),
+        Unauthorized,
     )
 )]
 pub async fn list(AxState(st): AxState<State>, user: User) -> Result<Response, ApiError> {
@@ -304,7 +304,7 @@ pub async fn list(AxState(st): AxState<State>, user: User) -> Result<Response, A
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Revoked"),
-        (status = 401, description = "No, unknown or expired session token", body = ErrorBody),
+        Unauthorized,
         (status = 404, description = "No such key of yours", body = ErrorBody),
     )
 )]

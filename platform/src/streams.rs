@@ -10,7 +10,7 @@ use storage::Store;
 use utoipa::ToSchema;
 
 use crate::accounts::{random_hex, User};
-use crate::openapi::ErrorBody;
+use crate::openapi::{BodyRejected, ChannelPath, ErrorBody, NoSuchChannel, Unauthorized};
 use crate::webhooks::enqueue;
 use crate::{db, now, JsonBody, State};
 
@@ -162,7 +162,7 @@ pub struct Donation {
     post,
     path = "/api/channels/{name}/donations",
     tag = "streams",
-    params(("name" = String, Path, description = "Channel name")),
+    params(ChannelPath),
     request_body = Donation,
     security(("bearer" = [])),
     responses(
@@ -170,10 +170,9 @@ pub struct Donation {
             body = DonationOut),
         (status = 400, description = "Malformed JSON, an unknown field or a value out of range",
             body = ErrorBody),
-        (status = 401, description = "No, unknown or expired session token", body = ErrorBody),
-        (status = 404, description = "No such channel", body = ErrorBody),
-        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
-        (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
+        Unauthorized,
+        NoSuchChannel,
+        BodyRejected,
     )
 )]
 pub async fn donate(

@@ -23,7 +23,10 @@ use utoipa::ToSchema;
 
 use crate::accounts::{random_hex, User};
 use crate::channels::owned;
-use crate::openapi::ErrorBody;
+use crate::openapi::{
+    BodyRejected, ChannelPath, ErrorBody, NoSuchChannel, NoSuchWebhook, NotOwner, Unauthorized,
+    WebhookPath,
+};
 use crate::{db, JsonBody, State};
 
 /// The events a webhook may subscribe to.
@@ -168,7 +171,7 @@ struct DeliveriesOut {
     path = "/api/channels/{name}/webhooks",
     tag = "webhooks",
     operation_id = "create_webhook",
-    params(("name" = String, Path, description = "Channel name")),
+    params(ChannelPath),
     request_body = NewWebhook,
     security(("bearer" = [])),
     responses(
@@ -176,11 +179,10 @@ struct DeliveriesOut {
             body = WebhookOut),
         (status = 400, description = "Malformed JSON, an unknown field, a bad URL, event or format",
             body = ErrorBody),
-        (status = 401, description = "No, unknown or expired session token", body = ErrorBody),
-        (status = 403, description = "Not the channel's owner", body = ErrorBody),
-        (status = 404, description = "No such channel", body = ErrorBody),
-        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
-        (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
+        Unauthorized,
+        NotOwner,
+        NoSuchChannel,
+        BodyRejected,
     )
 )]
 pub async fn create(
@@ -257,12 +259,12 @@ async fn owned_hook(st: &State, id: &str, user: &User) -> Result<String, ApiErro
     path = "/api/webhooks/{id}",
     tag = "webhooks",
     operation_id = "remove_webhook",
-    params(("id" = String, Path, description = "Webhook id (`wh_...`)")),
+    params(WebhookPath),
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Removed, with its pending deliveries"),
-        (status = 401, description = "No, unknown or expired session token", body = ErrorBody),
-        (status = 404, description = "No such webhook on a channel of yours", body = ErrorBody),
+        Unauthorized,
+        NoSuchWebhook,
     )
 )]
 pub async fn remove(
@@ -299,13 +301,13 @@ type DeliveryRow = (
     get,
     path = "/api/webhooks/{id}/deliveries",
     tag = "webhooks",
-    params(("id" = String, Path, description = "Webhook id (`wh_...`)")),
+    params(WebhookPath),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The last 100 deliveries, newest first",
             body = DeliveriesOut),
-        (status = 401, description = "No, unknown or expired session token", body = ErrorBody),
-        (status = 404, description = "No such webhook on a channel of yours", body = ErrorBody),
+        Unauthorized,
+        NoSuchWebhook,
     )
 )]
 pub async fn deliveries(

@@ -10,7 +10,12 @@
 //!
 //! Run on the same machine as the server, so both clocks are one; raise `ulimit -n` first for
 //! thousands of clients (each is a socket on both sides).
+//!
+//! Clients come from many loopback addresses (127.2.x.y, `--source-ips`), as an audience comes
+//! from many hosts: the server's per-address burst limit (40, then 20/s) would otherwise refuse
+//! most of them with 429, which the tool counts as failures.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -44,6 +49,23 @@ struct Args {
     /// API measurement length in seconds.
     #[arg(long, default_value_t = 10)]
     api_secs: u64,
+    /// Loopback source addresses the clients are spread over (127.2.0.0 and up).
+    #[arg(long, default_value_t = 1024)]
+    source_ips: u32,
+}
+
+/// The k-th source address: 127.2.0.0, 127.2.0.1, ...
+fn source_ip(k: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 2, 0, 0)) + k))
+}
+
+/// The server's address, from the base URL.
+async fn server_addr(base: &str) -> anyhow::Result<SocketAddr> {
+    let url = reqwest::Url::parse(base)?;
+    let host = url.host_str().context("no host in --base")?;
+    let port = url.port_or_known_default().context("no port in --base")?;
+    let found = tokio::net::lookup_host((host, port)).await?.next();
+    found.context("--base does not resolve")
 }
 
 fn micros_now() -> u64 {
@@ -100,11 +122,14 @@ async fn setup(http: &reqwest::Client, base: &str) -> anyhow::Result<(String, St
     Ok((token, channel))
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
-async fn connect(url: &str) -> anyhow::Result<Ws> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
+/// A WebSocket to `url` (at `server`) from source address `from`.
+async fn connect(url: &str, server: SocketAddr, from: IpAddr) -> anyhow::Result<Ws> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(from, 0))?;
+    let tcp = socket.connect(server).await?;
+    let (mut ws, _) = tokio_tungstenite::client_async(url, tcp).await?;
     // The history event comes first.
     ws.next().await.context("no history")??;
     Ok(ws)
@@ -117,9 +142,15 @@ async fn chat(args: &Args, token: &str, channel: &str) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut readers = Vec::new();
     let mut connected = 0;
+    let server = server_addr(&args.base).await?;
+    let ips = args.source_ips.max(1);
     while connected < args.clients {
         let batch = args.connect_batch.min(args.clients - connected);
-        let conns = futures_util::future::join_all((0..batch).map(|_| connect(&url))).await;
+        let conns = futures_util::future::join_all((0..batch).map(|i| {
+            let k = u32::try_from(connected + i).unwrap_or(0) % ips;
+            connect(&url, server, source_ip(k))
+        }))
+        .await;
         for ws in conns {
             let mut ws = ws?;
             let (lat, want) = (latencies.clone(), args.messages);
@@ -129,7 +160,7 @@ async fn chat(args: &Args, token: &str, channel: &str) -> anyhow::Result<()> {
                     let Ok(Some(Ok(Message::Text(t)))) =
                         tokio::time::timeout(Duration::from_secs(30), ws.next()).await
                     else {
-                        return got;
+                        return (got, ws);
                     };
                     let now = micros_now();
                     let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else {
@@ -137,11 +168,13 @@ async fn chat(args: &Args, token: &str, channel: &str) -> anyhow::Result<()> {
                     };
                     if v["type"] == "message" {
                         let sent: u64 = v["body"].as_str().unwrap_or("").parse().unwrap_or(now);
-                        lat.lock().unwrap().push(now.saturating_sub(sent));
+                        lat.lock().unwrap().push((sent, now.saturating_sub(sent)));
                         got += 1;
                     }
                 }
-                got
+                // The socket stays open until every reader is done: closing 10,000 sockets
+                // while the last message is still arriving would be measured as its latency.
+                (got, ws)
             }));
         }
         connected += batch;
@@ -151,15 +184,19 @@ async fn chat(args: &Args, token: &str, channel: &str) -> anyhow::Result<()> {
         args.clients,
         started.elapsed().as_secs_f64()
     );
-    let mut sender = connect(&format!("{url}?token={token}")).await?;
+    let mut sender = connect(&format!("{url}?token={token}"), server, source_ip(ips)).await?;
     for _ in 0..args.messages {
         let frame = json!({"type": "send", "body": micros_now().to_string()}).to_string();
         sender.send(Message::text(frame)).await?;
         tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
     }
     let mut delivered = 0;
+    let mut open = Vec::with_capacity(readers.len());
     for r in readers {
-        delivered += r.await.unwrap_or(0);
+        if let Ok((got, ws)) = r.await {
+            delivered += got;
+            open.push(ws);
+        }
     }
     println!(
         "delivered {delivered} of {} ({} clients x {} messages)",
@@ -168,17 +205,35 @@ async fn chat(args: &Args, token: &str, channel: &str) -> anyhow::Result<()> {
         args.messages
     );
     let samples = std::mem::take(&mut *latencies.lock().unwrap());
+    // Each message's own spread: how long one fan-out takes, first to last socket.
+    let mut by_message: std::collections::BTreeMap<u64, Vec<u64>> = Default::default();
+    for &(sent, lat) in &samples {
+        by_message.entry(sent).or_default().push(lat);
+    }
+    for (i, lats) in by_message.into_values().enumerate() {
+        report(&format!("  message {}", i + 1), lats);
+    }
     report(
         &format!("chat fan-out latency, {} clients", args.clients),
-        samples,
+        samples.into_iter().map(|(_, l)| l).collect(),
     );
+    drop(open);
     Ok(())
 }
 
-async fn api(args: &Args, http: &reqwest::Client, channel: &str) -> anyhow::Result<()> {
+async fn api(args: &Args, channel: &str) -> anyhow::Result<()> {
     if args.api_rps == 0 {
         return Ok(());
     }
+    // One client per source address, each well inside the per-address burst limit.
+    let clients: Vec<reqwest::Client> = (0..args.source_ips.clamp(1, 64))
+        .map(|k| {
+            reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .local_address(source_ip(k))
+                .build()
+        })
+        .collect::<Result<_, _>>()?;
     let url = format!("{}/api/channels/{channel}", args.base);
     let period = Duration::from_secs_f64(1.0 / args.api_rps as f64);
     let total = args.api_rps * args.api_secs;
@@ -186,7 +241,8 @@ async fn api(args: &Args, http: &reqwest::Client, channel: &str) -> anyhow::Resu
     let start = tokio::time::Instant::now();
     for i in 0..total {
         tokio::time::sleep_until(start + period * i as u32).await;
-        let (http, url) = (http.clone(), url.clone());
+        let http = clients[usize::try_from(i).unwrap_or(0) % clients.len()].clone();
+        let url = url.clone();
         tasks.push(tokio::spawn(async move {
             let t = Instant::now();
             let ok = http
@@ -226,5 +282,5 @@ async fn main() -> anyhow::Result<()> {
     if args.clients > 0 {
         chat(&args, &token, &channel).await?;
     }
-    api(&args, &http, &channel).await
+    api(&args, &channel).await
 }
