@@ -172,7 +172,7 @@ pub async fn serve(
     let sessions = Arc::new(Sessions::default());
     let mut events = sfu.events();
     let forget = sessions.clone();
-    let (tracker, board) = analytics(&config, &store, &node.cluster.node_id).await?;
+    let (tracker, board) = analytics(&config, &store, &node).await?;
     let viewers = tracker.clone();
     // At an origin, a publisher's arrival and departure are stream records and webhook events
     // (an edge relays streams whose records live at the origin).
@@ -301,12 +301,13 @@ pub async fn serve(
 async fn analytics(
     config: &Config,
     store: &Store,
-    node_id: &str,
+    node: &node::Node,
 ) -> std::io::Result<(
     Arc<platform::analytics::Tracker>,
     Arc<platform::analytics::ViewerBoard>,
 )> {
     use platform::analytics::{Tracker, ViewerBoard};
+    let node_id = node.cluster.node_id.as_str();
     let salt = token_secret(config)?;
     let tracker = Arc::new(Tracker::new(store.clone(), node_id, &salt));
     match tracker.recover().await {
@@ -323,6 +324,13 @@ async fn analytics(
         ViewerBoard::redis(&c.redis_url, &c.redis_prefix, node_id, ttl)
             .await
             .map_err(|e| std::io::Error::other(format!("viewer counts over Redis: {e}")))?
+    };
+    let audience = node.audience.clone();
+    let board = board.with_below(Arc::new(move || audience.totals()));
+    let board = if config.relay.is_edge() {
+        board.at_edge()
+    } else {
+        board
     };
     Ok((tracker, Arc::new(board)))
 }

@@ -26,6 +26,8 @@ pub(crate) struct Node {
     pub cluster: Arc<Cluster>,
     /// At an edge: where channels come from.
     pub source: Option<Arc<dyn ChannelSource>>,
+    /// Viewers at the edges below this node, from their load reports.
+    pub audience: Arc<edge::Audience>,
     upstream: Option<edge::Upstream>,
     listener: Option<edge::quic::Endpoint>,
     announcer: Option<tokio::task::JoinHandle<()>>,
@@ -183,6 +185,7 @@ pub(crate) async fn start(
             TokenKey::new(b""),
         )),
         source: None,
+        audience: Arc::default(),
         upstream: None,
         listener: None,
         announcer: None,
@@ -206,6 +209,7 @@ pub(crate) async fn start(
             metrics: metrics.clone(),
             pki: pki.clone(),
             server_name: config.relay.origin_host().to_string(),
+            audience: node.audience.clone(),
         };
         let up = edge::Upstream::start(edge_config, sfu.clone())
             .map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -236,6 +240,7 @@ pub(crate) async fn start(
             policy,
             metrics: metrics.clone(),
             pki,
+            audience: node.audience.clone(),
         };
         let (bound, endpoint) = edge::upstream::listen(addr, upstream_config, sfu.clone())
             .map_err(|e| std::io::Error::other(e.to_string()))?;

@@ -42,6 +42,8 @@ pub struct EdgeConfig {
     /// The name the upstream's certificate must carry under mutual TLS (the host of its
     /// address; ignored without).
     pub server_name: String,
+    /// Viewers at the edges below this one (reported upstream with this edge's own).
+    pub audience: Arc<crate::Audience>,
 }
 
 /// How long [`Upstream::ensure`] waits for a channel to go live at this edge.
@@ -329,7 +331,7 @@ async fn run(
                 config.metrics.upstream_sample(PathSample::of(&conn, false));
                 if last_load.elapsed() >= LOAD_EVERY {
                     last_load = Instant::now();
-                    report_load(&mut control, inner, config.capacity).await;
+                    report_load(&mut control, inner, config.capacity, &config.audience).await;
                 }
             }
             _ = repair.tick() => {
@@ -346,7 +348,7 @@ async fn run(
                 maintain(&mut control, inner, &mut subs, config.grace).await;
                 if inner.draining.load(Ordering::SeqCst) && !reported_draining {
                     reported_draining = true;
-                    report_load(&mut control, inner, config.capacity).await;
+                    report_load(&mut control, inner, config.capacity, &config.audience).await;
                 }
             }
             reason = conn.closed() => return Err(RunError::Closed(reason.to_string())),
@@ -355,7 +357,12 @@ async fn run(
 }
 
 /// Tell the upstream how loaded this edge is (and whether it drains).
-async fn report_load(control: &mut ControlStream, inner: &Inner, capacity: u32) {
+async fn report_load(
+    control: &mut ControlStream,
+    inner: &Inner,
+    capacity: u32,
+    below: &crate::Audience,
+) {
     let Ok(stats) = inner.sfu.stats().await else {
         return;
     };
@@ -369,11 +376,27 @@ async fn report_load(control: &mut ControlStream, inner: &Inner, capacity: u32) 
             )
         })
         .collect();
+    let mut audience: BTreeMap<String, u32> = stats
+        .streams
+        .iter()
+        .map(|st| {
+            (
+                st.name.clone(),
+                u32::try_from(st.viewers).unwrap_or(u32::MAX),
+            )
+        })
+        .collect();
+    for (channel, n) in below.totals() {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        let e = audience.entry(channel).or_insert(0);
+        *e = e.saturating_add(n);
+    }
     let msg = Control::Load {
         viewers: channels.values().fold(0u32, |a, v| a.saturating_add(*v)),
         capacity,
         channels,
         draining: inner.draining.load(Ordering::SeqCst),
+        audience,
     };
     control.write(&msg).await.ok();
 }

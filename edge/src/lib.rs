@@ -4,12 +4,14 @@
 //! - [`proto`]: the wire format (frames, datagrams, handshake tags), sans-IO;
 //! - [`quic`]: quinn endpoints (self-signed upstream, secret-authenticated edge);
 //! - [`upstream`]: accept edges and serve their subscriptions from the local SFU;
-//! - [`downstream`]: an edge's connection to its upstream, feeding the edge's SFU.
+//! - [`downstream`]: an edge's connection to its upstream, feeding the edge's SFU;
+//! - [`audience`]: the viewers below a node, from its edges' load reports.
 //!
 //! Routing (the registry, 307 redirects) and playback tokens are in the `cluster` and
 //! `signaling` crates; this crate registers edges and carries their load reports.
 #![warn(missing_docs)]
 
+pub mod audience;
 pub mod downstream;
 pub mod metrics;
 pub mod proto;
@@ -18,6 +20,7 @@ pub mod repair;
 mod session;
 pub mod upstream;
 
+pub use audience::Audience;
 pub use downstream::{EdgeConfig, Upstream};
 pub use metrics::RelayMetrics;
 pub use upstream::{ChannelPolicy, UpstreamConfig};

@@ -205,6 +205,10 @@ pub enum Control {
         /// Shutting down: route no new viewers here.
         #[serde(default)]
         draining: bool,
+        /// WHEP viewers per channel at this edge and at every edge below it (relays not
+        /// counted), so each viewer is counted once at the origin.
+        #[serde(default)]
+        audience: BTreeMap<String, u32>,
     },
     /// A `type` this build does not know.
     #[serde(other)]
@@ -400,6 +404,7 @@ mod tests {
             capacity: 10,
             channels: [("demo".to_string(), 3)].into(),
             draining: true,
+            audience: [("demo".to_string(), 7)].into(),
         });
         roundtrip(Control::KeepaliveAck { t: 42 });
     }
@@ -431,7 +436,8 @@ mod tests {
                 viewers: 1,
                 capacity: 2,
                 channels: BTreeMap::new(),
-                draining: false
+                draining: false,
+                audience: BTreeMap::new(),
             })
         );
         assert!(Control::decode(br#"{"type":"keyframe"}"#).is_err());

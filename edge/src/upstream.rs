@@ -55,6 +55,8 @@ pub struct UpstreamConfig {
     pub metrics: Arc<RelayMetrics>,
     /// Mutual TLS (none: self-signed certificate, secret handshake only).
     pub pki: Option<Arc<quic::Pki>>,
+    /// Viewers at the connected edges and below them, from their load reports.
+    pub audience: Arc<crate::Audience>,
 }
 
 /// Accept edges on `addr` until the endpoint is closed. Returns the bound address and the
@@ -153,6 +155,7 @@ async fn serve(
     config.metrics.edge_gone(&edge.node_id, &edge.region);
     // A connection replaced by the edge's newer one leaves the registration to that one.
     if connected.remove(&edge.node_id, relay) {
+        config.audience.remove(&edge.node_id);
         if let Some(registry) = &config.registry {
             if let Err(e) = registry.remove_edge(&edge.node_id, &config.node_id).await {
                 tracing::warn!(error = %e, edge = %edge.node_id, "could not unregister the edge");
@@ -302,7 +305,8 @@ async fn relay_loop(
                     Control::Keepalive { t } => {
                         control.write(&Control::KeepaliveAck { t }).await.ok();
                     }
-                    Control::Load { viewers, capacity, draining, .. } => {
+                    Control::Load { viewers, capacity, draining, audience, .. } => {
+                        config.audience.set(&edge.node_id, audience);
                         edge.viewers = viewers;
                         edge.capacity = capacity;
                         edge.draining = draining;

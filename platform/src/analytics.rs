@@ -1,12 +1,13 @@
 //! Recording what analytics report: viewer sessions (one row per WHEP viewer, from connect to
-//! close), the live viewer count of every channel summed over the cluster ([`ViewerBoard`]),
+//! close), the live viewer count of every channel over the cluster ([`ViewerBoard`]: up the
+//! relay tree through edges' load reports, across origins through Redis),
 //! and a sample of that count per live channel every `analytics.sample_secs`.
 //!
 //! The node's event watcher calls [`Tracker::joined`] and [`Tracker::left`]; a sampler task calls
 //! [`sample`] on a timer. The report itself is in [`crate::analytics_report`].
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
@@ -16,33 +17,48 @@ use storage::Store;
 use crate::accounts::random_hex;
 use crate::{now, LiveState};
 
-/// Live viewer counts of the whole cluster. On one node it only knows that node; with Redis
-/// every node publishes its own counts under `{prefix}:viewers:{node}` for a few sample periods
-/// and reads everyone else's, so a channel's count is the sum over the nodes.
+/// Viewers below this node per channel: at the edges connected to it and at every tier below
+/// them (from their load reports; empty where no edge is connected).
+pub type Below = Arc<dyn Fn() -> HashMap<String, u64> + Send + Sync>;
+
+/// Live viewer counts of the whole cluster.
+///
+/// - Each viewer is counted at its node, then up the relay tree: an edge reports its own
+///   viewers and those below it to its upstream (`load`), so an origin knows its whole tree
+///   ([`Below`]) without any shared store.
+/// - With Redis, every origin publishes its tree's counts under `{prefix}:viewers:{node}` for a
+///   few sample periods and reads the other origins' counts, so a channel's count is the sum
+///   over the origins. Edges only read (they are already in their origin's count).
 pub struct ViewerBoard {
     node_id: String,
     redis: Option<(redis::aio::MultiplexedConnection, String)>,
     ttl: Duration,
-    /// Viewers per channel on the other nodes, as of the last [`ViewerBoard::publish`].
-    others: Mutex<HashMap<String, u64>>,
+    /// An origin publishes to Redis; an edge only reads.
+    origin: bool,
+    below: Option<Below>,
+    /// From Redis, as of the last [`ViewerBoard::publish`]: at an origin the other origins'
+    /// counts, at an edge every origin's.
+    published: Mutex<HashMap<String, u64>>,
 }
 
 /// How many SCAN rounds a count may take (bounds the loop; 200 keys a round).
 const MAX_SCAN_ROUNDS: usize = 100;
 
 impl ViewerBoard {
-    /// This node only.
+    /// An origin's board without Redis (one origin, and the edges below it).
     pub fn local(node_id: &str) -> Self {
         Self {
             node_id: node_id.to_string(),
             redis: None,
             ttl: Duration::ZERO,
-            others: Mutex::new(HashMap::new()),
+            origin: true,
+            below: None,
+            published: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Shared through Redis at `url`, keys under `prefix`; a node's counts expire `ttl` after
-    /// its last publish, so a dead node stops counting within `ttl`.
+    /// Shared through Redis at `url`, keys under `prefix`; an origin's counts expire `ttl` after
+    /// its last publish, so a dead origin stops counting within `ttl`.
     pub async fn redis(
         url: &str,
         prefix: &str,
@@ -57,32 +73,65 @@ impl ViewerBoard {
         .await
         .map_err(|_| redis::RedisError::from(std::io::Error::other("no answer from Redis")))??;
         Ok(Self {
-            node_id: node_id.to_string(),
             redis: Some((conn, prefix.to_string())),
             ttl,
-            others: Mutex::new(HashMap::new()),
+            ..Self::local(node_id)
         })
     }
 
-    /// Viewers of `channel` on the other nodes (0 on one node).
-    pub fn others(&self, channel: &str) -> u64 {
+    /// Count the viewers below this node too.
+    pub fn with_below(mut self, below: Below) -> Self {
+        self.below = Some(below);
+        self
+    }
+
+    /// This node is an edge: its viewers reach the origin through the relay, not Redis.
+    pub fn at_edge(mut self) -> Self {
+        self.origin = false;
+        self
+    }
+
+    fn below_of(&self, channel: &str) -> u64 {
+        self.below
+            .as_ref()
+            .map_or(0, |b| b().get(channel).copied().unwrap_or(0))
+    }
+
+    fn published_of(&self, channel: &str) -> u64 {
         self.lock().get(channel).copied().unwrap_or(0)
     }
 
     /// The cluster's viewers of `channel`, given this node's exact count now.
     pub fn total(&self, channel: &str, here: u64) -> u64 {
-        here + self.others(channel)
+        let tree = here + self.below_of(channel);
+        match (self.origin, self.redis.is_some()) {
+            (true, _) => tree + self.published_of(channel),
+            // Every origin's count includes this edge's tree as of its last report; this
+            // edge's own count is newer.
+            (false, true) => self.published_of(channel).max(tree),
+            (false, false) => tree,
+        }
     }
 
-    /// Publish this node's counts and read the other nodes'. A Redis failure is logged and
-    /// leaves the previous view of the others.
+    /// At an origin, publish this node's tree (`own` viewers and those below) and read the
+    /// other origins'; at an edge, read every origin's. A Redis failure is logged and leaves
+    /// the previous view.
     pub async fn publish(&self, own: &HashMap<String, u64>) {
         let Some((conn, prefix)) = &self.redis else {
             return;
         };
+        let tree = self.origin.then(|| {
+            let mut tree = own.clone();
+            if let Some(below) = &self.below {
+                for (channel, n) in below() {
+                    *tree.entry(channel).or_insert(0) += n;
+                }
+            }
+            tree
+        });
         let mut conn = conn.clone();
-        match exchange(&mut conn, prefix, &self.node_id, own, self.ttl).await {
-            Ok(others) => *self.lock() = others,
+        match exchange(&mut conn, prefix, &self.node_id, tree.as_ref(), self.ttl).await {
+            Ok(counts) => *self.lock() = counts,
             Err(e) => tracing::warn!(error = %e, "viewer counts not shared through Redis"),
         }
     }
@@ -100,28 +149,30 @@ impl ViewerBoard {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
-        self.others.lock().unwrap_or_else(|p| p.into_inner())
+        self.published.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-/// Write `own` under this node's key, then sum every other node's key.
+/// Write `own` (if any) under this node's key, then sum every other node's key.
 async fn exchange(
     conn: &mut redis::aio::MultiplexedConnection,
     prefix: &str,
     node_id: &str,
-    own: &HashMap<String, u64>,
+    own: Option<&HashMap<String, u64>>,
     ttl: Duration,
 ) -> Result<HashMap<String, u64>, redis::RedisError> {
     let mine = format!("{prefix}:viewers:{node_id}");
-    let body = serde_json::to_string(own).unwrap_or_else(|_| "{}".into());
-    let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-    let _: () = redis::cmd("SET")
-        .arg(&mine)
-        .arg(body)
-        .arg("PX")
-        .arg(ms)
-        .query_async(conn)
-        .await?;
+    if let Some(own) = own {
+        let body = serde_json::to_string(own).unwrap_or_else(|_| "{}".into());
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let _: () = redis::cmd("SET")
+            .arg(&mine)
+            .arg(body)
+            .arg("PX")
+            .arg(ms)
+            .query_async(conn)
+            .await?;
+    }
     let mut keys = Vec::new();
     let mut cursor = 0u64;
     for _ in 0..MAX_SCAN_ROUNDS {

@@ -80,7 +80,8 @@ const SELECT: &str = "SELECT c.name, c.title, c.description, c.category, c.priva
      FROM channels c LEFT JOIN users u ON u.id = c.owner_id WHERE c.name = $1";
 
 /// A channel's live state, its viewers counted over every node (this node's count is exact
-/// now; the others' are as of their last publish to Redis).
+/// now; its edges' as of their last load report; other origins' as of their last publish to
+/// Redis).
 async fn live_state(st: &State, name: &str) -> LiveState {
     let mut state = st
         .live

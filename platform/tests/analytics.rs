@@ -4,11 +4,13 @@
 
 mod common;
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
 use common::{live, Api};
-use platform::analytics::{sample, Tracker, ViewerBoard};
+use platform::analytics::{sample, Below, Tracker, ViewerBoard};
 use serde_json::{json, Value};
 use storage::testing::TestDb;
 use storage::Store;
@@ -300,8 +302,28 @@ fn redis_url() -> String {
     std::env::var("AETHEX_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// Viewers below a node, as its edges report them.
+fn below(pairs: &[(&str, u64)]) -> Below {
+    let counts: HashMap<String, u64> = pairs.iter().map(|(c, n)| (c.to_string(), *n)).collect();
+    Arc::new(move || counts.clone())
+}
+
+fn counts(pairs: &[(&str, u64)]) -> HashMap<String, u64> {
+    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+#[test]
+fn without_redis_a_node_counts_its_own_viewers_and_those_below_it() {
+    let origin = ViewerBoard::local("o").with_below(below(&[("show", 5)]));
+    assert_eq!((origin.total("show", 2), origin.total("other", 1)), (7, 1));
+    let edge = ViewerBoard::local("e")
+        .at_edge()
+        .with_below(below(&[("show", 1)]));
+    assert_eq!(edge.total("show", 3), 4);
+}
+
 #[tokio::test]
-async fn viewer_counts_are_summed_across_nodes_through_redis_and_a_dead_node_expires() {
+async fn viewer_counts_are_summed_across_origins_through_redis_and_a_dead_origin_expires() {
     let prefix = format!("aethex-test-{}", std::process::id());
     let board = |node: &'static str, ttl_ms: u64| {
         let prefix = prefix.clone();
@@ -311,22 +333,26 @@ async fn viewer_counts_are_summed_across_nodes_through_redis_and_a_dead_node_exp
                 .expect("Redis at 127.0.0.1:6379 (or AETHEX_TEST_REDIS_URL)")
         }
     };
-    let (a, b, c) = (
-        board("a", 10_000).await,
-        board("b", 10_000).await,
-        board("c", 300).await,
-    );
-    let counts = |pairs: &[(&str, u64)]| pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    // Origin a has 2 viewers at its edges; c will die; e is an edge below b.
+    let a = board("a", 10_000).await.with_below(below(&[("show", 2)]));
+    let b = board("b", 10_000).await.with_below(below(&[("show", 1)]));
+    let c = board("c", 300).await;
+    let e = board("e", 10_000).await.at_edge();
     a.publish(&counts(&[("show", 3)])).await;
     b.publish(&counts(&[("show", 4), ("other", 1)])).await;
     c.publish(&counts(&[("show", 10)])).await;
     a.publish(&counts(&[("show", 3)])).await;
-    assert_eq!((a.others("show"), a.others("other")), (14, 1));
-    assert_eq!(a.total("show", 3), 17);
+    // Every origin's tree once: a 3+2, b 4+1, c 10.
+    assert_eq!((a.total("show", 3), a.total("other", 0)), (20, 1));
+    // The edge's viewer is in b's count already; the edge publishes nothing.
+    e.publish(&counts(&[("show", 1)])).await;
+    assert_eq!(e.total("show", 1), 20);
+    b.publish(&counts(&[("show", 4), ("other", 1)])).await;
+    assert_eq!(b.total("show", 4), 20);
     // c stops publishing: its counts expire; b leaves cleanly.
     tokio::time::sleep(Duration::from_millis(600)).await;
     b.withdraw().await;
     a.publish(&counts(&[("show", 3)])).await;
-    assert_eq!((a.others("show"), a.others("other")), (0, 0));
+    assert_eq!((a.total("show", 3), a.total("other", 0)), (5, 0));
     a.withdraw().await;
 }
