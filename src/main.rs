@@ -300,8 +300,9 @@ fn print_banner(
     let _ = writeln!(out, "  go live (web)   {base}/live");
     let _ = writeln!(
         out,
-        "  platform API    {base}/api  (accounts, channels, follows)"
+        "  platform API    {base}/api  (chat, follows, analytics, webhooks, API keys)"
     );
+    let _ = writeln!(out, "  API reference   {base}/api/openapi.json  (OpenAPI 3.1)");
     if let Some(key) = demo_key {
         let _ = writeln!(out);
         let _ = writeln!(
