@@ -173,7 +173,8 @@ pub async fn serve(
     let mut events = sfu.events();
     let forget = sessions.clone();
     let (tracker, board) = analytics(&config, &store, &node).await?;
-    let viewers = tracker.clone();
+    // Viewer sessions are written in the background: the watcher never waits for the database.
+    let (viewers, recorder) = platform::viewer_sessions::Recorder::spawn(tracker.clone());
     // At an origin, a publisher's arrival and departure are stream records and webhook events
     // (an edge relays streams whose records live at the origin).
     let records =
@@ -183,16 +184,12 @@ pub async fn serve(
             match events.recv().await {
                 Ok(sfu::SfuEvent::PeerConnected(peer)) => {
                     if let Some((channel, client)) = forget.viewer(peer) {
-                        if let Err(e) = viewers.joined(peer.0, &channel, &client).await {
-                            tracing::warn!(%peer, error = %e, "viewer session not recorded");
-                        }
+                        viewers.joined(peer.0, &channel, &client);
                     }
                 }
                 Ok(sfu::SfuEvent::PeerClosed(peer, _)) => {
                     forget.forget_peer(peer);
-                    if let Err(e) = viewers.left(peer.0).await {
-                        tracing::warn!(%peer, error = %e, "viewer session not closed");
-                    }
+                    viewers.left(peer.0);
                 }
                 Ok(sfu::SfuEvent::StreamLive(s)) => {
                     tracing::info!(stream = %s, "stream live");
@@ -289,6 +286,15 @@ pub async fn serve(
     watcher.abort();
     webhooks.abort();
     sampler.abort();
+    // The watcher's end drops the last recorder handle: what was queued is written, then the
+    // writer ends.
+    let _ = watcher.await;
+    if tokio::time::timeout(std::time::Duration::from_secs(5), recorder)
+        .await
+        .is_err()
+    {
+        tracing::warn!("viewer session writer did not finish within 5 s");
+    }
     board.withdraw().await;
     if let Err(e) = tracker.finish().await {
         tracing::warn!(error = %e, "open viewer sessions not closed");
@@ -297,16 +303,29 @@ pub async fn serve(
     Ok(())
 }
 
+/// The viewers at this node's edges, as the platform counts them.
+struct EdgeAudience(Arc<edge::Audience>);
+
+impl platform::analytics::Below for EdgeAudience {
+    fn of(&self, channel: &str) -> u64 {
+        self.0.of(channel)
+    }
+    fn all(&self) -> std::collections::HashMap<String, u64> {
+        self.0.totals()
+    }
+}
+
 /// Viewer-session recording and the cluster's viewer counts (through Redis when configured).
 async fn analytics(
     config: &Config,
     store: &Store,
     node: &node::Node,
 ) -> std::io::Result<(
-    Arc<platform::analytics::Tracker>,
+    Arc<platform::viewer_sessions::Tracker>,
     Arc<platform::analytics::ViewerBoard>,
 )> {
-    use platform::analytics::{Tracker, ViewerBoard};
+    use platform::analytics::ViewerBoard;
+    use platform::viewer_sessions::Tracker;
     let node_id = node.cluster.node_id.as_str();
     let salt = token_secret(config)?;
     let tracker = Arc::new(Tracker::new(store.clone(), node_id, &salt));
@@ -325,8 +344,7 @@ async fn analytics(
             .await
             .map_err(|e| std::io::Error::other(format!("viewer counts over Redis: {e}")))?
     };
-    let audience = node.audience.clone();
-    let board = board.with_below(Arc::new(move || audience.totals()));
+    let board = board.with_below(Arc::new(EdgeAudience(node.audience.clone())));
     let board = if config.relay.is_edge() {
         board.at_edge()
     } else {
@@ -337,7 +355,7 @@ async fn analytics(
 
 /// Every `period_secs`: share this node's viewer counts, refresh its sessions, store samples.
 async fn sample_forever(
-    tracker: Arc<platform::analytics::Tracker>,
+    tracker: Arc<platform::viewer_sessions::Tracker>,
     board: Arc<platform::analytics::ViewerBoard>,
     live: SfuLive,
     origin: bool,

@@ -302,7 +302,10 @@ fn print_banner(
         out,
         "  platform API    {base}/api  (chat, follows, analytics, webhooks, API keys)"
     );
-    let _ = writeln!(out, "  API reference   {base}/api/openapi.json  (OpenAPI 3.1)");
+    let _ = writeln!(
+        out,
+        "  API reference   {base}/api/openapi.json  (OpenAPI 3.1)"
+    );
     if let Some(key) = demo_key {
         let _ = writeln!(out);
         let _ = writeln!(

@@ -23,6 +23,15 @@ impl Audience {
         self.lock().remove(edge);
     }
 
+    /// Viewers of `channel` below this node.
+    pub fn of(&self, channel: &str) -> u64 {
+        self.lock()
+            .values()
+            .filter_map(|counts| counts.get(channel))
+            .map(|n| u64::from(*n))
+            .sum()
+    }
+
     /// Viewers per channel below this node, summed over its edges.
     pub fn totals(&self) -> HashMap<String, u64> {
         let mut sum = HashMap::new();
@@ -54,6 +63,7 @@ mod tests {
         a.set("eu-1", counts(&[("show", 5), ("news", 1)])); // a newer report replaces
         let t = a.totals();
         assert_eq!((t["show"], t["news"]), (9, 1));
+        assert_eq!((a.of("show"), a.of("news"), a.of("none")), (9, 1, 0));
         a.remove("us-1");
         assert_eq!(a.totals()["show"], 5);
         a.remove("eu-1");

@@ -3,23 +3,34 @@
 //! relay tree through edges' load reports, across origins through Redis),
 //! and a sample of that count per live channel every `analytics.sample_secs`.
 //!
-//! The node's event watcher calls [`Tracker::joined`] and [`Tracker::left`]; a sampler task calls
-//! [`sample`] on a timer. The report itself is in [`crate::analytics_report`].
+//! Viewer sessions are in [`crate::viewer_sessions`]; a sampler task calls [`sample`] on a
+//! timer. The report itself is in [`crate::analytics_report`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-use storage::Store;
-
-use crate::accounts::random_hex;
+use crate::viewer_sessions::Tracker;
 use crate::{now, LiveState};
 
-/// Viewers below this node per channel: at the edges connected to it and at every tier below
-/// them (from their load reports; empty where no edge is connected).
-pub type Below = Arc<dyn Fn() -> HashMap<String, u64> + Send + Sync>;
+/// Viewers below this node: at the edges connected to it and at every tier below them (from
+/// their load reports; none where no edge is connected).
+pub trait Below: Send + Sync {
+    /// Viewers of `channel` below this node.
+    fn of(&self, channel: &str) -> u64;
+    /// Viewers per channel below this node.
+    fn all(&self) -> HashMap<String, u64>;
+}
+
+/// Fixed counts (a node's view in tests and tools).
+impl Below for HashMap<String, u64> {
+    fn of(&self, channel: &str) -> u64 {
+        self.get(channel).copied().unwrap_or(0)
+    }
+    fn all(&self) -> HashMap<String, u64> {
+        self.clone()
+    }
+}
 
 /// Live viewer counts of the whole cluster.
 ///
@@ -35,7 +46,7 @@ pub struct ViewerBoard {
     ttl: Duration,
     /// An origin publishes to Redis; an edge only reads.
     origin: bool,
-    below: Option<Below>,
+    below: Option<Arc<dyn Below>>,
     /// From Redis, as of the last [`ViewerBoard::publish`]: at an origin the other origins'
     /// counts, at an edge every origin's.
     published: Mutex<HashMap<String, u64>>,
@@ -80,7 +91,7 @@ impl ViewerBoard {
     }
 
     /// Count the viewers below this node too.
-    pub fn with_below(mut self, below: Below) -> Self {
+    pub fn with_below(mut self, below: Arc<dyn Below>) -> Self {
         self.below = Some(below);
         self
     }
@@ -92,9 +103,7 @@ impl ViewerBoard {
     }
 
     fn below_of(&self, channel: &str) -> u64 {
-        self.below
-            .as_ref()
-            .map_or(0, |b| b().get(channel).copied().unwrap_or(0))
+        self.below.as_ref().map_or(0, |b| b.of(channel))
     }
 
     fn published_of(&self, channel: &str) -> u64 {
@@ -123,7 +132,7 @@ impl ViewerBoard {
         let tree = self.origin.then(|| {
             let mut tree = own.clone();
             if let Some(below) = &self.below {
-                for (channel, n) in below() {
+                for (channel, n) in below.all() {
                     *tree.entry(channel).or_insert(0) += n;
                 }
             }
@@ -207,132 +216,6 @@ async fn exchange(
     Ok(sum)
 }
 
-/// Viewer sessions of this node, written as they open and close.
-pub struct Tracker {
-    store: Store,
-    node_id: String,
-    salt: Vec<u8>,
-    /// Open sessions: peer number -> row id.
-    open: Mutex<HashMap<u64, String>>,
-}
-
-impl Tracker {
-    /// Sessions of node `node_id`; viewers are told apart by an HMAC under `salt` (a cluster
-    /// secret), so the same viewer counts once on every node and no address is stored.
-    pub fn new(store: Store, node_id: &str, salt: &[u8]) -> Self {
-        Self {
-            store,
-            node_id: node_id.to_string(),
-            salt: salt.to_vec(),
-            open: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// At start: sessions this node left open when it died end where it last saw them.
-    pub async fn recover(&self) -> Result<u64, sqlx::Error> {
-        let done = sqlx::query(
-            "UPDATE viewer_sessions SET ended_at = last_seen \
-             WHERE node_id = $1 AND ended_at IS NULL",
-        )
-        .bind(&self.node_id)
-        .execute(self.store.pool())
-        .await?;
-        Ok(done.rows_affected())
-    }
-
-    /// At shutdown: every session still open on this node ends now.
-    pub async fn finish(&self) -> Result<(), sqlx::Error> {
-        let t = now();
-        sqlx::query(
-            "UPDATE viewer_sessions SET ended_at = $1, last_seen = $1 \
-             WHERE node_id = $2 AND ended_at IS NULL",
-        )
-        .bind(t)
-        .bind(&self.node_id)
-        .execute(self.store.pool())
-        .await?;
-        self.lock().clear();
-        Ok(())
-    }
-
-    /// A viewer (`client`: its address and user agent) connected to `channel` as `peer`.
-    pub async fn joined(&self, peer: u64, channel: &str, client: &str) -> Result<(), sqlx::Error> {
-        if self.lock().contains_key(&peer) {
-            return Ok(()); // connected again after an ICE restart: the same session
-        }
-        let id = format!(
-            "v_{}",
-            random_hex(12).map_err(|e| sqlx::Error::Protocol(e.to_string()))?
-        );
-        let stream: Option<(String,)> = sqlx::query_as(
-            "SELECT id FROM streams WHERE channel = $1 AND ended_at IS NULL \
-             ORDER BY started_at DESC",
-        )
-        .bind(channel)
-        .fetch_optional(self.store.pool())
-        .await?;
-        let t = now();
-        sqlx::query(
-            "INSERT INTO viewer_sessions \
-             (id, channel, stream_id, viewer, node_id, started_at, last_seen) \
-             VALUES ($1, $2, $3, $4, $5, $6, $6)",
-        )
-        .bind(&id)
-        .bind(channel)
-        .bind(stream.map(|s| s.0))
-        .bind(self.viewer_id(client))
-        .bind(&self.node_id)
-        .bind(t)
-        .execute(self.store.pool())
-        .await?;
-        self.lock().insert(peer, id);
-        Ok(())
-    }
-
-    /// `peer` went away: its session ends now.
-    pub async fn left(&self, peer: u64) -> Result<(), sqlx::Error> {
-        let Some(id) = self.lock().remove(&peer) else {
-            return Ok(());
-        };
-        let t = now();
-        sqlx::query("UPDATE viewer_sessions SET ended_at = $1, last_seen = $1 WHERE id = $2")
-            .bind(t)
-            .bind(id)
-            .execute(self.store.pool())
-            .await?;
-        Ok(())
-    }
-
-    /// Open sessions of this node.
-    pub fn open_sessions(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Every open session is still there: refresh `last_seen`.
-    async fn heartbeat(&self) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "UPDATE viewer_sessions SET last_seen = $1 WHERE node_id = $2 AND ended_at IS NULL",
-        )
-        .bind(now())
-        .bind(&self.node_id)
-        .execute(self.store.pool())
-        .await?;
-        Ok(())
-    }
-
-    fn viewer_id(&self, client: &str) -> String {
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.salt) else {
-            return String::new(); // HMAC takes keys of any length
-        };
-        mac.update(client.as_bytes());
-        hex::encode(&mac.finalize().into_bytes()[..16])
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, String>> {
-        self.open.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
 /// One sampler tick: share this node's counts, refresh its open sessions and, for the channels
 /// whose publisher is here (`origin`), store the cluster-wide count at `t` rounded down to the
 /// period. Failures are logged; the next tick tries again.
@@ -365,7 +248,7 @@ pub async fn sample(
         .bind(channel)
         .bind(t)
         .bind(viewers)
-        .execute(tracker.store.pool())
+        .execute(tracker.pool())
         .await;
         if let Err(e) = written {
             tracing::warn!(channel = %channel, error = %e, "viewer sample not stored");

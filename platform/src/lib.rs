@@ -21,6 +21,7 @@ mod json;
 pub mod openapi;
 pub mod quota;
 pub mod streams;
+pub mod viewer_sessions;
 pub mod webhooks;
 
 use std::future::Future;

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use common::{live, Api};
-use platform::analytics::{sample, Below, Tracker, ViewerBoard};
+use platform::analytics::{sample, Below, ViewerBoard};
+use platform::viewer_sessions::{Recorder, Tracker};
 use serde_json::{json, Value};
 use storage::testing::TestDb;
 use storage::Store;
@@ -263,6 +264,34 @@ async fn a_node_records_viewer_sessions_and_closes_what_it_left_open_after_a_cra
     assert_eq!(open_count(&store, "n2").await, 0);
 }
 
+async fn a_burst_of_viewers_is_recorded_in_order_in_the_background(store: Store, _db: &TestDb) {
+    let tracker = Arc::new(Tracker::new(store.clone(), "n1", b"k"));
+    let (recorder, writer) = Recorder::spawn(tracker.clone());
+    // 1,000 viewers join (each twice, as after an ICE restart) and leave; peer 7 comes back.
+    for peer in 0..1000u64 {
+        let client = format!("192.0.2.{}\nagent", peer % 200);
+        recorder.joined(peer, "show", &client);
+        recorder.joined(peer, "show", &client);
+    }
+    for peer in 0..1000u64 {
+        recorder.left(peer);
+    }
+    recorder.joined(7, "show", "192.0.2.7\nagent");
+    drop(recorder);
+    tokio::time::timeout(Duration::from_secs(60), writer)
+        .await
+        .expect("the writer drains its queue")
+        .unwrap();
+    let (rows, open, viewers): (i64, i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COUNT(*) - COUNT(ended_at), COUNT(DISTINCT viewer) FROM viewer_sessions",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!((rows, open, viewers), (1001, 1, 200));
+    assert_eq!(tracker.open_sessions(), 1);
+}
+
 async fn the_origin_samples_live_channels_and_an_edge_does_not(store: Store, _db: &TestDb) {
     let board = ViewerBoard::local("n1");
     let tracker = Tracker::new(store.clone(), "n1", b"k");
@@ -296,6 +325,7 @@ storage::on_both_databases!(
     analytics_are_for_the_owner_only_and_bad_ranges_are_json_400s,
     a_node_records_viewer_sessions_and_closes_what_it_left_open_after_a_crash,
     the_origin_samples_live_channels_and_an_edge_does_not,
+    a_burst_of_viewers_is_recorded_in_order_in_the_background,
 );
 
 fn redis_url() -> String {
@@ -303,9 +333,8 @@ fn redis_url() -> String {
 }
 
 /// Viewers below a node, as its edges report them.
-fn below(pairs: &[(&str, u64)]) -> Below {
-    let counts: HashMap<String, u64> = pairs.iter().map(|(c, n)| (c.to_string(), *n)).collect();
-    Arc::new(move || counts.clone())
+fn below(pairs: &[(&str, u64)]) -> Arc<dyn Below> {
+    Arc::new(counts(pairs))
 }
 
 fn counts(pairs: &[(&str, u64)]) -> HashMap<String, u64> {
