@@ -193,6 +193,8 @@ pub(crate) fn replay_rate(bytes: usize, span: Duration) -> u64 {
 /// wait for a keyframe as without a cache).
 const CACHE_MAX_PACKETS: usize = 6_000;
 const CACHE_MAX_BYTES: usize = 8 << 20;
+/// Packets held while no group is valid, for a keyframe whose first packet comes late.
+const PENDING_MAX: usize = 512;
 
 /// The current publisher's video from its last keyframe start to now: a new viewer is sent this
 /// at once and decodes a picture without waiting for the publisher's next keyframe.
@@ -208,22 +210,40 @@ impl KeyframeCache {
     /// Record a packet; `keyframe_start` begins a new group, unless it belongs to the frame that
     /// began the current one (H.264 sends the SPS/PPS and then the IDR slice, and both read as
     /// keyframe starts: the group must keep the parameter sets).
+    ///
+    /// Packets are kept in sequence order, so one that arrives late (reordered, or lost on a
+    /// relay and repaired by NACK) takes its place. A keyframe whose first packet arrives after
+    /// others of the same keyframe keeps them: while no group is valid the last
+    /// [`PENDING_MAX`] packets are held, and a new group keeps the packets numbered after its
+    /// first. Found by the relay loss test: a repaired keyframe start used to begin a group
+    /// without the rest of its keyframe, and the edge's new viewers stalled on it.
     pub fn push(&mut self, packet: CachedPacket, keyframe_start: bool) {
-        let same_frame = self
-            .packets
-            .first()
-            .is_some_and(|first| self.valid && first.time == packet.time);
+        let first = self.packets.first().map(|f| (f.seq, f.time));
+        let same_frame = self.valid && first.is_some_and(|(_, time)| time == packet.time);
         if keyframe_start && !same_frame {
-            self.packets.clear();
-            self.bytes = 0;
+            let start = packet.seq;
+            self.packets.retain(|p| p.seq > start);
+            self.bytes = self.packets.iter().map(|p| p.payload.len()).sum();
             self.valid = true;
+        } else if self.valid && first.is_some_and(|(seq, _)| packet.seq < seq) {
+            return; // a late packet of the previous group
         }
-        if !self.valid {
-            return;
+        let at = self
+            .packets
+            .iter()
+            .rposition(|p| p.seq < packet.seq)
+            .map_or(0, |i| i + 1);
+        if self.packets.get(at).is_some_and(|p| p.seq == packet.seq) {
+            return; // a duplicate (the original and its repair both arrived)
         }
         self.bytes += packet.payload.len();
-        self.packets.push(packet);
-        if self.packets.len() > CACHE_MAX_PACKETS || self.bytes > CACHE_MAX_BYTES {
+        self.packets.insert(at, packet);
+        if !self.valid {
+            if self.packets.len() > PENDING_MAX {
+                let old = self.packets.remove(0);
+                self.bytes -= old.payload.len();
+            }
+        } else if self.packets.len() > CACHE_MAX_PACKETS || self.bytes > CACHE_MAX_BYTES {
             self.clear();
         }
     }
@@ -332,6 +352,41 @@ mod tests {
         assert_eq!(c.bytes(), 100);
     }
 
+    fn seqs(c: &KeyframeCache) -> Vec<u64> {
+        c.packets().iter().map(|p| p.seq).collect()
+    }
+
+    #[test]
+    fn a_keyframe_whose_first_packet_comes_late_keeps_the_rest_of_it() {
+        // The first keyframe: its start (1) arrives after 2 and 3.
+        let mut c = KeyframeCache::default();
+        c.push(packet(0, 2), false);
+        c.push(packet(0, 3), false);
+        assert!(c.packets().is_empty(), "no group before a keyframe start");
+        c.push(packet(0, 1), true);
+        assert_eq!(seqs(&c), vec![1, 2, 3]);
+        c.push(packet(3000, 4), false);
+        // A later keyframe (5, 6, 7) whose start was lost and repaired after 7.
+        c.push(packet(6000, 6), false);
+        c.push(packet(6000, 7), false);
+        c.push(packet(6000, 5), true);
+        assert_eq!(seqs(&c), vec![5, 6, 7]);
+        assert_eq!(c.bytes(), 300);
+    }
+
+    #[test]
+    fn late_packets_take_their_place_and_duplicates_and_stale_ones_are_dropped() {
+        let mut c = KeyframeCache::default();
+        c.push(packet(0, 10), true);
+        c.push(packet(0, 11), false);
+        c.push(packet(3000, 13), false);
+        c.push(packet(3000, 12), false); // repaired
+        c.push(packet(3000, 12), false); // and the original, late
+        c.push(packet(0, 9), false); // from before the group
+        assert_eq!(seqs(&c), vec![10, 11, 12, 13]);
+        assert_eq!(c.bytes(), 400);
+    }
+
     #[test]
     fn compressed_times_end_at_the_last_frame_one_ms_apart() {
         let t0 = Instant::now();
@@ -374,13 +429,20 @@ mod tests {
     fn an_oversized_group_is_dropped_until_the_next_keyframe() {
         let mut c = KeyframeCache::default();
         c.push(packet(0, 1), true);
-        for i in 0..CACHE_MAX_PACKETS {
-            c.push(packet(3000 + i as u32, 2), false);
+        for i in 0..CACHE_MAX_PACKETS as u64 {
+            let mut p = packet(3000 + i as u32, 2);
+            p.seq = 2 + i; // distinct numbers: equal ones are duplicates
+            c.push(p, false);
         }
         assert!(c.packets().is_empty(), "over the packet bound");
-        c.push(packet(1, 3), false);
+        let next = 2 + CACHE_MAX_PACKETS as u64;
+        let mut p = packet(1, 3);
+        p.seq = next;
+        c.push(p, false);
         assert!(c.packets().is_empty(), "stays empty until a keyframe");
-        c.push(packet(2, 4), true);
+        let mut p = packet(2, 4);
+        p.seq = next + 1;
+        c.push(p, true);
         assert_eq!(c.packets().len(), 1);
     }
 }
