@@ -13,6 +13,9 @@
 //! - [`keyframe_start`]: whether an RTP payload (VP8, VP9, H.264, AV1) begins a keyframe.
 //! - [`sdp`]: sniff the media sections (kind, mid, direction) of an SDP offer before the WebRTC
 //!   engine sees it, so the HTTP layer can refuse impossible offers with a clear error.
+//! - [`sdp_codecs`]: the payload formats of each media section, and the edits around the
+//!   engine's negotiation (reject a section, complete a rejected answer section, find payload
+//!   types without `a=rtpmap`).
 //! - [`timeline`]: keep an outgoing RTP timeline continuous when the publisher behind it changes
 //!   (OBS reconnects with the same key).
 //! - [`layers`]: simulcast layer choice per viewer (bandwidth estimate with hysteresis, or a
@@ -30,5 +33,6 @@ pub mod red;
 pub mod routes;
 pub mod rtp;
 pub mod sdp;
+pub mod sdp_codecs;
 pub mod timeline;
 pub mod vp8ids;

@@ -150,7 +150,7 @@ pub fn offers_codec(sdp: &str, mid: &str, encoding: &str) -> bool {
 ///
 /// An ICE-lite answer knows all its candidates up front. Some peers (aiortc) read candidates
 /// only from the last bundled section, others want end-of-candidates: listing them everywhere
-/// is valid (RFC 8839) and works with all of them.
+/// is valid (RFC 8839) and works with all of them. Rejected sections (port 0) get none.
 pub fn spread_candidates(sdp: &str) -> String {
     let lines: Vec<&str> = sdp
         .lines()
@@ -164,7 +164,12 @@ pub fn spread_candidates(sdp: &str) -> String {
         .collect();
     let mut out = String::with_capacity(sdp.len() + candidates.len() * 80);
     let mut in_media = false;
-    let close_section = |out: &mut String| {
+    // A rejected section (port 0) gets no candidates.
+    let mut rejected = false;
+    let close_section = |out: &mut String, rejected: bool| {
+        if rejected {
+            return;
+        }
         for c in &candidates {
             out.push_str(c);
             out.push_str("\r\n");
@@ -177,15 +182,16 @@ pub fn spread_candidates(sdp: &str) -> String {
         }
         if line.starts_with("m=") {
             if in_media {
-                close_section(&mut out);
+                close_section(&mut out, rejected);
             }
             in_media = true;
+            rejected = line.split_ascii_whitespace().nth(1) == Some("0");
         }
         out.push_str(line);
         out.push_str("\r\n");
     }
     if in_media {
-        close_section(&mut out);
+        close_section(&mut out, rejected);
     }
     out
 }

@@ -8,14 +8,16 @@ use std::time::{Duration, Instant};
 use media_core::demux::DatagramKind;
 use media_core::routes::{Route, Routes};
 use media_core::sdp::{self, Kind};
+use media_core::sdp_codecs;
 use str0m::bwe::Bitrate;
 use str0m::change::SdpOffer;
-use str0m::format::{CodecConfig, PayloadParams};
+use str0m::format::PayloadParams;
 use str0m::media::{MediaKind, Mid};
 use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Rtc};
 
 use crate::forward::{OutTrack, Stream, SubscribeOptions};
+use crate::negotiate;
 use crate::peer::{Peer, PeerBroken, Role};
 use crate::simulcast::ViewerLayer;
 use crate::stats::{DropReason, SfuStats};
@@ -173,7 +175,8 @@ impl Sfu {
         if !replacing {
             self.admit()?;
         }
-        let (rtc, answer, ufrag) = self.accept(now, offer, publisher_codecs(), false)?;
+        let plan = negotiate::publisher_plan(&sections, &sdp_codecs::section_formats(offer))?;
+        let (rtc, answer, ufrag) = self.accept(now, offer, plan, false)?;
         let kinds = accepted_kinds(&sections, &answer);
         if kinds.is_empty() {
             return Err(SfuError::Unusable(
@@ -265,12 +268,16 @@ impl Sfu {
         let Some(entry) = self.streams.get(&stream).filter(|s| s.is_live()) else {
             return Err(SfuError::Offline(stream));
         };
-        let codecs = CodecConfig::new_from_payload_params(entry.params.clone());
+        let plan = negotiate::viewer_plan(
+            &sections,
+            &sdp_codecs::section_formats(offer),
+            &entry.params,
+        )?;
         let has_video = entry.params.iter().any(|p| p.spec().codec.is_video());
         let has_audio = entry.params.iter().any(|p| p.spec().codec.is_audio());
         let simulcast = entry.simulcast;
         self.admit()?;
-        let (rtc, answer, ufrag) = self.accept(now, offer, codecs, simulcast)?;
+        let (rtc, answer, ufrag) = self.accept(now, offer, plan, simulcast)?;
         let kinds = accepted_kinds(&sections, &answer);
         let out_video = first_of_kind(&sections, &kinds, MediaKind::Video);
         let out_audio = first_of_kind(&sections, &kinds, MediaKind::Audio);
@@ -437,15 +444,20 @@ impl Sfu {
         PeerId(id)
     }
 
+    /// Answer `offer` with a new engine configured by `plan` (its codecs; its rejected
+    /// sections answered with port 0). The answer carries every candidate in every accepted
+    /// section and never a payload type without its `a=rtpmap`.
     fn accept(
         &mut self,
         now: Instant,
         offer: &str,
-        codecs: CodecConfig,
+        plan: negotiate::Plan,
         bwe: bool,
     ) -> Result<(Rtc, String, String), SfuError> {
+        let edited = sdp_codecs::reject_sections(offer, &plan.rejected);
         let parsed =
-            SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::BadOffer(e.to_string()))?;
+            SdpOffer::from_sdp_string(&edited).map_err(|e| SfuError::BadOffer(e.to_string()))?;
+        let codecs = plan.codecs;
         let creds = self.new_ice_creds();
         let ufrag = creds.ufrag.clone();
         let mut builder = Rtc::builder()
@@ -478,7 +490,17 @@ impl Sfu {
             Ok::<_, String>((rtc, answer.to_sdp_string()))
         }));
         match result {
-            Ok(Ok((rtc, answer))) => Ok((rtc, sdp::spread_candidates(&answer), ufrag)),
+            Ok(Ok((rtc, answer))) => {
+                let answer = sdp::spread_candidates(&sdp_codecs::complete_rejected(&answer, offer));
+                let unmapped = sdp_codecs::unmapped_payload_types(&answer);
+                if !unmapped.is_empty() {
+                    tracing::warn!(?unmapped, "answer would list payload types without rtpmap");
+                    return Err(SfuError::CodecMismatch(
+                        "no codec of the offer could be matched in every section it wants".into(),
+                    ));
+                }
+                Ok((rtc, answer, ufrag))
+            }
             Ok(Err(e)) => Err(SfuError::BadOffer(e)),
             Err(_) => Err(SfuError::BadOffer(
                 "the offer could not be negotiated".into(),
@@ -864,28 +886,6 @@ fn passive_tcp_candidate(addr: SocketAddr) -> Option<Candidate> {
         .tcptype(TcpType::Passive)
         .build()
         .ok()
-}
-
-/// Codecs a publisher may send: Opus; H264 (packetization-mode 1, the profiles OBS, Safari and
-/// Chromium offer), VP8, VP9, AV1.
-fn publisher_codecs() -> CodecConfig {
-    let mut c = CodecConfig::empty();
-    // Opus with RED (RFC 2198) when the publisher offers it (browsers do): passed through to
-    // viewers that negotiate RED, reduced to the primary block for the others.
-    c.enable_opus(true, true);
-    c.enable_vp8(true);
-    c.enable_h264(true);
-    // Constrained High (OBS/Safari 640c1f) and Main/High variants str0m does not list.
-    for (pt, rtx, profile) in [
-        (100u8, 101u8, 0x640c1fu32),
-        (102, 103, 0x4d0c1f),
-        (104, 105, 0x42c01f),
-    ] {
-        c.add_h264(pt.into(), Some(rtx.into()), true, profile);
-    }
-    c.enable_vp9(true);
-    c.enable_av1(true);
-    c
 }
 
 /// Kind of every audio/video mid of the offer that the answer accepted (port not 0).

@@ -23,6 +23,7 @@ mod fanout;
 mod forward;
 mod ids;
 mod layering;
+mod negotiate;
 mod peer;
 mod relay;
 mod relay_io;

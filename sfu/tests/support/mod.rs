@@ -13,7 +13,7 @@ use str0m::format::Codec;
 use str0m::format::CodecExtra;
 use str0m::media::{Direction, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, Rtc};
+use str0m::{Candidate, Event, Rtc, RtcConfig};
 
 /// Decides whether a datagram (from, bytes) on its way to the SFU survives.
 pub type LossFilter = Box<dyn FnMut(SocketAddr, &[u8]) -> bool>;
@@ -35,8 +35,13 @@ pub struct Client {
     /// Received video frames: (payload, keyframe).
     pub video_in: Vec<(Vec<u8>, bool)>,
     pub audio_in: Vec<Vec<u8>>,
+    /// The audio level extension of each received audio frame (RFC 6464), as parsed under this
+    /// client's own extension ids.
+    pub audio_levels: Vec<Option<i8>>,
     /// Sequence numbers (first, last) of each received video frame.
     pub video_seq: Vec<(u64, u64)>,
+    /// The payload type each video frame arrived with (this client's own number).
+    pub video_pts: Vec<u8>,
     /// RTP time (90 kHz, extended) of each received video frame.
     pub video_time: Vec<u64>,
     pub keyframe_requests: usize,
@@ -56,10 +61,16 @@ impl Client {
 
     /// A client whose Opus may be wrapped in RFC 2198 RED (negotiated when `red`).
     pub fn with_red(now: Instant, addr: &str, red: bool) -> Self {
-        let addr: SocketAddr = addr.parse().unwrap();
         let mut builder = Rtc::builder();
         builder.codec_config().enable_opus(true, red);
-        let mut rtc = builder.build(now);
+        Self::with_config(now, addr, builder)
+    }
+
+    /// A client with its own engine configuration (payload types, header-extension ids): an
+    /// implementation that numbers things differently from the SFU's other peers.
+    pub fn with_config(now: Instant, addr: &str, config: RtcConfig) -> Self {
+        let addr: SocketAddr = addr.parse().unwrap();
+        let mut rtc = config.build(now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
         Self {
             addr,
@@ -70,8 +81,10 @@ impl Client {
             audio: None,
             video_in: Vec::new(),
             audio_in: Vec::new(),
+            audio_levels: Vec::new(),
             video_seq: Vec::new(),
             video_time: Vec::new(),
+            video_pts: Vec::new(),
             keyframe_requests: 0,
             keyframe_rids: Vec::new(),
             video_pic: Vec::new(),
@@ -121,7 +134,8 @@ impl Client {
     }
 
     pub fn accept(&mut self, pending: SdpPendingOffer, answer: &str) {
-        let answer = SdpAnswer::from_sdp_string(answer).unwrap();
+        let answer = SdpAnswer::from_sdp_string(answer)
+            .unwrap_or_else(|e| panic!("the SFU's answer does not parse: {e}\n{answer}"));
         self.rtc.sdp_api().accept_answer(pending, answer).unwrap();
     }
 
@@ -337,12 +351,14 @@ impl World {
                                     c.video_seq
                                         .push((**d.seq_range.start(), **d.seq_range.end()));
                                     c.video_time.push(d.time.numer());
+                                    c.video_pts.push(*d.pt);
                                     c.video_pic.push(match d.codec_extra {
                                         CodecExtra::Vp8(e) => e.picture_id,
                                         _ => None,
                                     });
                                 } else {
                                     c.audio_in.push(d.data.to_vec());
+                                    c.audio_levels.push(d.ext_vals.audio_level);
                                 }
                             }
                             Event::KeyframeRequest(r) => {
