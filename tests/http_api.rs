@@ -319,6 +319,13 @@ fn h264_profiles_offered_by_obs_safari_and_chromium_are_accepted() {
             video.contains("H264/90000"),
             "H264 kept for profile {profile:06x}: {video}"
         );
+        // The publisher's own number, which it keeps sending whatever the answer says (OBS).
+        assert!(
+            video.starts_with(" 9 UDP/TLS/RTP/SAVPF 96 97\r\n")
+                && video.contains("a=rtpmap:96 H264/90000")
+                && video.contains(&format!("profile-level-id={profile:06x}")),
+            "answered under 96 for profile {profile:06x}: {video}"
+        );
     }
     assert!(server.stop().success());
 }

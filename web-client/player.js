@@ -31,6 +31,7 @@
   const unmuteBtn = $('unmute');
   const statsBtn = $('toggle-stats');
   const qualitySel = $('quality');
+  const retryBtn = $('retry');
 
   // The chosen simulcast layer: 'auto' lets the server follow our bandwidth, others pin it.
   let layer = 'auto';
@@ -46,6 +47,7 @@
     connectionState: 'new',
     stats: {},
     reconnects: 0,
+    gaveUp: false,     // true after an error that is not retried by itself (the Retry button is shown)
     layer: layer,      // chosen quality: 'auto' | 'high' | 'mid' | 'low'
     layerStatus: null, // HTTP status of the last live layer change (null: none sent)
   };
@@ -110,9 +112,27 @@
 
   function tryPlay() { C.play(video); }
 
+  // An error that retrying cannot fix (the server refused our offer, or its answer cannot be
+  // used): shown once, no retry until the viewer presses Retry.
+  function giveUp(text) {
+    teardown();
+    player.gaveUp = true;
+    setState('error', text);
+    retryBtn.hidden = false;
+  }
+
+  // A 4xx with a JSON error code is the server's final word on this request, except "offline"
+  // (the stream may start), and timeouts or rate limits (worth another try later).
+  function isRefusal(status, e) {
+    return status >= 400 && status < 500 && !!e.code && e.code !== 'offline'
+      && status !== 408 && status !== 425 && status !== 429;
+  }
+
   async function connect() {
     if (stopped) return;
     teardown();
+    player.gaveUp = false;
+    retryBtn.hidden = true;
     const gen = generation;
     if (player.state !== 'offline') setState('connecting', 'Connecting…');
 
@@ -159,13 +179,13 @@
         setState('offline', 'Offline — waiting for the stream…');
         scheduleRetry(OFFLINE_RETRY_MS);
       } else if (resp.status === 401) {
-        setState('error', token
+        giveUp(token
           ? 'This playback link is not valid (' + e.text + ').'
           : 'This channel is private: open it with a playback link (…?token=…).');
-        scheduleRetry(MAX_BACKOFF_MS);
       } else if (e.code === 'not_found') {
-        setState('error', 'Channel “' + channel + '” does not exist.');
-        scheduleRetry(nextBackoff());
+        giveUp('Channel “' + channel + '” does not exist.');
+      } else if (isRefusal(resp.status, e)) {
+        giveUp('The server cannot play this stream here: ' + e.text);
       } else {
         setState('error', e.text);
         scheduleRetry(nextBackoff());
@@ -180,7 +200,7 @@
       await conn.setRemoteDescription({ type: 'answer', sdp: answer });
     } catch (err) {
       if (gen !== generation) return;
-      failAndRetry('Bad answer from server: ' + ((err && err.message) || err));
+      giveUp('Bad answer from server: ' + ((err && err.message) || err));
       return;
     }
     if (gen !== generation) return;
@@ -360,6 +380,10 @@
   }
   qualitySel.value = layer;
   qualitySel.addEventListener('change', function () { setLayer(qualitySel.value); });
+  retryBtn.addEventListener('click', function () {
+    backoffMs = 1000;
+    connect();
+  });
   applyStats();
   syncUnmute();
 

@@ -36,12 +36,62 @@ const CHROMIUM_ARGS = [
   '--window-size=1280,720',
 ];
 
+// Start Debian's Chromium with exactly CHROMIUM_ARGS and a fresh profile, and attach over CDP.
+// Resolves to { browser, context, close() }; close() ends Chromium's process group (SIGTERM, then
+// SIGKILL) and removes the profile, and is safe to call twice. On a failed start Chromium is
+// already gone when the promise rejects. `onSpawn(close)`, if given, gets close() as soon as the
+// process exists, so that a caller shutting down mid-start can end it.
+export async function startChromium(onSpawn) {
+  const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'aethex-chromium-'));
+  const args = [...CHROMIUM_ARGS, `--user-data-dir=${userDataDir}`,
+    '--remote-debugging-address=127.0.0.1', '--remote-debugging-port=0', 'about:blank'];
+  const proc = spawn(CHROMIUM, args, { detached: true, stdio: ['ignore', 'ignore', 'pipe'] });
+  let browser = null;
+  let closed = false;
+  async function close() {
+    if (closed) return;
+    closed = true;
+    if (browser) await Promise.race([browser.close().catch(() => {}), sleep(3000)]);
+    if (proc.exitCode === null && proc.signalCode === null) {
+      const exited = new Promise((r) => proc.once('exit', r));
+      try { process.kill(-proc.pid, 'SIGTERM'); } catch (_) { /* gone */ }
+      await Promise.race([exited, sleep(5000)]);
+      if (proc.exitCode === null && proc.signalCode === null) {
+        try { process.kill(-proc.pid, 'SIGKILL'); } catch (_) { /* gone */ }
+        await Promise.race([exited, sleep(2000)]);
+      }
+    }
+    try { fs.rmSync(userDataDir, { recursive: true, force: true }); } catch (_) { /* ignore */ }
+  }
+  if (onSpawn) onSpawn(close);
+  try {
+    let stderr = '';
+    const ws = await new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error('Chromium did not report its DevTools endpoint within 15 s: ' + stderr.slice(-500))), 15000);
+      proc.stderr.on('data', (d) => {
+        stderr += d.toString();
+        const m = stderr.match(/DevTools listening on (ws:\/\/\S+)/);
+        if (m) { clearTimeout(t); resolve(m[1]); }
+      });
+      proc.once('exit', (code, sig) => { clearTimeout(t); reject(new Error(`Chromium exited early (${code ?? sig}): ${stderr.slice(-500)}`)); });
+      proc.once('error', (e) => { clearTimeout(t); reject(e); });
+    });
+    proc.stderr.removeAllListeners('data');
+    proc.stderr.on('data', () => {}); // keep draining, but stop accumulating
+    browser = await chromium.connectOverCDP(ws, { timeout: 15000 });
+    const context = browser.contexts()[0] || await browser.newContext();
+    return { browser, context, close };
+  } catch (e) {
+    await close();
+    throw e;
+  }
+}
+
 // A test run. `cleanup` runs first at the end (close sessions, sockets); then Chromium goes.
 export function createHarness({ totalTimeoutMs, cleanup }) {
   const results = [];
-  let browserProc = null;
   let browser = null;
-  let userDataDir = null;
+  let closeChromium = null; // startChromium()'s close(), known from the spawn on
   let finished = false;
 
   const log = (line) => process.stdout.write(line + '\n');
@@ -55,26 +105,9 @@ export function createHarness({ totalTimeoutMs, cleanup }) {
 
     // Start Chromium ourselves so that its command line is exactly what we want, then attach.
     async launchChromium() {
-      userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'aethex-chromium-'));
-      const args = [...CHROMIUM_ARGS, `--user-data-dir=${userDataDir}`,
-        '--remote-debugging-address=127.0.0.1', '--remote-debugging-port=0', 'about:blank'];
-      browserProc = spawn(CHROMIUM, args, { detached: true, stdio: ['ignore', 'ignore', 'pipe'] });
-      let stderr = '';
-      const ws = await new Promise((resolve, reject) => {
-        const t = setTimeout(() => reject(new Error('Chromium did not report its DevTools endpoint within 15 s: ' + stderr.slice(-500))), 15000);
-        browserProc.stderr.on('data', (d) => {
-          stderr += d.toString();
-          const m = stderr.match(/DevTools listening on (ws:\/\/\S+)/);
-          if (m) { clearTimeout(t); resolve(m[1]); }
-        });
-        browserProc.once('exit', (code, sig) => { clearTimeout(t); reject(new Error(`Chromium exited early (${code ?? sig}): ${stderr.slice(-500)}`)); });
-        browserProc.once('error', (e) => { clearTimeout(t); reject(e); });
-      });
-      browserProc.stderr.resume(); // keep draining, but stop accumulating
-      browserProc.stderr.removeAllListeners('data');
-      browserProc.stderr.on('data', () => {});
-      browser = await chromium.connectOverCDP(ws, { timeout: 15000 });
-      return browser.contexts()[0] || await browser.newContext();
+      const chrome = await startChromium((close) => { closeChromium = close; });
+      browser = chrome.browser;
+      return chrome.context;
     },
 
     // Publish Chromium's fake camera from `${base}/live` with a stream key; returns the go-live
@@ -124,19 +157,9 @@ export function createHarness({ totalTimeoutMs, cleanup }) {
   };
 
   async function shutdownChromium() {
-    if (browser) { await Promise.race([browser.close().catch(() => {}), sleep(3000)]); browser = null; }
-    if (browserProc && browserProc.exitCode === null && browserProc.signalCode === null) {
-      const proc = browserProc;
-      const exited = new Promise((r) => proc.once('exit', r));
-      try { process.kill(-proc.pid, 'SIGTERM'); } catch (_) { /* gone */ }
-      await Promise.race([exited, sleep(5000)]);
-      if (proc.exitCode === null && proc.signalCode === null) {
-        try { process.kill(-proc.pid, 'SIGKILL'); } catch (_) { /* gone */ }
-        await Promise.race([exited, sleep(2000)]);
-      }
-    }
-    browserProc = null;
-    if (userDataDir) { try { fs.rmSync(userDataDir, { recursive: true, force: true }); } catch (_) { /* ignore */ } }
+    if (closeChromium) await closeChromium();
+    closeChromium = null;
+    browser = null;
   }
 
   const globalTimer = setTimeout(() => {

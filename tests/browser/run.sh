@@ -6,9 +6,10 @@
 # Creates two channels in a temporary data dir, starts `aethex serve` on free loopback ports, runs
 # tests/browser/watch.test.mjs (go-live page publishes, watch page plays) on the first and
 # tests/browser/simulcast.test.mjs (3-layer simulcast publisher, unconstrained, bandwidth-capped and
-# pinned viewers) on the second, then starts a regional edge (region eu) and runs
-# tests/browser/edge.test.mjs on a third, private channel (token, 307 to the edge), and stops
-# both. Fails if any test failed.
+# pinned viewers) on the second, tests/browser/player-errors.test.mjs (the player's handling of
+# refused offers, unusable answers, offline and network errors; WHEP answered by the test), then
+# starts a regional edge (region eu) and runs tests/browser/edge.test.mjs on a third, private
+# channel (token, 307 to the edge), and stops both. Fails if any test failed.
 # Needs /usr/bin/chromium, node/npm, curl and python3 (see scripts/install-test-deps.sh).
 set -euo pipefail
 
@@ -137,6 +138,10 @@ echo "# ---- simulcast.test.mjs (channel $SC_CHANNEL) ----"
 AETHEX_URL="$URL" AETHEX_CHANNEL="$SC_CHANNEL" AETHEX_KEY="$SC_KEY" \
   timeout -k 5 150 node "$ROOT/tests/browser/simulcast.test.mjs"
 SIMULCAST_STATUS=$?
+echo "# ---- player-errors.test.mjs ----"
+AETHEX_URL="$URL" AETHEX_CHANNEL="$CHANNEL" \
+  timeout -k 5 120 node "$ROOT/tests/browser/player-errors.test.mjs"
+PLAYER_ERRORS_STATUS=$?
 set -e
 
 EDGE_HTTP_PORT=$(free_port tcp)
@@ -154,6 +159,6 @@ AETHEX_URL="$URL" AETHEX_EDGE_URL="$EDGE_URL" AETHEX_REGION=eu AETHEX_CHANNEL="$
   timeout -k 5 120 node "$ROOT/tests/browser/edge.test.mjs"
 EDGE_STATUS=$?
 set -e
-echo "# watch.test.mjs exit $WATCH_STATUS, simulcast.test.mjs exit $SIMULCAST_STATUS, edge.test.mjs exit $EDGE_STATUS"
-if [[ $WATCH_STATUS -eq 0 && $SIMULCAST_STATUS -eq 0 && $EDGE_STATUS -eq 0 ]]; then STATUS=0; else STATUS=1; fi
+echo "# watch.test.mjs exit $WATCH_STATUS, simulcast.test.mjs exit $SIMULCAST_STATUS, player-errors.test.mjs exit $PLAYER_ERRORS_STATUS, edge.test.mjs exit $EDGE_STATUS"
+if [[ $WATCH_STATUS -eq 0 && $SIMULCAST_STATUS -eq 0 && $PLAYER_ERRORS_STATUS -eq 0 && $EDGE_STATUS -eq 0 ]]; then STATUS=0; else STATUS=1; fi
 exit "$STATUS"
