@@ -50,7 +50,7 @@ pub struct MediaSection {
     pub mid: Option<String>,
     /// Direction, `SendRecv` if absent.
     pub direction: Direction,
-    /// True when the port is 0 (a rejected or stopped section).
+    /// True when the port is 0 (a rejected or stopped section) without `a=bundle-only`.
     pub disabled: bool,
     /// The section has an `a=simulcast:` line (RFC 8853): several encodings, told apart by rid.
     pub simulcast: bool,
@@ -107,6 +107,10 @@ pub fn media_sections(sdp: &str) -> Result<Vec<MediaSection>, SdpSniffError> {
         };
         if let Some(mid) = line.strip_prefix("a=mid:") {
             section.mid = Some(mid.trim().to_string());
+        } else if line == "a=bundle-only" {
+            // RFC 8843 section 6: port 0 with bundle-only is a bundled section, not a rejected
+            // one (GStreamer's max-bundle offers).
+            section.disabled = false;
         } else if line.starts_with("a=simulcast:") {
             section.simulcast = true;
         } else {
@@ -150,7 +154,9 @@ pub fn offers_codec(sdp: &str, mid: &str, encoding: &str) -> bool {
 ///
 /// An ICE-lite answer knows all its candidates up front. Some peers (aiortc) read candidates
 /// only from the last bundled section, others want end-of-candidates: listing them everywhere
-/// is valid (RFC 8839) and works with all of them. Rejected sections (port 0) get none.
+/// is valid (RFC 8839) and works with all of them. Rejected sections (port 0) get them too:
+/// aiortc takes the candidates of the last section even when it is rejected, and other peers
+/// ignore candidates there.
 pub fn spread_candidates(sdp: &str) -> String {
     let lines: Vec<&str> = sdp
         .lines()
@@ -164,12 +170,7 @@ pub fn spread_candidates(sdp: &str) -> String {
         .collect();
     let mut out = String::with_capacity(sdp.len() + candidates.len() * 80);
     let mut in_media = false;
-    // A rejected section (port 0) gets no candidates.
-    let mut rejected = false;
-    let close_section = |out: &mut String, rejected: bool| {
-        if rejected {
-            return;
-        }
+    let close_section = |out: &mut String| {
         for c in &candidates {
             out.push_str(c);
             out.push_str("\r\n");
@@ -182,16 +183,15 @@ pub fn spread_candidates(sdp: &str) -> String {
         }
         if line.starts_with("m=") {
             if in_media {
-                close_section(&mut out, rejected);
+                close_section(&mut out);
             }
             in_media = true;
-            rejected = line.split_ascii_whitespace().nth(1) == Some("0");
         }
         out.push_str(line);
         out.push_str("\r\n");
     }
     if in_media {
-        close_section(&mut out, rejected);
+        close_section(&mut out);
     }
     out
 }
@@ -247,6 +247,15 @@ m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=sendonly\r\na=rtpmap:96 H264/9000
             (s[1].kind, s[1].mid.as_deref(), s[1].direction),
             (Kind::Video, Some("1"), Direction::SendOnly)
         );
+    }
+
+    #[test]
+    fn a_bundle_only_section_with_port_zero_is_not_disabled() {
+        let sdp = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:video0\r\n\
+m=audio 0 UDP/TLS/RTP/SAVPF 111\r\na=bundle-only\r\na=mid:audio1\r\n\
+m=audio 0 UDP/TLS/RTP/SAVPF 111\r\na=mid:gone\r\n";
+        let s = media_sections(sdp).unwrap();
+        assert_eq!(s.iter().map(|m| m.disabled).collect::<Vec<_>>(), vec![false, false, true]);
     }
 
     #[test]
