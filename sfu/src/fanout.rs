@@ -107,6 +107,7 @@ impl Sfu {
             sub.layer.switch_to(layer);
             track.seq.restart();
             sub.replay.clear();
+            sub.replay_partial = None;
             sub.replay_burst = keyframe_packets;
             sub.replay.extend(queue);
             sub.replay_at = now;
@@ -169,6 +170,7 @@ impl Sfu {
                     return;
                 }
             }
+            sub.replay_partial = (!p.marker).then_some(p.time);
             // str0m's contract: drain after every mutation.
             if let Err(PeerBroken) = self.drain_peer(id) {
                 self.remove_peer(id, CloseReason::Failed);
@@ -424,13 +426,40 @@ impl Sfu {
                     if !starting {
                         switched.push((sid, sub.layer.current, sub.layer.switch_asked.take()));
                     }
+                    match finish_replayed_frame(
+                        &mut sub.rtc,
+                        track,
+                        &mut sub.layer,
+                        &mut sub.replay,
+                        &mut sub.replay_partial,
+                    ) {
+                        Ok(n) => self.stats.packets_forwarded += n as u64,
+                        Err(PeerBroken) => {
+                            broken.push(sid);
+                            continue;
+                        }
+                    }
                     sub.needs_keyframe = false;
                     sub.layer.switch_to(layer);
                     track.seq.restart();
                     sub.replay.clear();
                 } else if !sub.replay.is_empty() {
                     if keyframe {
-                        // A fresh keyframe: skip what is left of the replay and go live here.
+                        // A fresh keyframe: skip what is left of the replay (after the frame
+                        // it is in the middle of) and go live here.
+                        match finish_replayed_frame(
+                            &mut sub.rtc,
+                            track,
+                            &mut sub.layer,
+                            &mut sub.replay,
+                            &mut sub.replay_partial,
+                        ) {
+                            Ok(n) => self.stats.packets_forwarded += n as u64,
+                            Err(PeerBroken) => {
+                                broken.push(sid);
+                                continue;
+                            }
+                        }
                         sub.replay.clear();
                         sub.layer.switch_to(layer);
                         track.seq.restart();
@@ -486,6 +515,43 @@ impl Sfu {
             self.request_keyframe(&stream_id, Some(layer));
         }
     }
+}
+
+/// Before a replay is abandoned for a fresh keyframe: send the rest of the frame the replay is
+/// in the middle of (`partial`), so the viewer's last replayed frame is whole. Without this, a
+/// depacketizer that releases frames on a timestamp change (webrtc-rs) glues the unfinished
+/// FU-A onto the new IDR, and the sequence numbers, gapless, give it no reason to doubt it.
+fn finish_replayed_frame(
+    rtc: &mut Rtc,
+    track: &mut OutTrack,
+    layer: &mut ViewerLayer,
+    replay: &mut std::collections::VecDeque<Queued>,
+    partial: &mut Option<u32>,
+) -> Result<usize, PeerBroken> {
+    let Some(time) = partial.take() else {
+        return Ok(0);
+    };
+    let mut sent = 0;
+    while let Some(q) = replay.front().filter(|q| q.packet.time == time) {
+        let p = &q.packet;
+        let out = Outgoing {
+            generation: q.generation,
+            params: p.params,
+            seq: p.seq,
+            time: p.time,
+            wallclock: p.wallclock,
+            marker: p.marker,
+            ext_vals: &p.ext_vals,
+            payload: &p.payload,
+            red: false,
+            primary: None,
+        };
+        if write_rtp(rtc, track, Some(&mut *layer), &out)? {
+            sent += 1;
+        }
+        replay.pop_front();
+    }
+    Ok(sent)
 }
 
 /// The publisher's header extensions as a viewer should get them: its own mid and rid are the

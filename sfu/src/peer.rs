@@ -49,6 +49,10 @@ pub(crate) struct Peer {
     pub replay_rate: u64,
     /// Replay packets still to send unpaced (the cached keyframe).
     pub replay_burst: usize,
+    /// The (rewritten) RTP time of a replayed frame sent only in part: a replay cut short
+    /// sends the rest of that frame first, so the viewer never gets half a frame glued to the
+    /// next one under gapless sequence numbers.
+    pub replay_partial: Option<u32>,
     /// Kind of each negotiated mid, from the offer.
     pub kinds: HashMap<Mid, MediaKind>,
     /// Subscriber: the track carrying the stream's video / audio to this peer.
@@ -85,6 +89,7 @@ impl Peer {
             replay_at: now,
             replay_rate: 0,
             replay_burst: 0,
+            replay_partial: None,
             kinds: HashMap::new(),
             out_video: None,
             out_audio: None,

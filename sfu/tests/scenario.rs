@@ -25,6 +25,8 @@ struct Source {
     ts: u64,
     /// Never answers keyframe requests (some encoders and misconfigured OBS setups).
     deaf: bool,
+    /// Bytes of filler per frame (more than one RTP packet above ~1,100).
+    filler: usize,
 }
 
 impl Source {
@@ -36,6 +38,7 @@ impl Source {
             answered_requests: 0,
             ts,
             deaf: false,
+            filler: 300,
         }
     }
 
@@ -44,7 +47,7 @@ impl Source {
         let asked = c.keyframe_requests > self.answered_requests;
         self.answered_requests = c.keyframe_requests;
         let key = self.frame == 0 || (asked && !self.deaf);
-        let data = vp8_frame(self.frame, key, 300);
+        let data = vp8_frame(self.frame, key, self.filler);
         c.write(w.now, MediaKind::Video, self.ts, data.clone());
         c.write(
             w.now,
@@ -200,6 +203,42 @@ fn a_viewer_replaying_a_long_cache_jumps_to_a_fresh_keyframe() {
     let after: Vec<u32> = frames[jump..].iter().map(|f| f.0).collect();
     let expected: Vec<u32> = (fresh..fresh + after.len() as u32).collect();
     assert_eq!(after, expected, "live and complete after the jump");
+    for pair in c.video_seq.windows(2) {
+        assert_eq!(pair[1].0, pair[0].1 + 1, "sequence gap {pair:?}");
+    }
+}
+
+#[test]
+fn a_replay_cut_short_by_a_fresh_keyframe_ends_on_a_whole_frame() {
+    // Frames of three RTP packets: a fresh keyframe arriving mid-replay lands inside a frame.
+    let mut w = World::new();
+    let p = w.publish("127.0.0.2:1000", "demo");
+    w.connect_all();
+    let mut src = Source::new(p, 0);
+    src.filler = 3000;
+    src.run(&mut w, 60);
+    let v = w.subscribe("127.0.0.5:1000", "demo");
+    w.connect_all();
+    src.run(&mut w, 30);
+
+    let c = &w.clients[v];
+    let jump = c
+        .video_in
+        .iter()
+        .skip(1)
+        .position(|(_, k)| *k)
+        .map(|i| i + 1)
+        .expect("the viewer moved to a fresh keyframe");
+    assert!(
+        jump < 60,
+        "the replay was cut short ({jump} frames replayed)"
+    );
+    // Every frame the viewer assembled is a frame the publisher sent, whole: none is the
+    // front of a replayed frame glued to the back of another.
+    for (i, (data, _)) in c.video_in.iter().enumerate() {
+        let n = counter(data) as usize;
+        assert_eq!(data, &src.sent[n].0, "frame {i} (counter {n}) is not whole");
+    }
     for pair in c.video_seq.windows(2) {
         assert_eq!(pair[1].0, pair[0].1 + 1, "sequence gap {pair:?}");
     }
