@@ -22,6 +22,8 @@ pub struct Format {
     pub fmtp: Option<String>,
     /// Whether the section had an `a=rtpmap` line for this payload type.
     pub mapped: bool,
+    /// That line's value as written (`H264/90000`), for copying it verbatim.
+    pub rtpmap: String,
 }
 
 impl Format {
@@ -82,6 +84,7 @@ pub fn section_formats(sdp: &str) -> Vec<Vec<Format>> {
             f.clock_rate = fields.next().and_then(|c| c.parse().ok()).unwrap_or(0);
             f.channels = fields.next().and_then(|c| c.parse().ok());
             f.mapped = true;
+            f.rtpmap = desc.to_string();
         } else if let Some(fmtp) = line.strip_prefix("a=fmtp:") {
             let (pt, params) = fmtp.split_once(' ').unwrap_or((fmtp, ""));
             if let Some(f) = pt.parse::<u8>().ok().and_then(|pt| find(formats, pt)) {
@@ -111,6 +114,7 @@ fn static_format(pt: u8) -> Format {
         channels,
         fmtp: None,
         mapped: false,
+        rtpmap: String::new(),
     }
 }
 
@@ -220,13 +224,7 @@ pub fn complete_rejected(answer: &str, offer: &str) -> String {
 }
 
 fn rtpmap_line(f: &Format) -> String {
-    match f.channels {
-        Some(ch) => format!(
-            "a=rtpmap:{} {}/{}/{}\r\n",
-            f.pt, f.encoding, f.clock_rate, ch
-        ),
-        None => format!("a=rtpmap:{} {}/{}\r\n", f.pt, f.encoding, f.clock_rate),
-    }
+    format!("a=rtpmap:{} {}\r\n", f.pt, f.rtpmap)
 }
 
 /// Every payload type of an active (port not 0) audio or video section of `sdp` that has no

@@ -15,8 +15,9 @@
 //!   (`OutTrack::payload_type`). Header-extension ids are per session in the engine: values are
 //!   parsed under the publisher's ids and written under the viewer's.
 //! - **Never an answer without a codec.** A section of a kind the stream does not have (the
-//!   audio of a video-only stream) is rejected (port 0); a wanted kind with no matching codec is
-//!   a `CodecMismatch` naming both sides' codecs.
+//!   audio of a video-only stream) is answered with the viewer's own first format and carries
+//!   nothing, or is rejected (port 0) when the viewer offered no format the SFU knows; a wanted
+//!   kind with no matching codec is a `CodecMismatch` naming both sides' codecs.
 
 use media_core::sdp::{Kind, MediaSection};
 use media_core::sdp_codecs::Format;
@@ -105,13 +106,22 @@ pub(crate) fn viewer_plan(
             .filter(|p| p.spec().codec.kind() == kind && !p.spec().codec.is_tele())
             .copied()
             .collect();
-        if sent.is_empty() {
-            // The stream has no media of this kind: answer the section rejected.
-            rejected.push(i);
-            continue;
-        }
         let fs = formats.get(i).map(Vec::as_slice).unwrap_or_default();
         let offered = supported(fs);
+        if sent.is_empty() {
+            // The stream has no media of this kind. The section is answered with the viewer's
+            // first format and never gets a packet; only without a format it is rejected. A
+            // rejected section leaves the BUNDLE group, and aiortc then opens a transport of
+            // its own for it whose DTLS never completes: the viewer stays "connecting".
+            match offered.first() {
+                Some(first) if !chosen.iter().any(|c| c.params.pt() == first.params.pt()) => {
+                    chosen.push(*first)
+                }
+                Some(_) => {}
+                None => rejected.push(i),
+            }
+            continue;
+        }
         let theirs =
             CodecConfig::new_from_payload_params(offered.iter().map(|o| o.params).collect());
         let mut matched = Vec::new();

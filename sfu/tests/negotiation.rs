@@ -7,7 +7,8 @@
 //! - header-extension ids are the viewer's own (the audio level arrives under its id);
 //! - OBS's offer is answered with OBS's own payload types;
 //! - an H.264 profile mismatch and a codec without overlap are `CodecMismatch` naming both sides;
-//! - the audio section of a video-only stream is rejected, with a real format, not a bare `0`;
+//! - the audio section of a video-only stream stays bundled with the viewer's Opus and no
+//!   media; a section without any known format is rejected with its own format, not a bare `0`;
 //! - no answer ever lists a payload type without its `a=rtpmap` (property test).
 #![allow(clippy::disallowed_methods)] // the test picks the virtual epoch from the clock once
 
@@ -331,40 +332,52 @@ fn no_codec_overlap_is_refused_naming_the_codecs() {
     );
 }
 
-#[test]
-fn the_audio_section_of_a_video_only_stream_is_rejected_with_a_real_format() {
-    let mut w = World::new();
+/// A video-only stream (the publisher offers no audio section) on stream `name`.
+fn publish_video_only(w: &mut World, addr: &str, name: &str) -> usize {
     let now = w.now;
-    let mut c = Client::new(now, "127.0.0.2:1000");
+    let mut c = Client::new(now, addr);
     let mut api = c.rtc.sdp_api();
     let mid = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
     let (offer, pending) = api.apply().unwrap();
     c.video = Some(mid);
     let published = w
         .sfu
-        .publish(now, StreamId::new("mute").unwrap(), &offer.to_sdp_string())
+        .publish(now, StreamId::new(name).unwrap(), &offer.to_sdp_string())
         .unwrap();
     c.accept(pending, &published.answer);
     w.index.insert(c.addr, w.clients.len());
     w.clients.push(c);
+    w.clients.len() - 1
+}
+
+#[test]
+fn the_audio_section_of_a_video_only_stream_stays_in_the_bundle_without_media() {
+    let mut w = World::new();
+    let p = publish_video_only(&mut w, "127.0.0.2:1000", "mute");
     let v = w.subscribe("127.0.0.3:1000", "mute");
     let answer = w.clients[v].answer.clone();
     let audio = answer
         .split("m=")
         .find(|s| s.starts_with("audio"))
         .expect("an audio section");
-    assert!(audio.starts_with("audio 0 "), "rejected: {answer}");
-    assert!(
-        audio.contains("a=rtpmap:111 opus/48000/2"),
-        "with a real format: {answer}"
+    // Not rejected (aiortc opens a separate transport for a section outside the bundle), and
+    // with the viewer's own Opus, never a bare payload type.
+    assert!(audio.starts_with("audio 9 "), "{answer}");
+    assert!(audio.contains("a=rtpmap:111 opus/48000/2"), "{answer}");
+    let bundle = answer
+        .lines()
+        .find(|l| l.starts_with("a=group:BUNDLE"))
+        .unwrap();
+    assert_eq!(
+        bundle.split_whitespace().count(),
+        3,
+        "both mids bundled: {bundle}"
     );
-    // Candidates even there: aiortc reads the last section's, rejected or not.
-    assert!(audio.contains("a=candidate"), "{answer}");
     assert!(unmapped_payload_types(&answer).is_empty(), "{answer}");
     w.connect_all();
     for i in 0..20 {
         let now = w.now;
-        w.clients[0].write(
+        w.clients[p].write(
             now,
             MediaKind::Video,
             3000 * i,
@@ -377,6 +390,35 @@ fn the_audio_section_of_a_video_only_stream_is_rejected_with_a_real_format() {
         "{}",
         w.clients[v].video_in.len()
     );
+    assert!(w.clients[v].audio_in.is_empty());
+}
+
+#[test]
+fn a_section_the_stream_cannot_fill_and_without_a_known_format_is_rejected_with_its_format() {
+    let mut w = World::new();
+    publish_video_only(&mut w, "127.0.0.2:1000", "mute");
+    let offer = viewer_offer(&[(96, "VP8/90000", "")], true)
+        .replace(
+            "m=audio 9 UDP/TLS/RTP/SAVPF 111",
+            "m=audio 9 UDP/TLS/RTP/SAVPF 9",
+        )
+        .replace("a=rtpmap:111 opus/48000/2", "a=rtpmap:9 G722/8000");
+    let answer = w
+        .sfu
+        .subscribe(w.now, StreamId::new("mute").unwrap(), &offer)
+        .unwrap()
+        .answer;
+    let audio = answer
+        .split("m=")
+        .find(|s| s.starts_with("audio"))
+        .expect("an audio section");
+    assert!(
+        audio.starts_with("audio 0 UDP/TLS/RTP/SAVPF 9\r\n"),
+        "{answer}"
+    );
+    assert!(audio.contains("a=rtpmap:9 G722/8000"), "{answer}");
+    assert!(has_line(&answer, "a=group:BUNDLE 0"), "{answer}");
+    assert!(unmapped_payload_types(&answer).is_empty(), "{answer}");
 }
 
 /// A publisher offer with VP8 and/or H.264 (constrained baseline) video under these numbers,

@@ -730,14 +730,36 @@ def add_recv_transceivers(pc, codec):
     return tv, ta
 
 
-def add_send_tracks(pc, codec, width, height, fps):
+def add_send_tracks(pc, codec, width, height, fps, audio=True):
+    """Video track (and the Opus sine unless `audio` is false); returns (vtrack, atrack|None)."""
     vtrack = BarcodeVideoTrack(width, height, fps)
-    atrack = SineAudioTrack()
     tv = pc.addTransceiver(vtrack, direction="sendonly")
     set_codec_prefs(tv, "video", video_codec_names(codec))
-    ta = pc.addTransceiver(atrack, direction="sendonly")
-    set_codec_prefs(ta, "audio", ["opus"])
+    atrack = None
+    if audio:
+        atrack = SineAudioTrack()
+        ta = pc.addTransceiver(atrack, direction="sendonly")
+        set_codec_prefs(ta, "audio", ["opus"])
     return vtrack, atrack
+
+
+def answer_has_audio(sdp):
+    """True if the SDP has an audio m-section that carries media: port != 0, at least one
+    a=rtpmap line and not a=inactive (what `view --expect-audio auto` expects audio from)."""
+    sections, cur = [], None
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            parts = line[2:].split()
+            cur = {"kind": parts[0], "port": parts[1] if len(parts) > 1 else "0",
+                   "rtpmap": False, "inactive": False}
+            sections.append(cur)
+        elif cur is not None:
+            if line.startswith("a=rtpmap:"):
+                cur["rtpmap"] = True
+            elif line.strip() == "a=inactive":
+                cur["inactive"] = True
+    return any(m["kind"] == "audio" and m["port"] != "0" and m["rtpmap"] and not m["inactive"]
+               for m in sections)
 
 
 def publisher_keyframe_fields():
@@ -773,9 +795,9 @@ def new_session(a):
 
 async def cmd_publish(a):
     stop_evt, pc, t0, states, connected, failed, auth = new_session(a)
-    vtrack, atrack = add_send_tracks(pc, a.codec, a.width, a.height, a.fps)
+    vtrack, atrack = add_send_tracks(pc, a.codec, a.width, a.height, a.fps, audio=not a.no_audio)
     location = None
-    result = {"role": "publisher", "ok": False, "codec": a.codec}
+    result = {"role": "publisher", "ok": False, "codec": a.codec, "audio": not a.no_audio}
     try:
         location, _ = await signal_exchange(pc, a.url, auth, t0)
         result["location"] = location
@@ -796,7 +818,7 @@ async def cmd_publish(a):
     finally:
         result["duration_s"] = round((now_ms() - t0[0]) / 1000.0, 2) if t0 else 0
         result["frames_sent"] = vtrack.frames
-        result["audio_frames_sent"] = atrack.frames
+        result["audio_frames_sent"] = atrack.frames if atrack else 0
         result.update(publisher_keyframe_fields())
         if t0:
             result["keyframe_at_ms"] = [round(t - t0[0], 1) for t in KF.keyframe_wall_ms[:50]]
@@ -831,7 +853,8 @@ async def cmd_view(a):
     result = {"role": "viewer", "ok": False}
     try:
         # t0 is taken inside signal_exchange just before the (first) POST
-        location, _ = await signal_exchange(pc, a.url, auth, t0, retry_offline_s=a.offline_retry)
+        location, answer = await signal_exchange(pc, a.url, auth, t0, retry_offline_s=a.offline_retry)
+        expect_audio = a.expect_audio == "yes" or (a.expect_audio == "auto" and answer_has_audio(answer))
         vs = ViewerStats(t0[0])
         retry_info = t0[1] if len(t0) > 1 else {"offline_retries": 0, "offline_wait_ms": 0}
         for tr in pending_tracks:
@@ -846,6 +869,7 @@ async def cmd_view(a):
         stop_evt.set()
         result = vs.result()
         result["connected_ms"] = connected_ms
+        result["expect_audio"] = expect_audio
         result["redirects"] = REDIRECTS
         if REDIRECT_MS:
             result["redirect_ms"] = REDIRECT_MS[0]
@@ -853,10 +877,11 @@ async def cmd_view(a):
         if failed.is_set():
             result["ok"] = False
             result["error"] = "connection ended early: %s" % states
-        elif vs.video_frames < a.min_video_frames or vs.audio_frames == 0:
+        elif vs.video_frames < a.min_video_frames or (expect_audio and vs.audio_frames == 0):
             result["ok"] = False
-            result["error"] = "too few frames: video %d (min %d), audio %d" % (
-                vs.video_frames, a.min_video_frames, vs.audio_frames)
+            result["error"] = "too few frames: video %d (min %d), audio %d (%s)" % (
+                vs.video_frames, a.min_video_frames, vs.audio_frames,
+                "expected" if expect_audio else "not expected")
     except Exception as e:
         if vs is not None:
             result = vs.result()
@@ -959,6 +984,7 @@ def main():
                     help="drop REMB (aiortc rebuilds the encoder = new keyframe on >10%% change)")
     pp.add_argument("--ignore-pli", action="store_true",
                     help="never answer PLI/FIR (a deaf publisher: late viewers need the SFU's cache)")
+    pp.add_argument("--no-audio", action="store_true", help="send the video track only (no Opus)")
     pp.add_argument("--stats-out")
 
     pv = sub.add_parser("view", help="WHEP viewer")
@@ -968,6 +994,9 @@ def main():
                     help="video codecs offered (default: VP8 and H264)")
     pv.add_argument("--duration", type=float, required=True, help="seconds, from the POST")
     pv.add_argument("--min-video-frames", type=int, default=1)
+    pv.add_argument("--expect-audio", choices=["yes", "no", "auto"], default="yes",
+                    help="require a decoded audio frame: yes (default), no, or auto (iff the "
+                         "answer has an active audio m-section with an rtpmap)")
     pv.add_argument("--offline-retry", type=float, default=10.0,
                     help="retry a 404 offline answer every 500 ms for this many seconds")
     pv.add_argument("--connect-timeout", type=float, default=10.0)
