@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need (Chromium, playwright-core, aiortc in .venv),
 # runs every Rust test (unit, property, scenario, end-to-end with aiortc), then the headless
-# Chromium test of the web client against the real binary.
+# Chromium test of the web client against the real binary, then the interop matrix.
 set -euo pipefail
 cd "$(dirname -- "${BASH_SOURCE[0]}")/.."
 
@@ -16,3 +16,11 @@ fi
 
 cargo build --locked --bin aethex
 bash tests/browser/run.sh "${CARGO_TARGET_DIR:-target}/debug/aethex"
+
+# The interop matrix (docs/interop.md): every publisher stack (Chromium, aiortc, OBS's
+# libdatachannel, GStreamer, webrtc-rs) x every viewer stack (Chromium, aiortc, webrtc-rs), at
+# the origin and at an edge. webrtc-rs is a package of its own (not in the workspace), built
+# into the same target dir.
+cargo build --locked --manifest-path tests/peers/webrtc-rs/Cargo.toml \
+  --target-dir "${CARGO_TARGET_DIR:-target}"
+bash tests/interop/run.sh "${CARGO_TARGET_DIR:-target}/debug/aethex"

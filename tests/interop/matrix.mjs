@@ -40,7 +40,8 @@ const PEERS = {
   // 0.9) does not accept from a client: the publisher swaps in an ECDSA one (docs/interop.md).
   gst: { cmd: ['/usr/bin/python3', 'tests/peers/gst_peer.py'], publishArgs: () => ['--dtls-cert', 'ecdsa'] },
   'webrtc-rs': {
-    cmd: ['target/debug/webrtc-peer'],
+    // Built by scripts/test.sh into the shared target dir (CARGO_TARGET_DIR when set).
+    cmd: [path.join(process.env.CARGO_TARGET_DIR || 'target', 'debug', 'webrtc-peer')],
     publishArgs: (tmp) => ['--clip', tmp.clip()],
     viewArgs: (tmp, cellId) => ['--dump-dir', tmp.dir(cellId)],
   },

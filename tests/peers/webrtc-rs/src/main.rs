@@ -113,7 +113,9 @@ fn secs(s: f64) -> Duration {
 fn watchdog(limit: Duration, role: &'static str) {
     std::thread::spawn(move || {
         std::thread::sleep(limit);
-        rtc::emit(&json!({"role": role, "ok": false, "error": format!("hard time limit of {limit:?} reached")}));
+        rtc::emit(
+            &json!({"role": role, "ok": false, "error": format!("hard time limit of {limit:?} reached")}),
+        );
         std::process::exit(1);
     });
 }
@@ -134,8 +136,17 @@ fn main() {
         .build()
         .expect("tokio runtime");
     let (result, ok) = match cli.cmd {
-        Cmd::Publish { url, token, duration, codec, no_audio, clip, connect_timeout } => {
+        Cmd::Publish {
+            url,
+            token,
+            duration,
+            codec,
+            no_audio,
+            clip,
+            connect_timeout,
+        } => {
             watchdog(secs(duration + 60.0), "publisher");
+            rt.block_on(async { rtc::watch_signals() });
             rt.block_on(publish::run(publish::PublishArgs {
                 url,
                 token,
@@ -158,6 +169,7 @@ fn main() {
             connect_timeout,
         } => {
             watchdog(secs(duration + 60.0), "viewer");
+            rt.block_on(async { rtc::watch_signals() });
             rt.block_on(view::run(view::ViewArgs {
                 url,
                 duration: secs(duration),

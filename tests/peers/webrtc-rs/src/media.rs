@@ -141,13 +141,18 @@ impl IvfWriter {
         out.write_all(&1u32.to_le_bytes())?; // numerator
         out.write_all(&0u32.to_le_bytes())?; // frame count, patched by finish()
         out.write_all(&0u32.to_le_bytes())?;
-        Ok(Self { out, frames: 0, first_ts: None })
+        Ok(Self {
+            out,
+            frames: 0,
+            first_ts: None,
+        })
     }
 
     pub fn write(&mut self, rtp_timestamp: u32, frame: &[u8]) -> Result<()> {
         let first = *self.first_ts.get_or_insert(rtp_timestamp);
         self.out.write_all(&(frame.len() as u32).to_le_bytes())?;
-        self.out.write_all(&u64::from(rtp_timestamp.wrapping_sub(first)).to_le_bytes())?;
+        self.out
+            .write_all(&u64::from(rtp_timestamp.wrapping_sub(first)).to_le_bytes())?;
         self.out.write_all(frame)?;
         self.frames += 1;
         Ok(())
@@ -169,7 +174,10 @@ mod tests {
     #[test]
     fn access_units_split_at_parameter_sets_and_new_pictures() {
         // SPS, PPS, IDR (first_mb 0), then a P slice (first_mb 0) with a 3-byte start code
-        let s: &[u8] = &[0, 0, 0, 1, 0x67, 1, 0, 0, 0, 1, 0x68, 2, 0, 0, 0, 1, 0x65, 0x88, 3, 0, 0, 1, 0x41, 0x9a, 4];
+        let s: &[u8] = &[
+            0, 0, 0, 1, 0x67, 1, 0, 0, 0, 1, 0x68, 2, 0, 0, 0, 1, 0x65, 0x88, 3, 0, 0, 1, 0x41,
+            0x9a, 4,
+        ];
         let aus = read_annexb_access_units(s);
         assert_eq!(aus.len(), 2);
         assert!(h264_is_key(&aus[0]) && h264_is_decodable_start(&aus[0]));
@@ -187,6 +195,12 @@ mod tests {
         }
         data.extend_from_slice(&[0, 0, 0, 9, 0, 0]);
         let r = read_length_prefixed(&data);
-        assert_eq!(r, vec![(0, Bytes::from_static(b"ab")), (960, Bytes::from_static(b"cde"))]);
+        assert_eq!(
+            r,
+            vec![
+                (0, Bytes::from_static(b"ab")),
+                (960, Bytes::from_static(b"cde"))
+            ]
+        );
     }
 }

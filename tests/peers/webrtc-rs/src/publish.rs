@@ -26,7 +26,7 @@ use webrtc::rtp_transceiver::RTCRtpTransceiverInit;
 use webrtc::track::track_local::track_local_static_sample::TrackLocalStaticSample;
 use webrtc::track::track_local::TrackLocal;
 
-use crate::media::{read_annexb_access_units, read_length_prefixed, vp8_is_key, h264_is_key};
+use crate::media::{h264_is_key, read_annexb_access_units, read_length_prefixed, vp8_is_key};
 use crate::rtc::{self, Codecs};
 
 pub struct PublishArgs {
@@ -64,7 +64,9 @@ struct Clip {
 fn load_clip(dir: &Path, h264: bool, with_audio: bool) -> Result<Clip> {
     let video = if h264 {
         let path = dir.join("video.h264");
-        read_annexb_access_units(&std::fs::read(&path).with_context(|| format!("{}", path.display()))?)
+        read_annexb_access_units(
+            &std::fs::read(&path).with_context(|| format!("{}", path.display()))?,
+        )
     } else {
         let path = dir.join("video.ivf");
         let file = std::fs::File::open(&path).with_context(|| format!("{}", path.display()))?;
@@ -89,7 +91,10 @@ fn load_clip(dir: &Path, h264: bool, with_audio: bool) -> Result<Clip> {
     };
     let is_key = if h264 { h264_is_key } else { vp8_is_key };
     if video.is_empty() || !is_key(&video[0]) {
-        bail!("{}: no video, or the first frame is not a keyframe", dir.display());
+        bail!(
+            "{}: no video, or the first frame is not a keyframe",
+            dir.display()
+        );
     }
     if with_audio && audio.is_empty() {
         bail!("{}: no Opus packets in audio.opus.lp", dir.display());
@@ -116,7 +121,11 @@ async fn send_loop(
         }
         let data = &frames[(n % frames.len() as u64) as usize];
         track
-            .write_sample(&Sample { data: data.clone(), duration: interval, ..Default::default() })
+            .write_sample(&Sample {
+                data: data.clone(),
+                duration: interval,
+                ..Default::default()
+            })
             .await?;
         on_sent(data);
         n += 1;
@@ -126,7 +135,11 @@ async fn send_loop(
 
 /// Reads RTCP for one sender (the interceptors only run while someone reads) and counts the
 /// feedback the server sends.
-async fn rtcp_loop(sender: Arc<RTCRtpSender>, counters: Arc<Counters>, mut stop: watch::Receiver<bool>) {
+async fn rtcp_loop(
+    sender: Arc<RTCRtpSender>,
+    counters: Arc<Counters>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let pkts = tokio::select! {
             r = sender.read_rtcp() => match r { Ok((pkts, _)) => pkts, Err(_) => return },
@@ -156,7 +169,10 @@ async fn add_send_track(
     let t = pc
         .add_transceiver_from_track(
             track as Arc<dyn TrackLocal + Send + Sync>,
-            Some(RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendonly, send_encodings: vec![] }),
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Sendonly,
+                send_encodings: vec![],
+            }),
         )
         .await?;
     Ok(t.sender().await)
@@ -170,16 +186,43 @@ pub async fn run(a: PublishArgs) -> (serde_json::Value, bool) {
     let outcome = publish(&a, &counters, &t0, &mut result).await;
     let c = &counters;
     let r = result.as_object_mut().expect("object");
-    r.insert("frames_sent".into(), c.frames_sent.load(Ordering::Relaxed).into());
-    r.insert("keyframes_sent".into(), c.keyframes_sent.load(Ordering::Relaxed).into());
-    r.insert("clip_loops".into(), c.video_loops.load(Ordering::Relaxed).into());
-    r.insert("audio_frames_sent".into(), c.audio_frames_sent.load(Ordering::Relaxed).into());
-    r.insert("pli_received".into(), c.pli_received.load(Ordering::Relaxed).into());
-    r.insert("fir_received".into(), c.fir_received.load(Ordering::Relaxed).into());
-    r.insert("nack_received".into(), c.nack_received.load(Ordering::Relaxed).into());
-    r.insert("remb_received".into(), c.remb_received.load(Ordering::Relaxed).into());
+    r.insert(
+        "frames_sent".into(),
+        c.frames_sent.load(Ordering::Relaxed).into(),
+    );
+    r.insert(
+        "keyframes_sent".into(),
+        c.keyframes_sent.load(Ordering::Relaxed).into(),
+    );
+    r.insert(
+        "clip_loops".into(),
+        c.video_loops.load(Ordering::Relaxed).into(),
+    );
+    r.insert(
+        "audio_frames_sent".into(),
+        c.audio_frames_sent.load(Ordering::Relaxed).into(),
+    );
+    r.insert(
+        "pli_received".into(),
+        c.pli_received.load(Ordering::Relaxed).into(),
+    );
+    r.insert(
+        "fir_received".into(),
+        c.fir_received.load(Ordering::Relaxed).into(),
+    );
+    r.insert(
+        "nack_received".into(),
+        c.nack_received.load(Ordering::Relaxed).into(),
+    );
+    r.insert(
+        "remb_received".into(),
+        c.remb_received.load(Ordering::Relaxed).into(),
+    );
     if let Some(t) = *t0.lock().unwrap() {
-        r.insert("duration_s".into(), ((t.elapsed().as_secs_f64() * 100.0).round() / 100.0).into());
+        r.insert(
+            "duration_s".into(),
+            ((t.elapsed().as_secs_f64() * 100.0).round() / 100.0).into(),
+        );
     }
     let ok = match outcome {
         Ok(()) => true,
@@ -200,13 +243,29 @@ async fn publish(
     result: &mut serde_json::Value,
 ) -> Result<()> {
     let clip = load_clip(Path::new(&a.clip), a.h264, a.audio)?;
-    log::info!("clip: {} video frames, {} Opus packets", clip.video.len(), clip.audio.len());
+    log::info!(
+        "clip: {} video frames, {} Opus packets",
+        clip.video.len(),
+        clip.audio.len()
+    );
     let pc = rtc::new_peer_connection(&Codecs::Publish { h264: a.h264 }).await?;
-    let video_cap = if a.h264 { rtc::h264_capability(rtc::H264_42E01F) } else { rtc::vp8_capability() };
-    let video = Arc::new(TrackLocalStaticSample::new(video_cap, "video".into(), "webrtc-peer".into()));
+    let video_cap = if a.h264 {
+        rtc::h264_capability(rtc::H264_42E01F)
+    } else {
+        rtc::vp8_capability()
+    };
+    let video = Arc::new(TrackLocalStaticSample::new(
+        video_cap,
+        "video".into(),
+        "webrtc-peer".into(),
+    ));
     let mut senders = vec![add_send_track(&pc, video.clone()).await?];
     let audio = if a.audio {
-        let t = Arc::new(TrackLocalStaticSample::new(rtc::opus_capability(), "audio".into(), "webrtc-peer".into()));
+        let t = Arc::new(TrackLocalStaticSample::new(
+            rtc::opus_capability(),
+            "audio".into(),
+            "webrtc-peer".into(),
+        ));
         senders.push(add_send_track(&pc, t.clone()).await?);
         Some(t)
     } else {
@@ -229,11 +288,19 @@ async fn publish(
         }
     };
     let t_post = t0.lock().unwrap().expect("set by signal");
-    let streamed = stream(a, &pc, &states, clip, video, audio, senders, counters, t_post).await;
+    let streamed = stream(
+        a, &pc, &states, clip, video, audio, senders, counters, t_post,
+    )
+    .await;
     {
         let g = states.lock().unwrap();
         result["connected_ms"] = g.connected_ms.into();
-        result["states"] = g.log.iter().map(|(t, s)| json!([t, s])).collect::<Vec<_>>().into();
+        result["states"] = g
+            .log
+            .iter()
+            .map(|(t, s)| json!([t, s]))
+            .collect::<Vec<_>>()
+            .into();
     }
     let token = (!a.token.is_empty()).then_some(a.token.as_str());
     result["delete_status"] = rtc::delete(&location, token).await.into();
@@ -269,22 +336,39 @@ async fn stream(
     let start = tokio::time::Instant::now();
     let is_key = if a.h264 { h264_is_key } else { vp8_is_key };
     let c = counters.clone();
-    tasks.push(tokio::spawn(send_loop(video, Arc::new(clip.video), FRAME_INTERVAL, start, stop_rx.clone(), move |f| {
-        c.frames_sent.fetch_add(1, Ordering::Relaxed);
-        if is_key(f) {
-            c.keyframes_sent.fetch_add(1, Ordering::Relaxed);
-        }
-    })));
+    tasks.push(tokio::spawn(send_loop(
+        video,
+        Arc::new(clip.video),
+        FRAME_INTERVAL,
+        start,
+        stop_rx.clone(),
+        move |f| {
+            c.frames_sent.fetch_add(1, Ordering::Relaxed);
+            if is_key(f) {
+                c.keyframes_sent.fetch_add(1, Ordering::Relaxed);
+            }
+        },
+    )));
     if let Some(track) = audio {
         let c = counters.clone();
-        tasks.push(tokio::spawn(send_loop(track, Arc::new(clip.audio), AUDIO_INTERVAL, start, stop_rx.clone(), move |_| {
-            c.audio_frames_sent.fetch_add(1, Ordering::Relaxed);
-        })));
+        tasks.push(tokio::spawn(send_loop(
+            track,
+            Arc::new(clip.audio),
+            AUDIO_INTERVAL,
+            start,
+            stop_rx.clone(),
+            move |_| {
+                c.audio_frames_sent.fetch_add(1, Ordering::Relaxed);
+            },
+        )));
     }
     // until --duration after the POST, or until the connection fails
     let end = t_post + a.duration;
-    while Instant::now() < end && !states.lock().unwrap().failed {
-        tokio::time::sleep(Duration::from_millis(20).min(end.saturating_duration_since(Instant::now()))).await;
+    while Instant::now() < end && !states.lock().unwrap().failed && !rtc::stop_requested() {
+        tokio::time::sleep(
+            Duration::from_millis(20).min(end.saturating_duration_since(Instant::now())),
+        )
+        .await;
     }
     let _ = stop_tx.send(true);
     let mut first_error = None;

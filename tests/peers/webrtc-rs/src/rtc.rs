@@ -1,6 +1,7 @@
 //! What publisher and viewer share: the peer connection (codecs, loopback ICE), WHIP/WHEP
 //! signalling over HTTP, connection-state tracking and the JSON output.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,20 +17,55 @@ use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
-use webrtc::rtp_transceiver::rtp_codec::{RTCRtpCodecCapability, RTCRtpCodecParameters, RTPCodecType};
+use webrtc::rtp_transceiver::rtp_codec::{
+    RTCRtpCodecCapability, RTCRtpCodecParameters, RTPCodecType,
+};
 use webrtc::rtp_transceiver::RTCPFeedback;
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// SIGTERM or SIGINT arrived: the session ends now (DELETE, result line) instead of at
+/// --duration. The interop matrix stops its publishers this way.
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::Relaxed)
+}
+
+/// Watch for SIGTERM and SIGINT (call inside the runtime).
+pub fn watch_signals() {
+    tokio::spawn(async {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        STOP.store(true, Ordering::Relaxed);
+    });
+}
 
 /// The video RTCP feedback the crate puts on every video codec of its defaults
 /// (`MediaEngine::register_default_codecs`); the default interceptors add transport-cc.
 fn video_feedback() -> Vec<RTCPFeedback> {
-    [("goog-remb", ""), ("ccm", "fir"), ("nack", ""), ("nack", "pli")]
-        .into_iter()
-        .map(|(typ, parameter)| RTCPFeedback { typ: typ.into(), parameter: parameter.into() })
-        .collect()
+    [
+        ("goog-remb", ""),
+        ("ccm", "fir"),
+        ("nack", ""),
+        ("nack", "pli"),
+    ]
+    .into_iter()
+    .map(|(typ, parameter)| RTCPFeedback {
+        typ: typ.into(),
+        parameter: parameter.into(),
+    })
+    .collect()
 }
 
 /// H.264 Constrained Baseline, packetization-mode 1: what the clip is and what we publish.
-pub const H264_42E01F: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+pub const H264_42E01F: &str =
+    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
 const H264_42001F: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f";
 
 pub fn vp8_capability() -> RTCRtpCodecCapability {
@@ -84,10 +120,21 @@ fn media_engine(codecs: &Codecs) -> Result<MediaEngine> {
         ],
     };
     for (capability, payload_type) in video {
-        m.register_codec(RTCRtpCodecParameters { capability, payload_type, ..Default::default() }, RTPCodecType::Video)?;
+        m.register_codec(
+            RTCRtpCodecParameters {
+                capability,
+                payload_type,
+                ..Default::default()
+            },
+            RTPCodecType::Video,
+        )?;
     }
     m.register_codec(
-        RTCRtpCodecParameters { capability: opus_capability(), payload_type: 111, ..Default::default() },
+        RTCRtpCodecParameters {
+            capability: opus_capability(),
+            payload_type: 111,
+            ..Default::default()
+        },
         RTPCodecType::Audio,
     )?;
     Ok(m)
@@ -111,7 +158,10 @@ pub async fn new_peer_connection(codecs: &Codecs) -> Result<Arc<RTCPeerConnectio
         .with_setting_engine(s)
         .build();
     let pc = api
-        .new_peer_connection(RTCConfiguration { ice_servers: vec![], ..Default::default() })
+        .new_peer_connection(RTCConfiguration {
+            ice_servers: vec![],
+            ..Default::default()
+        })
         .await?;
     Ok(Arc::new(pc))
 }
@@ -137,7 +187,7 @@ pub fn track_states(
     let states: SharedStates = Arc::default();
     let st = states.clone();
     pc.on_peer_connection_state_change(Box::new(move |s: RTCPeerConnectionState| {
-        let t = t0.lock().unwrap().map(|t| ms_since(t)).unwrap_or(0.0);
+        let t = t0.lock().unwrap().map(ms_since).unwrap_or(0.0);
         log::info!("peer connection state {s} at {t:.1} ms");
         let mut g = st.lock().unwrap();
         g.log.push((t, s.to_string()));
@@ -201,13 +251,22 @@ pub async fn signal(
     tokio::time::timeout(Duration::from_secs(5), gathered.recv())
         .await
         .map_err(|_| anyhow!("ICE gathering did not complete in 5 s"))?;
-    let offer = pc.local_description().await.context("no local description")?.sdp;
+    let offer = pc
+        .local_description()
+        .await
+        .context("no local description")?
+        .sdp;
     log::debug!("offer:\n{offer}");
 
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
     let deadline = Instant::now() + offline_retry;
     let resp = loop {
-        let mut req = client.post(url).header("Content-Type", "application/sdp").body(offer.clone());
+        let mut req = client
+            .post(url)
+            .header("Content-Type", "application/sdp")
+            .body(offer.clone());
         if let Some(token) = token {
             req = req.bearer_auth(token);
         }
@@ -226,23 +285,35 @@ pub async fn signal(
     };
     let status = resp.status();
     let answered_by = resp.url().clone();
-    let location = resp.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let location = resp
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let body = resp.text().await.unwrap_or_default();
     if status != 201 {
         bail!("POST {url} -> HTTP {status}: {}", clip(&body));
     }
     let location = location.ok_or_else(|| anyhow!("201 without Location header"))?;
-    let location = answered_by.join(&location).with_context(|| format!("bad Location {location:?}"))?;
+    let location = answered_by
+        .join(&location)
+        .with_context(|| format!("bad Location {location:?}"))?;
     log::debug!("answer:\n{body}");
     pc.set_remote_description(RTCSessionDescription::answer(body.clone())?)
         .await
         .context("setRemoteDescription of the answer")?;
-    Ok(Signalled { location: location.to_string(), answer: body })
+    Ok(Signalled {
+        location: location.to_string(),
+        answer: body,
+    })
 }
 
 /// DELETE of the session resource; returns the HTTP status, or None if the request failed.
 pub async fn delete(location: &str, token: Option<&str>) -> Option<u16> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().ok()?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .ok()?;
     let mut req = client.delete(location);
     if let Some(token) = token {
         req = req.bearer_auth(token);
@@ -259,7 +330,11 @@ pub async fn delete(location: &str, token: Option<&str>) -> Option<u16> {
 /// True if the answer has an active audio m-section (port != 0) that names a codec.
 pub fn answer_has_audio(sdp: &str) -> bool {
     sdp.lines().any(|l| {
-        let mut f = l.trim().strip_prefix("m=audio ").unwrap_or("").split_whitespace();
+        let mut f = l
+            .trim()
+            .strip_prefix("m=audio ")
+            .unwrap_or("")
+            .split_whitespace();
         let port = f.next().unwrap_or("0");
         let formats = f.skip(1).count();
         port != "0" && formats > 0

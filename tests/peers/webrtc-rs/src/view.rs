@@ -27,7 +27,9 @@ use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirecti
 use webrtc::rtp_transceiver::RTCRtpTransceiverInit;
 use webrtc::track::track_remote::TrackRemote;
 
-use crate::media::{h264_is_decodable_start, h264_is_key, vp8_is_key, vp8_size, IvfWriter, LengthPrefixedWriter};
+use crate::media::{
+    h264_is_decodable_start, h264_is_key, vp8_is_key, vp8_size, IvfWriter, LengthPrefixedWriter,
+};
 use crate::rtc::{self, Codecs};
 
 pub struct ViewArgs {
@@ -84,7 +86,12 @@ enum VideoDump {
 
 /// Reads one video track until stopped: sample builder -> dump, from the first keyframe a
 /// decoder can start at; PLI 300 ms after the track starts and then every second until then.
-async fn consume_video<D: Depacketizer>(sh: Arc<Shared>, track: Arc<TrackRemote>, depacketizer: D, h264: bool) -> Result<()> {
+async fn consume_video<D: Depacketizer>(
+    sh: Arc<Shared>,
+    track: Arc<TrackRemote>,
+    depacketizer: D,
+    h264: bool,
+) -> Result<()> {
     let mut builder = SampleBuilder::new(512, depacketizer, 90000);
     let mut dump = if h264 {
         VideoDump::AnnexB(BufWriter::new(File::create(sh.dir.join("video.h264"))?))
@@ -92,7 +99,10 @@ async fn consume_video<D: Depacketizer>(sh: Arc<Shared>, track: Arc<TrackRemote>
         VideoDump::Ivf(None)
     };
     let mut stop = sh.stop.clone();
-    let mut pli = tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_millis(300), Duration::from_secs(1));
+    let mut pli = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_millis(300),
+        Duration::from_secs(1),
+    );
     let mut started = false;
     loop {
         let packet = tokio::select! {
@@ -126,22 +136,43 @@ async fn consume_video<D: Depacketizer>(sh: Arc<Shared>, track: Arc<TrackRemote>
 }
 
 /// Handles one depacketized video frame; returns whether dumping has started.
-fn video_sample(sh: &Shared, dump: &mut VideoDump, s: &Sample, h264: bool, started: bool) -> Result<bool> {
-    let key = if h264 { h264_is_key(&s.data) } else { vp8_is_key(&s.data) };
+fn video_sample(
+    sh: &Shared,
+    dump: &mut VideoDump,
+    s: &Sample,
+    h264: bool,
+    started: bool,
+) -> Result<bool> {
+    let key = if h264 {
+        h264_is_key(&s.data)
+    } else {
+        vp8_is_key(&s.data)
+    };
     let mut r = sh.received.lock().unwrap();
     r.video_samples += 1;
-    r.video_packets_dropped += u64::from(s.prev_dropped_packets.saturating_sub(s.prev_padding_packets));
+    r.video_packets_dropped += u64::from(
+        s.prev_dropped_packets
+            .saturating_sub(s.prev_padding_packets),
+    );
     if key {
         r.video_keyframes += 1;
     }
-    let can_start = if h264 { h264_is_decodable_start(&s.data) } else { key };
+    let can_start = if h264 {
+        h264_is_decodable_start(&s.data)
+    } else {
+        key
+    };
     if !started && !can_start {
         r.video_samples_skipped += 1;
         return Ok(false);
     }
     if !started {
         r.first_frame_ms = Some(sh.since_post());
-        log::info!("first complete keyframe at {:.1} ms ({} bytes)", sh.since_post(), s.data.len());
+        log::info!(
+            "first complete keyframe at {:.1} ms ({} bytes)",
+            sh.since_post(),
+            s.data.len()
+        );
     }
     drop(r);
     match dump {
@@ -151,7 +182,9 @@ fn video_sample(sh: &Shared, dump: &mut VideoDump, s: &Sample, h264: bool, start
                 let (width, height) = vp8_size(&s.data);
                 *w = Some(IvfWriter::create(&sh.dir.join("video.ivf"), width, height)?);
             }
-            w.as_mut().expect("created").write(s.packet_timestamp, &s.data)?;
+            w.as_mut()
+                .expect("created")
+                .write(s.packet_timestamp, &s.data)?;
         }
     }
     Ok(true)
@@ -160,7 +193,10 @@ fn video_sample(sh: &Shared, dump: &mut VideoDump, s: &Sample, h264: bool, start
 async fn send_pli(sh: &Shared, media_ssrc: u32) {
     let pc = sh.pc.lock().unwrap().upgrade();
     let Some(pc) = pc else { return };
-    let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
+    let pli = PictureLossIndication {
+        sender_ssrc: 0,
+        media_ssrc,
+    };
     if pc.write_rtcp(&[Box::new(pli)]).await.is_ok() {
         let t = sh.since_post();
         let mut r = sh.received.lock().unwrap();
@@ -197,20 +233,37 @@ async fn consume_audio(sh: Arc<Shared>, track: Arc<TrackRemote>) -> Result<()> {
 
 fn on_track(sh: Arc<Shared>, track: Arc<TrackRemote>) {
     let mime = track.codec().capability.mime_type.to_ascii_lowercase();
-    log::info!("track {} {mime} pt {} ssrc {}", track.kind(), track.payload_type(), track.ssrc());
+    log::info!(
+        "track {} {mime} pt {} ssrc {}",
+        track.kind(),
+        track.payload_type(),
+        track.ssrc()
+    );
     let task = match (track.kind(), mime.as_str()) {
         (RTPCodecType::Video, "video/vp8") => {
             sh.received.lock().unwrap().codec = Some("vp8");
-            tokio::spawn(report(sh.clone(), consume_video(sh.clone(), track, Vp8Packet::default(), false)))
+            tokio::spawn(report(
+                sh.clone(),
+                consume_video(sh.clone(), track, Vp8Packet::default(), false),
+            ))
         }
         (RTPCodecType::Video, "video/h264") => {
             sh.received.lock().unwrap().codec = Some("h264");
             // is_avc false (the default): NAL units come out with Annex B start codes
-            tokio::spawn(report(sh.clone(), consume_video(sh.clone(), track, H264Packet::default(), true)))
+            tokio::spawn(report(
+                sh.clone(),
+                consume_video(sh.clone(), track, H264Packet::default(), true),
+            ))
         }
-        (RTPCodecType::Audio, "audio/opus") => tokio::spawn(report(sh.clone(), consume_audio(sh.clone(), track))),
+        (RTPCodecType::Audio, "audio/opus") => {
+            tokio::spawn(report(sh.clone(), consume_audio(sh.clone(), track)))
+        }
         _ => {
-            sh.received.lock().unwrap().errors.push(format!("unexpected track {mime}"));
+            sh.received
+                .lock()
+                .unwrap()
+                .errors
+                .push(format!("unexpected track {mime}"));
             return;
         }
     };
@@ -227,7 +280,9 @@ async fn report(sh: Arc<Shared>, f: impl std::future::Future<Output = Result<()>
 /// Runs decode_dump.py on the dump directory; returns its JSON line.
 async fn decode(a: &ViewArgs) -> Result<Value> {
     let mut cmd = tokio::process::Command::new(&a.decoder_python);
-    cmd.arg(&a.decoder_script).arg(&a.dump_dir).kill_on_drop(true);
+    cmd.arg(&a.decoder_script)
+        .arg(&a.dump_dir)
+        .kill_on_drop(true);
     let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
         .await
         .map_err(|_| anyhow!("decoder took more than 30 s"))?
@@ -235,7 +290,11 @@ async fn decode(a: &ViewArgs) -> Result<Value> {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().last().unwrap_or("");
     if !out.status.success() || line.is_empty() {
-        bail!("decoder exited {}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "decoder exited {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     serde_json::from_str(line).with_context(|| format!("decoder printed {line:?}"))
 }
@@ -261,7 +320,10 @@ async fn view(a: &ViewArgs, result: &mut Value) -> Result<()> {
     }
     let pc = rtc::new_peer_connection(&Codecs::View).await?;
     for kind in [RTPCodecType::Video, RTPCodecType::Audio] {
-        let init = RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Recvonly, send_encodings: vec![] };
+        let init = RTCRtpTransceiverInit {
+            direction: RTCRtpTransceiverDirection::Recvonly,
+            send_encodings: vec![],
+        };
         pc.add_transceiver_from_kind(kind, Some(init)).await?;
     }
     let t0: Arc<Mutex<Option<Instant>>> = Arc::default();
@@ -300,8 +362,11 @@ async fn view(a: &ViewArgs, result: &mut Value) -> Result<()> {
     let connected = rtc::wait_connected(&states, a.connect_timeout).await;
     if connected {
         let end = t_post + a.duration;
-        while Instant::now() < end && !states.lock().unwrap().failed {
-            tokio::time::sleep(Duration::from_millis(20).min(end.saturating_duration_since(Instant::now()))).await;
+        while Instant::now() < end && !states.lock().unwrap().failed && !rtc::stop_requested() {
+            tokio::time::sleep(
+                Duration::from_millis(20).min(end.saturating_duration_since(Instant::now())),
+            )
+            .await;
         }
     }
     let _ = stop_tx.send(true);
@@ -316,18 +381,35 @@ async fn view(a: &ViewArgs, result: &mut Value) -> Result<()> {
     {
         let g = states.lock().unwrap();
         result["connected_ms"] = g.connected_ms.into();
-        result["states"] = g.log.iter().map(|(t, s)| json!([t, s])).collect::<Vec<_>>().into();
+        result["states"] = g
+            .log
+            .iter()
+            .map(|(t, s)| json!([t, s]))
+            .collect::<Vec<_>>()
+            .into();
     }
     let r = std::mem::take(&mut *sh.received.lock().unwrap());
     fill_received(result, &r);
     if !connected {
-        bail!("not connected after {:?} (states {:?}, ICE {})", a.connect_timeout, states.lock().unwrap().log, pc.ice_connection_state());
+        bail!(
+            "not connected after {:?} (states {:?}, ICE {})",
+            a.connect_timeout,
+            states.lock().unwrap().log,
+            pc.ice_connection_state()
+        );
     }
     if let Some(e) = r.errors.first() {
         bail!("{e}");
     }
     let d = decode(a).await?;
-    for k in ["video_frames", "audio_frames", "width", "height", "video_errors", "audio_errors"] {
+    for k in [
+        "video_frames",
+        "audio_frames",
+        "width",
+        "height",
+        "video_errors",
+        "audio_errors",
+    ] {
         result[k] = d[k].clone();
     }
     let video_frames = d["video_frames"].as_u64().unwrap_or(0);
@@ -336,7 +418,10 @@ async fn view(a: &ViewArgs, result: &mut Value) -> Result<()> {
         bail!("connection ended early: {:?}", states.lock().unwrap().log);
     }
     if video_frames < a.min_video_frames {
-        bail!("{video_frames} decoded video frames, fewer than --min-video-frames {}", a.min_video_frames);
+        bail!(
+            "{video_frames} decoded video frames, fewer than --min-video-frames {}",
+            a.min_video_frames
+        );
     }
     if expect_audio && audio_frames == 0 {
         bail!("no decoded audio frame (audio expected)");
@@ -367,5 +452,8 @@ fn fill_received(result: &mut Value, r: &Received) {
 
 /// The decoder script next to this package (tests/peers/decode_dump.py).
 pub fn default_decoder_script() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../decode_dump.py").display().to_string()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../decode_dump.py")
+        .display()
+        .to_string()
 }
