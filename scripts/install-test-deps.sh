@@ -4,6 +4,7 @@
 #   - /usr/bin/chromium (Debian package; never a downloaded browser build)
 #   - node >= 20 + npm, and tests/browser/node_modules (npm ci)
 #   - curl, python3 and a venv at .venv with tests/peers/requirements.txt
+#   - Python 3.12 and a venv at .venv312 with tests/peers/requirements-obs.txt (libdatachannel-py)
 #   - cmake and nasm (used by the aws-lc-rs crypto backend when building the server)
 #   - libopus (libopus-dev + pkg-config) for the bench's Opus encoder; without them the opus
 #     crate builds its bundled libopus with cmake
@@ -131,6 +132,63 @@ if need_cmd python3 python3; then
     fi
     SUMMARY+=("python: .venv ($(.venv/bin/python --version 2>&1)) with $REQ")
   fi
+fi
+
+# --- python 3.12 venv for the OBS-like publisher (tests/peers/obs_peer.py) --------------------
+# libdatachannel-py ships cp312 wheels only, so it gets a venv of its own (.venv312). Python
+# 3.12 comes from PATH, pyenv or /root/.pyenv; Debian 12 has no python3.12 package.
+py312_ok() { [[ -n $1 && -x $1 ]] && "$1" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' >/dev/null 2>&1; }
+PY312=""
+py312_candidates=("$(command -v python3.12 2>/dev/null || true)")  # may be a pyenv shim that fails
+if command -v pyenv >/dev/null 2>&1; then
+  py312_candidates+=("$(pyenv prefix 3.12 2>/dev/null | head -n1)/bin/python3.12")
+fi
+py312_candidates+=("${PYENV_ROOT:-${HOME:-/root}/.pyenv}"/versions/3.12*/bin/python3.12 /root/.pyenv/versions/3.12*/bin/python3.12 /usr/bin/python3.12 /usr/local/bin/python3.12)
+for c in "${py312_candidates[@]}"; do
+  if py312_ok "$c"; then PY312=$c; break; fi
+done
+REQ_OBS=tests/peers/requirements-obs.txt
+if [[ -z $PY312 ]]; then
+  MISSING+=("Python 3.12 for libdatachannel-py (cp312-only wheel) in .venv312: pyenv install 3.12 (Debian 12 has no python3.12 package; on Debian 13 / Ubuntu 24.04: apt-get install python3.12 python3.12-venv)")
+else
+  if ! py312_ok .venv312/bin/python; then
+    echo "install-test-deps: creating .venv312 with $PY312"
+    rm -rf .venv312
+    "$PY312" -m venv .venv312 >/dev/null 2>&1 || true
+  fi
+  if ! py312_ok .venv312/bin/python; then
+    rm -rf .venv312
+    MISSING+=("a working '$PY312 -m venv .venv312' (Python 3.12 with its venv module)")
+  else
+    # Reinstall only when the requirements changed since the last successful install.
+    stamp=.venv312/.aethex-requirements.sha256
+    sum=$(sha256sum "$REQ_OBS" | cut -d' ' -f1)
+    if [[ ! -f $stamp || $(cat "$stamp") != "$sum" ]]; then
+      echo "install-test-deps: pip install -r $REQ_OBS into .venv312"
+      .venv312/bin/pip install -q --disable-pip-version-check --only-binary=:all: -r "$REQ_OBS"
+      echo "$sum" >"$stamp"
+    fi
+    SUMMARY+=("python 3.12: .venv312 ($(.venv312/bin/python --version 2>&1), from $PY312) with $REQ_OBS")
+  fi
+fi
+
+# --- GStreamer webrtcbin for the GStreamer publisher (tests/peers/gst_peer.py) ----------------
+# Debian's packages, used with Debian's interpreter /usr/bin/python3 (PyGObject is a Debian
+# package too, so this is not part of any venv). openssl makes the --dtls-cert ecdsa certificate.
+GST_PKGS=(python3-gst-1.0 gir1.2-gstreamer-1.0 gir1.2-gst-plugins-bad-1.0 gstreamer1.0-plugins-base
+  gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-nice openssl)
+gst_ok() {
+  command -v openssl >/dev/null 2>&1 && [[ -x /usr/bin/python3 ]] && /usr/bin/python3 -c 'import gi; gi.require_version("Gst","1.0");
+gi.require_version("GstWebRTC","1.0"); from gi.repository import Gst, GstWebRTC; Gst.init(None)
+assert all(Gst.ElementFactory.find(e) for e in ("webrtcbin", "nicesrc", "vp8enc", "x264enc", "opusenc"))' >/dev/null 2>&1
+}
+if ! gst_ok && [[ $IS_ROOT -eq 1 ]] && command -v apt-get >/dev/null 2>&1; then
+  apt_install "${GST_PKGS[@]}" || true
+fi
+if gst_ok; then
+  SUMMARY+=("gstreamer: $(/usr/bin/python3 -c 'import gi; gi.require_version("Gst","1.0"); from gi.repository import Gst; Gst.init(None); print(Gst.version_string())') with webrtcbin (/usr/bin/python3)")
+else
+  MISSING+=("GStreamer webrtcbin for /usr/bin/python3 (Debian packages: apt-get install -y ${GST_PKGS[*]})")
 fi
 
 # --- Redis (the cluster registry's tests run against a real server) ----------------------------

@@ -227,6 +227,44 @@ fn rtpmap_line(f: &Format) -> String {
     format!("a=rtpmap:{} {}\r\n", f.pt, f.rtpmap)
 }
 
+/// `sdp` with the sections at `indexes` marked `a=inactive` (their direction line replaced, or
+/// added when there is none): a section answered with a format that will carry no media.
+pub fn set_inactive(sdp: &str, indexes: &[usize]) -> String {
+    if indexes.is_empty() {
+        return sdp.to_string();
+    }
+    let mut out = String::with_capacity(sdp.len() + 16);
+    let mut section = None::<usize>;
+    let mut pending = false;
+    let is_direction =
+        |l: &str| matches!(l, "a=sendrecv" | "a=sendonly" | "a=recvonly" | "a=inactive");
+    for line in sdp.lines().map(|l| l.trim_end_matches('\r')) {
+        if line.starts_with("m=") {
+            if pending {
+                out.push_str("a=inactive\r\n");
+            }
+            let s = section.map_or(0, |s| s + 1);
+            section = Some(s);
+            pending = indexes.contains(&s);
+        } else if pending && is_direction(line) {
+            out.push_str("a=inactive\r\n");
+            pending = false;
+            continue;
+        } else if section.is_some_and(|s| indexes.contains(&s)) && is_direction(line) {
+            continue;
+        }
+        if line.is_empty() {
+            continue;
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    if pending {
+        out.push_str("a=inactive\r\n");
+    }
+    out
+}
+
 /// Every payload type of an active (port not 0) audio or video section of `sdp` that has no
 /// `a=rtpmap` line, as (section index, payload type). An answer must have none: a peer cannot
 /// know what a bare number means (static types are not used in WebRTC sections).
@@ -323,6 +361,20 @@ m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n";
         assert_eq!(unmapped_payload_types(OBS), vec![]);
     }
 
+    #[test]
+    fn a_silent_section_is_marked_inactive() {
+        let out = set_inactive(OBS, &[0]);
+        let audio = out.split("m=").nth(1).unwrap();
+        assert!(
+            audio.contains("a=inactive\r\n") && !audio.contains("a=sendonly"),
+            "{out}"
+        );
+        let video = out.split("m=").nth(2).unwrap();
+        assert!(video.contains("a=sendonly\r\n"), "{out}");
+        let bare = "v=0\r\nm=audio 9 RTP/SAVPF 111\r\na=mid:0\r\n";
+        assert!(set_inactive(bare, &[0]).ends_with("a=inactive\r\n"));
+    }
+
     proptest! {
         #[test]
         fn never_panics_on_any_text(text in "\\PC{0,400}", idx in proptest::collection::vec(0usize..4, 0..3)) {
@@ -330,6 +382,7 @@ m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n";
             let _ = reject_sections(&text, &idx);
             let _ = complete_rejected(&text, &text);
             let _ = unmapped_payload_types(&text);
+            let _ = set_inactive(&text, &idx);
         }
 
         #[test]

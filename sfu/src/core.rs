@@ -458,6 +458,7 @@ impl Sfu {
         let parsed =
             SdpOffer::from_sdp_string(&edited).map_err(|e| SfuError::BadOffer(e.to_string()))?;
         let codecs = plan.codecs;
+        let silent = plan.silent;
         let creds = self.new_ice_creds();
         let ufrag = creds.ufrag.clone();
         let mut builder = Rtc::builder()
@@ -491,6 +492,7 @@ impl Sfu {
         }));
         match result {
             Ok(Ok((rtc, answer))) => {
+                let answer = sdp_codecs::set_inactive(&answer, &silent);
                 let answer = sdp::spread_candidates(&sdp_codecs::complete_rejected(&answer, offer));
                 let unmapped = sdp_codecs::unmapped_payload_types(&answer);
                 if !unmapped.is_empty() {

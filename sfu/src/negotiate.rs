@@ -15,8 +15,8 @@
 //!   (`OutTrack::payload_type`). Header-extension ids are per session in the engine: values are
 //!   parsed under the publisher's ids and written under the viewer's.
 //! - **Never an answer without a codec.** A section of a kind the stream does not have (the
-//!   audio of a video-only stream) is answered with the viewer's own first format and carries
-//!   nothing, or is rejected (port 0) when the viewer offered no format the SFU knows; a wanted
+//!   audio of a video-only stream) is answered `a=inactive` with the viewer's own first format,
+//!   or is rejected (port 0) when the viewer offered no format the SFU knows; a wanted
 //!   kind with no matching codec is a `CodecMismatch` naming both sides' codecs.
 
 use media_core::sdp::{Kind, MediaSection};
@@ -31,6 +31,8 @@ pub(crate) struct Plan {
     pub codecs: CodecConfig,
     /// Indexes of offer sections to answer rejected (port 0).
     pub rejected: Vec<usize>,
+    /// Indexes of sections answered with a format but no media (`a=inactive`).
+    pub silent: Vec<usize>,
 }
 
 /// One supported format of an offer section, as engine parameters under the offer's numbers.
@@ -78,6 +80,7 @@ pub(crate) fn publisher_plan(
     Ok(Plan {
         codecs: config_of(&offered),
         rejected,
+        silent: Vec::new(),
     })
 }
 
@@ -90,6 +93,7 @@ pub(crate) fn viewer_plan(
 ) -> Result<Plan, SfuError> {
     let mut chosen: Vec<Offered> = Vec::new();
     let mut rejected = Vec::new();
+    let mut silent = Vec::new();
     let mut served = 0;
     for (i, section) in sections.iter().enumerate() {
         if !is_media(section) || section.disabled || !section.direction.offerer_receives() {
@@ -113,13 +117,14 @@ pub(crate) fn viewer_plan(
             // first format and never gets a packet; only without a format it is rejected. A
             // rejected section leaves the BUNDLE group, and aiortc then opens a transport of
             // its own for it whose DTLS never completes: the viewer stays "connecting".
-            match offered.first() {
-                Some(first) if !chosen.iter().any(|c| c.params.pt() == first.params.pt()) => {
-                    chosen.push(*first)
-                }
-                Some(_) => {}
-                None => rejected.push(i),
+            let Some(first) = offered.first() else {
+                rejected.push(i);
+                continue;
+            };
+            if !chosen.iter().any(|c| c.params.pt() == first.params.pt()) {
+                chosen.push(*first);
             }
+            silent.push(i);
             continue;
         }
         let theirs =
@@ -169,6 +174,7 @@ pub(crate) fn viewer_plan(
     Ok(Plan {
         codecs: config_of(&chosen),
         rejected,
+        silent,
     })
 }
 

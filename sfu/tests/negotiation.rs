@@ -364,6 +364,10 @@ fn the_audio_section_of_a_video_only_stream_stays_in_the_bundle_without_media() 
     // with the viewer's own Opus, never a bare payload type.
     assert!(audio.starts_with("audio 9 "), "{answer}");
     assert!(audio.contains("a=rtpmap:111 opus/48000/2"), "{answer}");
+    assert!(
+        audio.contains("a=inactive") && !audio.contains("a=sendonly"),
+        "{answer}"
+    );
     let bundle = answer
         .lines()
         .find(|l| l.starts_with("a=group:BUNDLE"))
