@@ -255,7 +255,10 @@ m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=sendonly\r\na=rtpmap:96 H264/9000
 m=audio 0 UDP/TLS/RTP/SAVPF 111\r\na=bundle-only\r\na=mid:audio1\r\n\
 m=audio 0 UDP/TLS/RTP/SAVPF 111\r\na=mid:gone\r\n";
         let s = media_sections(sdp).unwrap();
-        assert_eq!(s.iter().map(|m| m.disabled).collect::<Vec<_>>(), vec![false, false, true]);
+        assert_eq!(
+            s.iter().map(|m| m.disabled).collect::<Vec<_>>(),
+            vec![false, false, true]
+        );
     }
 
     #[test]
