@@ -149,20 +149,8 @@ impl Sfu {
                 sub.replay.clear();
                 return;
             };
-            let p = &q.packet;
-            let out = Outgoing {
-                generation: q.generation,
-                params: p.params,
-                seq: p.seq,
-                time: p.time,
-                wallclock: p.wallclock,
-                marker: p.marker,
-                ext_vals: &p.ext_vals,
-                payload: &p.payload,
-                red: false,
-                primary: None,
-            };
-            match write_rtp(&mut sub.rtc, track, Some(&mut sub.layer), &out) {
+            let (marker, time) = (q.packet.marker, q.packet.time);
+            match write_rtp(&mut sub.rtc, track, Some(&mut sub.layer), &q.outgoing()) {
                 Ok(true) => self.stats.packets_forwarded += 1,
                 Ok(false) => {}
                 Err(PeerBroken) => {
@@ -170,7 +158,7 @@ impl Sfu {
                     return;
                 }
             }
-            sub.replay_partial = (!p.marker).then_some(p.time);
+            sub.replay_partial = (!marker).then_some(time);
             // str0m's contract: drain after every mutation.
             if let Err(PeerBroken) = self.drain_peer(id) {
                 self.remove_peer(id, CloseReason::Failed);
@@ -533,9 +521,20 @@ fn finish_replayed_frame(
     };
     let mut sent = 0;
     while let Some(q) = replay.front().filter(|q| q.packet.time == time) {
-        let p = &q.packet;
-        let out = Outgoing {
-            generation: q.generation,
+        if write_rtp(rtc, track, Some(&mut *layer), &q.outgoing())? {
+            sent += 1;
+        }
+        replay.pop_front();
+    }
+    Ok(sent)
+}
+
+impl Queued {
+    /// The queued (cached, video) packet as one viewer's outgoing packet.
+    fn outgoing(&self) -> Outgoing<'_> {
+        let p = &self.packet;
+        Outgoing {
+            generation: self.generation,
             params: p.params,
             seq: p.seq,
             time: p.time,
@@ -545,13 +544,8 @@ fn finish_replayed_frame(
             payload: &p.payload,
             red: false,
             primary: None,
-        };
-        if write_rtp(rtc, track, Some(&mut *layer), &out)? {
-            sent += 1;
         }
-        replay.pop_front();
     }
-    Ok(sent)
 }
 
 /// The publisher's header extensions as a viewer should get them: its own mid and rid are the

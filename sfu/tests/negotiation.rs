@@ -79,24 +79,30 @@ fn send(w: &mut World, publisher: usize, frames: u32) {
     }
 }
 
+/// A world with a publisher and a viewer of stream `demo`, each with its own engine setup.
+fn pair(publisher: RtcConfig, viewer: RtcConfig) -> (World, usize, usize) {
+    let mut w = World::new();
+    let now = w.now;
+    let p = w.publish_client(
+        Client::with_config(now, "127.0.0.2:1000", publisher),
+        "demo",
+        &[],
+    );
+    let v = w.subscribe_client(
+        Client::with_config(now, "127.0.0.3:1000", viewer),
+        "demo",
+        Default::default(),
+    );
+    (w, p, v)
+}
+
 fn has_line(sdp: &str, line: &str) -> bool {
     sdp.lines().any(|l| l.trim_end() == line)
 }
 
 #[test]
 fn a_viewer_gets_the_publishers_media_under_its_own_payload_types() {
-    let mut w = World::new();
-    let now = w.now;
-    let p = w.publish_client(
-        Client::with_config(now, "127.0.0.2:1000", numbered(120, 109)),
-        "demo",
-        &[],
-    );
-    let v = w.subscribe_client(
-        Client::with_config(now, "127.0.0.3:1000", numbered(96, 111)),
-        "demo",
-        Default::default(),
-    );
+    let (mut w, p, v) = pair(numbered(120, 109), numbered(96, 111));
     w.connect_all();
     send(&mut w, p, 40);
 
@@ -132,18 +138,7 @@ fn a_viewer_gets_the_publishers_media_under_its_own_payload_types() {
 
 #[test]
 fn rtx_is_mapped_by_its_apt_and_repairs_loss_under_the_viewers_numbers() {
-    let mut w = World::new();
-    let now = w.now;
-    let p = w.publish_client(
-        Client::with_config(now, "127.0.0.2:1000", numbered(100, 109)),
-        "demo",
-        &[],
-    );
-    let v = w.subscribe_client(
-        Client::with_config(now, "127.0.0.3:1000", numbered(45, 111)),
-        "demo",
-        Default::default(),
-    );
+    let (mut w, p, v) = pair(numbered(100, 109), numbered(45, 111));
     let addr = w.clients[v].addr;
     w.links.insert(addr, Link::lossy(0.05, 7));
     w.connect_all();
@@ -170,8 +165,6 @@ fn rtx_is_mapped_by_its_apt_and_repairs_loss_under_the_viewers_numbers() {
 
 #[test]
 fn the_audio_level_arrives_under_the_viewers_own_extension_id() {
-    let mut w = World::new();
-    let now = w.now;
     let publisher = numbered(96, 111)
         .clear_extension_map()
         .set_extension(9, Extension::AudioLevel)
@@ -182,16 +175,7 @@ fn the_audio_level_arrives_under_the_viewers_own_extension_id() {
         .set_extension(14, Extension::AudioLevel)
         .set_extension(5, Extension::TransportSequenceNumber)
         .set_extension(6, Extension::RtpMid);
-    let p = w.publish_client(
-        Client::with_config(now, "127.0.0.2:1000", publisher),
-        "demo",
-        &[],
-    );
-    let v = w.subscribe_client(
-        Client::with_config(now, "127.0.0.3:1000", viewer),
-        "demo",
-        Default::default(),
-    );
+    let (mut w, p, v) = pair(publisher, viewer);
     assert!(
         w.clients[v]
             .answer
