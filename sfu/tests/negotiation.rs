@@ -248,6 +248,60 @@ a=setup:actpass\r\na=ice-ufrag:vwU1\r\na=ice-pwd:viewerPasswordViewer123\r\na=rt
 }
 
 #[test]
+fn red_keeps_the_publishers_numbers_and_takes_the_viewers() {
+    let mut w = World::new();
+    // A publisher numbering Opus 109 and its RED 120 (RFC 2198, `120 109/109`).
+    let offer = OBS_OFFER
+        .replace(
+            "m=audio 9 UDP/TLS/RTP/SAVPF 111",
+            "m=audio 9 UDP/TLS/RTP/SAVPF 120 109",
+        )
+        .replace(
+            "a=rtpmap:111 opus/48000/2\r\n",
+            "a=rtpmap:120 red/48000/2\r\na=fmtp:120 109/109\r\na=rtpmap:109 opus/48000/2\r\n",
+        )
+        .replace("a=fmtp:111 ", "a=fmtp:109 ");
+    let published = w
+        .sfu
+        .publish(w.now, StreamId::new("red").unwrap(), &offer)
+        .unwrap();
+    let a = &published.answer;
+    assert!(has_line(a, "a=rtpmap:120 red/48000/2"), "{a}");
+    assert!(has_line(a, "a=rtpmap:109 opus/48000/2"), "{a}");
+    assert!(has_line(a, "a=fmtp:120 109/109"), "{a}");
+    // A viewer numbering Opus 111 and RED 63 gets both under its own numbers.
+    let viewer = viewer_offer(
+        &[(
+            102,
+            "H264/90000",
+            "profile-level-id=42e01f;packetization-mode=1",
+        )],
+        true,
+    )
+    .replace(
+        "m=audio 9 UDP/TLS/RTP/SAVPF 111",
+        "m=audio 9 UDP/TLS/RTP/SAVPF 63 111",
+    )
+    .replace(
+        "a=rtpmap:111 opus/48000/2\r\n",
+        "a=rtpmap:63 red/48000/2\r\na=fmtp:63 111/111\r\na=rtpmap:111 opus/48000/2\r\n",
+    );
+    let answer = w
+        .sfu
+        .subscribe(w.now, StreamId::new("red").unwrap(), &viewer)
+        .unwrap()
+        .answer;
+    assert!(has_line(&answer, "a=rtpmap:63 red/48000/2"), "{answer}");
+    assert!(has_line(&answer, "a=rtpmap:111 opus/48000/2"), "{answer}");
+    assert!(has_line(&answer, "a=rtpmap:102 H264/90000"), "{answer}");
+    assert!(
+        !answer.contains(":109 ") && !answer.contains(":120 "),
+        "{answer}"
+    );
+    assert!(unmapped_payload_types(&answer).is_empty(), "{answer}");
+}
+
+#[test]
 fn an_h264_profile_mismatch_is_refused_naming_both_profiles() {
     let mut w = World::new();
     w.sfu
