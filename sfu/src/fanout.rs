@@ -53,6 +53,15 @@ pub(crate) struct Outgoing<'a> {
     pub primary: Option<Arc<[u8]>>,
 }
 
+/// A cached keyframe's first packets go to a new viewer at once; a large one (OBS: ~135
+/// packets, 157 KB at 640x360) sent whole in one burst overflowed a webrtc-rs viewer's UDP
+/// receive buffer (the kernel's `RcvbufErrors` rose), and a viewer without RTX then waited for
+/// the next keyframe, which OBS sends every 2 s.
+const KEYFRAME_BURST_PACKETS: usize = 32;
+/// The rest of the cached keyframe is paced at this rate (or the replay rate when higher):
+/// 100 more packets take about 25 ms.
+const KEYFRAME_RATE_BPS: u64 = 40_000_000;
+
 impl Sfu {
     /// Start a viewer on `layer`'s cached group of pictures: the keyframe and everything since,
     /// with timestamps compressed to end at the live edge (`forward::compressed_times`), then
@@ -108,7 +117,8 @@ impl Sfu {
             track.seq.restart();
             sub.replay.clear();
             sub.replay_partial = None;
-            sub.replay_burst = keyframe_packets;
+            sub.replay_burst = keyframe_packets.min(KEYFRAME_BURST_PACKETS);
+            sub.replay_keyframe = keyframe_packets - sub.replay_burst;
             sub.replay.extend(queue);
             sub.replay_at = now;
             sub.replay_rate = rate;
@@ -138,12 +148,17 @@ impl Sfu {
                 return;
             };
             if sub.replay_burst > 0 {
-                // The keyframe itself goes out at once, as a live keyframe would.
+                // The front of the keyframe goes out at once, as a live keyframe would.
                 sub.replay_burst -= 1;
             } else {
+                let rate = if sub.replay_keyframe > 0 {
+                    sub.replay_keyframe -= 1;
+                    sub.replay_rate.max(KEYFRAME_RATE_BPS)
+                } else {
+                    sub.replay_rate
+                };
                 let bits = (q.packet.payload.len() as u64 + 40) * 8;
-                sub.replay_at +=
-                    Duration::from_nanos(bits * 1_000_000_000 / sub.replay_rate.max(1));
+                sub.replay_at += Duration::from_nanos(bits * 1_000_000_000 / rate.max(1));
             }
             let Some(track) = sub.out_video.as_mut() else {
                 sub.replay.clear();

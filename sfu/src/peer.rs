@@ -47,8 +47,10 @@ pub(crate) struct Peer {
     /// When the next replay packet may go, and the replay rate in bit/s.
     pub replay_at: Instant,
     pub replay_rate: u64,
-    /// Replay packets still to send unpaced (the cached keyframe).
+    /// Replay packets still to send unpaced (the front of the cached keyframe).
     pub replay_burst: usize,
+    /// Then packets of the cached keyframe still to send at the keyframe pace.
+    pub replay_keyframe: usize,
     /// The (rewritten) RTP time of a replayed frame sent only in part: a replay cut short
     /// sends the rest of that frame first, so the viewer never gets half a frame glued to the
     /// next one under gapless sequence numbers.
@@ -89,6 +91,7 @@ impl Peer {
             replay_at: now,
             replay_rate: 0,
             replay_burst: 0,
+            replay_keyframe: 0,
             replay_partial: None,
             kinds: HashMap::new(),
             out_video: None,

@@ -245,6 +245,42 @@ fn a_replay_cut_short_by_a_fresh_keyframe_ends_on_a_whole_frame() {
 }
 
 #[test]
+fn a_large_cached_keyframe_is_paced_into_a_small_receive_buffer() {
+    // OBS at 640x360: a ~150 KB IDR every 2 s, keyframe requests ignored.
+    let mut w = World::new();
+    let p = w.publish("127.0.0.2:1000", "demo");
+    w.connect_all();
+    let mut src = Source::new(p, 0);
+    src.deaf = true;
+    src.filler = 150_000;
+    src.tick(&mut w); // the keyframe
+    src.filler = 500;
+    src.run(&mut w, 10);
+    // The viewer's receive buffer: drained at 100 Mbit/s, holding 5 ms of it (62 KB).
+    let v = w.subscribe("127.0.0.5:1000", "demo");
+    let addr = w.clients[v].addr;
+    let mut buffer = Link::new(100_000_000, Duration::from_millis(1));
+    buffer.max_queue = Duration::from_millis(5);
+    w.links.insert(addr, buffer);
+    w.connect_all();
+    src.run(&mut w, 20);
+
+    let link = &w.links[&addr];
+    assert!(link.sent > 130, "the keyframe is {} packets", link.sent);
+    assert_eq!(
+        link.dropped, 0,
+        "the replayed keyframe overflowed the buffer"
+    );
+    let c = &w.clients[v];
+    assert_eq!(
+        counter(&c.video_in[0].0),
+        0,
+        "starts on the cached keyframe"
+    );
+    assert!(c.video_in.len() >= 25, "{} frames", c.video_in.len());
+}
+
+#[test]
 fn keyframe_requests_from_many_viewers_are_coalesced() {
     let mut w = World::new();
     let p = w.publish("127.0.0.2:1000", "demo");
