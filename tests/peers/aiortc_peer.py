@@ -44,6 +44,9 @@ from aiortc.codecs.vpx import Vp8Encoder, VpxPayloadDescriptor
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import RtcpPsfbPacket, RtcpRtpfbPacket
 
+# the glass-to-glass barcode and the synthetic picture (tests/peers/barcode.py, next to this file)
+from barcode import Picture, g2g_from_frame, self_check
+
 log = logging.getLogger("aiortc_peer")
 
 # ---------------------------------------------------------------------------
@@ -79,76 +82,6 @@ def emit(obj, stats_out=None):
 
 
 # ---------------------------------------------------------------------------
-# Barcode: 32-bit wallclock ms, MSB first, two rows of 32 square blocks at the top of the
-# frame; row 0 holds the bits (white=1, black=0), row 1 the same bits inverted. A reading
-# counts only when every block of both rows is unambiguous and the rows are complementary.
-# Block size is derived from the frame width so a decoder can find it: B = (W // 40) & ~1
-# (16 px at 640 wide), the code starts at x = 4*B.
-# ---------------------------------------------------------------------------
-BITS = 32
-
-
-def barcode_block(width):
-    return max(2, (width // 40) & ~1)
-
-
-def barcode_draw(y_plane, stamp):
-    """Write `stamp` (uint32) into the luma plane (h x w uint8 array) in place."""
-    h, w = y_plane.shape
-    b = barcode_block(w)
-    x0 = 4 * b
-    y_plane[0 : 2 * b, :] = 0
-    for i in range(BITS):
-        bit = (stamp >> (BITS - 1 - i)) & 1
-        x = x0 + i * b
-        y_plane[0:b, x : x + b] = 255 if bit else 0
-        y_plane[b : 2 * b, x : x + b] = 0 if bit else 255
-
-
-def barcode_read(y_plane, margin=30):
-    """Return the uint32 stamp from a luma plane, or None if the code is not valid."""
-    h, w = y_plane.shape
-    b = barcode_block(w)
-    x0 = 4 * b
-    if x0 + BITS * b > w or 2 * b > h:
-        return None
-    q = max(1, b // 4)
-    rows = y_plane[0 : 2 * b, x0 : x0 + BITS * b].astype(np.float32)
-    # mean of the centre (b/2 x b/2) of every block
-    rows = rows.reshape(2, b, BITS, b)[:, q : b - q, :, q : b - q]
-    means = rows.mean(axis=(1, 3))  # shape (2, 32)
-    if np.any(np.abs(means - 128.0) < margin):
-        return None
-    top = means[0] > 128.0
-    bottom = means[1] > 128.0
-    if not np.all(top != bottom):
-        return None
-    value = 0
-    for bit in top:
-        value = (value << 1) | int(bit)
-    return value
-
-
-def luma_of(frame):
-    """Luma plane of a decoded av.VideoFrame as an (h, w) uint8 array."""
-    if frame.format.name in ("yuv420p", "yuvj420p", "yuv422p", "yuv444p", "nv12"):
-        plane = frame.planes[0]
-        arr = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
-        return arr[: frame.height, : frame.width]
-    return frame.to_ndarray(format="gray")
-
-
-def g2g_from_frame(frame, t_ms):
-    stamp = barcode_read(luma_of(frame))
-    if stamp is None:
-        return None
-    d = (int(t_ms) - stamp) & 0xFFFFFFFF
-    if d >= 0x80000000:
-        d -= 0x100000000
-    return d
-
-
-# ---------------------------------------------------------------------------
 # Synthetic tracks
 # ---------------------------------------------------------------------------
 VIDEO_CLOCK = 90000
@@ -167,22 +100,8 @@ class BarcodeVideoTrack(MediaStreamTrack):
         self.frames = 0
         self._start = None
         self._pts = 0
-        w, h = self.width, self.height
-        # A texture periodic in x with period w, stored twice as wide, so the horizontal
-        # scroll wraps seamlessly (a jump would look like a scene cut to libx264 and make
-        # it insert an IDR on its own).
-        yy, xx = np.mgrid[0:h, 0:w]
-        k = 2 * math.pi / w
-        tex = 128 + 60 * np.sin(xx * k * 28) * np.cos(yy / 17.0) + 40 * np.sin(xx * k * 15 + yy / 41.0)
-        rng = np.random.default_rng(1)
-        tex += rng.integers(-12, 13, size=tex.shape)
-        tex = np.clip(tex, 16, 235).astype(np.uint8)
-        self._tex = np.concatenate([tex, tex], axis=1)
-        cy, cx = np.mgrid[0 : h // 2, 0 : w // 2]
-        u = (128 + 50 * np.sin(cx * (2 * math.pi / (w // 2)) * 5)).astype(np.uint8)
-        v = (128 + 50 * np.cos(cy / 13.0) + 0 * cx).astype(np.uint8)
-        self._u = np.concatenate([u, u], axis=1)
-        self._v = np.concatenate([v, v], axis=1)
+        self._picture = Picture(width, height)
+        self.width, self.height = self._picture.width, self._picture.height
 
     async def recv(self):
         if self.readyState != "live":
@@ -196,24 +115,8 @@ class BarcodeVideoTrack(MediaStreamTrack):
             wait = self._start + self._pts / VIDEO_CLOCK - time.time()
             if wait > 0:
                 await asyncio.sleep(wait)
-        n = self.frames
-        w, h = self.width, self.height
-        off = (n * 6) % w
-        buf = np.empty((h * 3 // 2, w), np.uint8)
-        y = buf[:h]
-        y[:] = self._tex[:, off : off + w]
-        # a bouncing bright box
-        bs = max(8, h // 6)
-        bx = int((w - bs) * (0.5 + 0.5 * math.sin(n / 20.0)))
-        by = int(2 * barcode_block(w) + (h - 2 * barcode_block(w) - bs) * (0.5 + 0.5 * math.cos(n / 27.0)))
-        y[by : by + bs, bx : bx + bs] = 235
-        coff = (n * 3) % (w // 2)
-        chroma = buf[h:].reshape(2, h // 2, w // 2)
-        chroma[0] = self._u[:, coff : coff + w // 2]
-        chroma[1] = self._v[:, coff : coff + w // 2]
-        chroma[:, : barcode_block(w)] = 128  # grey chroma under the two barcode rows
-        # the stamp is the moment the frame is produced (handed to the encoder)
-        barcode_draw(y, int(time.time() * 1000) & 0xFFFFFFFF)
+        # the barcode's stamp is the moment the frame is produced (handed to the encoder)
+        buf = self._picture.frame(self.frames)
         frame = av.VideoFrame.from_ndarray(buf, format="yuv420p")
         frame.pts = int(self._pts)
         frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
@@ -946,12 +849,7 @@ async def selftest_one(codec, duration, width, height, fps):
 
 async def cmd_selftest(a):
     # barcode unit check without any codec
-    y = np.zeros((a.height, a.width), np.uint8)
-    for v in (0, 1, 0xFFFFFFFF, 0x12345678, int(time.time() * 1000) & 0xFFFFFFFF):
-        barcode_draw(y, v)
-        assert barcode_read(y) == v, v
-    assert barcode_read(np.full((a.height, a.width), 128, np.uint8)) is None
-    assert barcode_read(np.zeros((a.height, a.width), np.uint8)) is None
+    self_check(a.width, a.height)
     ok = True
     codecs = ["vp8", "h264"] if a.codec == "both" else [a.codec]
     for c in codecs:

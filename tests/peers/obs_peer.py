@@ -22,7 +22,7 @@ copies what whip-output.cpp does, step by step:
 
 Payload: libx264 High profile (x264's default; preset veryfast, tune zerolatency, no B-frames,
 IDR every --keyint frames) while the SDP says 42e01f, as OBS does; 440 Hz Opus, 48 kHz stereo,
-20 ms. The picture moves and carries aiortc_peer.py's glass-to-glass barcode.
+20 ms. The picture is aiortc_peer.py's: barcode.Picture, moving, with the glass-to-glass barcode.
 
   publish   the WHIP publisher (shared CLI contract of tests/peers)
   selftest  publisher -> an in-process libdatachannel receiver (no server): decodes the video,
@@ -52,6 +52,9 @@ import av
 import libdatachannel as rtc
 import numpy as np
 
+# the glass-to-glass barcode and the synthetic picture aiortc_peer.py sends too (tests/peers/barcode.py)
+from barcode import Picture, g2g_from_frame, self_check
+
 log = logging.getLogger("obs_peer")
 
 # --- constants of whip-output.cpp ----------------------------------------------------------
@@ -66,77 +69,6 @@ SENDONLY = rtc.Description.Direction.SendOnly
 def emit(obj):
     sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
     sys.stdout.flush()
-
-
-# --- glass-to-glass barcode: the same code as aiortc_peer.py (keep the two in sync) ---------
-BITS = 32
-
-
-def barcode_block(width):
-    return max(2, (width // 40) & ~1)
-
-
-def barcode_draw(y_plane, stamp):
-    h, w = y_plane.shape
-    b = barcode_block(w)
-    x0 = 4 * b
-    y_plane[0 : 2 * b, :] = 0
-    for i in range(BITS):
-        bit = (stamp >> (BITS - 1 - i)) & 1
-        x = x0 + i * b
-        y_plane[0:b, x : x + b] = 255 if bit else 0
-        y_plane[b : 2 * b, x : x + b] = 0 if bit else 255
-
-
-def barcode_read(y_plane, margin=30):
-    h, w = y_plane.shape
-    b = barcode_block(w)
-    x0, q = 4 * b, max(1, b // 4)
-    if x0 + BITS * b > w or 2 * b > h:
-        return None
-    rows = y_plane[0 : 2 * b, x0 : x0 + BITS * b].astype(np.float32)
-    means = rows.reshape(2, b, BITS, b)[:, q : b - q, :, q : b - q].mean(axis=(1, 3))
-    if np.any(np.abs(means - 128.0) < margin) or not np.all((means[0] > 128) != (means[1] > 128)):
-        return None
-    value = 0
-    for bit in means[0] > 128.0:
-        value = (value << 1) | int(bit)
-    return value
-
-
-class PictureSource:
-    """Scrolling texture (seamless wrap: no scene cut for x264), a bouncing box, the barcode."""
-
-    def __init__(self, width, height):
-        self.w, self.h = w, h = width & ~1, height & ~1
-        yy, xx = np.mgrid[0:h, 0:w]
-        k = 2 * math.pi / w
-        tex = 128 + 60 * np.sin(xx * k * 28) * np.cos(yy / 17.0) + 40 * np.sin(xx * k * 15 + yy / 41.0)
-        tex += np.random.default_rng(1).integers(-12, 13, size=tex.shape)
-        tex = np.clip(tex, 16, 235).astype(np.uint8)
-        self.tex = np.concatenate([tex, tex], axis=1)
-        cy, cx = np.mgrid[0 : h // 2, 0 : w // 2]
-        u = (128 + 50 * np.sin(cx * (2 * math.pi / (w // 2)) * 5)).astype(np.uint8)
-        v = (128 + 50 * np.cos(cy / 13.0) + 0 * cx).astype(np.uint8)
-        self.u, self.v = np.concatenate([u, u], axis=1), np.concatenate([v, v], axis=1)
-
-    def frame(self, n):
-        w, h, b = self.w, self.h, barcode_block(self.w)
-        buf = np.empty((h * 3 // 2, w), np.uint8)
-        y = buf[:h]
-        off = (n * 6) % w
-        y[:] = self.tex[:, off : off + w]
-        bs = max(8, h // 6)
-        bx = int((w - bs) * (0.5 + 0.5 * math.sin(n / 20.0)))
-        by = int(2 * b + (h - 2 * b - bs) * (0.5 + 0.5 * math.cos(n / 27.0)))
-        y[by : by + bs, bx : bx + bs] = 235
-        coff = (n * 3) % (w // 2)
-        chroma = buf[h:].reshape(2, h // 2, w // 2)
-        chroma[0] = self.u[:, coff : coff + w // 2]
-        chroma[1] = self.v[:, coff : coff + w // 2]
-        chroma[:, :b] = 128  # neutral chroma under the two barcode rows
-        barcode_draw(y, int(time.time() * 1000) & 0xFFFFFFFF)  # stamp = production time
-        return av.VideoFrame.from_ndarray(buf, format="yuv420p")
 
 
 # --- encoders (PyAV) -------------------------------------------------------------------------
@@ -232,7 +164,7 @@ class ObsPublisher:
         self.pc.set_local_description()
         # obs_output_initialize_encoders happens in Start(), before the POST: encoders are
         # ready, and the first frame is encoded right after the answer (begin_data_capture)
-        self.source, self.venc = PictureSource(a.width, a.height), h264_encoder(a)
+        self.source, self.venc = Picture(a.width, a.height), h264_encoder(a)
         self.aenc = None if a.no_audio else opus_encoder()
 
     def _on_state(self, state):
@@ -303,7 +235,7 @@ class ObsPublisher:
             wait = start + n / self.a.fps - time.monotonic()
             if wait > 0 and self.stop.wait(wait):
                 break
-            frame = src.frame(n)
+            frame = av.VideoFrame.from_ndarray(src.frame(n), format="yuv420p")
             frame.pts, frame.time_base = int(n * step), enc.time_base
             for pkt in enc.encode(frame):
                 key = bool(pkt.is_keyframe)
@@ -525,10 +457,9 @@ class Receiver:
                     self.audio_frames += 1
                     continue
                 self.video_frames += 1
-                y = np.frombuffer(f.planes[0], np.uint8).reshape(-1, f.planes[0].line_size)[: f.height, : f.width]
-                stamp = barcode_read(y)
-                if stamp is not None:
-                    self.g2g.append(((now - stamp + 2**31) & 0xFFFFFFFF) - 2**31)
+                d = g2g_from_frame(f, now)
+                if d is not None:
+                    self.g2g.append(d)
 
     def answer(self, offer, timeout=5.0):
         self.pc.set_remote_description(rtc.Description(offer, "offer"))
@@ -543,10 +474,7 @@ class Receiver:
 
 
 def cmd_selftest(a):
-    y = np.zeros((a.height, a.width), np.uint8)
-    for v in (0, 1, 0xFFFFFFFF, 0x12345678):
-        barcode_draw(y, v)
-        assert barcode_read(y) == v, v
+    self_check(a.width, a.height)
     stats = Stats()
     pub, rx = ObsPublisher(a, stats), Receiver()
     pub.t0 = time.time()
