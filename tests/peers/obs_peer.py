@@ -374,6 +374,11 @@ class PeerError(Exception):
     pass
 
 
+# Set by SIGTERM or SIGINT: the publisher stops streaming early (the interop matrix ends its
+# rows this way).
+STOP = threading.Event()
+
+
 def cmd_publish(a):
     if a.codec != "h264":
         emit({"role": "publisher", "ok": False, "error": "OBS's WHIP output sends H.264, AV1 or HEVC, never %s" % a.codec})
@@ -403,9 +408,12 @@ def cmd_publish(a):
         local, remote = rtc.Candidate(), rtc.Candidate()
         if pub.pc.get_selected_candidate_pair(local, remote):
             result["selected_pair"] = "%s:%s -> %s:%s" % (local.address(), local.port(), remote.address(), remote.port())
-        remaining = a.duration - (time.time() - pub.t0)
-        if remaining > 0 and pub.ended.wait(remaining):
+        end = pub.t0 + a.duration
+        while time.time() < end and not pub.ended.is_set() and not STOP.is_set():
+            STOP.wait(min(0.1, max(0.0, end - time.time())))
+        if pub.ended.is_set():
             raise PeerError("connection ended early: %s" % pub.states)
+        result["stopped_early"] = STOP.is_set()
         result["ok"] = True
     except Exception as e:
         result["error"] = str(e) if isinstance(e, PeerError) else repr(e)
@@ -551,6 +559,9 @@ def main():
         emit({"role": a.cmd, "ok": False, "error": "hard time limit %.0f s exceeded" % hard_limit})
         os._exit(1)
 
+    # SIGTERM / SIGINT: end now like OBS's Stop Streaming (close, DELETE, result line).
+    signal.signal(signal.SIGTERM, lambda *_: STOP.set())
+    signal.signal(signal.SIGINT, lambda *_: STOP.set())
     timer = threading.Timer(hard_limit, watchdog)
     timer.daemon = True
     timer.start()
