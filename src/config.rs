@@ -27,6 +27,126 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// Analytics recording.
     pub analytics: AnalyticsConfig,
+    /// Admission and flood limits.
+    pub limits: LimitsConfig,
+    /// Webhook delivery.
+    pub webhooks: WebhooksConfig,
+}
+
+/// `[limits]`: per-client and node-wide caps. Every refusal is counted in
+/// `aethex_refused_total{reason}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// WHIP + WHEP sessions per client address (IPv6: per /64).
+    pub sessions_per_ip: usize,
+    /// WHEP sessions still connecting (ICE + DTLS), node-wide.
+    pub pending_sessions: usize,
+    /// Sustained WHIP/WHEP offers per second per client address.
+    pub offers_per_sec: f64,
+    /// WHIP/WHEP offers per client address in a burst.
+    pub offer_burst: u32,
+    /// Candidates in one trickle PATCH.
+    pub candidates_per_patch: usize,
+    /// Trickled candidates over a session's life.
+    pub candidates_per_session: usize,
+    /// Client addresses (CIDR) exempt from the per-address limits.
+    pub exempt: Vec<String>,
+    /// Chat WebSockets per client address.
+    pub chat_sockets_per_ip: usize,
+    /// A chat socket silent this long (no message, no pong) is closed.
+    pub chat_idle_timeout_ms: u64,
+    /// Password hashes (Argon2, 19 MiB each) computed at once.
+    pub password_hash_concurrency: usize,
+    /// Password hashes waiting for a slot; beyond it: 503 with Retry-After.
+    pub password_hash_queue: usize,
+    /// API keys per user.
+    pub api_keys_per_user: usize,
+    /// ICE-TCP connections per client address.
+    pub ice_tcp_per_ip: usize,
+    /// An ICE-TCP connection must send a STUN request for a known ufrag within this many ms.
+    pub ice_tcp_first_frame_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            sessions_per_ip: 20,
+            pending_sessions: 200,
+            offers_per_sec: 2.0,
+            offer_burst: 20,
+            candidates_per_patch: 20,
+            candidates_per_session: 100,
+            exempt: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            chat_sockets_per_ip: 20,
+            chat_idle_timeout_ms: 60_000,
+            password_hash_concurrency: 2,
+            password_hash_queue: 32,
+            api_keys_per_user: 10,
+            ice_tcp_per_ip: 20,
+            ice_tcp_first_frame_ms: 5_000,
+        }
+    }
+}
+
+/// `[webhooks]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Allow destinations on loopback, private, link-local and ULA networks.
+    pub allow_private_networks: bool,
+    /// Webhooks per channel.
+    pub max_per_channel: usize,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            allow_private_networks: false,
+            max_per_channel: 10,
+        }
+    }
+}
+
+fn parse_cidrs(key: &str, list: &[String]) -> Result<Vec<cluster::Cidr>, ConfigError> {
+    list.iter()
+        .map(|c| {
+            cluster::Cidr::parse(c)
+                .map_err(|why| ConfigError::Invalid(format!("{key}: {c:?}: {why}")))
+        })
+        .collect()
+}
+
+impl Config {
+    /// The WHIP/WHEP limits for the HTTP layer.
+    pub fn signaling_limits(&self) -> Result<signaling::Limits, ConfigError> {
+        let l = &self.limits;
+        Ok(signaling::Limits {
+            sessions_per_ip: l.sessions_per_ip,
+            pending_sessions: l.pending_sessions,
+            offers_per_sec: l.offers_per_sec,
+            offer_burst: l.offer_burst,
+            candidates_per_patch: l.candidates_per_patch,
+            candidates_per_session: l.candidates_per_session,
+            trusted_proxies: parse_cidrs("http.trusted_proxies", &self.http.trusted_proxies)?,
+            exempt: parse_cidrs("limits.exempt", &l.exempt)?,
+        })
+    }
+
+    /// The platform API's limits.
+    pub fn platform_limits(&self) -> Result<platform::limits::Limits, ConfigError> {
+        let l = &self.limits;
+        Ok(platform::limits::Limits {
+            password_hash_concurrency: l.password_hash_concurrency,
+            password_hash_queue: l.password_hash_queue,
+            api_keys_per_user: l.api_keys_per_user,
+            chat_sockets_per_ip: l.chat_sockets_per_ip,
+            chat_idle_timeout: Duration::from_millis(l.chat_idle_timeout_ms),
+            webhooks_per_channel: self.webhooks.max_per_channel,
+            webhooks_allow_private: self.webhooks.allow_private_networks,
+            exempt: parse_cidrs("limits.exempt", &l.exempt)?,
+        })
+    }
 }
 
 /// `[analytics]`
@@ -119,7 +239,8 @@ pub struct RelayConfig {
     pub origin: String,
     /// This node's region (required at an edge; optional at an origin).
     pub region: String,
-    /// This node's id in the relay handshake (empty: derived from the region and the HTTP port).
+    /// This node's id in the relay handshake (empty: the region, or "origin", and a random
+    /// suffix generated once and kept in `storage.data_dir/node.id`).
     pub node_id: String,
     /// Edge role: a channel without viewers is unsubscribed upstream after this many ms.
     pub grace_ms: u64,
@@ -192,6 +313,21 @@ pub struct HttpConfig {
     pub public_url: String,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// A client must send a request's headers within this many ms (idle keep-alive
+    /// connections are closed after it too).
+    pub header_read_timeout_ms: u64,
+    /// A request must be received and answered within this many ms (WebSockets exempt).
+    pub request_timeout_ms: u64,
+    /// Open HTTP connections, node-wide.
+    pub max_connections: usize,
+    /// Open HTTP connections per client address (trusted proxies exempt).
+    pub max_connections_per_ip: usize,
+    /// Proxies (CIDR) whose X-Forwarded-For names the client.
+    pub trusted_proxies: Vec<String>,
+    /// Serve /metrics on this address only (empty: on `listen`).
+    pub metrics_listen: String,
+    /// Bearer token /metrics requires (empty: none).
+    pub metrics_token: String,
 }
 
 impl Default for HttpConfig {
@@ -200,6 +336,13 @@ impl Default for HttpConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             public_url: String::new(),
             max_body_bytes: 64 * 1024,
+            header_read_timeout_ms: 10_000,
+            request_timeout_ms: 30_000,
+            max_connections: 10_000,
+            max_connections_per_ip: 100,
+            trusted_proxies: Vec::new(),
+            metrics_listen: String::new(),
+            metrics_token: String::new(),
         }
     }
 }
@@ -442,6 +585,43 @@ impl Config {
             ));
         }
         self.cluster.rules()?;
+        self.signaling_limits()?;
+        if !self.http.metrics_listen.is_empty()
+            && self.http.metrics_listen.parse::<SocketAddr>().is_err()
+        {
+            return Err(ConfigError::Invalid(
+                "http.metrics_listen must be IP:PORT (or empty)".into(),
+            ));
+        }
+        if self.http.header_read_timeout_ms < 1000 || self.http.request_timeout_ms < 1000 {
+            return Err(ConfigError::Invalid(
+                "http.header_read_timeout_ms and http.request_timeout_ms must be at least 1000"
+                    .into(),
+            ));
+        }
+        let l = &self.limits;
+        if l.sessions_per_ip == 0
+            || l.pending_sessions == 0
+            || l.offer_burst == 0
+            || !l.offers_per_sec.is_finite()
+            || l.offers_per_sec <= 0.0
+            || l.password_hash_concurrency == 0
+            || self.http.max_connections == 0
+            || self.http.max_connections_per_ip == 0
+            || l.chat_sockets_per_ip == 0
+            || l.ice_tcp_per_ip == 0
+        {
+            return Err(ConfigError::Invalid(
+                "limits.* and http.max_connections* must be positive".into(),
+            ));
+        }
+        if l.chat_idle_timeout_ms < 5_000 || l.ice_tcp_first_frame_ms < 500 {
+            return Err(ConfigError::Invalid(
+                "limits.chat_idle_timeout_ms must be at least 5000 and \
+                 limits.ice_tcp_first_frame_ms at least 500"
+                    .into(),
+            ));
+        }
         let url = &self.cluster.redis_url;
         if !url.is_empty() && !url.starts_with("redis://") && !url.starts_with("rediss://") {
             return Err(ConfigError::Invalid(

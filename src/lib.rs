@@ -3,6 +3,7 @@
 //! same function in-process on `127.0.0.1:0`.
 
 pub mod config;
+mod http_server;
 mod node;
 
 pub use node::token_secret;
@@ -117,13 +118,58 @@ pub fn store_location(config: &Config) -> String {
     }
 }
 
-/// The platform API's view of the SFU: which channels are live, with how many viewers.
-struct SfuLive(sfu::driver::SfuHandle);
+/// The platform API's view of the media side: which channels are live with how many viewers,
+/// playback tokens, and what a channel change does to live sessions.
+#[derive(Clone)]
+struct MediaSide {
+    sfu: sfu::driver::SfuHandle,
+    sessions: Arc<Sessions>,
+    cluster: Arc<signaling::Cluster>,
+    /// Channels turned private, for the relay to tell the edges below.
+    privacy: tokio::sync::broadcast::Sender<String>,
+}
 
-impl platform::LiveInfo for SfuLive {
+impl MediaSide {
+    async fn close_tokenless(&self, channel: &str) {
+        let peers = self.sessions.take_tokenless_viewers(channel);
+        if !peers.is_empty() {
+            tracing::info!(%channel, viewers = peers.len(), "channel private: closing viewers without a token");
+        }
+        self.close_all(peers).await;
+    }
+
+    /// At an edge: close tokenless viewers of each channel the upstream says turned private.
+    fn follow_upstream_privacy(
+        &self,
+        source: Arc<dyn signaling::ChannelSource>,
+    ) -> tokio::task::JoinHandle<()> {
+        let media = self.clone();
+        let mut changes = self.privacy.subscribe();
+        tokio::spawn(async move {
+            loop {
+                match changes.recv().await {
+                    Ok(channel) if source.is_private(&channel) => {
+                        media.close_tokenless(&channel).await
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        })
+    }
+
+    async fn close_all(&self, peers: Vec<sfu::PeerId>) {
+        for peer in peers {
+            self.sessions.forget_peer(peer);
+            let _ = self.sfu.close(peer).await;
+        }
+    }
+}
+
+impl platform::LiveInfo for MediaSide {
     fn channels(&self) -> platform::LiveChannels<'_> {
         Box::pin(async move {
-            let Ok(stats) = self.0.stats().await else {
+            let Ok(stats) = self.sfu.stats().await else {
                 return Vec::new();
             };
             stats
@@ -137,6 +183,30 @@ impl platform::LiveInfo for SfuLive {
                     (s.name, state)
                 })
                 .collect()
+        })
+    }
+
+    fn token_allows(&self, channel: &str, token: &str) -> bool {
+        self.cluster
+            .tokens
+            .verify(token, channel, cluster::token::unix_now())
+            .is_ok()
+    }
+
+    fn end_publisher<'a>(&'a self, channel: &'a str) -> platform::LiveAction<'a> {
+        Box::pin(async move {
+            if let Some(peer) = self.sessions.publisher_of(channel) {
+                tracing::info!(%channel, "stream key rotated: ending the live publisher");
+                self.close_all(vec![peer]).await;
+            }
+        })
+    }
+
+    fn privatised<'a>(&'a self, channel: &'a str) -> platform::LiveAction<'a> {
+        Box::pin(async move {
+            self.close_tokenless(channel).await;
+            // Edges below close theirs when the relay tells them (no receiver: no edges).
+            let _ = self.privacy.send(channel.to_string());
         })
     }
 }
@@ -170,6 +240,16 @@ pub async fn serve(
     let node = node::start(&config, http_addr, &sfu, &store).await?;
 
     let sessions = Arc::new(Sessions::default());
+    let media = MediaSide {
+        sfu: sfu.clone(),
+        sessions: sessions.clone(),
+        cluster: node.cluster.clone(),
+        privacy: node.privacy.clone(),
+    };
+    let privacy_follower = node
+        .source
+        .clone()
+        .map(|source| media.follow_upstream_privacy(source));
     let mut events = sfu.events();
     let forget = sessions.clone();
     let (tracker, board) = analytics(&config, &store, &node).await?;
@@ -183,6 +263,7 @@ pub async fn serve(
         loop {
             match events.recv().await {
                 Ok(sfu::SfuEvent::PeerConnected(peer)) => {
+                    forget.connected(peer);
                     if let Some((channel, client)) = forget.viewer(peer) {
                         viewers.joined(peer.0, &channel, &client);
                     }
@@ -216,6 +297,16 @@ pub async fn serve(
         }
     });
 
+    // An edge keeps its own database unless told the origin's (database.url): then it is
+    // only a relay, and takes no publishers and serves no platform API.
+    let relay_only = config.relay.is_edge() && config.database.url.is_empty();
+    let wrong_role = relay_only.then(|| {
+        format!(
+            "this node is an edge relay: publish and use the platform API at the origin \
+             (relay upstream {})",
+            config.relay.origin_host()
+        )
+    });
     let settings = HttpSettings {
         max_body_bytes: config.http.max_body_bytes,
         ice_servers: config
@@ -228,15 +319,24 @@ pub async fn serve(
                 credential: s.credential.clone(),
             })
             .collect(),
+        refuse_publishers: wrong_role.clone(),
+        metrics_token: config.http.metrics_token.clone(),
+        metrics_on_main: config.http.metrics_listen.is_empty(),
+        request_timeout: std::time::Duration::from_millis(config.http.request_timeout_ms),
     };
+    let invalid = |e: config::ConfigError| std::io::Error::other(e.to_string());
+    let metrics = Arc::new(Metrics::new());
     let state = AppState {
         sfu: sfu.clone(),
         store: store.clone(),
         sessions,
         settings: Arc::new(settings),
-        metrics: Arc::new(Metrics::new()),
+        metrics: metrics.clone(),
         upstream: node.source.clone(),
         cluster: node.cluster.clone(),
+        admission: Arc::new(signaling::Admission::new(
+            config.signaling_limits().map_err(invalid)?,
+        )),
     };
     let chat = if config.cluster.redis_url.is_empty() {
         platform::chat_hub::ChatHub::local()
@@ -249,22 +349,35 @@ pub async fn serve(
         chat,
         buckets: Default::default(),
         board: board.clone(),
+        guards: Arc::new(platform::limits::Guards::new(
+            config.platform_limits().map_err(invalid)?,
+            Some(metrics.clone()),
+        )),
         store: store.clone(),
-        live: Arc::new(SfuLive(sfu.clone())),
+        live: Arc::new(media.clone()),
         settings: Arc::new(platform::Settings {
             session_ttl_secs: config.database.session_ttl_secs,
             public_url: public_url(&config, http_addr),
         }),
     };
-    let app = signaling::router_with(state, platform::router(platform_state));
+    let api = match &wrong_role {
+        Some(why) => platform::refused_router(why.clone()),
+        None => platform::router(platform_state),
+    };
+    let metrics_only = http_server::bind_metrics(&config).await?;
+    let metrics_app = signaling::metrics_router(state.clone());
+    let app = signaling::router_with(state, api);
     let webhooks = platform::webhooks::spawn_worker(
         store.clone(),
-        platform::webhooks::WorkerConfig::default(),
+        platform::webhooks::WorkerConfig {
+            allow_private_networks: config.webhooks.allow_private_networks,
+            ..Default::default()
+        },
     );
     let sampler = tokio::spawn(sample_forever(
         tracker.clone(),
         board.clone(),
-        SfuLive(sfu.clone()),
+        media,
         !config.relay.is_edge(),
         config.analytics.sample_secs,
     ));
@@ -273,12 +386,23 @@ pub async fn serve(
         shutdown.await;
         drain.await;
     };
-    axum::serve(
-        listeners.http,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stopping)
-    .await?;
+    let server_limits = http_server::limits(&config).map_err(invalid)?;
+    let metrics_server = metrics_only.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            println!("  metrics         http://{addr}/metrics");
+        }
+        tokio::spawn(http_server::serve(
+            listener,
+            metrics_app,
+            server_limits.clone(),
+            metrics.clone(),
+            std::future::pending(),
+        ))
+    });
+    http_server::serve(listeners.http, app, server_limits, metrics, stopping).await?;
+    if let Some(task) = metrics_server {
+        task.abort();
+    }
     tracing::info!("HTTP stopped; closing sessions");
     node.stop().await;
     sfu.shutdown().await;
@@ -286,6 +410,9 @@ pub async fn serve(
     watcher.abort();
     webhooks.abort();
     sampler.abort();
+    if let Some(task) = privacy_follower {
+        task.abort();
+    }
     // The watcher's end drops the last recorder handle: what was queued is written, then the
     // writer ends.
     let _ = watcher.await;
@@ -357,7 +484,7 @@ async fn analytics(
 async fn sample_forever(
     tracker: Arc<platform::viewer_sessions::Tracker>,
     board: Arc<platform::analytics::ViewerBoard>,
-    live: SfuLive,
+    live: MediaSide,
     origin: bool,
     period_secs: u64,
 ) {

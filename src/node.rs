@@ -28,6 +28,8 @@ pub(crate) struct Node {
     pub source: Option<Arc<dyn ChannelSource>>,
     /// Viewers at the edges below this node, from their load reports.
     pub audience: Arc<edge::Audience>,
+    /// Channels that turned private (here, or told by the upstream), for the edges below.
+    pub privacy: tokio::sync::broadcast::Sender<String>,
     upstream: Option<edge::Upstream>,
     listener: Option<edge::quic::Endpoint>,
     announcer: Option<tokio::task::JoinHandle<()>>,
@@ -51,6 +53,11 @@ impl ChannelSource for EdgeSource {
 
     fn upstream_url(&self) -> Option<String> {
         self.0.upstream_url()
+    }
+
+    fn is_private(&self, channel: &str) -> bool {
+        // Channels here are the ones relayed from upstream, which marks the private ones.
+        sfu::StreamId::new(channel).map_or(true, |s| self.0.is_private(&s))
     }
 }
 
@@ -79,12 +86,62 @@ pub fn token_secret(config: &Config) -> std::io::Result<Vec<u8>> {
 }
 
 fn generated_secret(data_dir: &Path) -> std::io::Result<Vec<u8>> {
-    let path = data_dir.join(TOKEN_SECRET_FILE);
+    let secret = kept_in_data_dir(
+        data_dir,
+        TOKEN_SECRET_FILE,
+        |s| s.len() >= 32,
+        || random_hex(32),
+    )?;
+    Ok(secret.into_bytes())
+}
+
+/// File in the data directory holding this node's generated id.
+const NODE_ID_FILE: &str = "node.id";
+
+/// `relay.node_id`, else `{region or "origin"}-{8 random hex}` generated once and kept in the
+/// data directory: stable across restarts (the registry forgets the old entries of a
+/// restarted node by its id) and distinct between nodes (two edges on port 8080 must not
+/// evict each other).
+fn node_id(config: &Config) -> std::io::Result<String> {
+    if !config.relay.node_id.is_empty() {
+        return Ok(config.relay.node_id.clone());
+    }
+    let role = if config.relay.is_edge() {
+        config.relay.region.clone()
+    } else {
+        "origin".to_string()
+    };
+    // The file holds the random part only: an origin and an edge started on one data
+    // directory (tests, demos) still get distinct ids.
+    let suffix = kept_in_data_dir(
+        &config.storage.data_dir,
+        NODE_ID_FILE,
+        |s| (4..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric()),
+        || random_hex(4),
+    )?;
+    Ok(format!("{role}-{suffix}"))
+}
+
+fn random_hex(bytes: usize) -> std::io::Result<String> {
+    let mut raw = vec![0u8; bytes];
+    getrandom::fill(&mut raw).map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(hex::encode(raw))
+}
+
+/// The trimmed content of `name` in `data_dir`, made by `make` (mode 0600) when missing. A
+/// file `valid` refuses is an error naming it (never silently replaced).
+fn kept_in_data_dir(
+    data_dir: &Path,
+    name: &str,
+    valid: impl Fn(&str) -> bool,
+    make: impl Fn() -> std::io::Result<String>,
+) -> std::io::Result<String> {
+    let path = data_dir.join(name);
     match std::fs::read_to_string(&path) {
-        Ok(s) if s.trim().len() >= 32 => return Ok(s.trim().as_bytes().to_vec()),
+        Ok(s) if valid(s.trim()) => return Ok(s.trim().to_string()),
         Ok(_) => {
             return Err(std::io::Error::other(format!(
-                "{} is too short: delete it to generate a new one",
+                "{} is not valid: delete it to generate a new one",
                 path.display()
             )))
         }
@@ -92,34 +149,20 @@ fn generated_secret(data_dir: &Path) -> std::io::Result<Vec<u8>> {
         Err(e) => return Err(e),
     }
     std::fs::create_dir_all(data_dir)?;
-    let mut raw = [0u8; 32];
-    getrandom::fill(&mut raw).map_err(|e| std::io::Error::other(e.to_string()))?;
-    let secret = hex::encode(raw);
+    let value = make()?;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     match options.open(&path) {
-        Ok(mut f) => std::io::Write::write_all(&mut f, secret.as_bytes())?,
+        Ok(mut f) => std::io::Write::write_all(&mut f, value.as_bytes())?,
         // Another process made it first: use theirs.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            return generated_secret(data_dir)
+            return kept_in_data_dir(data_dir, name, valid, make)
         }
         Err(e) => return Err(e),
     }
-    Ok(secret.into_bytes())
-}
-
-fn node_id(config: &Config, http: SocketAddr) -> String {
-    if !config.relay.node_id.is_empty() {
-        return config.relay.node_id.clone();
-    }
-    let role = if config.relay.is_edge() {
-        config.relay.region.as_str()
-    } else {
-        "origin"
-    };
-    format!("{role}-{}", http.port())
+    Ok(value)
 }
 
 /// The registry: Redis when configured; embedded when this node accepts edges; none otherwise.
@@ -141,7 +184,7 @@ pub(crate) async fn start(
     store: &Store,
 ) -> std::io::Result<Node> {
     let secret: Arc<[u8]> = Arc::from(config.relay.secret.as_bytes());
-    let node_id = node_id(config, http);
+    let node_id = node_id(config)?;
     let public = public_url(config, http);
     let listen = config
         .relay
@@ -186,6 +229,7 @@ pub(crate) async fn start(
         )),
         source: None,
         audience: Arc::default(),
+        privacy: tokio::sync::broadcast::channel(64).0,
         upstream: None,
         listener: None,
         announcer: None,
@@ -210,6 +254,7 @@ pub(crate) async fn start(
             pki: pki.clone(),
             server_name: config.relay.origin_host().to_string(),
             audience: node.audience.clone(),
+            privacy: node.privacy.clone(),
         };
         let up = edge::Upstream::start(edge_config, sfu.clone())
             .map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -241,6 +286,8 @@ pub(crate) async fn start(
             metrics: metrics.clone(),
             pki,
             audience: node.audience.clone(),
+            max_channels: edge::upstream::MAX_CHANNELS,
+            privacy: node.privacy.clone(),
         };
         let (bound, endpoint) = edge::upstream::listen(addr, upstream_config, sfu.clone())
             .map_err(|e| std::io::Error::other(e.to_string()))?;

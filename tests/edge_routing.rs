@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -141,22 +140,6 @@ fn viewers_are_sent_to_an_edge_of_their_region_and_a_killed_edge_leaves_routing(
 }
 
 /// `aethex channel <args> --data-dir DIR`, with the cluster secret of the tests, as JSON.
-fn channel_cli(dir: &std::path::Path, args: &[&str]) -> Value {
-    let out = Command::new(BIN)
-        .arg("channel")
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .env("AETHEX_RELAY_SECRET", RELAY_SECRET)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 #[test]
 fn a_private_channel_plays_at_an_edge_only_with_a_valid_token() {

@@ -59,7 +59,11 @@ fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
 #[test]
 fn follows_chat_and_webhook_events_accepted_before_a_kill_survive_it() {
     let dir = temp_dir("durability");
-    let server = Server::start(&dir, &[]);
+    // The webhook receiver is on loopback: allowed, as for an on-premises receiver.
+    let cfg = dir.join("webhooks.toml");
+    std::fs::write(&cfg, "[webhooks]\nallow_private_networks = true\n").unwrap();
+    let cfg = cfg.display().to_string();
+    let server = Server::start(&dir, &["--config", &cfg]);
     let base = server.base.clone();
     let owner = register(&base, "owner");
     assert_eq!(
@@ -173,7 +177,7 @@ fn follows_chat_and_webhook_events_accepted_before_a_kill_survive_it() {
         "the kill came during the burst"
     );
 
-    let server = Server::start(&dir, &[]);
+    let server = Server::start(&dir, &["--config", &cfg]);
     let base = server.base.clone();
     let (_, v) = api(
         &base,

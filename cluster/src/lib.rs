@@ -12,7 +12,7 @@ pub mod registry;
 mod registry_redis;
 pub mod token;
 
-pub use region::{RegionRule, RegionRules};
+pub use region::{Cidr, RegionRule, RegionRules};
 pub use registry::{EdgeRecord, LiveRecord, Registry, RegistryError};
 pub use registry_redis::RedisRegistry;
 pub use token::{Claims, TokenError, TokenKey};

@@ -11,47 +11,36 @@ pub struct RuleError {
     why: &'static str,
 }
 
-/// One rule: addresses in `network/prefix` are in `region`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RegionRule {
+/// An address block `network/prefix` (IPv4 or IPv6; IPv4-mapped IPv6 addresses match IPv4
+/// blocks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
     network: IpAddr,
     prefix: u8,
-    region: String,
 }
 
-impl RegionRule {
-    /// Parse `"10.1.0.0/16=eu-west"` (IPv4 or IPv6; a bare address is a /32 or /128).
-    pub fn parse(text: &str) -> Result<Self, RuleError> {
-        let err = |why| RuleError {
-            rule: text.to_string(),
-            why,
-        };
-        let (cidr, region) = text.split_once('=').ok_or_else(|| err("no '='"))?;
-        let region = region.trim();
-        if region.is_empty() {
-            return Err(err("empty region"));
-        }
-        let (addr, prefix) = match cidr.trim().split_once('/') {
+impl Cidr {
+    /// Parse `"10.1.0.0/16"` or `"2001:db8::/32"`; a bare address is a /32 or /128.
+    pub fn parse(text: &str) -> Result<Self, &'static str> {
+        let (addr, prefix) = match text.trim().split_once('/') {
             Some((a, p)) => (a, Some(p)),
-            None => (cidr.trim(), None),
+            None => (text.trim(), None),
         };
-        let network: IpAddr = addr.parse().map_err(|_| err("bad address"))?;
+        let network: IpAddr = addr.parse().map_err(|_| "bad address")?;
+        let network = network.to_canonical();
         let max = if network.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
-            Some(p) => p.parse::<u8>().map_err(|_| err("bad prefix length"))?,
+            Some(p) => p.parse::<u8>().map_err(|_| "bad prefix length")?,
             None => max,
         };
         if prefix > max {
-            return Err(err("prefix length too long"));
+            return Err("prefix length too long");
         }
-        Ok(Self {
-            network,
-            prefix,
-            region: region.to_string(),
-        })
+        Ok(Self { network, prefix })
     }
 
-    fn contains(&self, ip: IpAddr) -> bool {
+    /// Whether `ip` is in the block.
+    pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.network, ip.to_canonical()) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
                 let mask = u32::MAX
@@ -67,6 +56,41 @@ impl RegionRule {
             }
             _ => false,
         }
+    }
+
+    /// The prefix length.
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+}
+
+/// One rule: addresses in `network/prefix` are in `region`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionRule {
+    block: Cidr,
+    region: String,
+}
+
+impl RegionRule {
+    /// Parse `"10.1.0.0/16=eu-west"` (IPv4 or IPv6; a bare address is a /32 or /128).
+    pub fn parse(text: &str) -> Result<Self, RuleError> {
+        let err = |why| RuleError {
+            rule: text.to_string(),
+            why,
+        };
+        let (cidr, region) = text.split_once('=').ok_or_else(|| err("no '='"))?;
+        let region = region.trim();
+        if region.is_empty() {
+            return Err(err("empty region"));
+        }
+        Ok(Self {
+            block: Cidr::parse(cidr).map_err(err)?,
+            region: region.to_string(),
+        })
+    }
+
+    fn contains(&self, ip: IpAddr) -> bool {
+        self.block.contains(ip)
     }
 }
 
@@ -89,7 +113,7 @@ impl RegionRules {
         self.0
             .iter()
             .filter(|r| r.contains(ip))
-            .max_by_key(|r| r.prefix)
+            .max_by_key(|r| r.block.prefix())
             .map(|r| r.region.as_str())
     }
 

@@ -44,6 +44,9 @@ pub struct EdgeConfig {
     pub server_name: String,
     /// Viewers at the edges below this one (reported upstream with this edge's own).
     pub audience: Arc<crate::Audience>,
+    /// Where a channel's privacy change from upstream is announced (to close tokenless
+    /// viewers here and tell the edges below).
+    pub privacy: tokio::sync::broadcast::Sender<String>,
 }
 
 /// How long [`Upstream::ensure`] waits for a channel to go live at this edge.
@@ -275,6 +278,16 @@ async fn run(
                         gaps.reset(base, TRACK_BLOCK);
                         if let Some(s) = subs.get_mut(&stream) {
                             s.base = Some(base);
+                        }
+                    }
+                    Control::Privacy { channel, private } => {
+                        if let Ok(stream) = StreamId::new(&channel) {
+                            if private {
+                                lock(&inner.private).insert(stream);
+                            } else {
+                                lock(&inner.private).remove(&stream);
+                            }
+                            let _ = config.privacy.send(channel);
                         }
                     }
                     Control::Offline { channel } => {

@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod audience;
+pub mod blocks;
 pub mod downstream;
 pub mod metrics;
 pub mod proto;

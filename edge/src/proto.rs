@@ -157,6 +157,14 @@ pub enum Control {
         #[serde(default)]
         private: bool,
     },
+    /// Upstream -> edge: a subscribed channel's privacy changed (made private: the edge
+    /// closes its viewers without a playback token).
+    Privacy {
+        /// Channel name.
+        channel: String,
+        /// Viewers need a playback token now.
+        private: bool,
+    },
     /// Upstream -> edge: no publisher at the moment.
     Offline {
         /// Channel name.

@@ -12,6 +12,7 @@ use sfu::driver::SfuHandle;
 use sfu::{RelayId, RelayPacket, SfuError, SfuEvent, StreamId};
 use tokio::sync::mpsc;
 
+use crate::blocks::TrackBlocks;
 use crate::metrics::{PathSample, RelayMetrics};
 use crate::proto::{self, Control, Role};
 use crate::quic;
@@ -57,7 +58,15 @@ pub struct UpstreamConfig {
     pub pki: Option<Arc<quic::Pki>>,
     /// Viewers at the connected edges and below them, from their load reports.
     pub audience: Arc<crate::Audience>,
+    /// Channels each connected edge may hold subscribed at once.
+    pub max_channels: usize,
+    /// Names of channels whose privacy changed (made private here, or told from upstream):
+    /// each connected edge subscribed to one is told its new state.
+    pub privacy: tokio::sync::broadcast::Sender<String>,
 }
+
+/// Default of [`UpstreamConfig::max_channels`].
+pub const MAX_CHANNELS: usize = 1024;
 
 /// Accept edges on `addr` until the endpoint is closed. Returns the bound address and the
 /// endpoint (close it to stop).
@@ -251,10 +260,10 @@ async fn relay_loop(
         .await
         .map_err(|_| ServeError::Sfu)?;
     let mut events = sfu.events();
-    // Stream -> first track id of its block (and whether it is private).
-    let mut blocks: HashMap<StreamId, u16> = HashMap::new();
+    let mut privacy = config.privacy.subscribe();
+    // Live channels' track-id blocks, and whether each is private.
+    let mut blocks = TrackBlocks::new(config.max_channels);
     let mut private: HashMap<StreamId, bool> = HashMap::new();
-    let mut next_block: u16 = 0;
     let mut sample = tokio::time::interval(SAMPLE);
     let mut cache = SendCache::default();
     loop {
@@ -269,11 +278,6 @@ async fn relay_loop(
                             control.write(&Control::NotFound { channel }).await.ok();
                             continue;
                         };
-                        let base = *blocks.entry(stream.clone()).or_insert_with(|| {
-                            let b = next_block;
-                            next_block = next_block.wrapping_add(TRACK_BLOCK);
-                            b
-                        });
                         let mut result = sfu.relay_subscribe(relay, stream.clone()).await;
                         if let (Err(SfuError::Offline(_)), Some(pull)) = (&result, &config.pull) {
                             // A tier above us may have it: pull it through, then serve it.
@@ -281,24 +285,41 @@ async fn relay_loop(
                                 result = sfu.relay_subscribe(relay, stream.clone()).await;
                             }
                         }
-                        let is_private = config.policy.private(&channel).await;
-                        private.insert(stream.clone(), is_private);
-                        match result {
-                            Ok(tracks) => control.write(&tracks_message(&tracks, base, is_private)).await.ok(),
-                            Err(SfuError::Offline(_)) => control.write(&Control::Offline { channel }).await.ok(),
+                        // Only a live channel gets ids: junk names cost none.
+                        let tracks = match result {
+                            Ok(tracks) => tracks,
+                            Err(SfuError::Offline(_)) => {
+                                control.write(&Control::Offline { channel }).await.ok();
+                                continue;
+                            }
                             Err(_) => return Err(ServeError::Sfu),
                         };
+                        let base = match blocks.assign(&stream) {
+                            Ok(base) => base,
+                            Err(e) => {
+                                tracing::warn!(edge = %edge.node_id, %channel, error = %e, "subscription refused");
+                                let _ = sfu.relay_unsubscribe(relay, stream).await;
+                                control.write(&Control::Offline { channel }).await.ok();
+                                continue;
+                            }
+                        };
+                        let is_private = config.policy.private(&channel).await;
+                        private.insert(stream.clone(), is_private);
+                        control.write(&tracks_message(&tracks, base, is_private)).await.ok();
                     }
                     Control::Unsubscribe { channel } => {
                         if let Ok(stream) = StreamId::new(&channel) {
-                            if let Some(base) = blocks.get(&stream) {
-                                cache.forget(*base, TRACK_BLOCK);
+                            // Unsubscribe first: no packet of it is queued after its block is
+                            // free (those already queued find no block and are dropped).
+                            let _ = sfu.relay_unsubscribe(relay, stream.clone()).await;
+                            if let Some(base) = blocks.release(&stream) {
+                                cache.forget(base, TRACK_BLOCK);
                             }
-                            let _ = sfu.relay_unsubscribe(relay, stream).await;
+                            private.remove(&stream);
                         }
                     }
                     Control::Keyframe { track } => {
-                        if let Some((stream, core)) = lookup(&blocks, track) {
+                        if let Some((stream, core)) = blocks.lookup(track) {
                             let _ = sfu.relay_keyframe(stream, core).await;
                         }
                     }
@@ -331,7 +352,7 @@ async fn relay_loop(
                 }
             }
             Some(p) = packets.recv() => {
-                let Some(stream_base) = block_of(&blocks, &p) else { continue };
+                let Some(stream_base) = blocks.base(&p.stream) else { continue };
                 let track = stream_base + p.track;
                 let bytes = bytes::Bytes::from(proto::encode_datagram(track, &p.data));
                 if let Some(seq) = rtp_seq(&p.data) {
@@ -342,7 +363,7 @@ async fn relay_loop(
             }
             event = events.recv() => match event {
                 Ok(SfuEvent::RelayTracks(r, tracks)) if r == relay => {
-                    if let Some(base) = blocks.get(&tracks.stream).copied() {
+                    if let Some(base) = blocks.base(&tracks.stream) {
                         let is_private = private.get(&tracks.stream).copied().unwrap_or(false);
                         control.write(&tracks_message(&tracks, base, is_private)).await.ok();
                     }
@@ -353,6 +374,26 @@ async fn relay_loop(
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return Err(ServeError::Sfu),
                 _ => {}
             },
+            changed = privacy.recv() => {
+                let channel = match changed {
+                    Ok(c) => c,
+                    // Missed some: re-check every channel this edge holds.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => String::new(),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => continue,
+                };
+                let held: Vec<StreamId> = private
+                    .keys()
+                    .filter(|s| channel.is_empty() || s.as_str() == channel)
+                    .cloned()
+                    .collect();
+                for stream in held {
+                    let now_private = config.policy.private(stream.as_str()).await;
+                    if private.insert(stream.clone(), now_private) != Some(now_private) {
+                        let msg = Control::Privacy { channel: stream.to_string(), private: now_private };
+                        control.write(&msg).await.ok();
+                    }
+                }
+            }
             _ = sample.tick() => {
                 config.metrics.edge_sample(&edge.node_id, PathSample::of(conn, true));
             }
@@ -364,15 +405,4 @@ async fn relay_loop(
 /// Give an `error` frame time to arrive: wait (bounded) for the peer to close.
 async fn linger(conn: &quinn::Connection) {
     let _ = tokio::time::timeout(Duration::from_millis(500), conn.closed()).await;
-}
-
-/// The first track id of the block of the stream a relay packet belongs to.
-fn block_of(blocks: &HashMap<StreamId, u16>, p: &RelayPacket) -> Option<u16> {
-    blocks.get(&p.stream).copied()
-}
-
-fn lookup(blocks: &HashMap<StreamId, u16>, track: u16) -> Option<(StreamId, u16)> {
-    blocks.iter().find_map(|(s, base)| {
-        (track >= *base && track < base + TRACK_BLOCK).then(|| (s.clone(), track - base))
-    })
 }

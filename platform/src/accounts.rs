@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use signaling::ApiError;
 use utoipa::ToSchema;
 
-use crate::openapi::{BodyRejected, ErrorBody, Unauthorized};
+use crate::openapi::{BodyRejected, ErrorBody, HashBusy, Unauthorized};
 use crate::{db, now, JsonBody, State};
 
 /// A signed-in user, from `Authorization: Bearer <session token>`.
@@ -138,15 +138,6 @@ fn password_ok(password: &str, stored: &str) -> bool {
     })
 }
 
-/// Hashing is deliberately slow (tens of ms): off the async workers.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))
-}
-
 async fn new_session(st: &State, user: UserOut) -> Result<Response, ApiError> {
     let token = format!("st_{}", random_hex(32)?);
     let expires_at = now() + st.settings.session_ttl_secs;
@@ -179,6 +170,7 @@ async fn new_session(st: &State, user: UserOut) -> Result<Response, ApiError> {
         (status = 400, description = "Malformed JSON, or a bad name or password", body = ErrorBody),
         (status = 409, description = "The user name is taken", body = ErrorBody),
         BodyRejected,
+        HashBusy,
     )
 )]
 pub async fn register(
@@ -194,7 +186,8 @@ pub async fn register(
         return Err(ApiError::BadRequest("password: 8 to 128 characters".into()));
     }
     let password = c.password;
-    let hash = blocking(move || hash_password(&password)).await??;
+    // Deliberately slow (tens of ms, 19 MiB): bounded, off the async workers.
+    let hash = st.guards.hash(move || hash_password(&password)).await??;
     let id = format!("u_{}", random_hex(12)?);
     let inserted = sqlx::query(
         "INSERT INTO users (id, name, password_hash, created_at) VALUES ($1, $2, $3, $4)",
@@ -225,6 +218,7 @@ pub async fn register(
         (status = 201, description = "Signed in", body = SessionOut),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "Wrong user name or password", body = ErrorBody),
+        HashBusy,
         BodyRejected,
     )
 )]
@@ -244,7 +238,10 @@ pub async fn login(
         .map(|(_, h)| h.clone())
         .unwrap_or_else(dummy_hash);
     let password = c.password;
-    let ok = blocking(move || password_ok(&password, &stored)).await?;
+    let ok = st
+        .guards
+        .hash(move || password_ok(&password, &stored))
+        .await?;
     match row {
         Some((id, _)) if ok => new_session(&st, UserOut { id, name: c.name }).await,
         _ => Err(ApiError::Unauthorized("wrong user name or password")),

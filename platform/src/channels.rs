@@ -9,6 +9,7 @@ use signaling::ApiError;
 use storage::StoreError;
 use utoipa::ToSchema;
 
+use crate::access::{may_see_private, PlaybackQuery};
 use crate::accounts::{valid_name, User};
 use crate::openapi::{
     BadPage, BodyRejected, ChannelPath, ErrorBody, NoSuchChannel, NotOwner, Unauthorized,
@@ -26,7 +27,8 @@ pub struct ChannelOut {
     description: String,
     /// Category (at most 64 characters).
     category: String,
-    /// Hidden from `GET /api/live`.
+    /// Private: hidden from `GET /api/live`; viewers need a playback token; its live state,
+    /// viewer count and chat are shown only with one, or to its owner and moderators.
     private: bool,
     /// Seconds a chatter waits between messages (0: off).
     slow_mode_secs: i64,
@@ -35,10 +37,12 @@ pub struct ChannelOut {
     owner: Option<String>,
     /// Number of followers.
     followers: i64,
-    /// Someone is publishing now.
-    live: bool,
-    /// Viewers now.
-    viewers: u64,
+    /// Someone is publishing now (null: a private channel, without access).
+    #[schema(required = true)]
+    live: Option<bool>,
+    /// Viewers now (null: a private channel, without access).
+    #[schema(required = true)]
+    viewers: Option<u64>,
 }
 
 /// `POST /api/channels` answer.
@@ -95,7 +99,8 @@ async fn live_state(st: &State, name: &str) -> LiveState {
     state
 }
 
-async fn load(st: &State, name: &str) -> Result<ChannelOut, ApiError> {
+/// The channel; a private one's live state only when `reveal` (the caller may see it).
+async fn load(st: &State, name: &str, reveal: bool) -> Result<ChannelOut, ApiError> {
     let row: Option<Row> = sqlx::query_as(SELECT)
         .bind(name)
         .fetch_optional(st.store.pool())
@@ -103,7 +108,12 @@ async fn load(st: &State, name: &str) -> Result<ChannelOut, ApiError> {
         .map_err(db)?;
     let (name, title, description, category, private, slow_mode_secs, owner, followers) =
         row.ok_or_else(|| ApiError::NotFound(format!("no such channel: {name}")))?;
-    let live = live_state(st, &name).await;
+    let shown = private == 0 || reveal;
+    let live = if shown {
+        live_state(st, &name).await
+    } else {
+        LiveState::default()
+    };
     Ok(ChannelOut {
         name,
         title,
@@ -113,8 +123,8 @@ async fn load(st: &State, name: &str) -> Result<ChannelOut, ApiError> {
         slow_mode_secs,
         owner,
         followers,
-        live: live.live,
-        viewers: live.viewers,
+        live: shown.then_some(live.live),
+        viewers: shown.then_some(live.viewers),
     })
 }
 
@@ -191,17 +201,24 @@ pub async fn create(
     get,
     path = "/api/channels/{name}",
     tag = "channels",
-    params(ChannelPath),
+    params(ChannelPath, PlaybackQuery),
+    security((), ("bearer" = [])),
     responses(
-        (status = 200, description = "The channel", body = ChannelOut),
+        (status = 200, description = "The channel (a private one's live state and viewers are \
+            null without a playback token, or for anyone but its owner and moderators)",
+            body = ChannelOut),
+        (status = 400, description = "A malformed query string", body = ErrorBody),
         NoSuchChannel,
     )
 )]
 pub async fn get_channel(
     AxState(st): AxState<State>,
     Path(name): Path<String>,
+    QueryParams(q): QueryParams<PlaybackQuery>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
-    Ok(axum::Json(load(&st, &name).await?).into_response())
+    let reveal = may_see_private(&st, &name, &headers, None, q.playback.as_deref()).await?;
+    Ok(axum::Json(load(&st, &name, reveal).await?).into_response())
 }
 
 /// `PATCH /api/channels/{name}` body: any of these.
@@ -296,7 +313,11 @@ pub async fn patch_channel(
     .execute(st.store.pool())
     .await
     .map_err(db)?;
-    Ok(axum::Json(load(&st, &name).await?).into_response())
+    if p.private == Some(true) {
+        // Viewers who joined while it was public hold no token: they go, here and at edges.
+        st.live.privatised(&name).await;
+    }
+    Ok(axum::Json(load(&st, &name, true).await?).into_response())
 }
 
 /// `POST /api/channels/{name}/stream-key` (owner): a new stream key; the old one stops working.
@@ -325,6 +346,8 @@ pub async fn rotate_key(
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .ok_or_else(|| ApiError::NotFound(format!("no such channel: {name}")))?;
+    // The old key's publisher does not keep streaming under the new key.
+    st.live.end_publisher(&name).await;
     let body = StreamKeyOut {
         channel: name,
         stream_key: key.expose().to_string(),
@@ -349,12 +372,21 @@ pub async fn live_now(
     QueryParams(page): QueryParams<Page>,
 ) -> Result<Response, ApiError> {
     let (limit, offset) = page.bounds()?;
+    let private: std::collections::HashSet<String> =
+        sqlx::query_as::<_, (String,)>("SELECT name FROM channels WHERE private <> 0")
+            .fetch_all(st.store.pool())
+            .await
+            .map_err(db)?
+            .into_iter()
+            .map(|(n,)| n)
+            .collect();
+    // Private channels are neither listed nor counted in `total`.
     let mut live: Vec<(String, LiveState)> = st
         .live
         .channels()
         .await
         .into_iter()
-        .filter(|(_, s)| s.live)
+        .filter(|(name, s)| s.live && !private.contains(name))
         .map(|(name, mut s)| {
             s.viewers = st.board.total(&name, s.viewers);
             (name, s)
@@ -369,7 +401,7 @@ pub async fn live_now(
         .take(usize::try_from(limit).unwrap_or(0))
     {
         // A relayed or just-deleted channel may be live without a row here: skip it.
-        match load(&st, &name).await {
+        match load(&st, &name, false).await {
             Ok(c) if !c.private => items.push(c),
             Ok(_) | Err(ApiError::NotFound(_)) => {}
             Err(e) => return Err(e),

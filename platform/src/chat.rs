@@ -13,9 +13,11 @@ use axum::extract::{Path, State as AxState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use signaling::routing::ClientIp;
 use signaling::ApiError;
 use utoipa::{IntoParams, ToSchema};
 
+use crate::access::{may_ban, may_see_private, role};
 use crate::accounts::{bearer_of, user_for_token, User};
 use crate::chat_hub::Limited;
 use crate::openapi::{
@@ -95,7 +97,11 @@ async fn settings(st: &State, channel: &str) -> Result<(Duration, Vec<String>), 
         (status = 400, description = "Not a WebSocket handshake, or a malformed query string",
             body = ErrorBody),
         (status = 401, description = "Unknown or expired session token", body = ErrorBody),
+        (status = 403, description = "A private channel: a playback token (?playback=), or \
+            its owner or a moderator, is needed", body = ErrorBody),
         NoSuchChannel,
+        (status = 429, description = "Too many chat sockets from this address \
+            (limits.chat_sockets_per_ip)", body = ErrorBody),
         (status = 426, description = "This connection cannot be upgraded", body = ErrorBody),
     )
 )]
@@ -103,6 +109,7 @@ pub async fn socket(
     AxState(st): AxState<State>,
     Path(channel): Path<String>,
     QueryParams(q): QueryParams<TokenQuery>,
+    ClientIp(ip): ClientIp,
     headers: axum::http::HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
@@ -116,6 +123,16 @@ pub async fn socket(
         Some(t) => Some(user_for_token(&st, t).await?),
         None => None,
     };
+    if is_private(&st, &channel).await?
+        && !may_see_private(&st, &channel, &headers, token, q.playback.as_deref()).await?
+    {
+        return Err(ApiError::Forbidden(
+            "this channel is private: its chat needs a playback token (?playback=), \
+             or its owner or a moderator",
+        ));
+    }
+    let slot = st.guards.chat_socket(ip)?;
+    let session_token = token.map(str::to_string);
     // Chat frames are small: small buffers keep 10,000 sockets in tens of MB, not GB (the
     // defaults are 128 KiB each way), and each event is written at once.
     Ok(upgrade
@@ -123,7 +140,19 @@ pub async fn socket(
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .max_write_buffer_size(256 * 1024)
-        .on_upgrade(move |ws| session(ws, st, channel, user)))
+        .on_upgrade(move |ws| async move {
+            let _slot = slot;
+            session(ws, st, channel, user, session_token).await
+        }))
+}
+
+async fn is_private(st: &State, channel: &str) -> Result<bool, ApiError> {
+    let row: Option<(i64,)> = sqlx::query_as("SELECT private FROM channels WHERE name = $1")
+        .bind(channel)
+        .fetch_optional(st.store.pool())
+        .await
+        .map_err(db)?;
+    Ok(row.is_some_and(|(p,)| p != 0))
 }
 
 /// axum's refusal of a request that is not a WebSocket handshake, as the API's JSON error.
@@ -144,6 +173,8 @@ fn not_a_handshake(e: WebSocketUpgradeRejection) -> Response {
 pub struct TokenQuery {
     /// Session token (instead of `Authorization: Bearer`); without one the socket only reads.
     token: Option<String>,
+    /// Playback token of a private channel (its owner and moderators need none).
+    playback: Option<String>,
 }
 
 async fn history(st: &State, channel: &str) -> Result<Vec<ChatMessage>, ApiError> {
@@ -168,9 +199,22 @@ async fn history(st: &State, channel: &str) -> Result<Vec<ChatMessage>, ApiError
         .collect())
 }
 
-async fn session(mut ws: WebSocket, st: State, channel: String, user: Option<User>) {
+async fn session(
+    mut ws: WebSocket,
+    st: State,
+    channel: String,
+    mut user: Option<User>,
+    session_token: Option<String>,
+) {
     // Join before reading the history, so nothing falls between the two.
     let mut events = st.chat.join(&channel);
+    // Silent sockets are closed: the server pings at a third of the idle timeout, and any
+    // frame (a pong too) counts as life. A signed-in socket's session is re-checked at each
+    // ping: signed out or expired, it goes on read-only.
+    let idle = st.guards.limits.chat_idle_timeout;
+    let mut ping = tokio::time::interval(idle / 3);
+    ping.tick().await;
+    let mut last_heard = tokio::time::Instant::now();
     let Ok(past) = history(&st, &channel).await else {
         return;
     };
@@ -180,7 +224,22 @@ async fn session(mut ws: WebSocket, st: State, channel: String, user: Option<Use
     }
     loop {
         tokio::select! {
+            _ = ping.tick() => {
+                if last_heard.elapsed() >= idle {
+                    let _ = ws.send(Message::Close(None)).await;
+                    return;
+                }
+                if let (Some(_), Some(t)) = (&user, &session_token) {
+                    if matches!(user_for_token(&st, t).await, Err(ApiError::Unauthorized(_))) {
+                        user = None;
+                    }
+                }
+                if ws.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+            }
             incoming = ws.recv() => {
+                last_heard = tokio::time::Instant::now();
                 let text = match incoming {
                     Some(Ok(Message::Text(t))) => t,
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
@@ -431,6 +490,17 @@ pub async fn ban(
         ));
     }
     let target_id = target(&st, &channel, &user, false, &name).await?;
+    let roles = (
+        role(&st, &channel, &user.id).await?,
+        role(&st, &channel, &target_id).await?,
+    );
+    if let (Some(actor), Some(target)) = roles {
+        if !may_ban(actor, target) {
+            return Err(ApiError::Forbidden(
+                "the owner cannot be banned, and moderators cannot ban each other",
+            ));
+        }
+    }
     let until = b.seconds.map(|s| now_ms() + s * 1000);
     sqlx::query(
         "INSERT INTO chat_bans (channel, user_id, until_ms, by_user) VALUES ($1, $2, $3, $4) \

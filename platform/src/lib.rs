@@ -10,6 +10,7 @@
 //! (`GET /api/openapi.json`) is generated from the handlers' annotations: see [`openapi`].
 #![warn(missing_docs)]
 
+mod access;
 pub mod accounts;
 pub mod analytics;
 pub mod analytics_report;
@@ -18,10 +19,12 @@ pub mod chat;
 pub mod chat_hub;
 pub mod follows;
 mod json;
+pub mod limits;
 pub mod openapi;
 pub mod quota;
 pub mod streams;
 pub mod viewer_sessions;
+pub mod webhook_target;
 pub mod webhooks;
 
 use std::future::Future;
@@ -48,10 +51,22 @@ pub struct LiveState {
 /// What [`LiveInfo::channels`] returns: every channel the media side knows, with its state.
 pub type LiveChannels<'a> = Pin<Box<dyn Future<Output = Vec<(String, LiveState)>> + Send + 'a>>;
 
-/// Live status of channels, from the SFU (a fake in tests).
+/// What a [`LiveInfo`] action returns.
+pub type LiveAction<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// The media side as the platform sees it (a fake in tests): live status, playback tokens,
+/// and what changes to a channel do to its live sessions.
 pub trait LiveInfo: Send + Sync + 'static {
     /// Every channel the media side knows, with its state.
     fn channels(&self) -> LiveChannels<'_>;
+    /// Whether `token` is a valid playback token for `channel`.
+    fn token_allows(&self, channel: &str, token: &str) -> bool;
+    /// The channel's stream key changed: end its live publisher (it must come back with the
+    /// new key).
+    fn end_publisher<'a>(&'a self, channel: &'a str) -> LiveAction<'a>;
+    /// The channel became private: close its viewers that joined without a playback token,
+    /// here and at every edge.
+    fn privatised<'a>(&'a self, channel: &'a str) -> LiveAction<'a>;
 }
 
 /// Settings of the platform API.
@@ -78,6 +93,8 @@ pub struct State {
     pub buckets: Arc<quota::Buckets>,
     /// Viewer counts of the other nodes (through Redis; empty on one node).
     pub board: Arc<analytics::ViewerBoard>,
+    /// Limits and their state (password hashing, chat sockets, keys, webhooks).
+    pub guards: Arc<limits::Guards>,
 }
 
 /// The `/api` routes, each registered together with its `#[utoipa::path]` description by
@@ -118,6 +135,18 @@ pub fn router(state: State) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(json::MAX_BODY))
         .route_layer(quotas)
         .with_state(state)
+}
+
+/// What an edge relay (no database of the origin's) mounts at `/api`: every request answered
+/// 403 `wrong_role` with `why` (where the platform API is).
+pub fn refused_router(why: String) -> Router {
+    let refuse = move || {
+        let why = why.clone();
+        async move { ApiError::WrongRole(why) }
+    };
+    Router::new()
+        .route("/api", axum::routing::any(refuse.clone()))
+        .route("/api/{*rest}", axum::routing::any(refuse))
 }
 
 /// Seconds since the Unix epoch.

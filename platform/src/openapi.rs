@@ -94,6 +94,15 @@ pub struct NoSuchChannelOrUser(pub ErrorBody);
 #[response(status = 404, description = "No such webhook on a channel of yours")]
 pub struct NoSuchWebhook(pub ErrorBody);
 
+/// 503 of an operation that hashes a password, when the hashing queue is full.
+#[derive(utoipa::IntoResponses)]
+#[response(
+    status = 503,
+    description = "Too many password hashes queued (limits.password_hash_queue); retry after \
+        the Retry-After seconds"
+)]
+pub struct HashBusy(pub ErrorBody);
+
 /// 400 of a list's `?limit=&offset=` ([`crate::Page`]).
 #[derive(utoipa::IntoResponses)]
 #[response(status = 400, description = "Bad limit or offset")]

@@ -5,15 +5,15 @@
 //! - pro: 100,000 a day;
 //! - enterprise: unlimited.
 //!
-//! Every key, and every client address without one, also has a burst limit (a token bucket of
-//! 40, refilled at 20 per second). Over a limit: `429` with `Retry-After` and the
-//! `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset` headers, which also
-//! come with every keyed answer. Daily counters are rows in the database (one `UPSERT ...
-//! RETURNING` per request), so they hold across nodes and restarts; burst buckets are per node.
+//! The daily quota and the burst limit count per user (all of a user's keys together; a user
+//! holds at most `limits.api_keys_per_user` keys); every client address without a key also
+//! has a burst limit (a token bucket of 40, refilled at 20 per second; IPv6 per /64). Over a
+//! limit: `429` with `Retry-After` and the `X-RateLimit-Limit`, `X-RateLimit-Remaining` and
+//! `X-RateLimit-Reset` headers, which also come with every keyed answer. Daily counters are
+//! rows in the database (an `UPSERT` and a sum per request), so they hold across nodes and
+//! restarts; burst buckets are per node.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::time::Instant;
 
 use axum::extract::connect_info::ConnectInfo;
@@ -67,29 +67,19 @@ impl Tier {
     }
 }
 
-/// Burst buckets per key id or client address (per node).
-#[derive(Default)]
-pub struct Buckets(Mutex<HashMap<String, (f64, Instant)>>);
+/// Burst buckets per user or client address (per node).
+pub struct Buckets(signaling::limits::TokenBuckets<String>);
+
+impl Default for Buckets {
+    fn default() -> Self {
+        Self(signaling::limits::TokenBuckets::new(RATE, BURST as u32))
+    }
+}
 
 impl Buckets {
     /// Take one token; `false` when the bucket is empty.
     fn take(&self, who: &str) -> bool {
-        let now = Instant::now();
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() > 100_000 {
-            // Bound the memory: forget full buckets (idle clients).
-            map.retain(|_, (tokens, at)| {
-                *tokens + now.saturating_duration_since(*at).as_secs_f64() * RATE < BURST
-            });
-        }
-        let (tokens, at) = map.entry(who.to_string()).or_insert((BURST, now));
-        *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * RATE).min(BURST);
-        *at = now;
-        if *tokens < 1.0 {
-            return false;
-        }
-        *tokens -= 1.0;
-        true
+        self.0.take(&who.to_string(), Instant::now()).is_ok()
     }
 }
 
@@ -128,8 +118,14 @@ pub async fn enforce(AxState(st): AxState<State>, req: Request, next: Next) -> R
         // Without a key: a burst limit per client address (when the server knows it).
         let ip = req
             .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string());
+            .get::<signaling::limits::ClientAddr>()
+            .map(|c| c.0)
+            .or_else(|| {
+                req.extensions()
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|c| c.0.ip())
+            })
+            .map(|ip| signaling::limits::client_key(ip).to_string());
         if let Some(ip) = ip {
             if !st.buckets.take(&format!("ip:{ip}")) {
                 return too_many("too many requests from this address: slow down", 1);
@@ -137,8 +133,8 @@ pub async fn enforce(AxState(st): AxState<State>, req: Request, next: Next) -> R
         }
         return next.run(req).await;
     };
-    let row: Option<(String, String)> =
-        match sqlx::query_as("SELECT id, tier FROM api_keys WHERE key_hash = $1")
+    let row: Option<(String, String, String)> =
+        match sqlx::query_as("SELECT id, tier, user_id FROM api_keys WHERE key_hash = $1")
             .bind(key_hash(&key))
             .fetch_optional(st.store.pool())
             .await
@@ -146,24 +142,36 @@ pub async fn enforce(AxState(st): AxState<State>, req: Request, next: Next) -> R
             Ok(r) => r,
             Err(e) => return db(e).into_response(),
         };
-    let Some((id, tier)) = row else {
+    let Some((id, tier, user_id)) = row else {
         return ApiError::Unauthorized("unknown API key").into_response();
     };
     let tier = Tier::parse(&tier).unwrap_or(Tier::Free);
     if tier == Tier::Free && req.method() != Method::GET {
         return ApiError::Forbidden("free API keys are read-only (GET)").into_response();
     }
-    if !st.buckets.take(&format!("key:{id}")) {
-        return too_many("burst limit of this API key: slow down", 1);
+    // Burst and daily limits count per user: more keys do not buy more requests.
+    if !st.buckets.take(&format!("user:{user_id}")) {
+        return too_many("burst limit of this API key's user: slow down", 1);
     }
     let (retry, reset) = next_day();
-    let count: (i64,) = match sqlx::query_as(
+    let day = now() / 86_400;
+    if let Err(e) = sqlx::query(
         "INSERT INTO api_usage (key_id, day, requests) VALUES ($1, $2, 1) \
-         ON CONFLICT (key_id, day) DO UPDATE SET requests = api_usage.requests + 1 \
-         RETURNING requests",
+         ON CONFLICT (key_id, day) DO UPDATE SET requests = api_usage.requests + 1",
     )
     .bind(&id)
-    .bind(now() / 86_400)
+    .bind(day)
+    .execute(st.store.pool())
+    .await
+    {
+        return db(e).into_response();
+    }
+    let count: (i64,) = match sqlx::query_as(
+        "SELECT CAST(COALESCE(SUM(u.requests), 0) AS BIGINT) FROM api_usage u \
+         JOIN api_keys k ON k.id = u.key_id WHERE k.user_id = $1 AND u.day = $2",
+    )
+    .bind(&user_id)
+    .bind(day)
     .fetch_one(st.store.pool())
     .await
     {
@@ -172,7 +180,7 @@ pub async fn enforce(AxState(st): AxState<State>, req: Request, next: Next) -> R
     };
     let mut resp = match tier.daily() {
         Some(limit) if count.0 > limit => {
-            let mut r = too_many("daily quota of this API key used up", retry);
+            let mut r = too_many("daily quota of this API key's user used up", retry);
             set(&mut r, "x-ratelimit-limit", limit);
             set(&mut r, "x-ratelimit-remaining", 0);
             set(&mut r, "x-ratelimit-reset", reset);
@@ -234,10 +242,23 @@ struct KeysOut {
     security(("bearer" = [])),
     responses(
         (status = 201, description = "A new free-tier key, shown once", body = NewKeyOut),
+        (status = 409, description = "limits.api_keys_per_user keys already: delete one first", body = ErrorBody),
         Unauthorized,
     )
 )]
 pub async fn create(AxState(st): AxState<State>, user: User) -> Result<Response, ApiError> {
+    let held: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM api_keys WHERE user_id = $1")
+        .bind(&user.id)
+        .fetch_one(st.store.pool())
+        .await
+        .map_err(db)?;
+    let cap = st.guards.limits.api_keys_per_user;
+    if usize::try_from(held.0).unwrap_or(usize::MAX) >= cap {
+        st.guards.refused("api_keys_per_user");
+        return Err(ApiError::Conflict(format!(
+            "at most {cap} API keys per user: delete one first"
+        )));
+    }
     let id = format!("key_{}", random_hex(8)?);
     let key = format!("ak_{}", random_hex(24)?);
     sqlx::query(

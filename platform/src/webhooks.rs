@@ -199,6 +199,11 @@ pub async fn create(
             "url: an http(s) URL of at most 2048 characters".into(),
         ));
     }
+    let allow_private = st.guards.limits.webhooks_allow_private;
+    if let Err(why) = crate::webhook_target::check_url(&w.url, allow_private) {
+        st.guards.refused("webhook_destination");
+        return Err(ApiError::BadRequest(why.into()));
+    }
     if w.events.is_empty() || w.events.iter().any(|e| !EVENTS.contains(&e.as_str())) {
         return Err(ApiError::BadRequest(format!(
             "events: one or more of {}",
@@ -210,6 +215,18 @@ pub async fn create(
         return Err(ApiError::BadRequest("format: json or discord".into()));
     }
     owned(&st, &channel, &user).await?;
+    let held: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM webhooks WHERE channel = $1")
+        .bind(&channel)
+        .fetch_one(st.store.pool())
+        .await
+        .map_err(db)?;
+    let cap = st.guards.limits.webhooks_per_channel;
+    if usize::try_from(held.0).unwrap_or(usize::MAX) >= cap {
+        st.guards.refused("webhooks_per_channel");
+        return Err(ApiError::Conflict(format!(
+            "at most {cap} webhooks per channel: delete one first"
+        )));
+    }
     let id = format!("wh_{}", random_hex(12)?);
     let secret = format!("whsec_{}", random_hex(24)?);
     sqlx::query(
@@ -364,6 +381,8 @@ pub struct WorkerConfig {
     pub poll: Duration,
     /// First retry after this long; each next one after twice as long (capped at 10 min).
     pub backoff: Duration,
+    /// Deliver to private and local network addresses too (`webhooks.allow_private_networks`).
+    pub allow_private_networks: bool,
 }
 
 impl Default for WorkerConfig {
@@ -371,18 +390,19 @@ impl Default for WorkerConfig {
         Self {
             poll: Duration::from_millis(500),
             backoff: Duration::from_secs(2),
+            allow_private_networks: false,
         }
     }
 }
 
+/// Deliveries sent at once. One slow receiver holds at most one of them: each round takes
+/// at most one due delivery per webhook.
+const CONCURRENT: usize = 8;
+
 /// Deliver due webhooks until the task is aborted.
 pub fn spawn_worker(store: Store, config: WorkerConfig) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
+        let http = crate::webhook_target::client(config.allow_private_networks);
         loop {
             if let Err(e) = deliver_due(&store, &http, config).await {
                 tracing::warn!(error = %e, "webhook worker");
@@ -392,7 +412,8 @@ pub fn spawn_worker(store: Store, config: WorkerConfig) -> tokio::task::JoinHand
     })
 }
 
-type Due = (String, String, String, i64, i64, String, String);
+/// A due delivery: id, event, payload, attempts, next attempt, url, secret, webhook id.
+type Due = (String, String, String, i64, i64, String, String, String);
 
 async fn deliver_due(
     store: &Store,
@@ -401,72 +422,122 @@ async fn deliver_due(
 ) -> Result<(), sqlx::Error> {
     let now = now_ms();
     let due: Vec<Due> = sqlx::query_as(
-        "SELECT d.id, d.event, d.payload, d.attempts, d.next_attempt_ms, w.url, w.secret \
+        "SELECT d.id, d.event, d.payload, d.attempts, d.next_attempt_ms, w.url, w.secret, w.id \
          FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id \
          WHERE d.delivered_at_ms IS NULL AND d.attempts < $1 AND d.next_attempt_ms <= $2 \
-         ORDER BY d.next_attempt_ms LIMIT 50",
+         ORDER BY d.next_attempt_ms LIMIT 200",
     )
     .bind(MAX_ATTEMPTS)
     .bind(now)
     .fetch_all(store.pool())
     .await?;
-    for (id, event, payload, attempts, next, url, secret) in due {
-        // Claim it: only the worker whose update matched sends it now.
-        let claim = now_ms() + CLAIM.as_millis() as i64;
-        let claimed = sqlx::query(
-            "UPDATE webhook_deliveries SET next_attempt_ms = $1 \
-             WHERE id = $2 AND next_attempt_ms = $3 AND delivered_at_ms IS NULL",
+    // Fairness: the oldest due delivery of each webhook this round, the rest next round.
+    let mut seen = std::collections::HashSet::new();
+    let round: Vec<Due> = due
+        .into_iter()
+        .filter(|d| seen.insert(d.7.clone()))
+        .collect();
+    let mut running = tokio::task::JoinSet::new();
+    for d in round {
+        while running.len() >= CONCURRENT {
+            if let Some(Err(e)) = running.join_next().await.transpose().ok().flatten() {
+                tracing::warn!(error = %e, "webhook delivery");
+            }
+        }
+        let (store, http) = (store.clone(), http.clone());
+        running.spawn(async move { deliver_one(&store, &http, config, d).await });
+    }
+    while let Some(done) = running.join_next().await {
+        if let Ok(Err(e)) = done {
+            tracing::warn!(error = %e, "webhook delivery");
+        }
+    }
+    Ok(())
+}
+
+/// What a delivery's owner may see of a failure: coarse, never a port scan's worth of detail.
+fn coarse(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timed out"
+    } else if std::error::Error::source(e)
+        .is_some_and(|s| s.to_string().contains(crate::webhook_target::REFUSED))
+        || e.to_string().contains(crate::webhook_target::REFUSED)
+    {
+        crate::webhook_target::REFUSED
+    } else {
+        "could not connect or send"
+    }
+}
+
+async fn deliver_one(
+    store: &Store,
+    http: &reqwest::Client,
+    config: WorkerConfig,
+    (id, event, payload, attempts, next, url, secret, _hook): Due,
+) -> Result<(), sqlx::Error> {
+    // Claim it: only the worker whose update matched sends it now.
+    let claim = now_ms() + CLAIM.as_millis() as i64;
+    let claimed = sqlx::query(
+        "UPDATE webhook_deliveries SET next_attempt_ms = $1 \
+         WHERE id = $2 AND next_attempt_ms = $3 AND delivered_at_ms IS NULL",
+    )
+    .bind(claim)
+    .bind(&id)
+    .bind(next)
+    .execute(store.pool())
+    .await?;
+    if claimed.rows_affected() != 1 {
+        return Ok(());
+    }
+    let t = now_ms() / 1000;
+    // IP literals do not pass the resolver: checked here (hosts stored before the check
+    // existed, or an operator who turned private networks off again).
+    let (status, error) =
+        match crate::webhook_target::check_url(&url, config.allow_private_networks) {
+            Err(_) => (None, Some(crate::webhook_target::REFUSED.to_string())),
+            Ok(()) => {
+                let sent = http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("x-aethex-event", &event)
+                    .header("x-aethex-delivery", &id)
+                    .header("x-aethex-signature", signature(&secret, t, &payload))
+                    .body(payload)
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) => (Some(i64::from(r.status().as_u16())), None),
+                    Err(e) => (None, Some(coarse(&e).to_string())),
+                }
+            }
+        };
+    let attempts = attempts + 1;
+    if status.is_some_and(|s| (200..300).contains(&s)) {
+        sqlx::query(
+            "UPDATE webhook_deliveries SET attempts = $1, delivered_at_ms = $2, \
+             last_status = $3, last_error = NULL WHERE id = $4",
         )
-        .bind(claim)
+        .bind(attempts)
+        .bind(now_ms())
+        .bind(status)
         .bind(&id)
-        .bind(next)
         .execute(store.pool())
         .await?;
-        if claimed.rows_affected() != 1 {
-            continue;
-        }
-        let t = now_ms() / 1000;
-        let sent = http
-            .post(&url)
-            .header("content-type", "application/json")
-            .header("x-aethex-event", &event)
-            .header("x-aethex-delivery", &id)
-            .header("x-aethex-signature", signature(&secret, t, &payload))
-            .body(payload)
-            .send()
-            .await;
-        let (status, error) = match sent {
-            Ok(r) => (Some(i64::from(r.status().as_u16())), None),
-            Err(e) => (None, Some(e.without_url().to_string())),
-        };
-        let attempts = attempts + 1;
-        if status.is_some_and(|s| (200..300).contains(&s)) {
-            sqlx::query(
-                "UPDATE webhook_deliveries SET attempts = $1, delivered_at_ms = $2, \
-                 last_status = $3, last_error = NULL WHERE id = $4",
-            )
-            .bind(attempts)
-            .bind(now_ms())
-            .bind(status)
-            .bind(&id)
-            .execute(store.pool())
-            .await?;
-        } else {
-            let factor = 1u32 << (attempts - 1).clamp(0, 20) as u32;
-            let wait = (config.backoff * factor).min(Duration::from_secs(600));
-            let error = error.or_else(|| status.map(|s| format!("HTTP {s}")));
-            sqlx::query(
-                "UPDATE webhook_deliveries SET attempts = $1, next_attempt_ms = $2, \
-                 last_status = $3, last_error = $4 WHERE id = $5",
-            )
-            .bind(attempts)
-            .bind(now_ms() + wait.as_millis() as i64)
-            .bind(status)
-            .bind(error)
-            .bind(&id)
-            .execute(store.pool())
-            .await?;
-        }
+    } else {
+        let factor = 1u32 << (attempts - 1).clamp(0, 20) as u32;
+        let wait = (config.backoff * factor).min(Duration::from_secs(600));
+        let error = error.or_else(|| status.map(|s| format!("HTTP {s}")));
+        sqlx::query(
+            "UPDATE webhook_deliveries SET attempts = $1, next_attempt_ms = $2, \
+             last_status = $3, last_error = $4 WHERE id = $5",
+        )
+        .bind(attempts)
+        .bind(now_ms() + wait.as_millis() as i64)
+        .bind(status)
+        .bind(error)
+        .bind(&id)
+        .execute(store.pool())
+        .await?;
     }
     Ok(())
 }

@@ -120,11 +120,41 @@ async fn only_the_owner_edits_a_channel_or_rotates_its_key(store: Store, _db: &T
         Some(true),
         "the WHEP side sees it"
     );
+    assert_eq!(
+        api.actions.lock().unwrap().as_slice(),
+        ["privatised alpha"],
+        "viewers without a token are closed"
+    );
+    // Private: its live state and audience are shown only with a playback token or to its
+    // owner (and moderators).
     let (_, v) = api.call("GET", "/api/channels/alpha", None, None).await;
     assert_eq!(
         v,
         json!({"name": "alpha", "title": "Speedrun", "description": "", "category": "games",
-        "private": true, "slow_mode_secs": 0, "owner": "cy", "followers": 0, "live": true, "viewers": 3})
+        "private": true, "slow_mode_secs": 0, "owner": "cy", "followers": 0, "live": null, "viewers": null})
+    );
+    let (_, v) = api
+        .call("GET", "/api/channels/alpha", Some(&other), None)
+        .await;
+    assert_eq!(
+        (v["live"].clone(), v["viewers"].clone()),
+        (json!(null), json!(null))
+    );
+    for (token, query) in [(None, "?playback=play-alpha"), (Some(&owner), "")] {
+        let uri = format!("/api/channels/alpha{query}");
+        let (_, v) = api.call("GET", &uri, token.map(|t| t.as_str()), None).await;
+        assert_eq!(
+            (v["live"].clone(), v["viewers"].clone()),
+            (json!(true), json!(3))
+        );
+    }
+    let (_, v) = api
+        .call("GET", "/api/channels/alpha?playback=play-beta", None, None)
+        .await;
+    assert_eq!(
+        v["live"],
+        json!(null),
+        "a token of another channel shows nothing"
     );
     assert_eq!(
         api.call("POST", "/api/channels/alpha/stream-key", Some(&other), None)
@@ -136,6 +166,11 @@ async fn only_the_owner_edits_a_channel_or_rotates_its_key(store: Store, _db: &T
         .call("POST", "/api/channels/alpha/stream-key", Some(&owner), None)
         .await;
     assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        api.actions.lock().unwrap().last().map(String::as_str),
+        Some("end_publisher alpha"),
+        "the old key's publisher is ended"
+    );
     assert_eq!(
         store.channel_for_key(&key).await.unwrap(),
         None,

@@ -20,6 +20,15 @@ impl LiveInfo for NoLive {
     fn channels(&self) -> LiveChannels<'_> {
         Box::pin(async { Vec::new() })
     }
+    fn token_allows(&self, _: &str, _: &str) -> bool {
+        false
+    }
+    fn end_publisher<'a>(&'a self, _: &'a str) -> platform::LiveAction<'a> {
+        Box::pin(async {})
+    }
+    fn privatised<'a>(&'a self, _: &'a str) -> platform::LiveAction<'a> {
+        Box::pin(async {})
+    }
 }
 
 /// A node: the platform router served on 127.0.0.1 with this store and hub.
@@ -34,6 +43,7 @@ async fn node(store: Store, chat: Arc<ChatHub>) -> String {
         chat,
         buckets: Default::default(),
         board: Arc::new(platform::analytics::ViewerBoard::local("test")),
+        guards: Arc::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -407,7 +407,7 @@ async fn schemas_have_the_fields_the_handlers_return(store: Store, _db: &TestDb)
             "POST",
             "/api/channels/alpha/webhooks",
             Some(&token),
-            Some(json!({"url": "http://127.0.0.1:9/", "events": ["follow"]})),
+            Some(json!({"url": "https://hooks.example.com/in", "events": ["follow"]})),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED);

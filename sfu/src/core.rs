@@ -123,8 +123,8 @@ impl Sfu {
     }
 
     fn random(&mut self) -> u64 {
-        // xorshift64*: ids and ICE credentials only need to be unguessable per session, and the
-        // seed comes from the OS in production.
+        // xorshift64*, for what needs no secrecy (first sequence numbers, the counter-free
+        // half of peer ids). Credentials come from the OS: see `new_ice_creds`.
         let mut x = self.rng;
         x ^= x >> 12;
         x ^= x << 25;
@@ -134,9 +134,12 @@ impl Sfu {
     }
 
     fn new_ice_creds(&mut self) -> IceCreds {
-        let ufrag = format!("{:016x}", self.random());
-        let pass = format!("{:016x}{:016x}", self.random(), self.random());
-        IceCreds { ufrag, pass }
+        // From the OS CSPRNG, each value drawn on its own: nothing about one session's
+        // credentials (or the pwd of an answer from its ufrag) follows from another's.
+        IceCreds {
+            ufrag: os_random_hex(8),
+            pass: os_random_hex(16),
+        }
     }
 
     fn admit(&self) -> Result<(), SfuError> {
@@ -438,7 +441,8 @@ impl Sfu {
     }
 
     fn alloc_id(&mut self) -> PeerId {
-        // Unguessable high bits, a counter below so ids never repeat.
+        // Random high bits, a counter below so ids never repeat. Peer ids are not secrets:
+        // session URLs carry their own token.
         let id = (self.random() & 0xFFFF_FFFF_0000_0000) | (self.next_id & 0xFFFF_FFFF);
         self.next_id += 1;
         PeerId(id)
@@ -956,4 +960,29 @@ fn first_of_kind(
         .filter(|s| s.direction.offerer_receives())
         .filter_map(|s| s.mid.as_deref().map(Mid::from))
         .find(|m| kinds.get(m) == Some(&want))
+}
+
+/// `bytes` bytes from the OS CSPRNG, hex-encoded. Should the OS source ever fail, a keyed
+/// SipHash of a counter stands in (its key is itself drawn from the OS at process start).
+fn os_random_hex(bytes: usize) -> String {
+    use std::fmt::Write;
+    let mut raw = vec![0u8; bytes];
+    if getrandom::fill(&mut raw).is_err() {
+        use std::hash::{BuildHasher, Hasher};
+        static FALLBACK: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+            std::sync::OnceLock::new();
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let keyed = FALLBACK.get_or_init(Default::default);
+        for chunk in raw.chunks_mut(8) {
+            let mut h = keyed.build_hasher();
+            h.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+            let v = h.finish().to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+    raw.iter()
+        .fold(String::with_capacity(bytes * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }

@@ -31,6 +31,9 @@ pub trait ChannelSource: Send + Sync + 'static {
     ) -> std::pin::Pin<Box<dyn Future<Output = Availability> + Send + 'a>>;
     /// The upstream's public base URL (to send viewers to while this node drains).
     fn upstream_url(&self) -> Option<String>;
+    /// Whether the upstream said `channel` is private (unknown channels count as private:
+    /// nothing about them is shown).
+    fn is_private(&self, channel: &str) -> bool;
 }
 
 /// What signaling needs from the SFU. Implemented by [`SfuHandle`] (a command plus a oneshot

@@ -59,6 +59,24 @@ pub enum ApiError {
     /// The media engine or storage is unavailable (shutting down).
     #[error("service unavailable")]
     Unavailable,
+    /// This node's role does not serve the request (an edge without the origin's database
+    /// takes no publishers and serves no platform API); the message says where to go.
+    #[error("{0}")]
+    WrongRole(String),
+    /// Too many requests or sessions from this client; retry after this many seconds.
+    #[error("{message}")]
+    RateLimited {
+        /// What was exceeded.
+        message: &'static str,
+        /// Seconds until a retry may succeed.
+        retry_after: u64,
+    },
+    /// A bounded queue is full (password hashing, connecting sessions): retry shortly.
+    #[error("{0}")]
+    Busy(&'static str),
+    /// The request was not received in time.
+    #[error("the request was not received within {0} ms")]
+    Timeout(u64),
     /// A bug: logged with its cause, answered with a generic body.
     #[error("internal error")]
     Internal(String),
@@ -89,6 +107,10 @@ impl ApiError {
             ApiError::Full => (StatusCode::SERVICE_UNAVAILABLE, "full"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
+            ApiError::WrongRole(_) => (StatusCode::FORBIDDEN, "wrong_role"),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            ApiError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "timeout"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -127,12 +149,15 @@ impl IntoResponse for ApiError {
         };
         let body = serde_json::json!({ "code": code, "error": message });
         let mut resp = (status, axum::Json(body)).into_response();
-        if matches!(
-            self,
-            ApiError::Full | ApiError::Unavailable | ApiError::Draining
-        ) {
+        let retry = match &self {
+            ApiError::Full | ApiError::Unavailable | ApiError::Draining => Some(5),
+            ApiError::Busy(_) => Some(1),
+            ApiError::RateLimited { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        };
+        if let Some(secs) = retry {
             resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         resp
     }

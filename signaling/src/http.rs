@@ -1,7 +1,7 @@
 //! WHIP (RFC 9725) and WHEP (draft-ietf-wish-whep) endpoints, health and metrics.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
@@ -13,8 +13,10 @@ use sfu::{PeerId, Pin, StreamId, SubscribeOptions};
 
 use crate::control::{Availability, ChannelSource, SfuControl};
 use crate::error::ApiError;
+use crate::limits::{retry_secs, Admission};
 use crate::metrics::Metrics;
 use crate::routing::{self, ClientIp, Cluster};
+use crate::sessions::{Kind, Refusal, Session, Sessions, Ticket};
 use crate::web;
 use storage::Store;
 
@@ -40,66 +42,32 @@ pub struct HttpSettings {
     pub max_body_bytes: usize,
     /// Servers announced with `Link: rel="ice-server"`.
     pub ice_servers: Vec<IceServer>,
+    /// `Some(why)`: this node takes no publishers (an edge without the origin's database);
+    /// WHIP answers 403 with `why`.
+    pub refuse_publishers: Option<String>,
+    /// A token `/metrics` requires (`Authorization: Bearer`); empty: open.
+    pub metrics_token: String,
+    /// Serve `/metrics` on the main listener (false: only on [`metrics_router`]'s own).
+    pub metrics_on_main: bool,
+    /// The longest a request may take from its headers to the response (408 beyond).
+    pub request_timeout: std::time::Duration,
 }
 
-/// Whether a session publishes (WHIP) or views (WHEP).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Whip,
-    Whep,
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 * 1024,
+            ice_servers: Vec::new(),
+            refuse_publishers: None,
+            metrics_token: String::new(),
+            metrics_on_main: true,
+            request_timeout: std::time::Duration::from_secs(30),
+        }
+    }
 }
 
-#[derive(Debug, Clone)]
-struct Session {
-    peer: PeerId,
-    channel: String,
-    kind: Kind,
-    etag: String,
-    /// The client's current ICE ufrag (from its offer; replaced by ICE restarts).
-    client_ufrag: Option<String>,
-    /// A viewer's address and user agent (`ip\nagent`), for counting unique viewers.
-    client: Option<String>,
-}
-
-/// Session resources by their unguessable token.
-#[derive(Default)]
-pub struct Sessions {
-    by_token: Mutex<HashMap<String, Session>>,
-}
-
-impl Sessions {
-    fn insert(&self, token: String, session: Session) {
-        self.lock().insert(token, session);
-    }
-    fn get(&self, token: &str) -> Option<Session> {
-        self.lock().get(token).cloned()
-    }
-    fn remove(&self, token: &str) -> Option<Session> {
-        self.lock().remove(token)
-    }
-    /// Forget the resource of a peer the SFU closed on its own (replaced, disconnected).
-    pub fn forget_peer(&self, peer: PeerId) {
-        self.lock().retain(|_, s| s.peer != peer);
-    }
-    /// The channel a WHEP viewer `peer` watches, with its client (`address\nuser agent`).
-    pub fn viewer(&self, peer: PeerId) -> Option<(String, String)> {
-        self.lock()
-            .values()
-            .find(|s| s.peer == peer && s.kind == Kind::Whep)
-            .map(|s| (s.channel.clone(), s.client.clone().unwrap_or_default()))
-    }
-    /// Number of session resources.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-    /// No session resources.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
-        self.by_token.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
+/// The longest User-Agent kept with a viewer session (longer ones are cut).
+const MAX_AGENT: usize = 256;
 
 /// Everything the handlers share.
 pub struct AppState<C> {
@@ -117,6 +85,8 @@ pub struct AppState<C> {
     pub upstream: Option<Arc<dyn ChannelSource>>,
     /// Routing, playback tokens, draining.
     pub cluster: Arc<Cluster>,
+    /// Admission limits and their state.
+    pub admission: Arc<Admission>,
 }
 
 impl<C: Clone> Clone for AppState<C> {
@@ -129,6 +99,7 @@ impl<C: Clone> Clone for AppState<C> {
             metrics: self.metrics.clone(),
             upstream: self.upstream.clone(),
             cluster: self.cluster.clone(),
+            admission: self.admission.clone(),
         }
     }
 }
@@ -140,9 +111,14 @@ pub fn router<C: SfuControl>(state: AppState<C>) -> Router {
 
 /// The HTTP surface with more routes (the platform API) under the same CORS and 404 handling.
 pub fn router_with<C: SfuControl>(state: AppState<C>, extra: Router) -> Router {
-    Router::new()
+    let trusted = Arc::new(state.admission.limits.trusted_proxies.clone());
+    let timeout = crate::protect::RequestTimeout(state.settings.request_timeout);
+    let mut routes = Router::new();
+    if state.settings.metrics_on_main {
+        routes = routes.route("/metrics", get(metrics::<C>));
+    }
+    routes
         .route("/healthz", get(healthz::<C>))
-        .route("/metrics", get(metrics::<C>))
         .route("/whip", post(whip_by_key::<C>))
         .route("/whip/{channel}", post(whip_by_channel::<C>))
         .route(
@@ -162,7 +138,24 @@ pub fn router_with<C: SfuControl>(state: AppState<C>, extra: Router) -> Router {
         .with_state(state)
         .merge(extra)
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .layer(axum::middleware::from_fn_with_state(
+            timeout,
+            crate::protect::request_timeout,
+        ))
+        .layer(axum::middleware::from_fn(crate::protect::security_headers))
         .layer(axum::middleware::from_fn(cors))
+        .layer(axum::middleware::from_fn_with_state(
+            trusted,
+            crate::limits::remember_client,
+        ))
+}
+
+/// `/metrics` alone, for `http.metrics_listen` (scrapers on a private address).
+pub fn metrics_router<C: SfuControl>(state: AppState<C>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics::<C>))
+        .with_state(state)
+        .fallback(|| async { ApiError::NotFound("only /metrics is served here".into()) })
 }
 
 const EXPOSED: &str = "Location, ETag, Link, Retry-After, Accept-Post, X-Aethex-Channel";
@@ -216,13 +209,76 @@ async fn healthz<C: SfuControl>(State(st): State<AppState<C>>) -> Response {
     }
 }
 
-async fn metrics<C: SfuControl>(State(st): State<AppState<C>>) -> Result<Response, ApiError> {
+async fn metrics<C: SfuControl>(
+    State(st): State<AppState<C>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let want = &st.settings.metrics_token;
+    if !want.is_empty() {
+        let given = bearer(&headers).unwrap_or("");
+        if !crate::limits::same_secret(given, want) {
+            return Err(ApiError::Unauthorized(
+                "/metrics needs Authorization: Bearer <http.metrics_token>",
+            ));
+        }
+    }
     let stats = st.sfu.stats().await?;
-    let mut text = st.metrics.render(&stats);
+    let mut private = HashSet::new();
+    for s in &stats.streams {
+        if channel_is_private(&st, &s.name).await {
+            private.insert(s.name.clone());
+        }
+    }
+    let mut text = st.metrics.render(&stats, &private);
     if let Some(extra) = &st.cluster.extra_metrics {
         text.push_str(&extra());
     }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+/// Whether `channel` is private here (an edge asks what its upstream said; an unreadable
+/// store counts as private: nothing is shown by mistake).
+pub(crate) async fn channel_is_private<C>(st: &AppState<C>, channel: &str) -> bool {
+    match &st.upstream {
+        Some(source) => source.is_private(channel),
+        None => !matches!(st.store.is_private(channel).await, Ok(Some(false))),
+    }
+}
+
+/// Turn an admission refusal into its error, counted.
+fn refused(st_metrics: &Metrics, r: Refusal) -> ApiError {
+    match r {
+        Refusal::PerAddress => {
+            st_metrics.refused("sessions_per_ip");
+            ApiError::RateLimited {
+                message: "too many sessions from this address (limits.sessions_per_ip)",
+                retry_after: 10,
+            }
+        }
+        Refusal::Pending => {
+            st_metrics.refused("pending_sessions");
+            ApiError::Busy("too many sessions are connecting; retry shortly")
+        }
+    }
+}
+
+/// The offer-rate and session checks every WHIP/WHEP POST passes before any work.
+fn admit<C>(
+    st: &AppState<C>,
+    ip: Option<std::net::IpAddr>,
+    kind: Kind,
+) -> Result<Ticket, ApiError> {
+    let key = st.admission.key(ip);
+    if let Err(wait) = st.admission.offer(key) {
+        st.metrics.refused("offer_rate");
+        return Err(ApiError::RateLimited {
+            message: "too many offers from this address (limits.offers_per_sec)",
+            retry_after: retry_secs(wait),
+        });
+    }
+    st.sessions
+        .admit(key, kind == Kind::Whep, &st.admission.limits)
+        .map_err(|r| refused(&st.metrics, r))
 }
 
 fn require_content_type(headers: &HeaderMap, expected: &'static str) -> Result<(), ApiError> {
@@ -284,13 +340,20 @@ fn new_token() -> Result<String, ApiError> {
     Ok(hex::encode(raw))
 }
 
+fn new_etag() -> Result<String, ApiError> {
+    Ok(format!("\"{}\"", &new_token()?[..16]))
+}
+
 async fn whip_by_key<C: SfuControl>(
     State(st): State<AppState<C>>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    refuse_publishers(&st)?;
     require_content_type(&headers, SDP)?;
     let key = bearer(&headers)?;
+    let ticket = admit(&st, ip, Kind::Whip)?;
     let channel = st
         .store
         .channel_for_key(key)
@@ -298,18 +361,33 @@ async fn whip_by_key<C: SfuControl>(
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .ok_or(ApiError::Unauthorized("invalid stream key"))?;
     let offer = read_text(&headers, body, st.settings.max_body_bytes).await?;
-    publish(&st, channel, offer).await
+    publish(&st, channel, offer, ticket).await
+}
+
+/// An edge without the origin's database refuses publishers: a channel name there means
+/// nothing, and a local publisher would take over what the upstream relays.
+fn refuse_publishers<C>(st: &AppState<C>) -> Result<(), ApiError> {
+    match &st.settings.refuse_publishers {
+        Some(why) => {
+            st.metrics.refused("wrong_role");
+            Err(ApiError::WrongRole(why.clone()))
+        }
+        None => Ok(()),
+    }
 }
 
 async fn whip_by_channel<C: SfuControl>(
     State(st): State<AppState<C>>,
     Path(channel): Path<String>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    refuse_publishers(&st)?;
     require_content_type(&headers, SDP)?;
     parse_channel(&channel)?;
     let key = bearer(&headers)?;
+    let ticket = admit(&st, ip, Kind::Whip)?;
     let owner = st
         .store
         .channel_for_key(key)
@@ -329,13 +407,14 @@ async fn whip_by_channel<C: SfuControl>(
         ));
     }
     let offer = read_text(&headers, body, st.settings.max_body_bytes).await?;
-    publish(&st, channel, offer).await
+    publish(&st, channel, offer, ticket).await
 }
 
 async fn publish<C: SfuControl>(
     st: &AppState<C>,
     channel: String,
     offer: String,
+    ticket: Ticket,
 ) -> Result<Response, ApiError> {
     let stream = parse_channel(&channel)?;
     let ufrag = sdp_attr(&offer, "a=ice-ufrag:");
@@ -343,15 +422,15 @@ async fn publish<C: SfuControl>(
     if let Some(old) = published.replaced {
         st.sessions.forget_peer(old);
     }
-    created(
-        st,
-        Kind::Whip,
+    let new = NewSession {
+        kind: Kind::Whip,
         channel,
-        published.peer,
-        published.answer,
-        ufrag,
-        None,
-    )
+        peer: published.peer,
+        client_ufrag: ufrag,
+        client: None,
+        tokened: false,
+    };
+    created(st, new, published.answer, ticket)
 }
 
 async fn whep<C: SfuControl>(
@@ -379,7 +458,16 @@ async fn whep<C: SfuControl>(
     if let Some((url, node)) = routing::edge_for(&st.cluster, region.as_deref()).await? {
         return routing::redirect(&url, &channel, q, &node);
     }
+    let ticket = admit(&st, ip, Kind::Whep)?;
     let offer = read_text(&headers, body, st.settings.max_body_bytes).await?;
+    // Only a plausible offer may make an edge subscribe upstream (junk must cost nothing).
+    let sections = media_core::sdp::media_sections(&offer)
+        .map_err(|e| ApiError::BadSdp(format!("bad SDP offer: {e}")))?;
+    if sections.is_empty() {
+        return Err(ApiError::BadSdp(
+            "a WHEP offer needs an audio or video media section".into(),
+        ));
+    }
     let private = match &st.upstream {
         // An edge has no channel table: its upstream knows which channels exist, are live and
         // are private.
@@ -400,28 +488,33 @@ async fn whep<C: SfuControl>(
                 .ok_or_else(|| ApiError::NotFound(format!("no such channel: {channel}")))?
         }
     };
-    if private {
-        routing::check_token(&st.cluster, &channel, q, &headers)?;
-    }
+    // A viewer with a valid token keeps watching if the channel turns private later.
+    let tokened = match routing::check_token(&st.cluster, &channel, q, &headers) {
+        Ok(()) => true,
+        Err(e) if private => return Err(e),
+        Err(_) => false,
+    };
     let ufrag = sdp_attr(&offer, "a=ice-ufrag:");
-    let agent = headers
+    let agent: String = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
-        .to_string();
+        .chars()
+        .take(MAX_AGENT)
+        .collect();
     let subscribed = st.sfu.subscribe(stream, offer, options).await?;
-    created(
-        &st,
-        Kind::Whep,
+    let new = NewSession {
+        kind: Kind::Whep,
         channel,
-        subscribed.peer,
-        subscribed.answer,
-        ufrag,
-        Some(format!(
+        peer: subscribed.peer,
+        client_ufrag: ufrag,
+        client: Some(format!(
             "{}\n{agent}",
             ip.map(|i| i.to_string()).unwrap_or_default()
         )),
-    )
+        tokened,
+    };
+    created(&st, new, subscribed.answer, ticket)
 }
 
 /// The `layer` query parameter of a WHEP request (`?layer=low|mid|high|auto`).
@@ -471,30 +564,46 @@ async fn set_layer<C: SfuControl>(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-fn created<C>(
-    st: &AppState<C>,
+/// What a new session resource records.
+struct NewSession {
     kind: Kind,
     channel: String,
     peer: PeerId,
-    answer: String,
     client_ufrag: Option<String>,
     client: Option<String>,
+    tokened: bool,
+}
+
+fn created<C>(
+    st: &AppState<C>,
+    new: NewSession,
+    answer: String,
+    ticket: Ticket,
 ) -> Result<Response, ApiError> {
     let token = new_token()?;
-    let etag = format!("\"{}\"", &token[..16]);
-    let prefix = if kind == Kind::Whip { "whip" } else { "whep" };
+    // Drawn apart from the token: an ETag is readable by scripts (CORS-exposed), a token
+    // is the resource's only secret.
+    let etag = new_etag()?;
+    let prefix = if new.kind == Kind::Whip {
+        "whip"
+    } else {
+        "whep"
+    };
+    let channel = new.channel;
     let location = format!("/{prefix}/{channel}/{token}");
-    st.sessions.insert(
-        token,
-        Session {
-            peer,
-            channel: channel.clone(),
-            kind,
-            etag: etag.clone(),
-            client_ufrag,
-            client,
-        },
-    );
+    let session = Session {
+        peer: new.peer,
+        channel: channel.clone(),
+        kind: new.kind,
+        etag: etag.clone(),
+        client_ufrag: new.client_ufrag,
+        client: new.client,
+        counted_as: ticket.counted_as(),
+        connected: false,
+        candidates: 0,
+        tokened: new.tokened,
+    };
+    st.sessions.insert(token, session, ticket);
     let mut resp = (StatusCode::CREATED, answer).into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));
@@ -569,6 +678,24 @@ async fn patch_session<C: SfuControl>(
         .filter(|l| l.starts_with("a=candidate:"))
         .map(str::to_string)
         .collect();
+    let limits = &st.admission.limits;
+    if candidates.len() > limits.candidates_per_patch {
+        st.metrics.refused("candidates");
+        return Err(ApiError::BadRequest(format!(
+            "{} candidates in one PATCH; at most {} (limits.candidates_per_patch)",
+            candidates.len(),
+            limits.candidates_per_patch
+        )));
+    }
+    if session.candidates + candidates.len() > limits.candidates_per_session {
+        st.metrics.refused("candidates");
+        return Err(ApiError::BadRequest(format!(
+            "at most {} trickled candidates per session (limits.candidates_per_session)",
+            limits.candidates_per_session
+        )));
+    }
+    let added = candidates.len();
+    st.sessions.update(&token, |s| s.candidates += added);
     let ufrag = sdp_attr(&frag, "a=ice-ufrag:");
     let restart = ufrag.is_some() && ufrag != session.client_ufrag;
     if !restart {
@@ -589,15 +716,12 @@ async fn patch_session<C: SfuControl>(
         .sfu
         .restart_ice(session.peer, ufrag.clone(), pwd, candidates)
         .await?;
-    let etag = format!("\"{}\"", &new_token()?[..16]);
-    st.sessions.insert(
-        token,
-        Session {
-            etag: etag.clone(),
-            client_ufrag: Some(ufrag),
-            ..session
-        },
-    );
+    let etag = new_etag()?;
+    let new_etag = etag.clone();
+    st.sessions.update(&token, |s| {
+        s.etag = new_etag;
+        s.client_ufrag = Some(ufrag);
+    });
     let mut body = format!(
         "a=ice-lite\r\na=ice-ufrag:{}\r\na=ice-pwd:{}\r\n",
         restarted.ufrag, restarted.pwd

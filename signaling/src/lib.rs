@@ -9,13 +9,18 @@
 pub mod control;
 pub mod error;
 pub mod http;
+pub mod limits;
 pub mod metrics;
+pub mod protect;
 pub mod routing;
+pub mod sessions;
 pub mod web;
 
 pub use control::{Availability, ChannelSource, SfuControl};
 pub use error::ApiError;
-pub use http::{router, router_with, AppState, HttpSettings, IceServer, Sessions};
+pub use http::{metrics_router, router, router_with, AppState, HttpSettings, IceServer};
+pub use limits::{Admission, Limits};
 pub use metrics::Metrics;
 pub use routing::{Cluster, MetricsText};
+pub use sessions::Sessions;
 pub use storage::{Store, StoreError, StreamKey};

@@ -23,6 +23,7 @@ pub struct Metrics {
     relay_packets: IntCounter,
     channel_viewers: prometheus::IntGaugeVec,
     channel_relays: prometheus::IntGaugeVec,
+    refused: IntCounterVec,
     scrape: std::sync::Mutex<()>,
 }
 
@@ -78,7 +79,19 @@ impl Metrics {
         registry
             .register(Box::new(keyframe_requests.clone()))
             .expect("unique metric");
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "aethex_refused_total",
+                "Requests, sessions and connections refused by a limit, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("metric");
+        registry
+            .register(Box::new(refused.clone()))
+            .expect("unique metric");
         Self {
+            refused,
             packets_in: counter(
                 &registry,
                 "aethex_packets_in_total",
@@ -153,8 +166,19 @@ impl Metrics {
         }
     }
 
-    /// Render the Prometheus text format for this snapshot.
-    pub fn render(&self, s: &SfuStats) -> String {
+    /// Count a refusal by a limit (`reason`: a fixed label such as `offer_rate`).
+    pub fn refused(&self, reason: &'static str) {
+        self.refused.with_label_values(&[reason]).inc();
+    }
+
+    /// How many refusals of `reason` so far.
+    pub fn refused_count(&self, reason: &'static str) -> u64 {
+        self.refused.with_label_values(&[reason]).get()
+    }
+
+    /// Render the Prometheus text format for this snapshot. Channels in `private` get no
+    /// series of their own (their names and audiences are not public).
+    pub fn render(&self, s: &SfuStats, private: &std::collections::HashSet<String>) -> String {
         let _guard = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
         self.publishers.set(s.publishers as i64);
         self.subscribers.set(s.subscribers as i64);
@@ -186,7 +210,7 @@ impl Metrics {
         // Channels come and go: only those the SFU knows now are exported.
         self.channel_viewers.reset();
         self.channel_relays.reset();
-        for st in &s.streams {
+        for st in s.streams.iter().filter(|st| !private.contains(&st.name)) {
             self.channel_viewers
                 .with_label_values(&[st.name.as_str()])
                 .set(st.viewers as i64);

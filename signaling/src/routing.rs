@@ -76,6 +76,10 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        // Resolved once per request (trusted proxies considered) by the router's middleware.
+        if let Some(addr) = parts.extensions.get::<crate::limits::ClientAddr>() {
+            return Ok(ClientIp(Some(addr.0)));
+        }
         Ok(ClientIp(
             parts
                 .extensions

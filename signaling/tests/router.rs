@@ -5,14 +5,14 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::{app, FakeSfu};
+use common::{app, FakeSfu, OFFER};
 use sfu::{PeerId, Pin, SfuError, StreamId};
 use tower::ServiceExt;
 
 fn whep(channel: &str) -> Request<Body> {
     Request::post(format!("/whep/{channel}"))
         .header("content-type", "application/sdp")
-        .body(Body::from("v=0\r\n"))
+        .body(Body::from(OFFER))
         .unwrap()
 }
 
@@ -99,7 +99,7 @@ async fn engine_closing_a_peer_forgets_its_resource() {
 fn whep_offer(uri: &str, ufrag: &str) -> Request<Body> {
     Request::post(uri)
         .header("content-type", "application/sdp")
-        .body(Body::from(format!("v=0\r\na=ice-ufrag:{ufrag}\r\n")))
+        .body(Body::from(format!("{OFFER}a=ice-ufrag:{ufrag}\r\n")))
         .unwrap()
 }
 

@@ -18,7 +18,7 @@ fn whep(uri: &str) -> axum::http::request::Builder {
 }
 
 fn offer() -> Body {
-    Body::from("v=0\r\n")
+    Body::from(common::OFFER)
 }
 
 async fn body_json(resp: axum::response::Response) -> serde_json::Value {

@@ -384,7 +384,7 @@ pub fn viewer_at(url: &str, name: &str, seconds: u32, extra: &[&str]) -> Peer {
     Peer::spawn(name, &args)
 }
 
-/// POST a (placeholder) WHEP offer without following redirects: the status and `Location`.
+/// POST a (placeholder, one media section) WHEP offer without following redirects: the status and `Location`.
 pub fn whep_probe(url: &str, headers: &[(&str, &str)]) -> (u16, Option<String>) {
     let client = reqwest::blocking::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -394,7 +394,7 @@ pub fn whep_probe(url: &str, headers: &[(&str, &str)]) -> (u16, Option<String>) 
     let mut req = client
         .post(url)
         .header("content-type", "application/sdp")
-        .body("v=0\r\n");
+        .body("v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=recvonly\r\n");
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -560,4 +560,22 @@ pub fn register(base: &str, name: &str) -> String {
     );
     assert_eq!(s, 201, "{v}");
     v["token"].as_str().unwrap().to_string()
+}
+
+/// `aethex channel ARGS --data-dir DIR` (offline, with the relay tests' secret): its JSON.
+pub fn channel_cli(dir: &std::path::Path, args: &[&str]) -> Value {
+    let out = Command::new(BIN)
+        .arg("channel")
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .env("AETHEX_RELAY_SECRET", RELAY_SECRET)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }

@@ -12,18 +12,38 @@ use serde_json::{json, Value};
 use storage::Store;
 use tower::ServiceExt;
 
-/// The media side, as a fixed list.
-pub struct FakeLive(pub Vec<(String, LiveState)>);
+/// The media side, as a fixed list. Playback tokens `play-{channel}` are valid; the actions
+/// the platform asks for are recorded (`end_publisher alice`, `privatised alice`).
+pub struct FakeLive(
+    pub Vec<(String, LiveState)>,
+    pub Arc<std::sync::Mutex<Vec<String>>>,
+);
 
 impl LiveInfo for FakeLive {
     fn channels(&self) -> LiveChannels<'_> {
         Box::pin(async move { self.0.clone() })
+    }
+    fn token_allows(&self, channel: &str, token: &str) -> bool {
+        token == format!("play-{channel}")
+    }
+    fn end_publisher<'a>(&'a self, channel: &'a str) -> platform::LiveAction<'a> {
+        self.1
+            .lock()
+            .unwrap()
+            .push(format!("end_publisher {channel}"));
+        Box::pin(async {})
+    }
+    fn privatised<'a>(&'a self, channel: &'a str) -> platform::LiveAction<'a> {
+        self.1.lock().unwrap().push(format!("privatised {channel}"));
+        Box::pin(async {})
     }
 }
 
 /// The platform router, called in-process.
 pub struct Api {
     pub app: axum::Router,
+    /// What the platform asked the media side to do.
+    pub actions: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// A live channel with `viewers`.
@@ -49,9 +69,10 @@ impl Api {
 
     /// The media side says `live`; other nodes' counts come from `board`.
     pub fn with(store: Store, live: Vec<(String, LiveState)>, board: ViewerBoard) -> Self {
+        let actions = Arc::new(std::sync::Mutex::new(Vec::new()));
         let state = State {
             store,
-            live: Arc::new(FakeLive(live)),
+            live: Arc::new(FakeLive(live, actions.clone())),
             settings: Arc::new(Settings {
                 session_ttl_secs: 3600,
                 public_url: "http://test".into(),
@@ -59,9 +80,11 @@ impl Api {
             chat: platform::chat_hub::ChatHub::local(),
             buckets: Default::default(),
             board: Arc::new(board),
+            guards: Arc::default(),
         };
         Self {
             app: platform::router(state),
+            actions,
         }
     }
 

@@ -98,13 +98,14 @@ pub async fn app_with(fake: FakeSfu, cluster: Cluster) -> (axum::Router, Arc<Ses
         sfu: fake,
         store,
         sessions: sessions.clone(),
-        settings: Arc::new(HttpSettings {
-            max_body_bytes: 64 * 1024,
-            ice_servers: vec![],
-        }),
+        settings: Arc::new(HttpSettings::default()),
         metrics: Arc::new(Metrics::new()),
         upstream: None,
         cluster: Arc::new(cluster),
+        admission: Arc::default(),
     };
     (router(state), sessions)
 }
+
+/// The smallest offer WHEP takes before asking the (fake) engine: one media section.
+pub const OFFER: &str = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=recvonly\r\n";

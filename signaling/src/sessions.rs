@@ -1,0 +1,291 @@
+//! WHIP/WHEP session resources by their unguessable token, and the admission counts kept with
+//! them: sessions per client address and WHEP sessions not yet connected. A request reserves
+//! its place with a [`Ticket`] before the (asynchronous) SFU call, so a burst of concurrent
+//! offers cannot all pass the check before any of them is counted.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use sfu::PeerId;
+
+use crate::limits::Limits;
+
+/// Whether a session publishes (WHIP) or views (WHEP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Whip,
+    Whep,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Session {
+    pub peer: PeerId,
+    pub channel: String,
+    pub kind: Kind,
+    pub etag: String,
+    /// The client's current ICE ufrag (from its offer; replaced by ICE restarts).
+    pub client_ufrag: Option<String>,
+    /// A viewer's address and user agent (`ip\nagent`), for counting unique viewers.
+    pub client: Option<String>,
+    /// The address key per-address limits count this session under (none: exempt).
+    pub counted_as: Option<IpAddr>,
+    /// ICE + DTLS completed.
+    pub connected: bool,
+    /// Candidates trickled so far.
+    pub candidates: usize,
+    /// A viewer that presented a valid playback token (it stays when the channel turns
+    /// private).
+    pub tokened: bool,
+}
+
+/// Why a new session was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The client address holds `sessions_per_ip` sessions.
+    PerAddress,
+    /// `pending_sessions` WHEP sessions are still connecting.
+    Pending,
+}
+
+#[derive(Default)]
+struct Inner {
+    by_token: HashMap<String, Session>,
+    /// Places taken by requests between admission and insertion.
+    reserved: HashMap<IpAddr, usize>,
+    reserved_pending: usize,
+}
+
+/// Session resources and their admission counts.
+#[derive(Default)]
+pub struct Sessions {
+    inner: Mutex<Inner>,
+}
+
+/// A place reserved for a session being created; given back on drop (the request failed) or
+/// turned into the session by [`Sessions::insert`].
+pub(crate) struct Ticket {
+    sessions: Arc<Sessions>,
+    counted_as: Option<IpAddr>,
+    pending: bool,
+}
+
+impl Ticket {
+    pub fn counted_as(&self) -> Option<IpAddr> {
+        self.counted_as
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut inner = self.sessions.lock();
+        if let Some(key) = self.counted_as {
+            if let Some(n) = inner.reserved.get_mut(&key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    inner.reserved.remove(&key);
+                }
+            }
+        }
+        if self.pending {
+            inner.reserved_pending = inner.reserved_pending.saturating_sub(1);
+        }
+    }
+}
+
+impl Sessions {
+    /// Reserve a place for a new session from `key` (`None`: exempt from per-address
+    /// limits); `pending` counts it against the node-wide connecting cap too (WHEP).
+    pub(crate) fn admit(
+        self: &Arc<Self>,
+        key: Option<IpAddr>,
+        pending: bool,
+        limits: &Limits,
+    ) -> Result<Ticket, Refusal> {
+        let mut inner = self.lock();
+        if let Some(key) = key {
+            let live = inner
+                .by_token
+                .values()
+                .filter(|s| s.counted_as == Some(key))
+                .count();
+            let reserved = inner.reserved.get(&key).copied().unwrap_or(0);
+            if live + reserved >= limits.sessions_per_ip {
+                return Err(Refusal::PerAddress);
+            }
+        }
+        if pending {
+            let connecting = inner
+                .by_token
+                .values()
+                .filter(|s| s.kind == Kind::Whep && !s.connected)
+                .count();
+            if connecting + inner.reserved_pending >= limits.pending_sessions {
+                return Err(Refusal::Pending);
+            }
+            inner.reserved_pending += 1;
+        }
+        if let Some(key) = key {
+            *inner.reserved.entry(key).or_default() += 1;
+        }
+        Ok(Ticket {
+            sessions: self.clone(),
+            counted_as: key,
+            pending,
+        })
+    }
+
+    /// Store a new session in the place `ticket` reserved.
+    pub(crate) fn insert(&self, token: String, session: Session, ticket: Ticket) {
+        // Insert first, then give the reservation back (the ticket's drop), so the count
+        // never dips in between.
+        self.lock().by_token.insert(token, session);
+        drop(ticket);
+    }
+
+    /// Replace a session's state (ICE restart, trickle counts).
+    pub(crate) fn update(&self, token: &str, f: impl FnOnce(&mut Session)) {
+        if let Some(s) = self.lock().by_token.get_mut(token) {
+            f(s);
+        }
+    }
+
+    pub(crate) fn get(&self, token: &str) -> Option<Session> {
+        self.lock().by_token.get(token).cloned()
+    }
+
+    pub(crate) fn remove(&self, token: &str) -> Option<Session> {
+        self.lock().by_token.remove(token)
+    }
+
+    /// Forget the resource of a peer the SFU closed on its own (replaced, disconnected).
+    pub fn forget_peer(&self, peer: PeerId) {
+        self.lock().by_token.retain(|_, s| s.peer != peer);
+    }
+
+    /// A peer completed ICE + DTLS: it no longer counts as connecting.
+    pub fn connected(&self, peer: PeerId) {
+        for s in self.lock().by_token.values_mut() {
+            if s.peer == peer {
+                s.connected = true;
+            }
+        }
+    }
+
+    /// The channel a WHEP viewer `peer` watches, with its client (`address\nuser agent`).
+    pub fn viewer(&self, peer: PeerId) -> Option<(String, String)> {
+        self.lock()
+            .by_token
+            .values()
+            .find(|s| s.peer == peer && s.kind == Kind::Whep)
+            .map(|s| (s.channel.clone(), s.client.clone().unwrap_or_default()))
+    }
+
+    /// Forget the WHEP sessions of `channel` that hold no playback token; their peers.
+    pub fn take_tokenless_viewers(&self, channel: &str) -> Vec<PeerId> {
+        let mut taken = Vec::new();
+        self.lock().by_token.retain(|_, s| {
+            let goes = s.kind == Kind::Whep && s.channel == channel && !s.tokened;
+            if goes {
+                taken.push(s.peer);
+            }
+            !goes
+        });
+        taken
+    }
+
+    /// The publisher session of `channel`, if any.
+    pub fn publisher_of(&self, channel: &str) -> Option<PeerId> {
+        self.lock()
+            .by_token
+            .values()
+            .find(|s| s.kind == Kind::Whip && s.channel == channel)
+            .map(|s| s.peer)
+    }
+
+    /// Number of session resources.
+    pub fn len(&self) -> usize {
+        self.lock().by_token.len()
+    }
+
+    /// No session resources.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(peer: u64, counted_as: Option<IpAddr>) -> Session {
+        Session {
+            peer: PeerId(peer),
+            channel: "demo".into(),
+            kind: Kind::Whep,
+            etag: String::new(),
+            client_ufrag: None,
+            client: None,
+            counted_as,
+            connected: false,
+            candidates: 0,
+            tokened: false,
+        }
+    }
+
+    #[test]
+    fn reservations_count_until_the_session_exists_and_are_returned_on_failure() {
+        let sessions = Arc::new(Sessions::default());
+        let limits = Limits {
+            sessions_per_ip: 2,
+            pending_sessions: 10,
+            ..Limits::default()
+        };
+        let a: IpAddr = "203.0.113.1".parse().unwrap();
+        let t1 = sessions.admit(Some(a), true, &limits).unwrap();
+        let t2 = sessions.admit(Some(a), true, &limits).unwrap();
+        // Two in flight: a third from the same address is refused, another address is not.
+        assert_eq!(
+            sessions.admit(Some(a), true, &limits).err(),
+            Some(Refusal::PerAddress)
+        );
+        let b: IpAddr = "203.0.113.2".parse().unwrap();
+        drop(sessions.admit(Some(b), true, &limits).unwrap());
+        // One request fails (its ticket drops): room again. The other becomes a session.
+        drop(t1);
+        sessions.insert("x".into(), session(1, Some(a)), t2);
+        let t3 = sessions.admit(Some(a), true, &limits).unwrap();
+        assert_eq!(
+            sessions.admit(Some(a), true, &limits).err(),
+            Some(Refusal::PerAddress)
+        );
+        drop(t3);
+        sessions.remove("x");
+        assert!(sessions.admit(Some(a), true, &limits).is_ok());
+    }
+
+    #[test]
+    fn connecting_sessions_are_capped_node_wide_and_connected_ones_are_not() {
+        let sessions = Arc::new(Sessions::default());
+        let limits = Limits {
+            pending_sessions: 2,
+            ..Limits::default()
+        };
+        for peer in 1..=2 {
+            let t = sessions.admit(None, true, &limits).unwrap();
+            sessions.insert(format!("t{peer}"), session(peer, None), t);
+        }
+        assert_eq!(
+            sessions.admit(None, true, &limits).err(),
+            Some(Refusal::Pending)
+        );
+        // A publisher (not pending-capped) still gets in.
+        assert!(sessions.admit(None, false, &limits).is_ok());
+        sessions.connected(PeerId(1));
+        assert!(sessions.admit(None, true, &limits).is_ok());
+    }
+}

@@ -1,0 +1,394 @@
+//! The holes of issue 14, each reproduced against the real binary and shown closed: edge
+//! takeover, WHEP floods, half-open connections, webhook SSRF, private channels that leaked,
+//! key rotation that left the publisher streaming. Offers come from str0m (sessions need not
+//! connect: a WHIP session makes its channel live until it times out).
+#![allow(clippy::disallowed_methods)] // str0m needs the wall clock once per offer
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+use str0m::media::{Direction, MediaKind};
+
+/// A str0m offer: sendonly (WHIP) or recvonly (WHEP), audio and video.
+fn offer(dir: Direction) -> String {
+    let mut rtc = str0m::Rtc::builder().build(Instant::now());
+    let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    rtc.add_local_candidate(str0m::Candidate::host(addr, "udp").unwrap());
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Video, dir, None, None, None);
+    api.add_media(MediaKind::Audio, dir, None, None, None);
+    let (offer, _pending) = api.apply().unwrap();
+    offer.to_sdp_string()
+}
+
+/// An HTTP client whose connections come from `from` (a loopback address of its own).
+fn client_from(from: &str) -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .local_address(from.parse::<IpAddr>().unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// POST an SDP offer: status, `Location`, `Retry-After`, body.
+fn post_sdp(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    bearer: Option<&str>,
+    sdp: &str,
+) -> (u16, Option<String>, Option<String>, String) {
+    let mut req = client
+        .post(url)
+        .header("content-type", "application/sdp")
+        .body(sdp.to_string());
+    if let Some(b) = bearer {
+        req = req.bearer_auth(b);
+    }
+    let resp = req.send().unwrap();
+    let header = |h: &str| {
+        resp.headers()
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let (location, retry) = (header("location"), header("retry-after"));
+    (
+        resp.status().as_u16(),
+        location,
+        retry,
+        resp.text().unwrap(),
+    )
+}
+
+/// A config file in `dir` with `toml`, as `--config` arguments.
+fn config(dir: &std::path::Path, toml: &str) -> String {
+    let path = dir.join("hardening.toml");
+    std::fs::write(&path, toml).unwrap();
+    path.display().to_string()
+}
+
+fn code_of(body: &str) -> String {
+    serde_json::from_str::<Value>(body).unwrap_or(Value::Null)["code"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn an_edge_without_the_origins_database_takes_no_publisher_and_serves_no_platform_api() {
+    let dir = temp_dir("role-origin");
+    create_channel(&dir, "popular");
+    let origin = Server::start(&dir, &["--relay-listen", "127.0.0.1:0"]);
+    let edge_dir = temp_dir("role-edge");
+    // The attack: an account and a channel of the same name in the edge's own database.
+    let squatted = create_channel(&edge_dir, "popular");
+    let edge = Server::start_edge(&edge_dir, origin.relay_addr(), "eu", &[]);
+    let key = squatted["stream_key"].as_str().unwrap();
+    let (status, _, _, body) = post_sdp(
+        &http(),
+        &format!("{}/whip", edge.base),
+        Some(key),
+        &offer(Direction::SendOnly),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(code_of(&body), "wrong_role", "{body}");
+    let (status, body) = api(
+        &edge.base,
+        "POST",
+        "/api/users",
+        None,
+        Some(json!({"name": "mallory", "password": "correct horse"})),
+    );
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("wrong_role")),
+        "{body}"
+    );
+    let (status, _) = api(&edge.base, "GET", "/api/live", None, None);
+    assert_eq!(status, 403);
+    // The origin is unaffected.
+    let (status, _) = api(&origin.base, "GET", "/api/live", None, None);
+    assert_eq!(status, 200);
+    assert!(edge.metric("aethex_refused_total{reason=\"wrong_role\"}") >= 1.0);
+}
+
+#[test]
+fn a_whep_flood_from_one_address_is_refused_while_another_address_still_gets_201() {
+    let dir = temp_dir("flood");
+    let ch = create_channel(&dir, "show");
+    let cfg = config(
+        &dir,
+        "[limits]\nexempt = []\nsessions_per_ip = 3\noffer_burst = 6\noffers_per_sec = 0.1\n\
+         [sfu]\nconnect_timeout_ms = 60000\n",
+    );
+    let server = Server::start(&dir, &["--config", &cfg]);
+    let key = ch["stream_key"].as_str().unwrap();
+    let publisher = client_from("127.0.0.4");
+    let (status, _, _, body) = post_sdp(
+        &publisher,
+        &format!("{}/whip", server.base),
+        Some(key),
+        &offer(Direction::SendOnly),
+    );
+    assert_eq!(status, 201, "{body}");
+    let url = format!("{}/whep/show", server.base);
+    let flooder = client_from("127.0.0.2");
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        let (status, _, retry, body) = post_sdp(&flooder, &url, None, &offer(Direction::RecvOnly));
+        if status == 429 {
+            assert_eq!(code_of(&body), "rate_limited", "{body}");
+            assert!(retry.is_some(), "429 without Retry-After");
+        }
+        statuses.push(status);
+    }
+    assert_eq!(&statuses[..3], &[201, 201, 201], "{statuses:?}");
+    assert!(statuses[3..].iter().all(|s| *s == 429), "{statuses:?}");
+    let (status, _, _, body) = post_sdp(
+        &client_from("127.0.0.3"),
+        &url,
+        None,
+        &offer(Direction::RecvOnly),
+    );
+    assert_eq!(status, 201, "another address is not locked out: {body}");
+    assert!(server.metric("aethex_refused_total{reason=\"sessions_per_ip\"}") >= 3.0);
+    assert!(server.metric("aethex_refused_total{reason=\"offer_rate\"}") >= 1.0);
+}
+
+#[test]
+fn half_open_connections_neither_lock_out_others_nor_stay_open() {
+    let dir = temp_dir("slowloris");
+    let cfg = config(
+        &dir,
+        "[http]\nheader_read_timeout_ms = 1500\nmax_connections_per_ip = 100\n\
+         [limits]\nexempt = []\n",
+    );
+    let server = Server::start(&dir, &["--config", &cfg]);
+    let addr: SocketAddr = server.base.trim_start_matches("http://").parse().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // 1,100 connections from one address that start a request and never finish it.
+    let mut held = rt.block_on(async {
+        let mut held = Vec::new();
+        for _ in 0..1100 {
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            if let Ok(mut s) = sock.connect(addr).await {
+                use tokio::io::AsyncWriteExt;
+                let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await;
+                held.push(s.into_std().unwrap());
+            }
+        }
+        held
+    });
+    assert!(held.len() >= 1000, "connected {}", held.len());
+    let started = Instant::now();
+    let resp = client_from("127.0.0.1")
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(took < Duration::from_secs(1), "/healthz took {took:?}");
+    assert!(server.metric("aethex_refused_total{reason=\"http_connections\"}") >= 1000.0);
+    // Past the header timeout the server has closed every one of them.
+    std::thread::sleep(Duration::from_millis(2500));
+    let mut still_open = 0;
+    for s in held.iter_mut() {
+        s.set_nonblocking(false).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let _ = s.write_all(b"X-More: 1\r\n");
+        let mut buf = [0u8; 512];
+        match s.read(&mut buf) {
+            Ok(_) => {} // EOF or the server's error answer before closing
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => still_open += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => still_open += 1,
+            Err(_) => {}
+        }
+    }
+    assert_eq!(
+        still_open, 0,
+        "connections left open past the header timeout"
+    );
+}
+
+/// Register `user`, create `channel` through the API: (session token, stream key).
+fn owner_with_channel(base: &str, user: &str, channel: &str) -> (String, String) {
+    let token = register(base, user);
+    let (s, v) = api(
+        base,
+        "POST",
+        "/api/channels",
+        Some(&token),
+        Some(json!({"name": channel})),
+    );
+    assert_eq!(s, 201, "{v}");
+    (token, v["stream_key"].as_str().unwrap().to_string())
+}
+
+#[test]
+fn webhooks_to_loopback_private_and_metadata_addresses_are_refused() {
+    let dir = temp_dir("ssrf");
+    let server = Server::start(&dir, &[]);
+    let (token, _) = owner_with_channel(&server.base, "hooker", "hooks");
+    for url in [
+        "http://127.0.0.1:8080/healthz",
+        "http://127.0.0.1:1/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]:8080/",
+        "http://10.0.0.1/",
+        "http://localhost:8080/",
+    ] {
+        let (s, v) = api(
+            &server.base,
+            "POST",
+            "/api/channels/hooks/webhooks",
+            Some(&token),
+            Some(json!({"url": url, "events": ["stream.live"]})),
+        );
+        assert_eq!(s, 400, "{url}: {v}");
+    }
+    let (s, v) = api(
+        &server.base,
+        "POST",
+        "/api/channels/hooks/webhooks",
+        Some(&token),
+        Some(json!({"url": "https://hooks.example.com/in", "events": ["stream.live"]})),
+    );
+    assert_eq!(s, 201, "a public destination is accepted: {v}");
+    assert!(server.metric("aethex_refused_total{reason=\"webhook_destination\"}") >= 6.0);
+}
+
+#[test]
+fn a_private_channel_hides_chat_live_state_and_metrics_and_closes_tokenless_viewers() {
+    let dir = temp_dir("private");
+    let cfg = config(&dir, "[sfu]\nconnect_timeout_ms = 60000\n");
+    let server = Server::start(&dir, &["--config", &cfg]);
+    let (owner, key) = owner_with_channel(&server.base, "hidden-owner", "hush");
+    let (s, _, _, body) = post_sdp(
+        &http(),
+        &format!("{}/whip", server.base),
+        Some(&key),
+        &offer(Direction::SendOnly),
+    );
+    assert_eq!(s, 201, "{body}");
+    // Two viewers while it is public: one with a playback token, one without.
+    let token = channel_cli(&dir, &["token", "hush", "--ttl", "600"])["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let whep = format!("{}/whep/hush", server.base);
+    let (s, tokenless, _, _) = post_sdp(&http(), &whep, None, &offer(Direction::RecvOnly));
+    assert_eq!(s, 201);
+    let with_token = format!("{whep}?token={token}");
+    let (s, tokened, _, _) = post_sdp(&http(), &with_token, None, &offer(Direction::RecvOnly));
+    assert_eq!(s, 201);
+
+    let (s, v) = api(
+        &server.base,
+        "PATCH",
+        "/api/channels/hush",
+        Some(&owner),
+        Some(json!({"private": true})),
+    );
+    assert_eq!(s, 200, "{v}");
+    // The tokenless viewer is gone; the one with a token stays.
+    let gone = http()
+        .delete(format!("{}{}", server.base, tokenless.unwrap()))
+        .send()
+        .unwrap();
+    assert_eq!(gone.status().as_u16(), 404, "tokenless viewer still there");
+    let kept = http()
+        .delete(format!("{}{}", server.base, tokened.unwrap()))
+        .send()
+        .unwrap();
+    assert_eq!(
+        kept.status().as_u16(),
+        200,
+        "the viewer with a token was closed"
+    );
+
+    // Live state and viewers: hidden from strangers, shown with a token and to the owner.
+    let (_, stranger) = api(&server.base, "GET", "/api/channels/hush", None, None);
+    assert_eq!(
+        (stranger["live"].clone(), stranger["viewers"].clone()),
+        (Value::Null, Value::Null)
+    );
+    let path = format!("/api/channels/hush?playback={token}");
+    let (_, shown) = api(&server.base, "GET", &path, None, None);
+    assert_eq!(shown["live"], true, "{shown}");
+    let (_, owners) = api(
+        &server.base,
+        "GET",
+        "/api/channels/hush",
+        Some(&owner),
+        None,
+    );
+    assert_eq!(owners["live"], true, "{owners}");
+    let (_, live) = api(&server.base, "GET", "/api/live", None, None);
+    assert_eq!(live["total"], 0, "private channels are not counted: {live}");
+    let metrics = http()
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        !metrics.contains("hush"),
+        "a private channel is labelled in /metrics"
+    );
+    // Chat: refused without a token, open with one.
+    let ws = server.base.replace("http://", "ws://");
+    let refused = tungstenite::connect(format!("{ws}/api/channels/hush/chat"));
+    match refused {
+        Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status().as_u16(), 403),
+        other => panic!("chat of a private channel opened without a token: {other:?}"),
+    }
+    let opened = tungstenite::connect(format!("{ws}/api/channels/hush/chat?playback={token}"));
+    assert!(
+        opened.is_ok(),
+        "chat with a playback token: {:?}",
+        opened.err()
+    );
+}
+
+#[test]
+fn rotating_the_stream_key_ends_the_live_publisher() {
+    let dir = temp_dir("rotate");
+    let cfg = config(&dir, "[sfu]\nconnect_timeout_ms = 60000\n");
+    let server = Server::start(&dir, &["--config", &cfg]);
+    let (owner, key) = owner_with_channel(&server.base, "rotator", "turns");
+    let (s, location, _, _) = post_sdp(
+        &http(),
+        &format!("{}/whip", server.base),
+        Some(&key),
+        &offer(Direction::SendOnly),
+    );
+    assert_eq!(s, 201);
+    let (_, before) = api(&server.base, "GET", "/api/channels/turns", None, None);
+    assert_eq!(before["live"], true, "{before}");
+    let (s, v) = api(
+        &server.base,
+        "POST",
+        "/api/channels/turns/stream-key",
+        Some(&owner),
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    let (_, after) = api(&server.base, "GET", "/api/channels/turns", None, None);
+    assert_eq!(after["live"], false, "the old key still streams: {after}");
+    let resource = http()
+        .delete(format!("{}{}", server.base, location.unwrap()))
+        .send()
+        .unwrap();
+    assert_eq!(resource.status().as_u16(), 404);
+}
