@@ -435,6 +435,7 @@ impl SfuConfig {
         &self,
         candidates: Vec<SocketAddr>,
         tcp_candidates: Vec<SocketAddr>,
+        limits: &LimitsConfig,
     ) -> sfu::SfuConfig {
         sfu::SfuConfig {
             candidates,
@@ -443,6 +444,8 @@ impl SfuConfig {
             max_peers: self.max_peers,
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
             offline_grace: Duration::from_millis(self.offline_grace_ms),
+            tcp_per_ip: limits.ice_tcp_per_ip,
+            tcp_first_frame: Duration::from_millis(limits.ice_tcp_first_frame_ms),
         }
     }
 }

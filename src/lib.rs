@@ -234,7 +234,7 @@ pub async fn serve(
     let seed = std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish();
-    let core = config.sfu.core(candidates, tcp_candidates);
+    let core = config.sfu.core(candidates, tcp_candidates, &config.limits);
     let http_addr = listeners.http_addr();
     let (sfu, driver) = sfu::driver::spawn(listeners.udp, listeners.tcp, core, seed)?;
     let node = node::start(&config, http_addr, &sfu, &store).await?;

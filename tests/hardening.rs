@@ -392,3 +392,68 @@ fn rotating_the_stream_key_ends_the_live_publisher() {
         .unwrap();
     assert_eq!(resource.status().as_u16(), 404);
 }
+
+/// A TCP socket bound to `from` (a loopback address of its own), not yet connected.
+fn socket_from(from: &str) -> socket2::Socket {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let addr: SocketAddr = format!("{from}:0").parse().unwrap();
+    sock.bind(&addr.into()).unwrap();
+    sock
+}
+
+/// Whether the server closed `s` within `within` (EOF or reset on read).
+fn closed_within(s: &mut std::net::TcpStream, within: Duration) -> bool {
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 64];
+    match s.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+#[test]
+fn ice_tcp_sockets_are_capped_per_address_and_closed_unless_they_open_with_a_known_ufrag() {
+    let dir = temp_dir("ice-tcp");
+    let cfg = config(
+        &dir,
+        "[limits]\nice_tcp_per_ip = 4\nice_tcp_first_frame_ms = 1000\n",
+    );
+    let server = Server::start(&dir, &["--config", &cfg]);
+    let media = server.udp;
+    let connect = || {
+        let sock = socket_from("127.0.0.2");
+        sock.connect(&media.into()).unwrap();
+        std::net::TcpStream::from(sock)
+    };
+    let mut idle: Vec<_> = (0..4).map(|_| connect()).collect();
+    // A fifth from the same address is closed at once.
+    let mut extra = connect();
+    assert!(
+        closed_within(&mut extra, Duration::from_millis(500)),
+        "over the cap"
+    );
+    // A frame that is not a STUN request for a session's ufrag: closed at once.
+    let mut garbage = std::net::TcpStream::connect(media).unwrap();
+    garbage.write_all(&[0, 4, 0x16, 0xfe, 0xfd, 0]).unwrap();
+    assert!(
+        closed_within(&mut garbage, Duration::from_millis(500)),
+        "garbage frame"
+    );
+    // Silent ones are closed after the first-frame deadline.
+    for s in idle.iter_mut() {
+        assert!(
+            closed_within(s, Duration::from_secs(3)),
+            "silent socket kept open"
+        );
+    }
+    // Then the address has its places back.
+    let mut again = connect();
+    assert!(
+        !closed_within(&mut again, Duration::from_millis(300)),
+        "refused after release"
+    );
+}

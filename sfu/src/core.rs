@@ -117,6 +117,15 @@ impl Sfu {
             .map_or(0, |s| s.subscribers.len() + s.relays.len())
     }
 
+    /// Whether the first frame of a new ICE-TCP connection from `from` may open it: a STUN
+    /// request naming a session's ufrag (or from an address a session already uses).
+    pub fn opens_tcp(&self, from: SocketAddr, frame: &[u8]) -> bool {
+        matches!(
+            self.routes.route(from, frame),
+            media_core::routes::Route::Introduced(_) | media_core::routes::Route::Known(..)
+        ) && media_core::demux::classify(frame) == media_core::demux::DatagramKind::Stun
+    }
+
     /// Number of peers (publishers + subscribers).
     pub fn peer_count(&self) -> usize {
         self.peers.len()

@@ -247,8 +247,12 @@ pub fn spawn(
                 }
             };
             rt.block_on(async move {
+                let limits = crate::tcp::TcpLimits {
+                    per_ip: config.tcp_per_ip.max(1),
+                    first_frame: config.tcp_first_frame,
+                };
                 let tcp = match std_tcp.map(tokio::net::TcpListener::from_std).transpose() {
-                    Ok(l) => l.map(TcpSide::start),
+                    Ok(l) => l.map(|l| TcpSide::start(l, limits)),
                     Err(e) => {
                         tracing::error!(error = %e, "cannot register the ICE-TCP listener");
                         None
@@ -396,7 +400,8 @@ async fn run(
             },
             Some(event) = tcp_event(&mut tcp) => {
                 if let Some(side) = tcp.as_mut() {
-                    if let Some((from, to, data)) = side.on_event(event) {
+                    let opens = |from, frame: &[u8]| sfu.opens_tcp(from, frame);
+                    if let Some((from, to, data)) = side.on_event(event, opens) {
                         sfu.handle_input(Input::Framed { at: now(), from, to, data: &data });
                     }
                 }

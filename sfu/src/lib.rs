@@ -59,6 +59,11 @@ pub struct SfuConfig {
     /// Viewers of a stream whose publisher left stay connected this long (a reconnecting OBS
     /// continues seamlessly); then they are closed.
     pub offline_grace: Duration,
+    /// ICE-TCP connections one client address may hold (IPv6: per /64).
+    pub tcp_per_ip: usize,
+    /// An ICE-TCP connection whose first frame is not, within this time, a STUN request for a
+    /// session's ufrag is closed.
+    pub tcp_first_frame: Duration,
 }
 
 /// The server side of an ICE restart, for the PATCH response (RFC 9725 section 4.4).

@@ -88,8 +88,11 @@ api POST /api/channels '{"name":"schema-chan"}' "$TOKEN" >/dev/null
 # 192.0.2.1: TEST-NET-1, a public (allowed) address that nothing answers, least of all in here.
 HOOK=$(api POST /api/channels/schema-chan/webhooks \
   '{"url":"http://192.0.2.1/hook","events":["follow","donation"]}' "$TOKEN" | field id)
-KEY_ID=$(api POST /api/keys '' "$TOKEN" | field id)
-echo "# owner schema-owner (channel schema-chan, webhook $HOOK, API key $KEY_ID), user schema-viewer"
+KEY_ID=$(api POST /api/keys '' "$TOKEN" | field id) # for DELETE /api/keys/{id}
+KEY_JSON=$(api POST /api/keys '' "$TOKEN")             # sent as X-Api-Key, never deleted
+API_KEY=$(field key <<<"$KEY_JSON")
+"$BIN" api-key-tier "$(field id <<<"$KEY_JSON")" pro --data-dir "$DATA" >/dev/null # free is GET-only
+echo "# owner schema-owner (channel schema-chan, webhook $HOOK, API keys), user schema-viewer"
 
 # Real names and ids for path parameters half of the time (else only 404s are ever tested), and
 # webhook URLs and events the server accepts (the document only says "string").
@@ -100,6 +103,8 @@ values = ["schema-chan", "schema-owner"]
 values = ["schema-viewer", "schema-owner"]
 [dictionaries.ids]
 values = ["$HOOK", "$KEY_ID"]
+[dictionaries.keys]
+values = ["$API_KEY"]
 [dictionaries.urls]
 values = ["http://192.0.2.1/hook", "https://192.0.2.1/hook"]
 [dictionaries.events]
@@ -108,6 +113,7 @@ values = ["stream.live", "stream.offline", "follow", "donation"]
 "path.name" = { dictionary = "names", probability = 0.5 }
 "path.user" = { dictionary = "users", probability = 0.5 }
 "path.id" = { dictionary = "ids", probability = 0.5 }
+"header.X-Api-Key" = { dictionary = "keys", probability = 0.5 }
 "body.url" = { dictionary = "urls", probability = 0.5 }
 "body.events[*]" = { dictionary = "events", probability = 0.7 }
 [warnings]

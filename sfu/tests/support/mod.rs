@@ -255,6 +255,8 @@ impl World {
             max_peers,
             connect_timeout: Duration::from_secs(10),
             offline_grace: Duration::from_secs(5),
+            tcp_per_ip: 20,
+            tcp_first_frame: Duration::from_secs(5),
         };
         Self {
             now,
