@@ -44,6 +44,9 @@ async fn channel_exists(st: &State, name: &str) -> Result<(), ApiError> {
     }
 }
 
+/// A `follow` event for the same user and channel is raised at most once in this long.
+pub const FOLLOW_EVENT_QUIET_SECS: i64 = 6 * 3600;
+
 /// `PUT /api/channels/{name}/follow`: 204, whether or not it was followed before.
 #[utoipa::path(
     put,
@@ -76,10 +79,27 @@ pub async fn follow(
     .await
     .map_err(db)?;
     if inserted.rows_affected() == 1 {
-        let data = serde_json::json!({"user": user.name});
-        enqueue(&mut tx, &name, "follow", data, &st.settings.public_url)
-            .await
-            .map_err(db)?;
+        // Raised once per pair per FOLLOW_EVENT_QUIET: toggling follow does not spam
+        // the channel's webhooks.
+        let t = now();
+        let raised = sqlx::query(
+            "INSERT INTO follow_events (user_id, channel, raised_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_id, channel) DO UPDATE SET raised_at = excluded.raised_at \
+             WHERE follow_events.raised_at < $4",
+        )
+        .bind(&user.id)
+        .bind(&name)
+        .bind(t)
+        .bind(t - FOLLOW_EVENT_QUIET_SECS)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        if raised.rows_affected() == 1 {
+            let data = serde_json::json!({"user": user.name});
+            enqueue(&mut tx, &name, "follow", data, &st.settings.public_url)
+                .await
+                .map_err(db)?;
+        }
     }
     tx.commit().await.map_err(db)?;
     Ok(StatusCode::NO_CONTENT.into_response())

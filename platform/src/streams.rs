@@ -218,9 +218,10 @@ pub async fn donate(
     .execute(&mut *tx)
     .await
     .map_err(db)?;
+    // No payment provider yet: receivers must not treat this as money received.
     let data = serde_json::json!({
         "donation": id, "user": user.name, "amount_cents": d.amount_cents,
-        "currency": d.currency, "message": d.message,
+        "currency": d.currency, "message": d.message, "verified": false,
     });
     enqueue(&mut tx, &channel, "donation", data, &st.settings.public_url)
         .await

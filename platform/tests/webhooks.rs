@@ -189,6 +189,16 @@ async fn follows_and_donations_are_delivered_signed(store: Store, _db: &TestDb) 
     let fan = user(&app, "fan").await;
     call(&app, "PUT", "/api/channels/show/follow", Some(&fan), None).await;
     call(&app, "PUT", "/api/channels/show/follow", Some(&fan), None).await; // no second event
+                                                                            // Nor when toggled: unfollow and follow again within hours.
+    call(
+        &app,
+        "DELETE",
+        "/api/channels/show/follow",
+        Some(&fan),
+        None,
+    )
+    .await;
+    call(&app, "PUT", "/api/channels/show/follow", Some(&fan), None).await;
     let don = json!({"amount_cents": 500, "currency": "EUR", "message": "gg"});
     assert_eq!(
         call(
@@ -231,6 +241,10 @@ async fn follows_and_donations_are_delivered_signed(store: Store, _db: &TestDb) 
     assert_eq!(events[0]["event"], "follow");
     assert_eq!(events[0]["data"]["user"], "fan");
     assert_eq!(events[1]["data"]["amount_cents"], 500);
+    assert_eq!(
+        events[1]["data"]["verified"], false,
+        "no payment provider: a donation is unverified"
+    );
     worker.abort();
 }
 

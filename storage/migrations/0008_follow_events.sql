@@ -1,0 +1,8 @@
+-- When a `follow` webhook event was last raised for a (user, channel) pair: a follow, unfollow,
+-- follow cycle raises it again only after a quiet period (no event spam by toggling).
+CREATE TABLE follow_events (
+    user_id   TEXT NOT NULL,
+    channel   TEXT NOT NULL,
+    raised_at BIGINT NOT NULL,
+    PRIMARY KEY (user_id, channel)
+);
