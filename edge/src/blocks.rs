@@ -83,6 +83,14 @@ impl TrackBlocks {
             .map(|(s, _)| (s.clone(), track - base))
     }
 
+    /// Every channel holding a block, with its first id.
+    pub fn held(&self) -> Vec<(StreamId, u16)> {
+        self.by_stream
+            .iter()
+            .map(|(s, b)| (s.clone(), *b))
+            .collect()
+    }
+
     /// Channels holding a block.
     pub fn len(&self) -> usize {
         self.by_stream.len()

@@ -49,6 +49,9 @@ pub struct EdgeConfig {
     pub privacy: tokio::sync::broadcast::Sender<String>,
 }
 
+/// Channels an edge asks its upstream for at once (live ones and names still being tried).
+pub const MAX_WANTED: usize = 1024;
+
 /// How long [`Upstream::ensure`] waits for a channel to go live at this edge.
 const ENSURE_WITHIN: Duration = Duration::from_secs(3);
 const TICK: Duration = Duration::from_millis(250);
@@ -120,7 +123,15 @@ impl Upstream {
     /// (offline, unknown, no upstream).
     pub async fn ensure(&self, channel: &str) -> Option<bool> {
         let stream = StreamId::new(channel).ok()?;
-        self.inner.lock().insert(stream.clone(), Instant::now());
+        {
+            let mut wanted = self.inner.lock();
+            if wanted.len() >= MAX_WANTED && !wanted.contains_key(&stream) {
+                // A flood of names (mostly junk): refuse new ones rather than ask upstream.
+                tracing::debug!(%channel, "edge wants {MAX_WANTED} channels already");
+                return None;
+            }
+            wanted.insert(stream.clone(), Instant::now());
+        }
         self.inner.wake.notify_one();
         let until = Instant::now() + ENSURE_WITHIN;
         while Instant::now() < until {
@@ -425,8 +436,21 @@ async fn maintain(
     let now = Instant::now();
     let wanted: Vec<(StreamId, Instant)> =
         inner.lock().iter().map(|(s, t)| (s.clone(), *t)).collect();
+    if wanted.is_empty() {
+        return;
+    }
+    // One query for every channel (viewers + relays below), not one round trip per wanted
+    // name: this runs inside the loop that also reads the relay's datagrams.
+    let Ok(stats) = inner.sfu.stats().await else {
+        return;
+    };
+    let demand: HashMap<&str, u64> = stats
+        .streams
+        .iter()
+        .map(|s| (s.name.as_str(), s.viewers + s.relays))
+        .collect();
     for (stream, last_viewer) in wanted {
-        let viewers = inner.sfu.viewers(stream.clone()).await.unwrap_or(0);
+        let viewers = demand.get(stream.as_str()).copied().unwrap_or(0);
         if viewers > 0 {
             inner.lock().insert(stream.clone(), now);
         } else if now.saturating_duration_since(last_viewer) > grace {

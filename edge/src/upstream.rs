@@ -372,6 +372,22 @@ async fn relay_loop(
                     control.write(&Control::Offline { channel: stream.to_string() }).await.ok();
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return Err(ServeError::Sfu),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    // Events for this relay may be among the missed: tell the edge the state of
+                    // every channel it holds again (tracks, or offline) instead of guessing.
+                    tracing::warn!(edge = %edge.node_id, missed, "relay events lagged: resynchronising");
+                    for (stream, base) in blocks.held() {
+                        let msg = match sfu.relay_subscribe(relay, stream.clone()).await {
+                            Ok(tracks) => {
+                                let is_private = private.get(&stream).copied().unwrap_or(true);
+                                tracks_message(&tracks, base, is_private)
+                            }
+                            Err(SfuError::Offline(_)) => Control::Offline { channel: stream.to_string() },
+                            Err(_) => return Err(ServeError::Sfu),
+                        };
+                        control.write(&msg).await.ok();
+                    }
+                }
                 _ => {}
             },
             changed = privacy.recv() => {
