@@ -367,12 +367,13 @@ pub async fn serve(
     let metrics_only = http_server::bind_metrics(&config).await?;
     let metrics_app = signaling::metrics_router(state.clone());
     let app = signaling::router_with(state, api);
-    let webhooks = platform::webhooks::spawn_worker(
+    let webhooks = platform::webhooks::spawn_worker_as(
         store.clone(),
         platform::webhooks::WorkerConfig {
             allow_private_networks: config.webhooks.allow_private_networks,
             ..Default::default()
         },
+        node.cluster.node_id.clone(),
     );
     let sampler = tokio::spawn(sample_forever(
         tracker.clone(),

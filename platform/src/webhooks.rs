@@ -395,16 +395,46 @@ impl Default for WorkerConfig {
     }
 }
 
-/// Deliveries sent at once. One slow receiver holds at most one of them: each round takes
-/// at most one due delivery per webhook.
+/// Webhooks delivered to at once (each one's deliveries in order).
 const CONCURRENT: usize = 8;
+/// Deliveries of one webhook per round.
+const PER_ROUND: usize = 50;
 
-/// Deliver due webhooks until the task is aborted.
+/// Deliver due webhooks until the task is aborted (as an anonymous worker).
 pub fn spawn_worker(store: Store, config: WorkerConfig) -> tokio::task::JoinHandle<()> {
+    spawn_worker_as(store, config, String::new())
+}
+
+/// Deliver due webhooks until the task is aborted, claiming them as `node` (a stable node id):
+/// deliveries this node had claimed when it stopped are due again at once.
+pub fn spawn_worker_as(
+    store: Store,
+    config: WorkerConfig,
+    node: String,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let http = crate::webhook_target::client(config.allow_private_networks);
+        if !node.is_empty() {
+            let released = sqlx::query(
+                "UPDATE webhook_deliveries SET next_attempt_ms = $1, claimed_by = NULL \
+                 WHERE claimed_by = $2 AND delivered_at_ms IS NULL AND next_attempt_ms > $1",
+            )
+            .bind(now_ms())
+            .bind(&node)
+            .execute(store.pool())
+            .await;
+            match released {
+                Ok(r) if r.rows_affected() > 0 => tracing::info!(
+                    deliveries = r.rows_affected(),
+                    "webhook deliveries claimed before a restart are due again"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "could not release this node's claims"),
+            }
+        }
+        let node: std::sync::Arc<str> = node.into();
         loop {
-            if let Err(e) = deliver_due(&store, &http, config).await {
+            if let Err(e) = deliver_due(&store, &http, config, &node).await {
                 tracing::warn!(error = %e, "webhook worker");
             }
             tokio::time::sleep(config.poll).await;
@@ -419,6 +449,7 @@ async fn deliver_due(
     store: &Store,
     http: &reqwest::Client,
     config: WorkerConfig,
+    node: &std::sync::Arc<str>,
 ) -> Result<(), sqlx::Error> {
     let now = now_ms();
     let due: Vec<Due> = sqlx::query_as(
@@ -431,21 +462,31 @@ async fn deliver_due(
     .bind(now)
     .fetch_all(store.pool())
     .await?;
-    // Fairness: the oldest due delivery of each webhook this round, the rest next round.
-    let mut seen = std::collections::HashSet::new();
-    let round: Vec<Due> = due
-        .into_iter()
-        .filter(|d| seen.insert(d.7.clone()))
-        .collect();
+    // Fairness: each webhook's due deliveries go in order, one after another, in a task of
+    // its own; at most CONCURRENT webhooks at once, at most PER_ROUND deliveries each per
+    // round. A slow receiver holds one task, never the others' deliveries.
+    let mut groups: Vec<(String, Vec<Due>)> = Vec::new();
+    for d in due {
+        match groups.iter_mut().find(|(hook, _)| *hook == d.7) {
+            Some((_, list)) if list.len() < PER_ROUND => list.push(d),
+            Some(_) => {}
+            None => groups.push((d.7.clone(), vec![d])),
+        }
+    }
     let mut running = tokio::task::JoinSet::new();
-    for d in round {
+    for (_, list) in groups {
         while running.len() >= CONCURRENT {
-            if let Some(Err(e)) = running.join_next().await.transpose().ok().flatten() {
+            if let Some(Ok(Err(e))) = running.join_next().await {
                 tracing::warn!(error = %e, "webhook delivery");
             }
         }
-        let (store, http) = (store.clone(), http.clone());
-        running.spawn(async move { deliver_one(&store, &http, config, d).await });
+        let (store, http, node) = (store.clone(), http.clone(), node.clone());
+        running.spawn(async move {
+            for d in list {
+                deliver_one(&store, &http, config, &node, d).await?;
+            }
+            Ok::<(), sqlx::Error>(())
+        });
     }
     while let Some(done) = running.join_next().await {
         if let Ok(Err(e)) = done {
@@ -473,17 +514,19 @@ async fn deliver_one(
     store: &Store,
     http: &reqwest::Client,
     config: WorkerConfig,
+    node: &str,
     (id, event, payload, attempts, next, url, secret, _hook): Due,
 ) -> Result<(), sqlx::Error> {
     // Claim it: only the worker whose update matched sends it now.
     let claim = now_ms() + CLAIM.as_millis() as i64;
     let claimed = sqlx::query(
-        "UPDATE webhook_deliveries SET next_attempt_ms = $1 \
+        "UPDATE webhook_deliveries SET next_attempt_ms = $1, claimed_by = $4 \
          WHERE id = $2 AND next_attempt_ms = $3 AND delivered_at_ms IS NULL",
     )
     .bind(claim)
     .bind(&id)
     .bind(next)
+    .bind(node)
     .execute(store.pool())
     .await?;
     if claimed.rows_affected() != 1 {

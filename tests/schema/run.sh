@@ -6,11 +6,12 @@
 # Installs the pinned schemathesis (tests/schema/requirements.txt) into .venv-schema (reused while
 # the pins are unchanged), then, inside a network namespace of its own with only loopback (so no
 # fuzzed webhook URL can ever be sent anything), starts `aethex serve` on free loopback ports with
-# a temporary data dir, registers two users, creates a channel, a webhook and an API key, and runs
-# schemathesis over every operation twice: without credentials, and with `Authorization: Bearer`
-# of the channel's owner. Path parameters are the real channel/user/ids half of the time, random
-# the other half. Checks: no 5xx, and status code, content type, headers and body as documented.
-# Fails if either run finds anything. See tests/schema/README.md.
+# a temporary data dir, registers two users, creates a channel, a webhook and two API keys (one of
+# them pro), and runs schemathesis over every operation twice: without a session (no, random or
+# the real X-Api-Key), and with `Authorization: Bearer` of the channel's owner. Path parameters are
+# the real channel/user/ids half of the time, random the other half. Checks: no 5xx, and status
+# code, content type, headers and body as documented. Fails if either run finds anything, or if
+# the server panicked (a dropped connection to the client) or died. See tests/schema/README.md.
 # Needs python3 >= 3.11 with venv (Debian: python3-venv), PyPI, curl, unshare and ip.
 set -euo pipefail
 
@@ -18,13 +19,14 @@ set -euo pipefail
 source "$(dirname -- "${BASH_SOURCE[0]}")/../lib.sh"
 [[ $# -eq 1 ]] || usage "PATH/TO/aethex"
 set_bin "$1"
+[[ -z "${AETHEX_SCHEMA_REPORT_DIR:-}" ]] || export AETHEX_SCHEMA_REPORT_DIR="$(realpath -m -- "$AETHEX_SCHEMA_REPORT_DIR")"
 
 cd "$(dirname -- "${BASH_SOURCE[0]}")/../.."
 ROOT=$(pwd)
 VENV=${AETHEX_SCHEMA_VENV:-$ROOT/.venv-schema}
 REQS=$ROOT/tests/schema/requirements.txt
 CHECKS=${AETHEX_SCHEMA_CHECKS:-not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance}
-MAX_EXAMPLES=${AETHEX_SCHEMA_MAX_EXAMPLES:-20} # test cases per operation and phase
+MAX_EXAMPLES=${AETHEX_SCHEMA_MAX_EXAMPLES:-20} # fuzzed cases per operation (coverage: its own)
 RUN_TIMEOUT=${AETHEX_SCHEMA_RUN_TIMEOUT:-150}  # seconds, per schemathesis run
 SEED=${AETHEX_SCHEMA_SEED:-14011}               # fixed: the same inputs on every CI run
 # AETHEX_SCHEMA_REPORT_DIR=DIR keeps JUnit and HAR reports of both runs and the server log there.
@@ -70,6 +72,7 @@ export AETHEX_RELAY_SECRET="schema-test-cluster-secret-0123"
 trap cleanup EXIT
 CONF=$(mktemp -t aethex-schema.XXXXXX.toml)
 CLEANUP_FILES=("$CONF")
+export RUST_BACKTRACE=0 # a panic is one line in the log (it is reported below), not 90
 start_origin
 echo "# server pid $SERVER_PID on $URL, schemathesis $("$VENV/bin/schemathesis" --version | awk '{print $NF}')"
 
@@ -82,6 +85,10 @@ api() { # method path [json body] [token]: prints the answer; fails on a non-2xx
 }
 field() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 
+# schemathesis leaves out the operation that serves the document: it is checked here.
+TYPE=$(curl -sS --fail --max-time 10 -o /dev/null -w '%{content_type}' "$URL/api/openapi.json") ||
+  die "GET /api/openapi.json failed"
+[[ "$TYPE" == application/json* ]] || die "GET /api/openapi.json: Content-Type $TYPE"
 TOKEN=$(api POST /api/users '{"name":"schema-owner","password":"schema-owner-pw"}' | field token)
 api POST /api/users '{"name":"schema-viewer","password":"schema-viewer-pw"}' >/dev/null
 api POST /api/channels '{"name":"schema-chan"}' "$TOKEN" >/dev/null
@@ -118,7 +125,11 @@ values = ["stream.live", "stream.offline", "follow", "donation"]
 "body.events[*]" = { dictionary = "events", probability = 0.7 }
 [warnings]
 fail-on = ["rate_limited"] # a 429 means the run tested the rate limit, not the operation
+[cache]
+enabled = false # no crashes replayed from an earlier run: the seed alone decides the inputs
 EOF
+WORK=$DATA/schemathesis # its cwd (hypothesis keeps .hypothesis/ there), removed with DATA
+mkdir "$WORK"
 
 run_st() { # label [extra schemathesis args]: exit code of schemathesis (124: timed out)
   local label=$1 rc=0 report=()
@@ -126,10 +137,10 @@ run_st() { # label [extra schemathesis args]: exit code of schemathesis (124: ti
   [[ -z "${AETHEX_SCHEMA_REPORT_DIR:-}" ]] ||
     report=(--report junit,har --report-dir "$AETHEX_SCHEMA_REPORT_DIR/$label")
   echo "# ---- schemathesis: $label ----"
-  timeout -k 5 "$RUN_TIMEOUT" "$VENV/bin/schemathesis" --config-file "$CONF" --no-color \
+  (cd "$WORK" && exec timeout -k 5 "$RUN_TIMEOUT" "$VENV/bin/schemathesis" --config-file "$CONF" --no-color \
     run "$URL/api/openapi.json" --checks "$CHECKS" --max-examples "$MAX_EXAMPLES" \
     --seed "$SEED" --rate-limit 18/s --workers 1 --request-timeout 10 \
-    --generation-database none --output-sanitize false "${report[@]}" "$@" || rc=$?
+    --generation-database none --output-sanitize false "${report[@]}" "$@") || rc=$?
   [[ $rc -ne 124 ]] || echo "run.sh: schemathesis ($label) did not finish within $RUN_TIMEOUT s" >&2
   return "$rc"
 }
@@ -137,6 +148,7 @@ run_st() { # label [extra schemathesis args]: exit code of schemathesis (124: ti
 START=$(date +%s)
 UNAUTH=0
 AUTH=0
+SERVER=0
 run_st unauthenticated || UNAUTH=$?
 # Signing out (DELETE /api/sessions) would end the token mid-run: only the first run does it.
 # Random X-Api-Key values (401 before any handler) were tested by the first run: none here.
@@ -145,12 +157,18 @@ run_st authenticated -H "Authorization: Bearer $TOKEN" --exclude-operation-id lo
 
 [[ -z "${AETHEX_SCHEMA_REPORT_DIR:-}" ]] ||
   { mkdir -p "$AETHEX_SCHEMA_REPORT_DIR" && cp "$LOG" "$AETHEX_SCHEMA_REPORT_DIR/server.log"; }
-echo "# schemathesis unauthenticated: exit $UNAUTH; authenticated: exit $AUTH; $(($(date +%s) - START)) s"
 if ! kill -0 "$SERVER_PID" 2>/dev/null; then
   echo "run.sh: the server died during the run" >&2
-  AUTH=1
+  SERVER=1
 fi
-FAILED=$(((UNAUTH != 0) + (AUTH != 0)))
-echo "schema: $((2 - FAILED)) passed, $FAILED failed"
+if grep -q 'panicked at' "$LOG"; then # what the client saw was only a dropped connection
+  echo "run.sh: the server panicked (count, where, why):" >&2
+  grep -A1 'panicked at' "$LOG" | grep -v '^--$' | sed 's/^thread .* panicked at/panicked at/' |
+    paste - - | sort | uniq -c >&2
+  SERVER=1
+fi
+echo "# schemathesis unauthenticated: exit $UNAUTH; authenticated: exit $AUTH; server: $([[ $SERVER -eq 0 ]] && echo ok || echo FAILED); $(($(date +%s) - START)) s"
+FAILED=$(((UNAUTH != 0) + (AUTH != 0) + SERVER))
+echo "schema: $((3 - FAILED)) passed, $FAILED failed"
 [[ $FAILED -eq 0 ]] && STATUS=0 || STATUS=1
 exit "$STATUS"

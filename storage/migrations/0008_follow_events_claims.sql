@@ -6,3 +6,7 @@ CREATE TABLE follow_events (
     raised_at BIGINT NOT NULL,
     PRIMARY KEY (user_id, channel)
 );
+
+-- Which worker (node id) claimed a webhook delivery: a restarted node sends at once what it
+-- had claimed when it died, instead of waiting for the claim to expire.
+ALTER TABLE webhook_deliveries ADD COLUMN claimed_by TEXT;
