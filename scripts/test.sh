@@ -17,6 +17,10 @@ fi
 cargo build --locked --bin aethex
 bash tests/browser/run.sh "${CARGO_TARGET_DIR:-target}/debug/aethex"
 
+# Schema tests (docs/security.md): schemathesis against /api/openapi.json of the real binary,
+# signed in and not: no 5xx, every answer as documented.
+bash tests/schema/run.sh "${CARGO_TARGET_DIR:-target}/debug/aethex"
+
 # The interop matrix (docs/interop.md): every publisher stack (Chromium, aiortc, OBS's
 # libdatachannel, GStreamer, webrtc-rs) x every viewer stack (Chromium, aiortc, webrtc-rs), at
 # the origin and at an edge. webrtc-rs is a package of its own (not in the workspace), built

@@ -28,8 +28,10 @@ const STALE_SECS: i64 = 120;
 #[into_params(parameter_in = Query)]
 pub struct Range {
     /// Start (inclusive).
+    #[param(minimum = 0)]
     pub from: Option<i64>,
     /// End (exclusive).
+    #[param(minimum = 1)]
     pub to: Option<i64>,
 }
 
@@ -151,7 +153,8 @@ impl Span<'_> {
 /// The range a request asks for, checked.
 pub fn bounds(range: &Range, now: i64) -> Result<(i64, i64), ApiError> {
     let to = range.to.unwrap_or(now);
-    let from = range.from.unwrap_or(to - 24 * 3600);
+    // Saturating: a `to` near i64::MIN must get the 400 below, not an overflow.
+    let from = range.from.unwrap_or(to.saturating_sub(24 * 3600));
     if from < 0 || to <= from {
         return Err(ApiError::BadRequest(
             "from and to are seconds since the Unix epoch, with from < to".into(),
@@ -350,6 +353,9 @@ mod tests {
         assert!(bounds(&r(Some(10), Some(9)), 0).is_err());
         assert!(bounds(&r(Some(-1), Some(9)), 0).is_err());
         assert!(bounds(&r(Some(0), Some(MAX_RANGE_SECS + 1)), 0).is_err());
+        // Found by schemathesis: the default `from` overflowed for a `to` near i64::MIN.
+        assert!(bounds(&r(None, Some(i64::MIN)), 0).is_err());
+        assert!(bounds(&r(Some(0), Some(i64::MAX)), 0).is_err());
     }
 
     #[test]

@@ -273,20 +273,15 @@ async fn session(
     }
 }
 
-/// One client frame: checks, store, broadcast. `Err((code, message))` goes back to the sender.
-async fn handle(
-    st: &State,
-    channel: &str,
-    user: Option<&User>,
-    text: &str,
-) -> Result<(), (&'static str, String)> {
+/// A client's frame: the body of its `{"type":"send","body":...}`, or why it is refused
+/// (trimmed, 1 to 500 characters).
+pub fn parse_frame(text: &str) -> Result<String, (&'static str, String)> {
     let Incoming::Send { body } = serde_json::from_str(text).map_err(|e| {
         (
             "bad_request",
             format!("expected {{\"type\":\"send\",\"body\":...}}: {e}"),
         )
     })?;
-    let user = user.ok_or(("unauthorized", "sign in to chat (?token=)".to_string()))?;
     let body = body.trim().to_string();
     if body.is_empty() || body.chars().count() > MAX_BODY {
         return Err((
@@ -294,6 +289,18 @@ async fn handle(
             format!("a message is 1 to {MAX_BODY} characters"),
         ));
     }
+    Ok(body)
+}
+
+/// One client frame: checks, store, broadcast. `Err((code, message))` goes back to the sender.
+async fn handle(
+    st: &State,
+    channel: &str,
+    user: Option<&User>,
+    text: &str,
+) -> Result<(), (&'static str, String)> {
+    let body = parse_frame(text)?;
+    let user = user.ok_or(("unauthorized", "sign in to chat (?token=)".to_string()))?;
     let internal = |e: ApiError| ("internal", e.to_string());
     let (slow, terms) = settings(st, channel).await.map_err(internal)?;
     let ban: Option<(Option<i64>,)> =

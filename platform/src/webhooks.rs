@@ -177,7 +177,9 @@ struct DeliveriesOut {
     responses(
         (status = 201, description = "Created; the signing secret is shown once",
             body = WebhookOut),
-        (status = 400, description = "Malformed JSON, an unknown field, a bad URL, event or format",
+        (status = 400, description = "Malformed JSON, an unknown field, a bad URL, event or format, \
+            or a private or local destination (webhooks.allow_private_networks)", body = ErrorBody),
+        (status = 409, description = "The channel has webhooks.max_per_channel webhooks already",
             body = ErrorBody),
         Unauthorized,
         NotOwner,
