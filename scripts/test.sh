@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need (Chromium, playwright-core, aiortc in .venv),
 # runs every Rust test (unit, property, scenario, end-to-end with aiortc), then the headless
-# Chromium test of the web client against the real binary, then the interop matrix.
+# Chromium test of the web client against the real binary, then the schema tests
+# (schemathesis against /api/openapi.json), then the interop matrix.
 set -euo pipefail
 cd "$(dirname -- "${BASH_SOURCE[0]}")/.."
 
