@@ -457,3 +457,59 @@ fn ice_tcp_sockets_are_capped_per_address_and_closed_unless_they_open_with_a_kno
         "refused after release"
     );
 }
+
+#[test]
+fn making_a_channel_private_closes_tokenless_viewers_at_the_edges_too() {
+    let dir = temp_dir("private-edge-origin");
+    let cfg = config(&dir, "[sfu]\nconnect_timeout_ms = 60000\n");
+    let origin = Server::start(&dir, &["--relay-listen", "127.0.0.1:0", "--config", &cfg]);
+    let edge_dir = temp_dir("private-edge");
+    let edge_cfg = config(&edge_dir, "[sfu]\nconnect_timeout_ms = 60000\n");
+    let edge = Server::start_edge(
+        &edge_dir,
+        origin.relay_addr(),
+        "eu",
+        &["--config", &edge_cfg],
+    );
+    let (owner, key) = owner_with_channel(&origin.base, "edge-owner", "soon-private");
+    let (s, _, _, body) = post_sdp(
+        &http(),
+        &format!("{}/whip", origin.base),
+        Some(&key),
+        &offer(Direction::SendOnly),
+    );
+    assert_eq!(s, 201, "{body}");
+    let whep = format!("{}/whep/soon-private", edge.base);
+    let (s, session, _, body) = post_sdp(&http(), &whep, None, &offer(Direction::RecvOnly));
+    assert_eq!(s, 201, "a public channel plays at the edge: {body}");
+    let session = format!("{}{}", edge.base, session.unwrap());
+    let (s, v) = api(
+        &origin.base,
+        "PATCH",
+        "/api/channels/soon-private",
+        Some(&owner),
+        Some(json!({"private": true})),
+    );
+    assert_eq!(s, 200, "{v}");
+    // The edge hears it over the relay and closes the viewer (bounded wait).
+    let closed = until(
+        Duration::from_secs(5),
+        || {
+            let probe = http()
+                .patch(&session)
+                .header("content-type", "application/trickle-ice-sdpfrag")
+                .body("a=end-of-candidates\r\n")
+                .send()
+                .unwrap();
+            probe.status().as_u16()
+        },
+        |status| *status == 404,
+    );
+    assert!(
+        closed.is_some(),
+        "the tokenless viewer at the edge was not closed"
+    );
+    // New tokenless viewers at the edge are refused now.
+    let (s, _, _, _) = post_sdp(&http(), &whep, None, &offer(Direction::RecvOnly));
+    assert_eq!(s, 401);
+}

@@ -3,7 +3,11 @@
 //! - [`SendCache`], upstream side: the last 2 s (at most 2,048 packets) of each track's
 //!   datagrams, by RTP sequence number, to resend on `nack`;
 //! - [`GapTracker`], edge side: finds sequence gaps, asks for them once they are older than
-//!   a 10 ms reorder window, asks again after a relay RTT, at most 3 times, then gives up.
+//!   a 10 ms reorder window, asks again after a relay RTT (at least 20 ms), doubling the wait
+//!   each time, at most 3 times, then gives up one doubled wait later (150 ms at the least).
+//!   The floor and the backoff matter under load: on a starved CPU the measured RTT stays a
+//!   millisecond while a resend takes tens, and fixed RTT spacing gave up on repairs that were
+//!   on their way (a CPU-hog run counted 296 of 936 NACKed packets unrepaired).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -20,6 +24,8 @@ const SLOTS: usize = 2048;
 pub const REORDER: Duration = Duration::from_millis(10);
 /// NACKs per missing packet.
 const MAX_TRIES: u8 = 3;
+/// The shortest wait between NACKs of one packet (before doubling).
+pub const MIN_RETRY: Duration = Duration::from_millis(20);
 /// A jump larger than this is a new sequence (publisher change), not loss.
 const MAX_GAP: u16 = 512;
 
@@ -134,7 +140,9 @@ impl GapTracker {
     /// The NACKs due now, per track, at most [`MAX_NACK`] sequence numbers each; `rtt` is the
     /// relay's round-trip time.
     pub fn due(&mut self, now: Instant, rtt: Duration) -> Vec<(u16, Vec<u16>)> {
-        let again = rtt.max(REORDER);
+        let base = rtt.max(MIN_RETRY);
+        // The wait after try `n` (1-based): base, 2 base, 4 base.
+        let wait_after = |tries: u8| base * (1u32 << (tries.saturating_sub(1)).min(8));
         let mut out = Vec::new();
         for (track, t) in &mut self.tracks {
             let mut seqs = Vec::new();
@@ -142,7 +150,9 @@ impl GapTracker {
             t.missing.retain(|seq, m| {
                 let waited = now.saturating_duration_since(m.last.unwrap_or(m.since));
                 if m.tries >= MAX_TRIES || now.saturating_duration_since(m.since) > KEEP {
-                    if waited >= again || now.saturating_duration_since(m.since) > KEEP {
+                    if waited >= wait_after(m.tries)
+                        || now.saturating_duration_since(m.since) > KEEP
+                    {
                         given_up += 1;
                         return false;
                     }
@@ -151,7 +161,7 @@ impl GapTracker {
                 let ready = if m.tries == 0 {
                     waited >= REORDER
                 } else {
-                    waited >= again
+                    waited >= wait_after(m.tries)
                 };
                 if ready && seqs.len() < MAX_NACK {
                     seqs.push(*seq);
@@ -191,14 +201,36 @@ mod tests {
         assert_eq!(g.due(t0 + 11 * MS, 20 * MS), vec![(1, vec![12, 13])]);
         g.on_packet(1, 12, t0 + 30 * MS);
         assert_eq!(g.repaired, 1);
-        // 13 is asked again after one RTT, then given up after three tries.
+        // 13 is asked again after one RTT, then after two, then given up four RTTs later.
         assert!(g.due(t0 + 20 * MS, 20 * MS).is_empty());
         assert_eq!(g.due(t0 + 32 * MS, 20 * MS), vec![(1, vec![13])]);
-        assert_eq!(g.due(t0 + 53 * MS, 20 * MS), vec![(1, vec![13])]);
-        assert!(g.due(t0 + 60 * MS, 20 * MS).is_empty());
-        assert!(g.due(t0 + 80 * MS, 20 * MS).is_empty());
+        assert!(g.due(t0 + 53 * MS, 20 * MS).is_empty(), "the wait doubles");
+        assert_eq!(g.due(t0 + 73 * MS, 20 * MS), vec![(1, vec![13])]);
+        assert!(g.due(t0 + 100 * MS, 20 * MS).is_empty());
+        assert_eq!(g.unrepaired, 0, "still waiting for the last try's answer");
+        assert!(g.due(t0 + 154 * MS, 20 * MS).is_empty());
         assert_eq!(g.unrepaired, 1);
         assert_eq!(g.nacked, 4);
+    }
+
+    #[test]
+    fn on_a_starved_cpu_a_resend_slower_than_the_measured_rtt_still_counts_as_repaired() {
+        // The relay's RTT says 1 ms; the resend takes 60 ms to be read (scheduling delay).
+        let t0 = Instant::now();
+        let mut g = GapTracker::default();
+        g.on_packet(1, 1, t0);
+        g.on_packet(1, 3, t0);
+        assert_eq!(g.due(t0 + 11 * MS, MS), vec![(1, vec![2])]);
+        for at in [20, 40, 60] {
+            let _ = g.due(t0 + at * MS, MS);
+        }
+        g.on_packet(1, 2, t0 + 71 * MS);
+        assert_eq!((g.repaired, g.unrepaired), (1, 0));
+        assert!(
+            g.nacked <= 3,
+            "tries are spaced, not spent at once: {}",
+            g.nacked
+        );
     }
 
     #[test]
