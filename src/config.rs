@@ -50,6 +50,8 @@ pub struct LimitsConfig {
     pub candidates_per_patch: usize,
     /// Trickled candidates over a session's life.
     pub candidates_per_session: usize,
+    /// Channels one account may publish at once.
+    pub publishers_per_account: usize,
     /// Client addresses (CIDR) exempt from the per-address limits.
     pub exempt: Vec<String>,
     /// Chat WebSockets per client address.
@@ -77,6 +79,7 @@ impl Default for LimitsConfig {
             offer_burst: 20,
             candidates_per_patch: 20,
             candidates_per_session: 100,
+            publishers_per_account: 5,
             exempt: vec!["127.0.0.0/8".into(), "::1/128".into()],
             chat_sockets_per_ip: 20,
             chat_idle_timeout_ms: 60_000,
@@ -128,6 +131,7 @@ impl Config {
             offer_burst: l.offer_burst,
             candidates_per_patch: l.candidates_per_patch,
             candidates_per_session: l.candidates_per_session,
+            publishers_per_account: l.publishers_per_account,
             trusted_proxies: parse_cidrs("http.trusted_proxies", &self.http.trusted_proxies)?,
             exempt: parse_cidrs("limits.exempt", &l.exempt)?,
         })

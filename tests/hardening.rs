@@ -513,3 +513,39 @@ fn making_a_channel_private_closes_tokenless_viewers_at_the_edges_too() {
     let (s, _, _, _) = post_sdp(&http(), &whep, None, &offer(Direction::RecvOnly));
     assert_eq!(s, 401);
 }
+
+#[test]
+fn one_account_publishes_at_most_its_cap_of_channels_at_once() {
+    let dir = temp_dir("per-account");
+    let cfg = config(
+        &dir,
+        "[limits]\npublishers_per_account = 2\n[sfu]\nconnect_timeout_ms = 60000\n",
+    );
+    let server = Server::start(&dir, &["--config", &cfg]);
+    let token = register(&server.base, "prolific");
+    let mut keys = Vec::new();
+    for name in ["one", "two", "three"] {
+        let (s, v) = api(
+            &server.base,
+            "POST",
+            "/api/channels",
+            Some(&token),
+            Some(json!({"name": name})),
+        );
+        assert_eq!(s, 201, "{v}");
+        keys.push(v["stream_key"].as_str().unwrap().to_string());
+    }
+    let whip = format!("{}/whip", server.base);
+    let publish = |key: &str| post_sdp(&http(), &whip, Some(key), &offer(Direction::SendOnly));
+    assert_eq!(publish(&keys[0]).0, 201);
+    assert_eq!(publish(&keys[1]).0, 201);
+    let (s, _, retry, body) = publish(&keys[2]);
+    assert_eq!(
+        (s, code_of(&body).as_str()),
+        (429, "rate_limited"),
+        "{body}"
+    );
+    assert!(retry.is_some());
+    // A reconnecting publisher replaces its own session: not counted against itself.
+    assert_eq!(publish(&keys[0]).0, 201);
+}

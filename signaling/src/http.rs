@@ -417,6 +417,21 @@ async fn publish<C: SfuControl>(
     ticket: Ticket,
 ) -> Result<Response, ApiError> {
     let stream = parse_channel(&channel)?;
+    let account = st
+        .store
+        .owner_of(&channel)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    if let Some(owner) = &account {
+        let cap = st.admission.limits.publishers_per_account;
+        if st.sessions.published_by(owner, &channel) >= cap {
+            st.metrics.refused("publishers_per_account");
+            return Err(ApiError::RateLimited {
+                message: "this account publishes limits.publishers_per_account channels already",
+                retry_after: 30,
+            });
+        }
+    }
     let ufrag = sdp_attr(&offer, "a=ice-ufrag:");
     let published = st.sfu.publish(stream, offer).await?;
     if let Some(old) = published.replaced {
@@ -429,6 +444,7 @@ async fn publish<C: SfuControl>(
         client_ufrag: ufrag,
         client: None,
         tokened: false,
+        account,
     };
     created(st, new, published.answer, ticket)
 }
@@ -513,6 +529,7 @@ async fn whep<C: SfuControl>(
             ip.map(|i| i.to_string()).unwrap_or_default()
         )),
         tokened,
+        account: None,
     };
     created(&st, new, subscribed.answer, ticket)
 }
@@ -572,6 +589,7 @@ struct NewSession {
     client_ufrag: Option<String>,
     client: Option<String>,
     tokened: bool,
+    account: Option<String>,
 }
 
 fn created<C>(
@@ -602,6 +620,7 @@ fn created<C>(
         connected: false,
         candidates: 0,
         tokened: new.tokened,
+        account: new.account,
     };
     st.sessions.insert(token, session, ticket);
     let mut resp = (StatusCode::CREATED, answer).into_response();

@@ -27,6 +27,8 @@ pub struct Limits {
     pub candidates_per_patch: usize,
     /// Trickled candidates over a session's life.
     pub candidates_per_session: usize,
+    /// Channels one account may publish at once.
+    pub publishers_per_account: usize,
     /// Addresses whose `X-Forwarded-For` is believed (a CDN or reverse proxy).
     pub trusted_proxies: Vec<Cidr>,
     /// Client addresses no per-address limit applies to (default: loopback, for tools and
@@ -50,6 +52,7 @@ impl Default for Limits {
             offer_burst: 20,
             candidates_per_patch: 20,
             candidates_per_session: 100,
+            publishers_per_account: 5,
             trusted_proxies: Vec::new(),
             exempt: loopback(),
         }

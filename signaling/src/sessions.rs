@@ -37,6 +37,8 @@ pub(crate) struct Session {
     /// A viewer that presented a valid playback token (it stays when the channel turns
     /// private).
     pub tokened: bool,
+    /// A publisher's account (the channel's owner), for the per-account cap.
+    pub account: Option<String>,
 }
 
 /// Why a new session was refused.
@@ -194,6 +196,17 @@ impl Sessions {
         taken
     }
 
+    /// Channels other than `except` that `account` publishes now.
+    pub(crate) fn published_by(&self, account: &str, except: &str) -> usize {
+        self.lock()
+            .by_token
+            .values()
+            .filter(|s| {
+                s.kind == Kind::Whip && s.account.as_deref() == Some(account) && s.channel != except
+            })
+            .count()
+    }
+
     /// The publisher session of `channel`, if any.
     pub fn publisher_of(&self, channel: &str) -> Option<PeerId> {
         self.lock()
@@ -234,6 +247,7 @@ mod tests {
             connected: false,
             candidates: 0,
             tokened: false,
+            account: None,
         }
     }
 

@@ -87,6 +87,17 @@ impl Store {
         Ok(row.map(|r| r.0))
     }
 
+    /// The id of the user who owns channel `name` (`None`: no such channel, or made by the
+    /// operator).
+    pub async fn owner_of(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let row: Option<(Option<String>,)> =
+            sqlx::query_as("SELECT owner_id FROM channels WHERE name = $1")
+                .bind(name)
+                .fetch_optional(self.pool())
+                .await?;
+        Ok(row.and_then(|r| r.0))
+    }
+
     /// Whether a channel exists.
     pub async fn channel_exists(&self, name: &str) -> Result<bool, StoreError> {
         let row: Option<(String,)> = sqlx::query_as("SELECT name FROM channels WHERE name = $1")
