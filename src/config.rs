@@ -728,6 +728,20 @@ mod tests {
         assert_eq!(r.origin_host(), "2001:db8::1");
     }
 
+    proptest::proptest! {
+        // The property `fuzz/fuzz_targets/config_files.rs` fuzzes, kept in CI: any text is
+        // loaded or refused with a message, and what loads is valid.
+        #[test]
+        fn any_config_text_is_loaded_or_refused_never_a_panic(
+            text in "(\\[(http|limits|sfu|rtc|webhooks)\\]\n|[a-z_]{1,24} = ([0-9]{1,6}|\"[a-z0-9:./]{0,12}\"|true|\\[\\])\n|[ -~]{0,16}\n){0,12}"
+        ) {
+            if let Ok(config) = Config::from_toml(&text, std::path::Path::new("p.toml")) {
+                proptest::prop_assert!(config.validate().is_ok());
+                proptest::prop_assert!(config.signaling_limits().is_ok());
+            }
+        }
+    }
+
     #[test]
     fn advertise_defaults_to_loopback_when_binding_everywhere() {
         assert_eq!(

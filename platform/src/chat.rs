@@ -627,3 +627,30 @@ async fn on_pair(
         .map_err(db)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        // The property `fuzz/fuzz_targets/chat_frames.rs` fuzzes, kept in CI.
+        #[test]
+        fn any_frame_is_parsed_or_refused_with_a_code(text in "\\PC{0,64}") {
+            if let Err((code, message)) = parse_frame(&text) {
+                prop_assert_eq!(code, "bad_request");
+                prop_assert!(!message.is_empty());
+            }
+        }
+
+        #[test]
+        fn a_send_frame_gives_its_trimmed_body(body in "[a-z ]{0,600}") {
+            let frame = serde_json::json!({"type": "send", "body": body}).to_string();
+            let trimmed = body.trim();
+            match parse_frame(&frame) {
+                Ok(b) => prop_assert_eq!(b, trimmed),
+                Err(_) => prop_assert!(trimmed.is_empty() || trimmed.chars().count() > MAX_BODY),
+            }
+        }
+    }
+}
