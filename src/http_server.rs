@@ -164,8 +164,9 @@ pub(crate) async fn serve(
 
 /// The limits from the configuration.
 pub(crate) fn limits(config: &crate::Config) -> Result<ServerLimits, crate::config::ConfigError> {
-    let mut exempt = config.signaling_limits()?.exempt;
-    exempt.extend(config.signaling_limits()?.trusted_proxies);
+    let signaling = config.signaling_limits()?;
+    let mut exempt = signaling.exempt;
+    exempt.extend(signaling.trusted_proxies);
     Ok(ServerLimits {
         header_read_timeout: Duration::from_millis(config.http.header_read_timeout_ms),
         max_connections: config.http.max_connections,

@@ -17,7 +17,7 @@ use signaling::routing::ClientIp;
 use signaling::ApiError;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::access::{may_ban, may_see_private, role};
+use crate::access::{may_ban, may_see_private, role, Role};
 use crate::accounts::{bearer_of, user_for_token, User};
 use crate::chat_hub::Limited;
 use crate::openapi::{
@@ -367,35 +367,19 @@ async fn may_moderate(
     channel: &str,
     user: &User,
     owner_only: bool,
-) -> Result<(), ApiError> {
-    let row: Option<(Option<String>,)> =
-        sqlx::query_as("SELECT owner_id FROM channels WHERE name = $1")
-            .bind(channel)
-            .fetch_optional(st.store.pool())
-            .await
-            .map_err(db)?;
-    let (owner,) = row.ok_or_else(|| ApiError::NotFound(format!("no such channel: {channel}")))?;
-    if owner.as_deref() == Some(user.id.as_str()) {
-        return Ok(());
+) -> Result<Role, ApiError> {
+    let role = role(st, channel, &user.id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no such channel: {channel}")))?;
+    match role {
+        Role::Owner => Ok(role),
+        Role::Moderator if !owner_only => Ok(role),
+        _ => Err(ApiError::Forbidden(if owner_only {
+            "only the channel's owner may do this"
+        } else {
+            "only the channel's owner or moderators may do this"
+        })),
     }
-    if !owner_only {
-        let m: Option<(String,)> = sqlx::query_as(
-            "SELECT user_id FROM channel_moderators WHERE channel = $1 AND user_id = $2",
-        )
-        .bind(channel)
-        .bind(&user.id)
-        .fetch_optional(st.store.pool())
-        .await
-        .map_err(db)?;
-        if m.is_some() {
-            return Ok(());
-        }
-    }
-    Err(ApiError::Forbidden(if owner_only {
-        "only the channel's owner may do this"
-    } else {
-        "only the channel's owner or moderators may do this"
-    }))
 }
 
 /// Check that `user` may moderate `channel` (the owner only, for `owner_only`), then find the
@@ -406,9 +390,9 @@ async fn target(
     user: &User,
     owner_only: bool,
     name: &str,
-) -> Result<String, ApiError> {
-    may_moderate(st, channel, user, owner_only).await?;
-    user_id(st, name).await
+) -> Result<(Role, String), ApiError> {
+    let role = may_moderate(st, channel, user, owner_only).await?;
+    Ok((role, user_id(st, name).await?))
 }
 
 async fn user_id(st: &State, name: &str) -> Result<String, ApiError> {
@@ -496,12 +480,8 @@ pub async fn ban(
             "seconds: 1 to 1209600 (14 days)".into(),
         ));
     }
-    let target_id = target(&st, &channel, &user, false, &name).await?;
-    let roles = (
-        role(&st, &channel, &user.id).await?,
-        role(&st, &channel, &target_id).await?,
-    );
-    if let (Some(actor), Some(target)) = roles {
+    let (actor, target_id) = target(&st, &channel, &user, false, &name).await?;
+    if let Some(target) = role(&st, &channel, &target_id).await? {
         if !may_ban(actor, target) {
             return Err(ApiError::Forbidden(
                 "the owner cannot be banned, and moderators cannot ban each other",
@@ -543,7 +523,7 @@ pub async fn unban(
     Path((channel, name)): Path<(String, String)>,
     user: User,
 ) -> Result<Response, ApiError> {
-    let target_id = target(&st, &channel, &user, false, &name).await?;
+    let (_, target_id) = target(&st, &channel, &user, false, &name).await?;
     on_pair(
         &st,
         "DELETE FROM chat_bans WHERE channel = $1 AND user_id = $2",
@@ -572,7 +552,7 @@ pub async fn add_moderator(
     Path((channel, name)): Path<(String, String)>,
     user: User,
 ) -> Result<Response, ApiError> {
-    let target_id = target(&st, &channel, &user, true, &name).await?;
+    let (_, target_id) = target(&st, &channel, &user, true, &name).await?;
     on_pair(
         &st,
         "INSERT INTO channel_moderators (channel, user_id) VALUES ($1, $2) \
@@ -602,7 +582,7 @@ pub async fn remove_moderator(
     Path((channel, name)): Path<(String, String)>,
     user: User,
 ) -> Result<Response, ApiError> {
-    let target_id = target(&st, &channel, &user, true, &name).await?;
+    let (_, target_id) = target(&st, &channel, &user, true, &name).await?;
     on_pair(
         &st,
         "DELETE FROM channel_moderators WHERE channel = $1 AND user_id = $2",
