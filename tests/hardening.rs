@@ -549,3 +549,88 @@ fn one_account_publishes_at_most_its_cap_of_channels_at_once() {
     // A reconnecting publisher replaces its own session: not counted against itself.
     assert_eq!(publish(&keys[0]).0, 201);
 }
+
+#[test]
+fn thousands_of_junk_names_at_an_edge_leave_live_channels_on_their_own_ids() {
+    // Two live channels at the origin, told apart by picture size: "vault" (private, 320x240)
+    // and "lobby" (public, 480x272).
+    let dir = temp_dir("junk-origin");
+    let vault = create_channel(&dir, "vault");
+    channel_cli(&dir, &["private", "vault"]);
+    let lobby = create_channel(&dir, "lobby");
+    let origin = Server::start(&dir, &["--relay-listen", "127.0.0.1:0"]);
+    let edge = Server::start_edge(&temp_dir("junk-edge"), origin.relay_addr(), "eu", &[]);
+    let vault_key = vault["stream_key"].as_str().unwrap();
+    let lobby_key = lobby["stream_key"].as_str().unwrap();
+    let vault_pub = publisher_sized(&origin, vault_key, "vp8", 40, (320, 240));
+    let lobby_pub = publisher_sized(&origin, lobby_key, "vp8", 40, (480, 272));
+    let token = channel_cli(&dir, &["token", "vault", "--ttl", "600"])["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The private channel is subscribed at the edge first (the old counter gave it the
+    // first block, and the 8,193rd subscription got the same block again).
+    let vault_url = format!("{}/whep/vault?token={token}", edge.base);
+    let vault_viewer = viewer_at(&vault_url, "vault viewer", 25, &[]);
+    std::thread::sleep(Duration::from_secs(3));
+    // 8,200 junk names at the edge, from 4 clients at once.
+    let junk = offer(Direction::RecvOnly);
+    let started = Instant::now();
+    let statuses: Vec<Vec<u16>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                let (junk, base) = (&junk, &edge.base);
+                scope.spawn(move || {
+                    let client = http();
+                    (0..2050)
+                        .map(|i| {
+                            let url = format!("{base}/whep/junk-{t}-{i}");
+                            post_sdp(&client, &url, None, junk).0
+                        })
+                        .collect::<Vec<u16>>()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let flood = started.elapsed();
+    let all: Vec<u16> = statuses.into_iter().flatten().collect();
+    eprintln!("8,200 junk WHEP offers at the edge answered in {flood:?}");
+    assert_eq!(all.len(), 8200);
+    assert!(all.iter().all(|s| *s == 404), "junk names are 404");
+    // The public channel, subscribed after the flood, plays its own media; so does the
+    // private one, and neither sees a frame of the other.
+    let lobby_viewer = viewer(&edge, "lobby", "lobby viewer", 8);
+    let lobby_r = lobby_viewer.result(Duration::from_secs(40));
+    let vault_r = vault_viewer.result(Duration::from_secs(60));
+    eprintln!("lobby viewer: {lobby_r}\nvault viewer: {vault_r}");
+    assert_eq!(lobby_r["ok"], true, "{lobby_r}");
+    assert_eq!(vault_r["ok"], true, "{vault_r}");
+    let sizes = |r: &Value| -> Vec<String> {
+        r["sizes"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        sizes(&lobby_r),
+        ["480x272"],
+        "lobby's viewer got only lobby: {lobby_r}"
+    );
+    assert_eq!(
+        sizes(&vault_r),
+        ["320x240"],
+        "vault's viewer got only vault: {vault_r}"
+    );
+    assert!(lobby_r["video_frames"].as_u64().unwrap() >= 60, "{lobby_r}");
+    assert_eq!(
+        lobby_r["offline_retries"], 0,
+        "junk names do not hold the edge's wanted list: {lobby_r}"
+    );
+    assert!(
+        vault_r["sizes"]["320x240"].as_u64().unwrap() >= 300,
+        "the private channel kept playing through the flood: {vault_r}"
+    );
+    // Done: the publishers are stopped (dropping a peer kills it).
+    drop((vault_pub, lobby_pub));
+}

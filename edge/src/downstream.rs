@@ -11,6 +11,7 @@ use sfu::driver::SfuHandle;
 use sfu::{RelayIn, SfuEvent, StreamId};
 use tokio::sync::Notify;
 
+use crate::freshness::{rtp_time, Freshness, Verdict};
 use crate::metrics::{PathSample, RelayMetrics};
 use crate::proto::{self, Control, Role};
 use crate::quic;
@@ -61,6 +62,9 @@ const RESUBSCRIBE: Duration = Duration::from_secs(2);
 pub const LOAD_EVERY: Duration = Duration::from_secs(2);
 /// Gaps are checked for due NACKs this often.
 const REPAIR_EVERY: Duration = Duration::from_millis(10);
+/// Added to a stream's generation when the edge restarts it for its viewers (after dropping
+/// late packets); the bits below it are the upstream's generation and the connection epoch.
+const RESTART: u64 = 1 << 56;
 
 /// The edge's link to its upstream, shared with the HTTP layer.
 #[derive(Clone)]
@@ -74,11 +78,16 @@ struct Inner {
     wanted: Mutex<HashMap<StreamId, Instant>>,
     /// Channels the upstream marked private.
     private: Mutex<HashSet<StreamId>>,
+    /// When the upstream last answered `offline` or `not_found` for a wanted channel: a viewer
+    /// asking after that hears "not live" at once instead of waiting out the ensure time.
+    refused: Mutex<HashMap<StreamId, Instant>>,
     /// The upstream's public base URL, from its `welcome`.
     upstream_url: Mutex<Option<String>>,
     /// Shutting down: say so upstream, take no new viewers.
     draining: AtomicBool,
     wake: Notify,
+    /// Notified when the upstream answers a subscription (`tracks`, `offline`, `not_found`).
+    answered: Notify,
 }
 
 impl Upstream {
@@ -89,9 +98,11 @@ impl Upstream {
             sfu,
             wanted: Mutex::new(HashMap::new()),
             private: Mutex::new(HashSet::new()),
+            refused: Mutex::new(HashMap::new()),
             upstream_url: Mutex::new(None),
             draining: AtomicBool::new(false),
             wake: Notify::new(),
+            answered: Notify::new(),
         });
         let task = inner.clone();
         tokio::spawn(async move {
@@ -120,9 +131,10 @@ impl Upstream {
 
     /// A viewer wants `channel` here: subscribe upstream if needed and wait (bounded) until it
     /// is live at this edge. `Some(private)` when live; `None`: not live within the wait
-    /// (offline, unknown, no upstream).
+    /// (offline, unknown, no upstream), or the upstream answered so after this call began.
     pub async fn ensure(&self, channel: &str) -> Option<bool> {
         let stream = StreamId::new(channel).ok()?;
+        let asked = Instant::now();
         {
             let mut wanted = self.inner.lock();
             if wanted.len() >= MAX_WANTED && !wanted.contains_key(&stream) {
@@ -135,6 +147,8 @@ impl Upstream {
         self.inner.wake.notify_one();
         let until = Instant::now() + ENSURE_WITHIN;
         while Instant::now() < until {
+            // Registered before the checks, so an answer between them and the wait wakes it.
+            let answered = self.inner.answered.notified();
             if self
                 .inner
                 .sfu
@@ -144,7 +158,13 @@ impl Upstream {
             {
                 return Some(self.is_private(&stream));
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            if lock(&self.inner.refused)
+                .get(&stream)
+                .is_some_and(|at| *at >= asked)
+            {
+                return None;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(10), answered).await;
         }
         None
     }
@@ -256,6 +276,11 @@ async fn run(
     let mut tick = tokio::time::interval(TICK);
     let mut last_load = Instant::now() - LOAD_EVERY;
     let mut gaps = GapTracker::default();
+    let mut fresh = Freshness::new(Instant::now());
+    // What each block's stream was last described as to the SFU, and when it was last
+    // restarted after late packets.
+    let mut current: HashMap<u16, sfu::RelayTracks> = HashMap::new();
+    let mut restarted: HashMap<u16, Instant> = HashMap::new();
     let mut repair = tokio::time::interval(REPAIR_EVERY);
     repair.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut counted = (0, 0, 0);
@@ -272,21 +297,31 @@ async fn run(
                         // upstream may have restarted and counts from 1 again) every stream is
                         // a new source for this edge's viewers.
                         let generation = (epoch << 32) | (generation & 0xffff_ffff);
-                        let Some((described, base)) = relay_tracks(&channel, generation, &tracks, &codecs) else {
+                        let Some((mut described, base)) = relay_tracks(&channel, generation, &tracks, &codecs) else {
                             continue;
                         };
+                        // The same source again (a resync) keeps a local restart's generation.
+                        if let Some(prev) = current.get(&base) {
+                            if prev.stream == described.stream && prev.generation % RESTART == generation {
+                                described.generation = prev.generation;
+                            }
+                        }
                         let stream = described.stream.clone();
                         if private {
                             lock(&inner.private).insert(stream.clone());
                         } else {
                             lock(&inner.private).remove(&stream);
                         }
-                        if let Err(e) = inner.sfu.relay_tracks(described).await {
+                        if let Err(e) = inner.sfu.relay_tracks(described.clone()).await {
                             tracing::warn!(%channel, error = %e, "cannot relay this channel");
                             continue;
                         }
+                        current.insert(base, described);
+                        inner.answered.notify_waiters();
+                        lock(&inner.refused).remove(&stream);
                         by_base.insert(base, stream.clone());
                         gaps.reset(base, TRACK_BLOCK);
+                        fresh.reset(base, TRACK_BLOCK);
                         if let Some(s) = subs.get_mut(&stream) {
                             s.base = Some(base);
                         }
@@ -303,14 +338,25 @@ async fn run(
                     }
                     Control::Offline { channel } => {
                         if let Ok(stream) = StreamId::new(&channel) {
+                            lock(&inner.refused).insert(stream.clone(), Instant::now());
                             let _ = inner.sfu.relay_offline(stream.clone()).await;
                             if let Some(s) = subs.get_mut(&stream) {
                                 s.base = None;
                             }
+                            // Nobody watches it here (a junk name, or a viewer that gave up):
+                            // forget it now rather than hold one of MAX_WANTED for the grace
+                            // period. Watched channels stay wanted and are asked for again.
+                            if inner.sfu.viewers(stream.clone()).await.unwrap_or(0) == 0 {
+                                subs.remove(&stream);
+                                inner.lock().remove(&stream);
+                            }
+                            inner.answered.notify_waiters();
                         }
                     }
                     Control::NotFound { channel } => {
                         if let Ok(stream) = StreamId::new(&channel) {
+                            lock(&inner.refused).insert(stream.clone(), Instant::now());
+                            inner.answered.notify_waiters();
                             subs.remove(&stream);
                             inner.lock().remove(&stream);
                         }
@@ -335,8 +381,35 @@ async fn run(
                     config.metrics.dropped(1);
                     continue;
                 };
+                let now = Instant::now();
                 if let Some(seq) = rtp_seq(rtp) {
-                    gaps.on_packet(track, seq, Instant::now());
+                    // Late packets count as arrived too: no NACK for what is dropped below.
+                    gaps.on_packet(track, seq, now);
+                }
+                if let Some(ts) = rtp_time(rtp) {
+                    match fresh.observe(track, track - base, ts, now) {
+                        // A stalled path's backlog: viewers get a fresh keyframe, not the past.
+                        Verdict::Late => {
+                            config.metrics.late(1);
+                            continue;
+                        }
+                        Verdict::Forward { ask_keyframe: true } => {
+                            // The picture cannot go on from what was dropped: the stream starts
+                            // again for the viewers as a new source (they wait for a keyframe,
+                            // and their sequence numbers go on without a gap), and that
+                            // keyframe is asked for now that packets come on time.
+                            let due = restarted
+                                .get(&base)
+                                .is_none_or(|t| now.saturating_duration_since(*t) >= crate::freshness::ASK_EVERY);
+                            if let Some(d) = current.get_mut(&base).filter(|_| due) {
+                                d.generation = d.generation.wrapping_add(RESTART);
+                                let _ = inner.sfu.relay_tracks(d.clone()).await;
+                                restarted.insert(base, now);
+                            }
+                            control.write(&Control::Keyframe { track }).await.ok();
+                        }
+                        Verdict::Forward { ask_keyframe: false } => {}
+                    }
                 }
                 let packet = RelayIn { stream: stream.clone(), track: track - base, data: rtp.to_vec() };
                 if ingest.try_send(packet).is_err() {
@@ -436,6 +509,10 @@ async fn maintain(
     let now = Instant::now();
     let wanted: Vec<(StreamId, Instant)> =
         inner.lock().iter().map(|(s, t)| (s.clone(), *t)).collect();
+    // Answers about channels no longer wanted matter only to ensures already waiting.
+    lock(&inner.refused).retain(|s, at| {
+        now.saturating_duration_since(*at) < ENSURE_WITHIN || inner.lock().contains_key(s)
+    });
     if wanted.is_empty() {
         return;
     }
@@ -455,6 +532,7 @@ async fn maintain(
             inner.lock().insert(stream.clone(), now);
         } else if now.saturating_duration_since(last_viewer) > grace {
             inner.lock().remove(&stream);
+            lock(&inner.refused).remove(&stream);
             if subs.remove(&stream).is_some() {
                 control
                     .write(&Control::Unsubscribe {

@@ -5,6 +5,7 @@
 //! - [`quic`]: quinn endpoints (self-signed upstream, secret-authenticated edge);
 //! - [`upstream`]: accept edges and serve their subscriptions from the local SFU;
 //! - [`downstream`]: an edge's connection to its upstream, feeding the edge's SFU;
+//! - [`freshness`]: late media at an edge (a stalled path's backlog) is dropped;
 //! - [`audience`]: the viewers below a node, from its edges' load reports.
 //!
 //! Routing (the registry, 307 redirects) and playback tokens are in the `cluster` and
@@ -14,6 +15,7 @@
 pub mod audience;
 pub mod blocks;
 pub mod downstream;
+pub mod freshness;
 pub mod metrics;
 pub mod proto;
 pub mod quic;

@@ -29,6 +29,7 @@ pub struct RelayMetrics {
     nacked: IntCounter,
     repaired: IntCounter,
     unrepaired: IntCounter,
+    late: IntCounter,
     /// Last quinn totals seen per connection (edge node id, or "" for the upstream), to turn
     /// them into counter increments.
     last: Mutex<HashMap<String, (u64, u64)>>,
@@ -194,6 +195,14 @@ impl RelayMetrics {
                 )
                 .expect("m"),
             ),
+            late: register(
+                &r,
+                IntCounter::new(
+                    "aethex_relay_late_dropped_total",
+                    "Relay packets dropped at this edge for arriving over 500 ms behind their media clock (a stalled path's backlog)",
+                )
+                .expect("m"),
+            ),
             registry: r,
             last: Mutex::new(HashMap::new()),
         }
@@ -280,6 +289,11 @@ impl RelayMetrics {
     /// Relay datagrams dropped.
     pub fn dropped(&self, n: u64) {
         self.dropped.inc_by(n);
+    }
+
+    /// Relay packets dropped as late.
+    pub fn late(&self, n: u64) {
+        self.late.inc_by(n);
     }
 }
 

@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use cluster::{EdgeRecord, Registry};
 use sfu::driver::SfuHandle;
-use sfu::{RelayId, RelayPacket, SfuError, SfuEvent, StreamId};
-use tokio::sync::mpsc;
+use sfu::{RelayId, RelayNotice, SfuError, StreamId};
 
 use crate::blocks::TrackBlocks;
 use crate::metrics::{PathSample, RelayMetrics};
@@ -255,11 +254,9 @@ async fn relay_loop(
     config: &UpstreamConfig,
     sfu: &SfuHandle,
 ) -> Result<(), ServeError> {
-    let (sink, mut packets) = mpsc::channel::<RelayPacket>(sfu::RELAY_QUEUE);
-    sfu.relay_attach(relay, sink)
-        .await
-        .map_err(|_| ServeError::Sfu)?;
-    let mut events = sfu.events();
+    // This connection's own queues: its packets, and its streams' notices (a lost notice is
+    // marked, and answered by resynchronising every held stream).
+    let mut queues = sfu.relay_attach(relay).await.map_err(|_| ServeError::Sfu)?;
     let mut privacy = config.privacy.subscribe();
     // Live channels' track-id blocks, and whether each is private.
     let mut blocks = TrackBlocks::new(config.max_channels);
@@ -351,7 +348,7 @@ async fn relay_loop(
                     _ => {}
                 }
             }
-            Some(p) = packets.recv() => {
+            Some(p) = queues.packets.recv() => {
                 let Some(stream_base) = blocks.base(&p.stream) else { continue };
                 let track = stream_base + p.track;
                 let bytes = bytes::Bytes::from(proto::encode_datagram(track, &p.data));
@@ -361,35 +358,21 @@ async fn relay_loop(
                 // Too large or the connection is closing: dropped, like a lost packet.
                 let _ = conn.send_datagram(bytes);
             }
-            event = events.recv() => match event {
-                Ok(SfuEvent::RelayTracks(r, tracks)) if r == relay => {
-                    if let Some(base) = blocks.base(&tracks.stream) {
-                        let is_private = private.get(&tracks.stream).copied().unwrap_or(false);
-                        control.write(&tracks_message(&tracks, base, is_private)).await.ok();
-                    }
+            Some(notice) = queues.notices.recv() => {
+                let msg = match notice {
+                    RelayNotice::Tracks(tracks) => blocks.base(&tracks.stream).map(|base| {
+                        let is_private = private.get(&tracks.stream).copied().unwrap_or(true);
+                        tracks_message(&tracks, base, is_private)
+                    }),
+                    RelayNotice::Offline(stream) => Some(Control::Offline { channel: stream.to_string() }),
+                };
+                if let Some(msg) = msg {
+                    control.write(&msg).await.ok();
                 }
-                Ok(SfuEvent::RelayOffline(r, stream)) if r == relay => {
-                    control.write(&Control::Offline { channel: stream.to_string() }).await.ok();
+                if queues.take_overflow() {
+                    resync(control, relay, &blocks, &private, sfu, &edge).await?;
                 }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return Err(ServeError::Sfu),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                    // Events for this relay may be among the missed: tell the edge the state of
-                    // every channel it holds again (tracks, or offline) instead of guessing.
-                    tracing::warn!(edge = %edge.node_id, missed, "relay events lagged: resynchronising");
-                    for (stream, base) in blocks.held() {
-                        let msg = match sfu.relay_subscribe(relay, stream.clone()).await {
-                            Ok(tracks) => {
-                                let is_private = private.get(&stream).copied().unwrap_or(true);
-                                tracks_message(&tracks, base, is_private)
-                            }
-                            Err(SfuError::Offline(_)) => Control::Offline { channel: stream.to_string() },
-                            Err(_) => return Err(ServeError::Sfu),
-                        };
-                        control.write(&msg).await.ok();
-                    }
-                }
-                _ => {}
-            },
+            }
             changed = privacy.recv() => {
                 let channel = match changed {
                     Ok(c) => c,
@@ -412,10 +395,40 @@ async fn relay_loop(
             }
             _ = sample.tick() => {
                 config.metrics.edge_sample(&edge.node_id, PathSample::of(conn, true));
+                if queues.take_overflow() {
+                    resync(control, relay, &blocks, &private, sfu, &edge).await?;
+                }
             }
             reason = conn.closed() => return Err(ServeError::Connection(reason.to_string())),
         }
     }
+}
+
+/// Notices for this relay were lost (its queue was full): tell the edge the state of every
+/// channel it holds again (tracks, or offline) instead of guessing.
+async fn resync(
+    control: &mut ControlStream,
+    relay: RelayId,
+    blocks: &TrackBlocks,
+    private: &HashMap<StreamId, bool>,
+    sfu: &SfuHandle,
+    edge: &EdgeRecord,
+) -> Result<(), ServeError> {
+    tracing::warn!(edge = %edge.node_id, "relay notices overflowed: resynchronising");
+    for (stream, base) in blocks.held() {
+        let msg = match sfu.relay_subscribe(relay, stream.clone()).await {
+            Ok(tracks) => {
+                let is_private = private.get(&stream).copied().unwrap_or(true);
+                tracks_message(&tracks, base, is_private)
+            }
+            Err(SfuError::Offline(_)) => Control::Offline {
+                channel: stream.to_string(),
+            },
+            Err(_) => return Err(ServeError::Sfu),
+        };
+        control.write(&msg).await.ok();
+    }
+    Ok(())
 }
 
 /// Give an `error` frame time to arrive: wait (bounded) for the peer to close.

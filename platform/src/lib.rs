@@ -20,6 +20,7 @@ pub mod chat_hub;
 pub mod follows;
 mod json;
 pub mod limits;
+pub mod moderation;
 pub mod openapi;
 pub mod quota;
 pub mod streams;
@@ -114,9 +115,12 @@ pub(crate) fn api_routes() -> OpenApiRouter<State> {
         .routes(routes!(follows::followers))
         .routes(routes!(analytics_report::analytics))
         .routes(routes!(chat::socket))
-        .routes(routes!(chat::delete_message))
-        .routes(routes!(chat::ban, chat::unban))
-        .routes(routes!(chat::add_moderator, chat::remove_moderator))
+        .routes(routes!(moderation::delete_message))
+        .routes(routes!(moderation::ban, moderation::unban))
+        .routes(routes!(
+            moderation::add_moderator,
+            moderation::remove_moderator
+        ))
         .routes(routes!(webhooks::create))
         .routes(routes!(webhooks::remove))
         .routes(routes!(webhooks::deliveries))

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::relay_io::{RelayCommand, RelayIn, RelaySinks};
+use crate::relay_io::{RelayCommand, RelayIn, RelayNotice, RelaySinks};
 use crate::tcp::{TcpEvent, TcpSide};
 
 use crate::{
@@ -518,6 +518,13 @@ async fn flush(
                     batch.send(socket, state).await;
                 }
                 batch.push(t.to, &t.data);
+            }
+            // A relay's stream notices go on that relay's own queue.
+            Output::Event(SfuEvent::RelayTracks(relay, tracks)) => {
+                sinks.notice(relay, RelayNotice::Tracks(tracks));
+            }
+            Output::Event(SfuEvent::RelayOffline(relay, stream)) => {
+                sinks.notice(relay, RelayNotice::Offline(stream));
             }
             Output::Event(e) => {
                 let _ = events.send(e);

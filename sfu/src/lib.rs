@@ -36,7 +36,7 @@ pub use forward::SubscribeOptions;
 pub use ids::{PeerId, StreamId, StreamIdError};
 pub use media_core::layers::Pin;
 pub use relay::{video_track, RelayCodec, RelayId, RelayPacket, RelayTracks, AUDIO_TRACK};
-pub use relay_io::{RelayIn, INGEST_QUEUE, RELAY_QUEUE};
+pub use relay_io::{RelayIn, RelayNotice, RelayQueues, INGEST_QUEUE, NOTICE_QUEUE, RELAY_QUEUE};
 pub use stats::{DropReason, SfuStats, StreamStat};
 
 use std::net::SocketAddr;
@@ -128,9 +128,11 @@ pub enum SfuEvent {
     PeerConnected(PeerId),
     /// A peer was removed, with the reason.
     PeerClosed(PeerId, CloseReason),
-    /// Upstream: a relayed stream has a new publisher; tell the relay (`tracks`).
+    /// Upstream: a relayed stream has a new publisher; tell the relay (`tracks`). The driver
+    /// puts it on that relay's own queue ([`RelayNotice`]), not on the event broadcast.
     RelayTracks(RelayId, RelayTracks),
-    /// Upstream: a relayed stream lost its publisher; tell the relay (`offline`).
+    /// Upstream: a relayed stream lost its publisher; tell the relay (`offline`). Queued like
+    /// `RelayTracks`.
     RelayOffline(RelayId, StreamId),
     /// Edge: a viewer needs a keyframe on this track of a relayed stream (`keyframe`).
     UpstreamKeyframe(StreamId, u16),

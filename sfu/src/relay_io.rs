@@ -4,6 +4,8 @@
 //! between it and the driver thread.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -16,12 +18,53 @@ use crate::{Sfu, SfuError, StreamId};
 pub const RELAY_QUEUE: usize = 4096;
 /// Upstream packets queued towards the driver.
 pub const INGEST_QUEUE: usize = 8192;
+/// Stream notices queued towards one relay connection. When its task falls this far behind,
+/// further notices are not queued and the connection is marked
+/// [`RelayQueues::overflowed`]: it then asks again for the state of every stream it holds.
+pub const NOTICE_QUEUE: usize = 256;
+
+/// A change to a stream one relay connection holds, on that connection's own queue (not the
+/// node-wide event broadcast, where one busy connection's notices could be lost among every
+/// other session's events).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayNotice {
+    /// The stream has a new publisher (`tracks`).
+    Tracks(RelayTracks),
+    /// The stream lost its publisher (`offline`).
+    Offline(StreamId),
+}
+
+/// What one relay connection's task reads: its packets, its notices, and whether a notice was
+/// lost because the notice queue was full.
+#[derive(Debug)]
+pub struct RelayQueues {
+    /// RTP packets of the streams it subscribed.
+    pub packets: mpsc::Receiver<RelayPacket>,
+    /// Stream changes, in order.
+    pub notices: mpsc::Receiver<RelayNotice>,
+    /// Set when a notice could not be queued: resynchronise every held stream, then clear it.
+    pub overflowed: Arc<AtomicBool>,
+}
+
+impl RelayQueues {
+    /// Whether a notice was lost since the last call (clears the mark).
+    pub fn take_overflow(&self) -> bool {
+        self.overflowed.swap(false, Ordering::AcqRel)
+    }
+}
+
+/// The driver's end of one relay connection's queues.
+struct RelaySink {
+    packets: mpsc::Sender<RelayPacket>,
+    notices: mpsc::Sender<RelayNotice>,
+    overflowed: Arc<AtomicBool>,
+}
 
 /// A relay command for the driver.
 pub(crate) enum RelayCommand {
     Attach {
         relay: RelayId,
-        sink: mpsc::Sender<RelayPacket>,
+        reply: oneshot::Sender<RelayQueues>,
     },
     Subscribe {
         relay: RelayId,
@@ -66,7 +109,7 @@ pub struct RelayIn {
 /// Where the core's relay packets go: one queue per relay connection.
 #[derive(Default)]
 pub(crate) struct RelaySinks {
-    sinks: HashMap<RelayId, mpsc::Sender<RelayPacket>>,
+    sinks: HashMap<RelayId, RelaySink>,
     pub dropped: u64,
 }
 
@@ -74,11 +117,40 @@ impl RelaySinks {
     pub fn send(&mut self, packet: RelayPacket) {
         match self.sinks.get(&packet.relay) {
             Some(sink) => {
-                if sink.try_send(packet).is_err() {
+                if sink.packets.try_send(packet).is_err() {
                     self.dropped += 1;
                 }
             }
             None => self.dropped += 1,
+        }
+    }
+
+    /// Queue `notice` for `relay`; a full queue marks the relay overflowed instead of waiting.
+    pub fn notice(&mut self, relay: RelayId, notice: RelayNotice) {
+        if let Some(sink) = self.sinks.get(&relay) {
+            if sink.notices.try_send(notice).is_err() {
+                sink.overflowed.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// New queues for `relay` (replacing any it had).
+    fn attach(&mut self, relay: RelayId) -> RelayQueues {
+        let (packets, packets_rx) = mpsc::channel(RELAY_QUEUE);
+        let (notices, notices_rx) = mpsc::channel(NOTICE_QUEUE);
+        let overflowed = Arc::new(AtomicBool::new(false));
+        self.sinks.insert(
+            relay,
+            RelaySink {
+                packets,
+                notices,
+                overflowed: overflowed.clone(),
+            },
+        );
+        RelayQueues {
+            packets: packets_rx,
+            notices: notices_rx,
+            overflowed,
         }
     }
 }
@@ -86,8 +158,8 @@ impl RelaySinks {
 /// Apply one relay command to the core.
 pub(crate) fn handle(sfu: &mut Sfu, sinks: &mut RelaySinks, cmd: RelayCommand) {
     match cmd {
-        RelayCommand::Attach { relay, sink } => {
-            sinks.sinks.insert(relay, sink);
+        RelayCommand::Attach { relay, reply } => {
+            let _ = reply.send(sinks.attach(relay));
         }
         RelayCommand::Subscribe {
             relay,
@@ -113,14 +185,12 @@ pub(crate) fn handle(sfu: &mut Sfu, sinks: &mut RelaySinks, cmd: RelayCommand) {
 }
 
 impl SfuHandle {
-    /// Upstream: packets for `relay` go to `sink` from now on.
-    pub async fn relay_attach(
-        &self,
-        relay: RelayId,
-        sink: mpsc::Sender<RelayPacket>,
-    ) -> Result<(), SfuError> {
-        self.relay_command(RelayCommand::Attach { relay, sink })
-            .await
+    /// Upstream: the queues `relay`'s packets and stream notices arrive on from now on.
+    pub async fn relay_attach(&self, relay: RelayId) -> Result<RelayQueues, SfuError> {
+        let (reply, rx) = oneshot::channel();
+        self.relay_command(RelayCommand::Attach { relay, reply })
+            .await?;
+        rx.await.map_err(|_| SfuError::Unavailable)
     }
 
     /// Upstream: `relay` subscribes to `stream`; the cached groups follow at once.
@@ -184,5 +254,64 @@ impl SfuHandle {
     /// Edge: the queue upstream packets go into (never blocks the caller: use `try_send`).
     pub fn relay_ingest(&self) -> mpsc::Sender<RelayIn> {
         self.relay_in.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(name: &str) -> StreamId {
+        StreamId::new(name).unwrap()
+    }
+
+    #[test]
+    fn notices_go_to_their_own_relay_in_order() {
+        let mut sinks = RelaySinks::default();
+        let mut a = sinks.attach(RelayId(1));
+        let mut b = sinks.attach(RelayId(2));
+        sinks.notice(RelayId(1), RelayNotice::Offline(stream("one")));
+        sinks.notice(RelayId(2), RelayNotice::Offline(stream("two")));
+        sinks.notice(RelayId(1), RelayNotice::Offline(stream("three")));
+        assert_eq!(
+            a.notices.try_recv().unwrap(),
+            RelayNotice::Offline(stream("one"))
+        );
+        assert_eq!(
+            a.notices.try_recv().unwrap(),
+            RelayNotice::Offline(stream("three"))
+        );
+        assert!(a.notices.try_recv().is_err());
+        assert_eq!(
+            b.notices.try_recv().unwrap(),
+            RelayNotice::Offline(stream("two"))
+        );
+        assert!(!a.take_overflow() && !b.take_overflow());
+        // A relay that is gone (or never attached) gets nothing, and harms no other.
+        sinks.notice(RelayId(3), RelayNotice::Offline(stream("four")));
+        assert!(b.notices.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_full_notice_queue_marks_only_that_relay_overflowed() {
+        let mut sinks = RelaySinks::default();
+        let mut slow = sinks.attach(RelayId(1));
+        let mut other = sinks.attach(RelayId(2));
+        for i in 0..NOTICE_QUEUE + 10 {
+            sinks.notice(RelayId(1), RelayNotice::Offline(stream(&format!("s{i}"))));
+        }
+        sinks.notice(RelayId(2), RelayNotice::Offline(stream("fine")));
+        assert!(slow.take_overflow(), "the lost notices are marked");
+        assert!(!slow.take_overflow(), "taking the mark clears it");
+        assert!(!other.take_overflow());
+        assert_eq!(
+            other.notices.try_recv().unwrap(),
+            RelayNotice::Offline(stream("fine"))
+        );
+        let mut queued = 0;
+        while slow.notices.try_recv().is_ok() {
+            queued += 1;
+        }
+        assert_eq!(queued, NOTICE_QUEUE, "the queue is bounded");
     }
 }

@@ -9,20 +9,21 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use sfu::{PeerId, Pin, StreamId, SubscribeOptions};
+use sfu::{PeerId, Pin, SubscribeOptions};
 
 use crate::control::{Availability, ChannelSource, SfuControl};
 use crate::error::ApiError;
 use crate::limits::{retry_secs, Admission};
 use crate::metrics::Metrics;
+use crate::request::{
+    bearer, new_etag, new_token, parse_channel, parse_pin, read_text, require_content_type,
+    sdp_attr, SDP,
+};
+use crate::resource::{delete_session, patch_session, set_layer};
 use crate::routing::{self, ClientIp, Cluster};
 use crate::sessions::{Kind, Refusal, Session, Sessions, Ticket};
 use crate::web;
 use storage::Store;
-
-const SDP: &str = "application/sdp";
-const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
-const JSON: &str = "application/json";
 
 /// A STUN or TURN server announced to clients in `Link: rel="ice-server"` headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -281,69 +282,6 @@ fn admit<C>(
         .map_err(|r| refused(&st.metrics, r))
 }
 
-fn require_content_type(headers: &HeaderMap, expected: &'static str) -> Result<(), ApiError> {
-    let value = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let essence = value.split(';').next().unwrap_or("").trim();
-    if essence.eq_ignore_ascii_case(expected) {
-        Ok(())
-    } else {
-        Err(ApiError::UnsupportedMediaType { expected })
-    }
-}
-
-fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .ok_or(ApiError::Unauthorized(
-            "missing Authorization: Bearer <stream key>",
-        ))?;
-    let text = value
-        .to_str()
-        .map_err(|_| ApiError::Unauthorized("malformed Authorization header"))?;
-    let (scheme, token) = text
-        .split_once(' ')
-        .ok_or(ApiError::Unauthorized("malformed Authorization header"))?;
-    let token = token.trim();
-    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
-        return Err(ApiError::Unauthorized(
-            "expected Authorization: Bearer <stream key>",
-        ));
-    }
-    Ok(token)
-}
-
-async fn read_text(headers: &HeaderMap, body: Body, limit: usize) -> Result<String, ApiError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(ApiError::TooLarge { limit });
-    }
-    let bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError::TooLarge { limit })?;
-    String::from_utf8(bytes.to_vec())
-        .map_err(|_| ApiError::BadSdp("the body is not UTF-8 text".into()))
-}
-
-fn parse_channel(name: &str) -> Result<StreamId, ApiError> {
-    StreamId::new(name).map_err(|_| ApiError::NotFound(format!("no such channel: {name}")))
-}
-
-fn new_token() -> Result<String, ApiError> {
-    let mut raw = [0u8; 16];
-    getrandom::fill(&mut raw).map_err(|e| ApiError::Internal(format!("random source: {e}")))?;
-    Ok(hex::encode(raw))
-}
-
-fn new_etag() -> Result<String, ApiError> {
-    Ok(format!("\"{}\"", &new_token()?[..16]))
-}
-
 async fn whip_by_key<C: SfuControl>(
     State(st): State<AppState<C>>,
     ClientIp(ip): ClientIp,
@@ -539,48 +477,6 @@ fn layer_from_query(query: Option<&str>) -> Result<Pin, ApiError> {
     routing::query_param(query, "layer").map_or(Ok(Pin::Auto), parse_pin)
 }
 
-fn parse_pin(value: &str) -> Result<Pin, ApiError> {
-    Pin::parse(value).ok_or_else(|| {
-        ApiError::BadRequest(format!(
-            "unknown layer {value:?}: use low, mid, high or auto"
-        ))
-    })
-}
-
-/// The first value of an SDP attribute line (`a=ice-ufrag:` ...), trimmed.
-fn sdp_attr(sdp: &str, prefix: &str) -> Option<String> {
-    sdp.lines()
-        .find_map(|l| l.trim().strip_prefix(prefix))
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-}
-
-#[derive(serde::Deserialize)]
-struct LayerBody {
-    layer: String,
-}
-
-/// `POST /whep/{channel}/{session}/layer` with `{"layer": "low|mid|high|auto"}`: the player's
-/// quality menu.
-async fn set_layer<C: SfuControl>(
-    State(st): State<AppState<C>>,
-    Path((channel, token)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    require_content_type(&headers, JSON)?;
-    let session = session_for(&st.sessions, Kind::Whep, &channel, &token)?;
-    let text = read_text(&headers, body, st.settings.max_body_bytes).await?;
-    let parsed: LayerBody = serde_json::from_str(&text).map_err(|e| {
-        ApiError::BadRequest(format!(
-            "expected {{\"layer\": \"low|mid|high|auto\"}}: {e}"
-        ))
-    })?;
-    let pin = parse_pin(&parsed.layer)?;
-    st.sfu.set_layer(session.peer, pin).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
 /// What a new session resource records.
 struct NewSession {
     kind: Kind,
@@ -654,122 +550,4 @@ fn link_value(s: &IceServer) -> String {
         ));
     }
     v
-}
-
-fn session_for(
-    st_sessions: &Sessions,
-    kind: Kind,
-    channel: &str,
-    token: &str,
-) -> Result<Session, ApiError> {
-    st_sessions
-        .get(token)
-        .filter(|s| s.kind == kind && s.channel == channel)
-        .ok_or_else(|| ApiError::NotFound("no such session".into()))
-}
-
-fn kind_of(uri_path: &str) -> Kind {
-    if uri_path.starts_with("/whip/") {
-        Kind::Whip
-    } else {
-        Kind::Whep
-    }
-}
-
-async fn patch_session<C: SfuControl>(
-    State(st): State<AppState<C>>,
-    Path((channel, token)): Path<(String, String)>,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    require_content_type(&headers, SDPFRAG)?;
-    let session = session_for(&st.sessions, kind_of(uri.path()), &channel, &token)?;
-    if let Some(want) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
-        if want.trim() != "*" && want.trim() != session.etag {
-            return Err(ApiError::PreconditionFailed);
-        }
-    }
-    let frag = read_text(&headers, body, st.settings.max_body_bytes).await?;
-    let candidates: Vec<String> = frag
-        .lines()
-        .map(str::trim)
-        .filter(|l| l.starts_with("a=candidate:"))
-        .map(str::to_string)
-        .collect();
-    let limits = &st.admission.limits;
-    if candidates.len() > limits.candidates_per_patch {
-        st.metrics.refused("candidates");
-        return Err(ApiError::BadRequest(format!(
-            "{} candidates in one PATCH; at most {} (limits.candidates_per_patch)",
-            candidates.len(),
-            limits.candidates_per_patch
-        )));
-    }
-    if session.candidates + candidates.len() > limits.candidates_per_session {
-        st.metrics.refused("candidates");
-        return Err(ApiError::BadRequest(format!(
-            "at most {} trickled candidates per session (limits.candidates_per_session)",
-            limits.candidates_per_session
-        )));
-    }
-    let added = candidates.len();
-    st.sessions.update(&token, |s| s.candidates += added);
-    let ufrag = sdp_attr(&frag, "a=ice-ufrag:");
-    let restart = ufrag.is_some() && ufrag != session.client_ufrag;
-    if !restart {
-        st.sfu.trickle(session.peer, candidates).await?;
-        return Ok(StatusCode::NO_CONTENT.into_response());
-    }
-    // RFC 9725 section 4.4: new credentials are an ICE restart, and the client must say
-    // which session state it restarts (If-Match "*" or the current ETag).
-    if headers.get(header::IF_MATCH).is_none() {
-        return Err(ApiError::PreconditionRequired);
-    }
-    let (Some(ufrag), Some(pwd)) = (ufrag, sdp_attr(&frag, "a=ice-pwd:")) else {
-        return Err(ApiError::BadRequest(
-            "an ICE restart needs both a=ice-ufrag and a=ice-pwd".into(),
-        ));
-    };
-    let restarted = st
-        .sfu
-        .restart_ice(session.peer, ufrag.clone(), pwd, candidates)
-        .await?;
-    let etag = new_etag()?;
-    let new_etag = etag.clone();
-    st.sessions.update(&token, |s| {
-        s.etag = new_etag;
-        s.client_ufrag = Some(ufrag);
-    });
-    let mut body = format!(
-        "a=ice-lite\r\na=ice-ufrag:{}\r\na=ice-pwd:{}\r\n",
-        restarted.ufrag, restarted.pwd
-    );
-    for c in &restarted.candidates {
-        body.push_str(c);
-        body.push_str("\r\n");
-    }
-    body.push_str("a=end-of-candidates\r\n");
-    let mut resp = (StatusCode::OK, body).into_response();
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDPFRAG));
-    h.insert(
-        header::ETAG,
-        HeaderValue::from_str(&etag).map_err(|e| ApiError::Internal(e.to_string()))?,
-    );
-    Ok(resp)
-}
-
-async fn delete_session<C: SfuControl>(
-    State(st): State<AppState<C>>,
-    Path((channel, token)): Path<(String, String)>,
-    uri: axum::http::Uri,
-) -> Result<Response, ApiError> {
-    let session = session_for(&st.sessions, kind_of(uri.path()), &channel, &token)?;
-    st.sessions.remove(&token);
-    match st.sfu.close(session.peer).await {
-        // Already gone on the media side (disconnected): the resource is gone too.
-        Ok(()) | Err(sfu::SfuError::UnknownPeer) => Ok(StatusCode::OK.into_response()),
-        Err(e) => Err(e.into()),
-    }
 }

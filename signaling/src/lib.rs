@@ -12,6 +12,8 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod protect;
+mod request;
+mod resource;
 pub mod routing;
 pub mod sessions;
 pub mod web;

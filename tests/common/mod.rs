@@ -224,6 +224,17 @@ impl Server {
             .expect("server exits within 10 s of SIGTERM")
     }
 
+    /// Stop the process for `d` (SIGSTOP, then SIGCONT): a stalled node, as a starved or
+    /// paused VM would be.
+    pub fn pause(&self, d: Duration) {
+        if let Some(child) = &self.child {
+            let pid = child.id().to_string();
+            let _ = Command::new("kill").args(["-STOP", &pid]).status();
+            std::thread::sleep(d);
+            let _ = Command::new("kill").args(["-CONT", &pid]).status();
+        }
+    }
+
     /// Send SIGTERM (an edge then drains).
     pub fn term(&self) {
         if let Some(child) = &self.child {
@@ -425,7 +436,20 @@ pub fn until<T>(
 
 /// An aiortc WHIP publisher (320x240, keyframes only when asked), once it is live.
 pub fn publisher(server: &Server, key: &str, codec: &str, seconds: u32) -> Peer {
+    publisher_sized(server, key, codec, seconds, (320, 240))
+}
+
+/// An aiortc WHIP publisher of `size` (width, height) pictures, keyframes only when asked,
+/// once it is live.
+pub fn publisher_sized(
+    server: &Server,
+    key: &str,
+    codec: &str,
+    seconds: u32,
+    size: (u32, u32),
+) -> Peer {
     let url = format!("{}/whip", server.base);
+    let (width, height) = (size.0.to_string(), size.1.to_string());
     let args = [
         "publish",
         "--url",
@@ -437,9 +461,9 @@ pub fn publisher(server: &Server, key: &str, codec: &str, seconds: u32) -> Peer 
         "--duration",
         &seconds.to_string(),
         "--width",
-        "320",
+        &width,
         "--height",
-        "240",
+        &height,
         "--keyint",
         "100000",
     ];

@@ -557,6 +557,9 @@ class ViewerStats:
         self.g2g = []
         self.last_video_ms = None
         self.max_gap_ms = 0.0
+        # Decoded frames per picture size: two publishers of different sizes tell apart
+        # whose media a viewer got.
+        self.sizes = {}
 
     async def consume(self, track, stop_evt):
         while not stop_evt.is_set():
@@ -574,6 +577,8 @@ class ViewerStats:
                              self.first_frame_ms, frame.width, frame.height, frame.format.name)
                 self.video_frames += 1
                 self.width, self.height = frame.width, frame.height
+                size = "%dx%d" % (frame.width, frame.height)
+                self.sizes[size] = self.sizes.get(size, 0) + 1
                 if self.last_video_ms is not None:
                     self.max_gap_ms = max(self.max_gap_ms, t - self.last_video_ms)
                 self.last_video_ms = t
@@ -611,6 +616,7 @@ class ViewerStats:
             "audio_frames": self.audio_frames,
             "width": self.width,
             "height": self.height,
+            "sizes": self.sizes,
             "g2g_ms_p50": pct(50),
             "g2g_ms_p95": pct(95),
             "g2g_ms_max": g[-1] if g else None,

@@ -1,0 +1,335 @@
+//! Late media at an edge. A relay path that stalled (the upstream or this edge starved of CPU,
+//! a congested link, a process paused) delivers its backlog all at once: packets seconds
+//! behind their own media clock. Fed to viewers, they replay the past and keep every viewer
+//! that far behind live. The edge drops them instead and asks the upstream for a fresh
+//! keyframe, so viewers jump back to live.
+//!
+//! Sans-IO: each packet's arrival instant and RTP timestamp go in, a verdict comes out. A
+//! packet's *offset* is its arrival time minus its media time; the *baseline* is the smallest
+//! offset seen over the last one to two windows (a packet that crossed an empty path). A packet
+//! whose offset exceeds the baseline by more than [`LATE_AFTER`] is late.
+//!
+//! Two cases are not lateness, and rebase the track instead: a jump of more than
+//! [`DISCONTINUITY`] (the media clock itself jumped: the publisher restarted its encoder), and
+//! lateness that lasts [`REBASE_AFTER`] (the path is now slower for good: dropping everything
+//! would leave viewers with nothing at all).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use sfu::AUDIO_TRACK;
+
+/// A packet this far behind the track's baseline is dropped.
+pub const LATE_AFTER: Duration = Duration::from_millis(500);
+/// Further behind than this is a jump of the media clock, not a queue: rebase.
+pub const DISCONTINUITY: Duration = Duration::from_secs(5);
+/// Late without a break for this long: the path's delay changed for good; rebase.
+pub const REBASE_AFTER: Duration = Duration::from_secs(2);
+/// At most one keyframe request per video track this often.
+pub const ASK_EVERY: Duration = Duration::from_secs(1);
+/// The baseline is the smallest offset of the current window and the one before.
+const WINDOW: Duration = Duration::from_secs(5);
+
+/// Verdict on one packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Forward it; when `ask_keyframe`, also ask the upstream for a keyframe on this track now
+    /// (a video track whose late packets were dropped: the picture cannot go on from what is
+    /// missing; at most once per [`ASK_EVERY`]).
+    Forward {
+        /// Ask for a keyframe.
+        ask_keyframe: bool,
+    },
+    /// Drop it: it is late.
+    Late,
+}
+
+/// Forward, no keyframe needed.
+pub const FRESH: Verdict = Verdict::Forward {
+    ask_keyframe: false,
+};
+
+/// Per relay track: its media clock and offsets.
+struct Track {
+    /// RTP ticks per second.
+    clock: f64,
+    /// The last timestamp, and the timestamp unwrapped to 64 bits.
+    last_ts: u32,
+    ext_ts: i64,
+    /// Smallest offset (seconds) in the current window and in the previous one.
+    current: f64,
+    previous: f64,
+    window_from: Instant,
+    /// Since when every packet has been late.
+    late_since: Option<Instant>,
+    /// Video packets were dropped since the last keyframe request.
+    want_keyframe: bool,
+    asked: Option<Instant>,
+}
+
+/// Lateness of every track of one relay connection.
+pub struct Freshness {
+    epoch: Instant,
+    tracks: HashMap<u16, Track>,
+    /// Packets judged late so far.
+    pub late: u64,
+}
+
+/// The RTP timestamp of a packet (none if it is too short to be RTP).
+pub fn rtp_time(rtp: &[u8]) -> Option<u32> {
+    (rtp.len() >= 12).then(|| u32::from_be_bytes([rtp[4], rtp[5], rtp[6], rtp[7]]))
+}
+
+impl Freshness {
+    /// No track seen yet; `epoch` is any instant before the first packet.
+    pub fn new(epoch: Instant) -> Self {
+        Self {
+            epoch,
+            tracks: HashMap::new(),
+            late: 0,
+        }
+    }
+
+    /// Forget tracks `base..base+len` (a channel got a new publisher, or was let go).
+    pub fn reset(&mut self, base: u16, len: u16) {
+        self.tracks
+            .retain(|t, _| !(base..base.saturating_add(len)).contains(t));
+    }
+
+    /// Judge one packet of relay track `track` (`core` is its track within the channel:
+    /// [`AUDIO_TRACK`] is Opus at 48 kHz, the others video at 90 kHz).
+    pub fn observe(&mut self, track: u16, core: u16, ts: u32, now: Instant) -> Verdict {
+        let arrival = now.saturating_duration_since(self.epoch).as_secs_f64();
+        let Some(t) = self.tracks.get_mut(&track) else {
+            let clock = if core == AUDIO_TRACK {
+                48_000.0
+            } else {
+                90_000.0
+            };
+            let offset = arrival - f64::from(ts) / clock;
+            self.tracks.insert(
+                track,
+                Track {
+                    clock,
+                    last_ts: ts,
+                    ext_ts: i64::from(ts),
+                    current: offset,
+                    previous: offset,
+                    window_from: now,
+                    late_since: None,
+                    want_keyframe: false,
+                    asked: None,
+                },
+            );
+            return FRESH;
+        };
+        // Unwrap: the signed distance from the last timestamp (reordering goes backwards).
+        t.ext_ts += i64::from(ts.wrapping_sub(t.last_ts) as i32);
+        t.last_ts = ts;
+        let offset = arrival - t.ext_ts as f64 / t.clock;
+        if now.saturating_duration_since(t.window_from) >= WINDOW {
+            t.previous = t.current;
+            t.current = offset;
+            t.window_from = now;
+        }
+        let baseline = t.current.min(t.previous);
+        let behind = offset - baseline;
+        let late = behind > LATE_AFTER.as_secs_f64();
+        let stuck = t
+            .late_since
+            .is_some_and(|s| now.saturating_duration_since(s) >= REBASE_AFTER);
+        if !late || behind > DISCONTINUITY.as_secs_f64() || stuck {
+            if late {
+                // Rebase: this packet's offset is the track's baseline from now on.
+                t.current = offset;
+                t.previous = offset;
+                t.window_from = now;
+            } else {
+                t.current = t.current.min(offset);
+            }
+            t.late_since = None;
+            let ask_keyframe = t.want_keyframe
+                && t.asked
+                    .is_none_or(|a| now.saturating_duration_since(a) >= ASK_EVERY);
+            if ask_keyframe {
+                t.want_keyframe = false;
+                t.asked = Some(now);
+            }
+            return Verdict::Forward { ask_keyframe };
+        }
+        t.late_since.get_or_insert(now);
+        t.want_keyframe |= core != AUDIO_TRACK;
+        self.late += 1;
+        Verdict::Late
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VIDEO: u16 = 9;
+    const AUDIO: u16 = 8;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// A 30 fps video track: frame `i` has media time `i / 30` s, sent at `start + i / 30` s.
+    fn frame_ts(i: u64, first: u32) -> u32 {
+        first.wrapping_add((i * 3000) as u32)
+    }
+
+    #[test]
+    fn a_steady_stream_with_jitter_is_all_fresh() {
+        let t0 = Instant::now();
+        let mut f = Freshness::new(t0);
+        for i in 0..3000u64 {
+            // Up to 120 ms of jitter, in a pattern that is not periodic with the frames.
+            let jitter = (i * 37) % 120;
+            let at = t0 + ms(i * 1000 / 30 + jitter);
+            assert_eq!(f.observe(VIDEO, 1, frame_ts(i, 7), at), FRESH, "frame {i}");
+        }
+        assert_eq!(f.late, 0);
+    }
+
+    #[test]
+    fn a_backlog_after_a_stall_is_dropped_and_the_first_packet_on_time_asks_for_a_keyframe() {
+        let t0 = Instant::now();
+        let mut f = Freshness::new(t0);
+        let mut verdicts = Vec::new();
+        for i in 0..90u64 {
+            let at = t0 + ms(i * 1000 / 30);
+            assert_eq!(f.observe(VIDEO, 1, frame_ts(i, 0), at), FRESH);
+        }
+        // A 2 s stall: frames 90..150 (media 3.0..5.0 s) all arrive at 5.01 s, then live again.
+        let resume = t0 + ms(5010);
+        for i in 90..150u64 {
+            verdicts.push((i, f.observe(VIDEO, 1, frame_ts(i, 0), resume)));
+        }
+        for i in 150..180u64 {
+            let at = t0 + ms(i * 1000 / 30);
+            verdicts.push((i, f.observe(VIDEO, 1, frame_ts(i, 0), at)));
+        }
+        let late: Vec<u64> = verdicts
+            .iter()
+            .filter(|(_, v)| *v == Verdict::Late)
+            .map(|(i, _)| *i)
+            .collect();
+        // Frames more than 500 ms old at 5.01 s: media time <= 4.5 s, frames 90..=135.
+        assert_eq!(late, (90..136).collect::<Vec<_>>());
+        // One keyframe request, with the first packet on time again: asked for earlier, the
+        // keyframe would have queued behind the backlog.
+        let asks: Vec<u64> = verdicts
+            .iter()
+            .filter(|(_, v)| *v == Verdict::Forward { ask_keyframe: true })
+            .map(|(i, _)| *i)
+            .collect();
+        assert_eq!(asks, [136]);
+        assert_eq!(f.late, 46);
+    }
+
+    #[test]
+    fn late_audio_is_dropped_and_asks_for_no_keyframe() {
+        let t0 = Instant::now();
+        let mut f = Freshness::new(t0);
+        // 20 ms Opus packets: 960 ticks at 48 kHz.
+        for i in 0..50u32 {
+            let at = t0 + ms(u64::from(i) * 20);
+            assert_eq!(f.observe(AUDIO, AUDIO_TRACK, i * 960, at), FRESH);
+        }
+        let v = f.observe(AUDIO, AUDIO_TRACK, 50 * 960, t0 + ms(1000 + 900));
+        assert_eq!(v, Verdict::Late);
+        // Audio needs no keyframe: the next packet on time is simply forwarded.
+        assert_eq!(
+            f.observe(AUDIO, AUDIO_TRACK, 96 * 960, t0 + ms(1920)),
+            FRESH
+        );
+    }
+
+    #[test]
+    fn timestamps_wrapping_past_u32_max_stay_fresh() {
+        let t0 = Instant::now();
+        let mut f = Freshness::new(t0);
+        let first = u32::MAX - 3000 * 45;
+        for i in 0..300u64 {
+            let at = t0 + ms(i * 1000 / 30);
+            assert_eq!(
+                f.observe(VIDEO, 1, frame_ts(i, first), at),
+                FRESH,
+                "frame {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_jump_of_the_media_clock_rebases_instead_of_dropping() {
+        let t0 = Instant::now();
+        let mut f = Freshness::new(t0);
+        for i in 0..60u64 {
+            let at = t0 + ms(i * 1000 / 30);
+            assert_eq!(f.observe(VIDEO, 1, frame_ts(i, 90_000 * 60), at), FRESH);
+        }
+        // The encoder restarted: its clock is 60 s behind; it is not 60 s of queue.
+        for i in 0..60u64 {
+            let at = t0 + ms(2000 + i * 1000 / 30);
+            assert_eq!(f.observe(VIDEO, 1, frame_ts(i, 0), at), FRESH, "frame {i}");
+        }
+        assert_eq!(f.late, 0);
+    }
+
+    #[test]
+    fn a_path_that_stays_slower_is_accepted_after_the_rebase_time() {
+        let t0 = Instant::now();
+        let mut f = Freshness::new(t0);
+        for i in 0..60u64 {
+            let at = t0 + ms(i * 1000 / 30);
+            assert_eq!(f.observe(VIDEO, 1, frame_ts(i, 0), at), FRESH);
+        }
+        // From frame 60 on (arriving at 2.8 s), every packet takes 800 ms longer, for good.
+        let verdicts: Vec<(Instant, Verdict)> = (60..300u64)
+            .map(|i| {
+                let at = t0 + ms(i * 1000 / 30 + 800);
+                (at, f.observe(VIDEO, 1, frame_ts(i, 0), at))
+            })
+            .collect();
+        let first_fresh = verdicts
+            .iter()
+            .position(|(_, v)| *v != Verdict::Late)
+            .expect("the track is accepted again");
+        assert!(first_fresh > 0, "the first slower packets are late");
+        assert_eq!(
+            verdicts[first_fresh].1,
+            Verdict::Forward { ask_keyframe: true },
+            "the rebase asks for a keyframe"
+        );
+        assert!(
+            verdicts[first_fresh + 1..].iter().all(|(_, v)| *v == FRESH),
+            "fresh for good once rebased"
+        );
+        let late_for = verdicts[first_fresh].0 - verdicts[0].0;
+        assert!(late_for <= REBASE_AFTER + ms(50), "{late_for:?}");
+    }
+
+    #[test]
+    fn reset_forgets_a_blocks_tracks_only() {
+        let t0 = Instant::now();
+        let mut f = Freshness::new(t0);
+        f.observe(1, 1, 0, t0);
+        f.observe(9, 1, 0, t0);
+        f.reset(8, 8);
+        assert!(f.tracks.contains_key(&1));
+        assert!(!f.tracks.contains_key(&9));
+        // A new publisher on track 9 starts its own baseline: an old clock is not "late".
+        assert_eq!(f.observe(9, 1, 0, t0 + ms(3000)), FRESH);
+        assert_eq!(f.observe(9, 1, 3000, t0 + ms(3033)), FRESH);
+    }
+
+    #[test]
+    fn rtp_time_reads_the_timestamp_field() {
+        let mut p = vec![0x80, 96, 0, 1, 0x01, 0x02, 0x03, 0x04, 0, 0, 0, 1];
+        assert_eq!(rtp_time(&p), Some(0x0102_0304));
+        p.truncate(11);
+        assert_eq!(rtp_time(&p), None);
+    }
+}
