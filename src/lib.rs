@@ -338,6 +338,9 @@ pub async fn serve(
             config.signaling_limits().map_err(invalid)?,
         )),
     };
+    // A stream key replaced under this node (`aethex channel rotate-key`, another origin) ends
+    // the publisher that used it.
+    let key_watch = tokio::spawn(signaling::key_watch::watch_keys(state.clone()));
     let chat = if config.cluster.redis_url.is_empty() {
         platform::chat_hub::ChatHub::local()
     } else {
@@ -411,6 +414,7 @@ pub async fn serve(
     watcher.abort();
     webhooks.abort();
     sampler.abort();
+    key_watch.abort();
     if let Some(task) = privacy_follower {
         task.abort();
     }

@@ -634,3 +634,58 @@ fn thousands_of_junk_names_at_an_edge_leave_live_channels_on_their_own_ids() {
     // Done: the publishers are stopped (dropping a peer kills it).
     drop((vault_pub, lobby_pub));
 }
+
+#[test]
+fn rotating_the_key_with_the_offline_cli_ends_the_live_publisher_too() {
+    let dir = temp_dir("cli-rotate");
+    let ch = create_channel(&dir, "relay-me");
+    let cfg = config(&dir, "[sfu]\nconnect_timeout_ms = 60000\n");
+    let server = Server::start(&dir, &["--config", &cfg]);
+    let key = ch["stream_key"].as_str().unwrap();
+    let (s, location, _, body) = post_sdp(
+        &http(),
+        &format!("{}/whip", server.base),
+        Some(key),
+        &offer(Direction::SendOnly),
+    );
+    assert_eq!(s, 201, "{body}");
+    let resource = format!("{}{}", server.base, location.unwrap());
+    let (_, before) = api(&server.base, "GET", "/api/channels/relay-me", None, None);
+    assert_eq!(before["live"], true, "{before}");
+    // The operator rotates a leaked key from the command line, against the node's database.
+    let rotated = channel_cli(&dir, &["rotate-key", "relay-me"]);
+    assert_ne!(rotated["stream_key"].as_str(), Some(key), "{rotated}");
+    let ended = until(
+        Duration::from_secs(6),
+        || api(&server.base, "GET", "/api/channels/relay-me", None, None).1,
+        |v| v["live"] == false,
+    );
+    assert!(
+        ended.is_some(),
+        "the old key still streams after the CLI rotation"
+    );
+    let gone = http().delete(&resource).send().unwrap();
+    assert_eq!(
+        gone.status().as_u16(),
+        404,
+        "the publisher's resource is gone"
+    );
+    // The new key publishes, and is not ended by the watch.
+    let (s, location, _, body) = post_sdp(
+        &http(),
+        &format!("{}/whip", server.base),
+        rotated["stream_key"].as_str(),
+        &offer(Direction::SendOnly),
+    );
+    assert_eq!(s, 201, "{body}");
+    std::thread::sleep(Duration::from_secs(5));
+    let kept = http()
+        .delete(format!("{}{}", server.base, location.unwrap()))
+        .send()
+        .unwrap();
+    assert_eq!(
+        kept.status().as_u16(),
+        200,
+        "the new key's publisher was kept"
+    );
+}

@@ -299,7 +299,7 @@ async fn whip_by_key<C: SfuControl>(
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .ok_or(ApiError::Unauthorized("invalid stream key"))?;
     let offer = read_text(&headers, body, st.settings.max_body_bytes).await?;
-    publish(&st, channel, offer, ticket).await
+    publish(&st, channel, key, offer, ticket).await
 }
 
 /// An edge without the origin's database refuses publishers: a channel name there means
@@ -345,12 +345,13 @@ async fn whip_by_channel<C: SfuControl>(
         ));
     }
     let offer = read_text(&headers, body, st.settings.max_body_bytes).await?;
-    publish(&st, channel, offer, ticket).await
+    publish(&st, channel, key, offer, ticket).await
 }
 
 async fn publish<C: SfuControl>(
     st: &AppState<C>,
     channel: String,
+    key: &str,
     offer: String,
     ticket: Ticket,
 ) -> Result<Response, ApiError> {
@@ -383,6 +384,7 @@ async fn publish<C: SfuControl>(
         client: None,
         tokened: false,
         account,
+        key: Some(storage::key_fingerprint(key)),
     };
     created(st, new, published.answer, ticket)
 }
@@ -468,6 +470,7 @@ async fn whep<C: SfuControl>(
         )),
         tokened,
         account: None,
+        key: None,
     };
     created(&st, new, subscribed.answer, ticket)
 }
@@ -486,6 +489,7 @@ struct NewSession {
     client: Option<String>,
     tokened: bool,
     account: Option<String>,
+    key: Option<String>,
 }
 
 fn created<C>(
@@ -517,6 +521,7 @@ fn created<C>(
         candidates: 0,
         tokened: new.tokened,
         account: new.account,
+        key: new.key,
     };
     st.sessions.insert(token, session, ticket);
     let mut resp = (StatusCode::CREATED, answer).into_response();

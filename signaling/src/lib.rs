@@ -9,6 +9,7 @@
 pub mod control;
 pub mod error;
 pub mod http;
+pub mod key_watch;
 pub mod limits;
 pub mod metrics;
 pub mod protect;

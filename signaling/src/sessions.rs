@@ -39,6 +39,9 @@ pub(crate) struct Session {
     pub tokened: bool,
     /// A publisher's account (the channel's owner), for the per-account cap.
     pub account: Option<String>,
+    /// A publisher's stream key fingerprint ([`storage::key_fingerprint`]): the session ends
+    /// when the channel's key no longer has it.
+    pub key: Option<String>,
 }
 
 /// Why a new session was refused.
@@ -207,6 +210,19 @@ impl Sessions {
             .count()
     }
 
+    /// Every publisher session with its token, channel, peer and key fingerprint.
+    pub(crate) fn publishers(&self) -> Vec<(String, String, PeerId, String)> {
+        self.lock()
+            .by_token
+            .iter()
+            .filter(|(_, s)| s.kind == Kind::Whip)
+            .filter_map(|(t, s)| {
+                let key = s.key.clone()?;
+                Some((t.clone(), s.channel.clone(), s.peer, key))
+            })
+            .collect()
+    }
+
     /// The publisher session of `channel`, if any.
     pub fn publisher_of(&self, channel: &str) -> Option<PeerId> {
         self.lock()
@@ -248,6 +264,7 @@ mod tests {
             candidates: 0,
             tokened: false,
             account: None,
+            key: None,
         }
     }
 

@@ -24,6 +24,12 @@ impl std::fmt::Debug for StreamKey {
 /// Length of a stream key's random part in bytes (192 bits).
 const KEY_BYTES: usize = 24;
 
+/// The fingerprint a stream key is stored as (SHA-256, hex): what a live publisher's session
+/// keeps, to notice when the key it used is replaced.
+pub fn key_fingerprint(key: &str) -> String {
+    hash_key(key)
+}
+
 pub(crate) fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
@@ -75,6 +81,18 @@ impl Store {
             .execute(self.pool())
             .await?;
         Ok((done.rows_affected() == 1).then_some(key))
+    }
+
+    /// Whether channel `name`'s stream key is still the one with `fingerprint` (false once it
+    /// was rotated, by the API or by `aethex channel rotate-key` on the same database).
+    pub async fn key_matches(&self, name: &str, fingerprint: &str) -> Result<bool, StoreError> {
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT name FROM channels WHERE name = $1 AND stream_key_hash = $2")
+                .bind(name)
+                .bind(fingerprint)
+                .fetch_optional(self.pool())
+                .await?;
+        Ok(row.is_some())
     }
 
     /// The channel a stream key belongs to.
@@ -206,7 +224,19 @@ mod tests {
         assert!(reopened.channel_exists("carol").await.unwrap());
     }
 
+    async fn a_key_fingerprint_matches_until_the_key_is_rotated(store: Store, _db: &TestDb) {
+        let key = store.create_channel("dave").await.unwrap();
+        let fp = key_fingerprint(key.expose());
+        assert!(store.key_matches("dave", &fp).await.unwrap());
+        assert!(!store.key_matches("nobody", &fp).await.unwrap());
+        let rotated = store.rotate_key("dave").await.unwrap().unwrap();
+        assert!(!store.key_matches("dave", &fp).await.unwrap());
+        let new_fp = key_fingerprint(rotated.expose());
+        assert!(store.key_matches("dave", &new_fp).await.unwrap());
+    }
+
     crate::on_both_databases!(
+        a_key_fingerprint_matches_until_the_key_is_rotated,
         key_finds_its_channel_and_is_stored_hashed,
         duplicate_channel_is_refused_and_keys_survive_reopen,
         a_channel_is_public_until_marked_private_and_that_survives_reopen,

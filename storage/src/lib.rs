@@ -13,7 +13,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
-pub use channels::StreamKey;
+pub use channels::{key_fingerprint, StreamKey};
 
 /// Storage errors.
 #[derive(Debug, thiserror::Error)]
