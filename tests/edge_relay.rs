@@ -104,9 +104,11 @@ fn loss_on_the_relay_is_repaired_by_nack_from_the_upstream_cache() {
         edge.metric("aethex_relay_unrepaired_packets_total"),
         origin.metric("aethex_relay_resent_packets_total"),
     );
+    let late = edge.metric("aethex_relay_late_dropped_total");
     eprintln!(
         "relay loss: {lost_on_path} UDP datagrams dropped; edge nacked {nacked}, repaired \
-         {repaired}, unrepaired {unrepaired}; origin resent {resent}; viewer {r}"
+         {repaired}, unrepaired {unrepaired}, dropped late {late}; origin resent {resent}; \
+         viewer {r}"
     );
     assert_eq!(r["ok"], true, "{r}");
     assert!(r["video_frames"].as_u64().unwrap() >= 150, "{r}");

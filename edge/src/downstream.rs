@@ -277,10 +277,8 @@ async fn run(
     let mut last_load = Instant::now() - LOAD_EVERY;
     let mut gaps = GapTracker::default();
     let mut fresh = Freshness::new(Instant::now());
-    // What each block's stream was last described as to the SFU, and when it was last
-    // restarted after late packets.
+    // What each block's stream was last described as to the SFU.
     let mut current: HashMap<u16, sfu::RelayTracks> = HashMap::new();
-    let mut restarted: HashMap<u16, Instant> = HashMap::new();
     let mut repair = tokio::time::interval(REPAIR_EVERY);
     repair.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut counted = (0, 0, 0);
@@ -382,33 +380,34 @@ async fn run(
                     continue;
                 };
                 let now = Instant::now();
-                if let Some(seq) = rtp_seq(rtp) {
-                    // Late packets count as arrived too: no NACK for what is dropped below.
-                    gaps.on_packet(track, seq, now);
-                }
+                // Late packets count as arrived too: no NACK for what is dropped below. A packet
+                // that fills a gap (a NACK's resend, or reordered) is behind by nature (a cold
+                // edge's cache burst is repaired so) and is judged apart.
+                let filled = rtp_seq(rtp).is_some_and(|seq| gaps.on_packet(track, seq, now));
                 if let Some(ts) = rtp_time(rtp) {
-                    match fresh.observe(track, track - base, ts, now) {
+                    let verdict = if filled {
+                        fresh.observe_repair(track, track - base, now)
+                    } else {
+                        fresh.observe(track, track - base, ts, now)
+                    };
+                    match verdict {
                         // A stalled path's backlog: viewers get a fresh keyframe, not the past.
                         Verdict::Late => {
                             config.metrics.late(1);
                             continue;
                         }
-                        Verdict::Forward { ask_keyframe: true } => {
+                        Verdict::Forward { restart, ask_keyframe } => {
                             // The picture cannot go on from what was dropped: the stream starts
                             // again for the viewers as a new source (they wait for a keyframe,
-                            // and their sequence numbers go on without a gap), and that
-                            // keyframe is asked for now that packets come on time.
-                            let due = restarted
-                                .get(&base)
-                                .is_none_or(|t| now.saturating_duration_since(*t) >= crate::freshness::ASK_EVERY);
-                            if let Some(d) = current.get_mut(&base).filter(|_| due) {
+                            // and their sequence numbers go on without a gap).
+                            if let Some(d) = current.get_mut(&base).filter(|_| restart) {
                                 d.generation = d.generation.wrapping_add(RESTART);
                                 let _ = inner.sfu.relay_tracks(d.clone()).await;
-                                restarted.insert(base, now);
                             }
-                            control.write(&Control::Keyframe { track }).await.ok();
+                            if ask_keyframe {
+                                control.write(&Control::Keyframe { track }).await.ok();
+                            }
                         }
-                        Verdict::Forward { ask_keyframe: false } => {}
                     }
                 }
                 let packet = RelayIn { stream: stream.clone(), track: track - base, data: rtp.to_vec() };

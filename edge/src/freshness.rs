@@ -12,7 +12,8 @@
 //! Two cases are not lateness, and rebase the track instead: a jump of more than
 //! [`DISCONTINUITY`] (the media clock itself jumped: the publisher restarted its encoder), and
 //! lateness that lasts [`REBASE_AFTER`] (the path is now slower for good: dropping everything
-//! would leave viewers with nothing at all).
+//! would leave viewers with nothing at all). That is long enough for a backlog that drains
+//! slowly (a congestion window recovering after a stall) to be dropped rather than shown.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -24,28 +25,37 @@ pub const LATE_AFTER: Duration = Duration::from_millis(500);
 /// Further behind than this is a jump of the media clock, not a queue: rebase.
 pub const DISCONTINUITY: Duration = Duration::from_secs(5);
 /// Late without a break for this long: the path's delay changed for good; rebase.
-pub const REBASE_AFTER: Duration = Duration::from_secs(2);
+pub const REBASE_AFTER: Duration = Duration::from_secs(5);
 /// At most one keyframe request per video track this often.
 pub const ASK_EVERY: Duration = Duration::from_secs(1);
+/// After late packets were dropped on a track, packets filling its gaps (NACK resends,
+/// reordered packets) are dropped too for this long: they belong to the stalled backlog (the
+/// upstream's resend cache holds 2 s).
+pub const REPAIR_QUIET: Duration = Duration::from_secs(3);
 /// The baseline is the smallest offset of the current window and the one before.
 const WINDOW: Duration = Duration::from_secs(5);
 
 /// Verdict on one packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// Forward it; when `ask_keyframe`, also ask the upstream for a keyframe on this track now
-    /// (a video track whose late packets were dropped: the picture cannot go on from what is
-    /// missing; at most once per [`ASK_EVERY`]).
+    /// Forward it.
     Forward {
-        /// Ask for a keyframe.
+        /// Video packets of this track were dropped since the last one forwarded: the picture
+        /// cannot go on from what is missing, so the stream starts again for the viewers (as
+        /// a new source they wait for a keyframe, and their sequence numbers continue without
+        /// the gap).
+        restart: bool,
+        /// Ask the upstream for a keyframe on this track now (needed since a restart; at most
+        /// once per [`ASK_EVERY`], asked while packets come on time so it is not late itself).
         ask_keyframe: bool,
     },
     /// Drop it: it is late.
     Late,
 }
 
-/// Forward, no keyframe needed.
+/// Forward, nothing else to do.
 pub const FRESH: Verdict = Verdict::Forward {
+    restart: false,
     ask_keyframe: false,
 };
 
@@ -62,7 +72,11 @@ struct Track {
     window_from: Instant,
     /// Since when every packet has been late.
     late_since: Option<Instant>,
-    /// Video packets were dropped since the last keyframe request.
+    /// The last packet judged late.
+    last_late: Option<Instant>,
+    /// Video packets were dropped since the last one forwarded.
+    dropped: bool,
+    /// A keyframe is needed (since a restart) and not asked for yet.
     want_keyframe: bool,
     asked: Option<Instant>,
 }
@@ -96,6 +110,25 @@ impl Freshness {
             .retain(|t, _| !(base..base.saturating_add(len)).contains(t));
     }
 
+    /// Judge a packet that fills a gap of `track` (resent after a NACK, or reordered). Its
+    /// media time is behind by nature (a cold edge's cache burst is repaired this way), so it
+    /// is forwarded, unless the track dropped late packets within [`REPAIR_QUIET`]: then it is
+    /// the stalled backlog coming back through repair, and is late too.
+    pub fn observe_repair(&mut self, track: u16, core: u16, now: Instant) -> Verdict {
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return FRESH;
+        };
+        let quiet = t
+            .last_late
+            .is_none_or(|at| now.saturating_duration_since(at) >= REPAIR_QUIET);
+        if quiet {
+            return FRESH;
+        }
+        t.dropped |= core != AUDIO_TRACK;
+        self.late += 1;
+        Verdict::Late
+    }
+
     /// Judge one packet of relay track `track` (`core` is its track within the channel:
     /// [`AUDIO_TRACK`] is Opus at 48 kHz, the others video at 90 kHz).
     pub fn observe(&mut self, track: u16, core: u16, ts: u32, now: Instant) -> Verdict {
@@ -117,6 +150,8 @@ impl Freshness {
                     previous: offset,
                     window_from: now,
                     late_since: None,
+                    last_late: None,
+                    dropped: false,
                     want_keyframe: false,
                     asked: None,
                 },
@@ -148,6 +183,8 @@ impl Freshness {
                 t.current = t.current.min(offset);
             }
             t.late_since = None;
+            let restart = std::mem::take(&mut t.dropped);
+            t.want_keyframe |= restart;
             let ask_keyframe = t.want_keyframe
                 && t.asked
                     .is_none_or(|a| now.saturating_duration_since(a) >= ASK_EVERY);
@@ -155,10 +192,14 @@ impl Freshness {
                 t.want_keyframe = false;
                 t.asked = Some(now);
             }
-            return Verdict::Forward { ask_keyframe };
+            return Verdict::Forward {
+                restart,
+                ask_keyframe,
+            };
         }
         t.late_since.get_or_insert(now);
-        t.want_keyframe |= core != AUDIO_TRACK;
+        t.last_late = Some(now);
+        t.dropped |= core != AUDIO_TRACK;
         self.late += 1;
         Verdict::Late
     }
@@ -222,11 +263,96 @@ mod tests {
         // keyframe would have queued behind the backlog.
         let asks: Vec<u64> = verdicts
             .iter()
-            .filter(|(_, v)| *v == Verdict::Forward { ask_keyframe: true })
+            .filter(|(_, v)| {
+                *v == Verdict::Forward {
+                    restart: true,
+                    ask_keyframe: true,
+                }
+            })
             .map(|(i, _)| *i)
             .collect();
         assert_eq!(asks, [136]);
         assert_eq!(f.late, 46);
+    }
+
+    #[test]
+    fn each_late_run_restarts_the_stream_and_keyframe_requests_stay_one_per_second() {
+        let t0 = Instant::now();
+        let mut f = Freshness::new(t0);
+        for i in 0..60u64 {
+            assert_eq!(
+                f.observe(VIDEO, 1, frame_ts(i, 0), t0 + ms(i * 1000 / 30)),
+                FRESH
+            );
+        }
+        // A backlog drained in three bursts 200 ms apart, with packets on time in between.
+        let mut verdicts = Vec::new();
+        for (burst, at) in [(60u64, 3000u64), (70, 3200), (80, 3400)] {
+            for i in burst..burst + 5 {
+                verdicts.push(f.observe(VIDEO, 1, frame_ts(i, 0), t0 + ms(at)));
+            }
+            let live = at / 33 + 1;
+            verdicts.push(f.observe(VIDEO, 1, frame_ts(live, 0), t0 + ms(live * 1000 / 30)));
+        }
+        let restarts = verdicts
+            .iter()
+            .filter(|v| matches!(v, Verdict::Forward { restart: true, .. }))
+            .count();
+        let asks = verdicts
+            .iter()
+            .filter(|v| {
+                matches!(
+                    v,
+                    Verdict::Forward {
+                        ask_keyframe: true,
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(
+            restarts, 3,
+            "every gap made by dropping is a restart: {verdicts:?}"
+        );
+        assert_eq!(
+            asks, 1,
+            "one keyframe request within the second: {verdicts:?}"
+        );
+        // After a second, the keyframe still needed is asked for again.
+        let v = f.observe(VIDEO, 1, frame_ts(135, 0), t0 + ms(4500));
+        assert_eq!(
+            v,
+            Verdict::Forward {
+                restart: false,
+                ask_keyframe: true
+            }
+        );
+    }
+
+    #[test]
+    fn repairs_are_forwarded_unless_the_track_just_dropped_a_backlog() {
+        let t0 = Instant::now();
+        let mut f = Freshness::new(t0);
+        for i in 0..90u64 {
+            assert_eq!(
+                f.observe(VIDEO, 1, frame_ts(i, 0), t0 + ms(i * 1000 / 30)),
+                FRESH
+            );
+        }
+        // A resend of a packet 2 s old (a cold edge's cache burst) is what repair is for.
+        assert_eq!(f.observe_repair(VIDEO, 1, t0 + ms(3000)), FRESH);
+        // After a stall's backlog was dropped, resends of it are the backlog too.
+        assert_eq!(
+            f.observe(VIDEO, 1, frame_ts(90, 0), t0 + ms(5000)),
+            Verdict::Late
+        );
+        assert_eq!(f.observe_repair(VIDEO, 1, t0 + ms(5100)), Verdict::Late);
+        // The gap it leaves restarts the stream at the next packet on time.
+        let v = f.observe(VIDEO, 1, frame_ts(151, 0), t0 + ms(5033));
+        assert!(matches!(v, Verdict::Forward { restart: true, .. }), "{v:?}");
+        // Once the backlog is past, repairs are forwarded again.
+        assert_eq!(f.observe_repair(VIDEO, 1, t0 + ms(8200)), FRESH);
+        assert_eq!(f.observe_repair(7, 1, t0), FRESH, "an unknown track");
     }
 
     #[test]
@@ -300,8 +426,11 @@ mod tests {
         assert!(first_fresh > 0, "the first slower packets are late");
         assert_eq!(
             verdicts[first_fresh].1,
-            Verdict::Forward { ask_keyframe: true },
-            "the rebase asks for a keyframe"
+            Verdict::Forward {
+                restart: true,
+                ask_keyframe: true
+            },
+            "the rebase restarts the stream and asks for a keyframe"
         );
         assert!(
             verdicts[first_fresh + 1..].iter().all(|(_, v)| *v == FRESH),

@@ -96,16 +96,17 @@ pub struct GapTracker {
 }
 
 impl GapTracker {
-    /// A packet of `track` with sequence `seq` arrived.
-    pub fn on_packet(&mut self, track: u16, seq: u16, now: Instant) {
+    /// A packet of `track` with sequence `seq` arrived. Whether it filled a gap (it came
+    /// after a later packet: reordered, or resent after a NACK).
+    pub fn on_packet(&mut self, track: u16, seq: u16, now: Instant) -> bool {
         let t = self.tracks.entry(track).or_default();
         let Some(highest) = t.highest else {
             t.highest = Some(seq);
-            return;
+            return false;
         };
         let ahead = seq.wrapping_sub(highest);
         if ahead == 0 {
-            return;
+            return false;
         }
         if ahead < 0x8000 {
             if ahead > MAX_GAP {
@@ -124,10 +125,14 @@ impl GapTracker {
                 }
             }
             t.highest = Some(seq);
+            false
         } else if let Some(m) = t.missing.remove(&seq) {
             if m.tries > 0 {
                 self.repaired += 1;
             }
+            true
+        } else {
+            false
         }
     }
 
@@ -224,7 +229,7 @@ mod tests {
         for at in [20, 40, 60] {
             let _ = g.due(t0 + at * MS, MS);
         }
-        g.on_packet(1, 2, t0 + 71 * MS);
+        assert!(g.on_packet(1, 2, t0 + 71 * MS), "it filled the gap");
         assert_eq!((g.repaired, g.unrepaired), (1, 0));
         assert!(
             g.nacked <= 3,
