@@ -203,6 +203,12 @@ impl Inner {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<StreamId, Instant>> {
         self.wanted.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// The upstream answered `stream` is not live: tell the ensures waiting for it.
+    fn refuse(&self, stream: &StreamId) {
+        lock(&self.refused).insert(stream.clone(), Instant::now());
+        self.answered.notify_waiters();
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -336,7 +342,6 @@ async fn run(
                     }
                     Control::Offline { channel } => {
                         if let Ok(stream) = StreamId::new(&channel) {
-                            lock(&inner.refused).insert(stream.clone(), Instant::now());
                             let _ = inner.sfu.relay_offline(stream.clone()).await;
                             if let Some(s) = subs.get_mut(&stream) {
                                 s.base = None;
@@ -348,13 +353,12 @@ async fn run(
                                 subs.remove(&stream);
                                 inner.lock().remove(&stream);
                             }
-                            inner.answered.notify_waiters();
+                            inner.refuse(&stream);
                         }
                     }
                     Control::NotFound { channel } => {
                         if let Ok(stream) = StreamId::new(&channel) {
-                            lock(&inner.refused).insert(stream.clone(), Instant::now());
-                            inner.answered.notify_waiters();
+                            inner.refuse(&stream);
                             subs.remove(&stream);
                             inner.lock().remove(&stream);
                         }
@@ -508,10 +512,8 @@ async fn maintain(
     let now = Instant::now();
     let wanted: Vec<(StreamId, Instant)> =
         inner.lock().iter().map(|(s, t)| (s.clone(), *t)).collect();
-    // Answers about channels no longer wanted matter only to ensures already waiting.
-    lock(&inner.refused).retain(|s, at| {
-        now.saturating_duration_since(*at) < ENSURE_WITHIN || inner.lock().contains_key(s)
-    });
+    // An answer matters only to ensures already waiting (at most ENSURE_WITHIN).
+    lock(&inner.refused).retain(|_, at| now.saturating_duration_since(*at) < ENSURE_WITHIN);
     if wanted.is_empty() {
         return;
     }
@@ -531,7 +533,6 @@ async fn maintain(
             inner.lock().insert(stream.clone(), now);
         } else if now.saturating_duration_since(last_viewer) > grace {
             inner.lock().remove(&stream);
-            lock(&inner.refused).remove(&stream);
             if subs.remove(&stream).is_some() {
                 control
                     .write(&Control::Unsubscribe {
