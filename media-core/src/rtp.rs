@@ -176,10 +176,35 @@ impl SequenceCounter {
 /// for one subscriber: the first packet of a source continues right after the last packet sent,
 /// and within a source numbers shift by a constant, so reordering and gaps (which the
 /// subscriber may NACK) are preserved.
+///
+/// Each source (or restart) opens a segment. A packet numbered before its segment's first is
+/// placed only if it falls inside the previous segment (a repair of a hole the subscriber
+/// already saw, which lands in that hole); any other is refused (`None`), since its number
+/// would collide with one already sent. Found by the relay loss test: a NACK repair that
+/// arrived after a viewer jumped to a fresh keyframe was numbered into the new segment, the
+/// hole stayed open, and an aiortc viewer's jitter buffer (512 packets) froze on it.
 #[derive(Debug, Clone)]
 pub struct SequenceMap {
-    source: Option<(u64, i128)>,
+    current: Option<Segment>,
+    previous: Option<Segment>,
+    restarting: bool,
     next: u64,
+}
+
+/// One source's stretch of a [`SequenceMap`]: output = input + `offset`.
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    generation: u64,
+    offset: i128,
+    /// The first and highest input numbers mapped.
+    first: u64,
+    high: u64,
+}
+
+impl Segment {
+    fn place(&self, seq: u64) -> u64 {
+        (i128::from(seq) + self.offset).clamp(0, i128::from(u64::MAX)) as u64
+    }
 }
 
 impl SequenceMap {
@@ -187,30 +212,58 @@ impl SequenceMap {
     /// a rollover counter the receiver does not know).
     pub fn new(first: u16) -> Self {
         Self {
-            source: None,
+            current: None,
+            previous: None,
+            restarting: false,
             next: u64::from(first),
         }
     }
 
-    /// The outgoing sequence number for `seq` (extended) of source `generation`.
-    pub fn map(&mut self, generation: u64, seq: u64) -> u64 {
-        let offset = match self.source {
-            Some((g, offset)) if g == generation => offset,
-            _ => {
-                let offset = i128::from(self.next) - i128::from(seq);
-                self.source = Some((generation, offset));
-                offset
+    /// The outgoing sequence number for `seq` (extended) of source `generation`, or `None` for
+    /// a packet from before the current segment that has no place in the outgoing sequence.
+    pub fn map(&mut self, generation: u64, seq: u64) -> Option<u64> {
+        // Into the previous segment's own holes only (a late packet of the source before, or
+        // of this source from before a restart).
+        let in_previous =
+            |p: &Segment| p.generation == generation && (p.first..=p.high).contains(&seq);
+        let current = self.current.map(|c| c.generation);
+        let previous = self.previous.map(|p| p.generation);
+        let out = match self.current.as_mut() {
+            Some(c) if c.generation == generation && !self.restarting => {
+                if seq < c.first {
+                    return self.previous.filter(in_previous).map(|p| p.place(seq));
+                }
+                c.high = c.high.max(seq);
+                c.place(seq)
             }
+            _ if current != Some(generation) && previous == Some(generation) => {
+                return self.previous.filter(in_previous).map(|p| p.place(seq));
+            }
+            _ => self.open(generation, seq),
         };
-        let out = (i128::from(seq) + offset).clamp(0, i128::from(u64::MAX)) as u64;
         self.next = self.next.max(out.saturating_add(1));
-        out
+        Some(out)
+    }
+
+    fn open(&mut self, generation: u64, seq: u64) -> u64 {
+        if let Some(c) = self.current.take() {
+            self.previous = Some(c);
+        }
+        self.restarting = false;
+        let segment = Segment {
+            generation,
+            offset: i128::from(self.next) - i128::from(seq),
+            first: seq,
+            high: seq,
+        };
+        self.current = Some(segment);
+        segment.place(seq)
     }
 
     /// Start over at the next packet (a viewer that restarts on a keyframe after a pause):
     /// what was skipped is not presented as loss.
     pub fn restart(&mut self) {
-        self.source = None;
+        self.restarting = true;
     }
 }
 
@@ -279,14 +332,56 @@ mod tests {
     #[test]
     fn sequence_map_is_continuous_across_sources_and_keeps_reordering() {
         let mut m = SequenceMap::new(100);
-        assert_eq!(m.map(1, 5_000), 100);
-        assert_eq!(m.map(1, 5_002), 102, "a gap stays a gap");
-        assert_eq!(m.map(1, 5_001), 101, "reordering is kept");
+        assert_eq!(m.map(1, 5_000), Some(100));
+        assert_eq!(m.map(1, 5_002), Some(102), "a gap stays a gap");
+        assert_eq!(m.map(1, 5_001), Some(101), "reordering is kept");
         // A new publisher with its own numbering continues after the highest sent.
-        assert_eq!(m.map(2, 70_000), 103);
-        assert_eq!(m.map(2, 70_001), 104);
+        assert_eq!(m.map(2, 70_000), Some(103));
+        assert_eq!(m.map(2, 70_001), Some(104));
         m.restart();
-        assert_eq!(m.map(2, 90_000), 105, "a restart skips nothing visible");
+        assert_eq!(
+            m.map(2, 90_000),
+            Some(105),
+            "a restart skips nothing visible"
+        );
+    }
+
+    #[test]
+    fn a_repair_that_arrives_after_a_restart_fills_its_own_hole() {
+        let mut m = SequenceMap::new(100);
+        assert_eq!(m.map(1, 10), Some(100));
+        assert_eq!(m.map(1, 12), Some(102), "11 is lost on the way");
+        // The viewer jumps to a keyframe at 20 (13..19 skipped).
+        m.restart();
+        assert_eq!(m.map(1, 20), Some(103));
+        assert_eq!(
+            m.map(1, 11),
+            Some(101),
+            "the repair lands in the hole it left"
+        );
+        assert_eq!(
+            m.map(1, 15),
+            None,
+            "skipped, never placed: its number is taken"
+        );
+        assert_eq!(m.map(1, 19), None);
+        assert_eq!(m.map(1, 9), None, "before anything this viewer saw");
+        assert_eq!(m.map(1, 21), Some(104), "the new segment goes on");
+    }
+
+    #[test]
+    fn a_late_packet_of_the_old_source_does_not_renumber_the_new_one() {
+        let mut m = SequenceMap::new(100);
+        assert_eq!(m.map(1, 10), Some(100));
+        assert_eq!(m.map(1, 12), Some(102));
+        assert_eq!(m.map(2, 500), Some(103));
+        assert_eq!(m.map(1, 11), Some(101), "its own hole");
+        assert_eq!(m.map(1, 13), None, "past the old source's end");
+        assert_eq!(
+            m.map(2, 501),
+            Some(104),
+            "the new source keeps its numbering"
+        );
     }
 
     #[test]

@@ -376,7 +376,19 @@ impl Sfu {
                 .flatten()
                 .map(|(_, p)| Arc::from(p)),
         };
-        let cache_ready = video && !stream.layers.list[layer].cache.packets().is_empty();
+        let (cache_ready, late_keyframe_start) = {
+            let cached = if video {
+                stream.layers.list[layer].cache.packets()
+            } else {
+                &[]
+            };
+            // A keyframe whose first packet came after others of it (lost on a relay, repaired
+            // by NACK): a viewer starting or jumping here takes the keyframe from the cache,
+            // which holds those others in order, not from this packet on (it would never get
+            // them).
+            let late = keyframe && cached.len() > 1 && cached[0].seq == packet.seq;
+            (!cached.is_empty(), late)
+        };
         let mut lowest: Option<Option<LayerId>> = None;
         let mut want_keyframe = false;
         let mut broken = Vec::new();
@@ -442,6 +454,11 @@ impl Sfu {
                             continue;
                         }
                     }
+                    if late_keyframe_start {
+                        sub.needs_keyframe = true;
+                        from_cache.push(sid);
+                        continue;
+                    }
                     sub.needs_keyframe = false;
                     sub.layer.switch_to(layer);
                     track.seq.restart();
@@ -462,6 +479,11 @@ impl Sfu {
                                 broken.push(sid);
                                 continue;
                             }
+                        }
+                        if late_keyframe_start {
+                            sub.needs_keyframe = true;
+                            from_cache.push(sid);
+                            continue;
                         }
                         sub.replay.clear();
                         sub.layer.switch_to(layer);
@@ -594,7 +616,9 @@ pub(crate) fn write_rtp(
             (true, None, Some(primary)) => (pts.main, primary.clone()),
             (true, None, None) => return false,
         };
-        let seq = track.seq.map(out.generation, out.seq);
+        let Some(seq) = track.seq.map(out.generation, out.seq) else {
+            return false; // from before this viewer's cut: its number is taken
+        };
         let codec = out.params.spec().codec;
         let patch = match layer {
             Some(l) if codec == Codec::Vp8 => l.vp8_patch(out.payload),

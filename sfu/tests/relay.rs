@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use media_core::keyframe_start::{starts_keyframe, VideoFormat};
 use sfu::{RelayId, SfuEvent, StreamId};
 use str0m::media::MediaKind;
 
@@ -23,6 +24,13 @@ struct Pair {
     edge: World,
     frame: u32,
     publisher: usize,
+    /// Filler bytes per frame (1,500: two packets; more for keyframes of several).
+    filler: usize,
+    /// Deliver each video keyframe's first relay packet after the rest of its frame, as a
+    /// relay loss repaired by NACK does.
+    hold_keyframe_starts: bool,
+    held: Vec<sfu::RelayPacket>,
+    keyframe_starts_held: usize,
 }
 
 impl Pair {
@@ -35,6 +43,10 @@ impl Pair {
             edge: World::new(),
             frame: 0,
             publisher,
+            filler: 1_500,
+            hold_keyframe_starts: false,
+            held: Vec::new(),
+            keyframe_starts_held: 0,
         }
     }
 
@@ -50,7 +62,12 @@ impl Pair {
         c.keyframe_requests = 0;
         let now = self.origin.now;
         let ts = 90_000 + u64::from(self.frame) * 3_000;
-        c.write(now, MediaKind::Video, ts, vp8_frame(self.frame, key, 1_500));
+        c.write(
+            now,
+            MediaKind::Video,
+            ts,
+            vp8_frame(self.frame, key, self.filler),
+        );
         c.write(
             now,
             MediaKind::Audio,
@@ -78,9 +95,26 @@ impl Pair {
         let at = self.edge.now;
         for p in std::mem::take(&mut self.origin.relay_out) {
             assert_eq!(p.relay, EDGE);
-            self.edge
-                .sfu
-                .relay_ingest(at, &Self::stream(), p.track, &p.data);
+            let payload = &p.data[12..];
+            if self.hold_keyframe_starts
+                && p.track != sfu::AUDIO_TRACK
+                && starts_keyframe(VideoFormat::Vp8, payload)
+            {
+                self.keyframe_starts_held += 1;
+                self.held.push(p);
+                continue;
+            }
+            // A held keyframe start arrives once the rest of its frame has.
+            let time = &p.data[4..8];
+            let (due, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
+                .into_iter()
+                .partition(|h| h.track == p.track && &h.data[4..8] != time);
+            self.held = keep;
+            for h in due.iter().chain(std::iter::once(&p)) {
+                self.edge
+                    .sfu
+                    .relay_ingest(at, &Self::stream(), h.track, &h.data);
+            }
         }
         for e in std::mem::take(&mut self.edge.events) {
             if let SfuEvent::UpstreamKeyframe(stream, track) = e {
@@ -188,4 +222,69 @@ fn a_new_publisher_at_the_origin_is_followed_by_the_edge() {
     for w in c.video_seq.windows(2) {
         assert_eq!(w[1].0, w[0].1 + 1);
     }
+}
+
+#[test]
+fn keyframes_whose_first_packet_comes_late_on_the_relay_reach_starting_and_replaying_viewers_whole()
+{
+    let mut p = Pair::new();
+    p.filler = 5_000; // keyframes of several packets
+    for _ in 0..10 {
+        p.tick();
+    }
+    // A viewer waiting at a cold edge: the keyframe that starts it comes first-packet-last.
+    p.subscribe_edge();
+    p.hold_keyframe_starts = true;
+    let waiting = p.edge.subscribe("127.0.0.3:1000", "demo");
+    p.edge.connect_all();
+    for _ in 0..45 {
+        p.tick();
+    }
+    // A viewer joining a 1.8 s group replays it, and asks for a fresh keyframe, which comes
+    // first-packet-last in the middle of the replay.
+    let replaying = p.edge.subscribe("127.0.0.4:1000", "demo");
+    p.edge.connect_all();
+    for _ in 0..30 {
+        p.tick();
+    }
+    assert!(
+        p.keyframe_starts_held >= 2,
+        "{} held",
+        p.keyframe_starts_held
+    );
+    for v in [waiting, replaying] {
+        let c = &p.edge.clients[v];
+        let got: Vec<u32> = c.video_in.iter().map(|(f, _)| counter(f)).collect();
+        let keyframes: Vec<u32> = c
+            .video_in
+            .iter()
+            .filter(|(_, k)| *k)
+            .map(|(f, _)| counter(f))
+            .collect();
+        eprintln!(
+            "viewer {v}: frames {:?}..{:?} ({}), keyframes at {keyframes:?}",
+            got.first(),
+            got.last(),
+            got.len()
+        );
+        assert!(got.len() > 20, "viewer {v}: {got:?}");
+        assert!(
+            c.video_in[0].1,
+            "viewer {v} starts on a whole keyframe: {got:?}"
+        );
+        // One gapless sequence: nothing the viewer would wait for is missing.
+        for w in c.video_seq.windows(2) {
+            assert_eq!(w[1].0, w[0].1 + 1, "viewer {v}: sequence {:?}", c.video_seq);
+        }
+        // From the last keyframe on (the fresh one for the replaying viewer), every frame.
+        let jump = c.video_in.iter().rposition(|(_, k)| *k).unwrap();
+        let after = &got[jump..];
+        let want: Vec<u32> = (after[0]..after[0] + after.len() as u32).collect();
+        assert_eq!(after, want, "viewer {v}: every frame from its keyframe on");
+    }
+    let c = &p.edge.clients[replaying];
+    assert!(
+        c.video_in.iter().skip(1).any(|(_, k)| *k),
+        "the replaying viewer jumped to the fresh keyframe"
+    );
 }
