@@ -221,6 +221,18 @@ mod tests {
         first.wrapping_add((i * 3000) as u32)
     }
 
+    /// A tracker that has seen `frames` video frames at 30 fps, each on time.
+    fn on_time_for(frames: u64, t0: Instant) -> Freshness {
+        let mut f = Freshness::new(t0);
+        for i in 0..frames {
+            assert_eq!(
+                f.observe(VIDEO, 1, frame_ts(i, 0), t0 + ms(i * 1000 / 30)),
+                FRESH
+            );
+        }
+        f
+    }
+
     #[test]
     fn a_steady_stream_with_jitter_is_all_fresh() {
         let t0 = Instant::now();
@@ -278,13 +290,7 @@ mod tests {
     #[test]
     fn each_late_run_restarts_the_stream_and_keyframe_requests_stay_one_per_second() {
         let t0 = Instant::now();
-        let mut f = Freshness::new(t0);
-        for i in 0..60u64 {
-            assert_eq!(
-                f.observe(VIDEO, 1, frame_ts(i, 0), t0 + ms(i * 1000 / 30)),
-                FRESH
-            );
-        }
+        let mut f = on_time_for(60, t0);
         // A backlog drained in three bursts 200 ms apart, with packets on time in between.
         let mut verdicts = Vec::new();
         for (burst, at) in [(60u64, 3000u64), (70, 3200), (80, 3400)] {
@@ -332,13 +338,7 @@ mod tests {
     #[test]
     fn repairs_are_forwarded_unless_the_track_just_dropped_a_backlog() {
         let t0 = Instant::now();
-        let mut f = Freshness::new(t0);
-        for i in 0..90u64 {
-            assert_eq!(
-                f.observe(VIDEO, 1, frame_ts(i, 0), t0 + ms(i * 1000 / 30)),
-                FRESH
-            );
-        }
+        let mut f = on_time_for(90, t0);
         // A resend of a packet 2 s old (a cold edge's cache burst) is what repair is for.
         assert_eq!(f.observe_repair(VIDEO, 1, t0 + ms(3000)), FRESH);
         // After a stall's backlog was dropped, resends of it are the backlog too.
