@@ -54,6 +54,10 @@ impl std::str::FromStr for PeerId {
     }
 }
 
+/// Index of one of a stream's video layers (0 without simulcast; the relay numbers them the
+/// same way on every node).
+pub(crate) type LayerId = usize;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,18 @@
 //! send, events and the next deadline come out of [`Sfu::poll_output`]. [`driver`] is the thin
 //! tokio layer that owns the one UDP socket and feeds the core.
 //!
+//! # Modules, bottom up (each uses only those above it in this list)
+//! - `ids`, `stats`, `sink`, `wire`, `types`: plain data (ids, counters, what a sink
+//!   receives, the relay's wire shapes, config/inputs/outputs/errors).
+//! - `stream`: one stream's state: its `Source` (a publisher or a feed from the node above), layers, keyframe caches, timelines, viewers and sinks.
+//! - `viewer`: one viewer's forwarding state and the pure per-packet step that decides what it
+//!   gets; `peer`: one str0m engine behind `catch_unwind`; `negotiate`: codec plans.
+//! - `core`: the sans-IO core (`Core`): sessions, the I/O loop, forwarding, keyframes, layer
+//!   choice, sinks and feeds, in neutral terms (no relay wire format).
+//! - `relay`: the relay to edges as a sink outside the core (wire encoding, feed sequence
+//!   extension); `node`: the public [`Sfu`], the core plus the relay.
+//! - `driver`: the tokio driver (UDP, ICE-TCP, relay queues).
+//!
 //! # Run loop and time model
 //! After any call that mutates the core (`handle_input`, `publish`, `subscribe`, `close`),
 //! drain [`Sfu::poll_output`] until it returns [`Output::Timeout`]; then wait for the earliest
@@ -19,180 +31,26 @@
 
 mod core;
 pub mod driver;
-mod fanout;
-mod forward;
 mod ids;
-mod layering;
 mod negotiate;
+mod node;
 mod peer;
 mod relay;
-mod relay_io;
-mod simulcast;
+mod sink;
 mod stats;
-mod tcp;
+mod stream;
+mod types;
+mod viewer;
+mod wire;
 
-pub use crate::core::{Published, Sfu, Subscribed};
-pub use forward::SubscribeOptions;
+pub use driver::relay_io::{
+    RelayIn, RelayNotice, RelayQueues, INGEST_QUEUE, NOTICE_QUEUE, RELAY_QUEUE,
+};
 pub use ids::{PeerId, StreamId, StreamIdError};
-pub use media_core::layers::Pin;
-pub use relay::{video_track, RelayCodec, RelayId, RelayPacket, RelayTracks, AUDIO_TRACK};
-pub use relay_io::{RelayIn, RelayNotice, RelayQueues, INGEST_QUEUE, NOTICE_QUEUE, RELAY_QUEUE};
+pub use node::Sfu;
 pub use stats::{DropReason, SfuStats, StreamStat};
-
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
-
-/// Configuration of the sans-IO core.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SfuConfig {
-    /// Addresses put in answers as host candidates (the advertised IPs with the UDP port).
-    pub candidates: Vec<SocketAddr>,
-    /// Addresses put in answers as passive ICE-TCP host candidates (RFC 6544), for networks
-    /// that block UDP; empty when ICE-TCP is off.
-    pub tcp_candidates: Vec<SocketAddr>,
-    /// At most one keyframe request per this interval reaches a publisher track.
-    pub keyframe_request_interval: Duration,
-    /// Peers (publishers + subscribers) this node accepts before answering "full".
-    pub max_peers: usize,
-    /// A peer that has not connected (ICE + DTLS) within this time is closed.
-    pub connect_timeout: Duration,
-    /// Viewers of a stream whose publisher left stay connected this long (a reconnecting OBS
-    /// continues seamlessly); then they are closed.
-    pub offline_grace: Duration,
-    /// ICE-TCP connections one client address may hold (IPv6: per /64).
-    pub tcp_per_ip: usize,
-    /// An ICE-TCP connection whose first frame is not, within this time, a STUN request for a
-    /// session's ufrag is closed.
-    pub tcp_first_frame: Duration,
-}
-
-/// The server side of an ICE restart, for the PATCH response (RFC 9725 section 4.4).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IceRestarted {
-    /// The session's new local ICE ufrag.
-    pub ufrag: String,
-    /// The session's new local ICE password.
-    pub pwd: String,
-    /// `a=candidate:` lines of this node.
-    pub candidates: Vec<String>,
-}
-
-/// One input to the core.
-#[derive(Debug)]
-pub enum Input<'a> {
-    /// Time has advanced to this instant.
-    Timeout(Instant),
-    /// A datagram arrived on the shared media socket.
-    Datagram {
-        /// When it was received.
-        at: Instant,
-        /// Remote address.
-        from: SocketAddr,
-        /// Local address it arrived on (an unspecified IP is replaced by the first candidate).
-        to: SocketAddr,
-        /// The payload.
-        data: &'a [u8],
-    },
-    /// One RFC 4571 frame from an ICE-TCP connection (the driver strips the length prefix).
-    Framed {
-        /// When it was received.
-        at: Instant,
-        /// Remote address of the connection.
-        from: SocketAddr,
-        /// Local address of the connection.
-        to: SocketAddr,
-        /// The frame's payload (STUN, DTLS, RTP or RTCP, as on UDP).
-        data: &'a [u8],
-    },
-}
-
-/// A datagram the driver must send.
-#[derive(Debug)]
-pub struct Transmit {
-    /// Destination address.
-    pub to: SocketAddr,
-    /// Payload.
-    pub data: Vec<u8>,
-    /// Send it as an RFC 4571 frame on the ICE-TCP connection from `to`, not as a UDP datagram.
-    pub tcp: bool,
-}
-
-/// Something that happened, for logs, metrics and (later) webhooks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SfuEvent {
-    /// A publisher connected: the stream is live.
-    StreamLive(StreamId),
-    /// The stream's publisher went away and none replaced it.
-    StreamOffline(StreamId),
-    /// A peer completed ICE + DTLS.
-    PeerConnected(PeerId),
-    /// A peer was removed, with the reason.
-    PeerClosed(PeerId, CloseReason),
-    /// Upstream: a relayed stream has a new publisher; tell the relay (`tracks`). The driver
-    /// puts it on that relay's own queue ([`RelayNotice`]), not on the event broadcast.
-    RelayTracks(RelayId, RelayTracks),
-    /// Upstream: a relayed stream lost its publisher; tell the relay (`offline`). Queued like
-    /// `RelayTracks`.
-    RelayOffline(RelayId, StreamId),
-    /// Edge: a viewer needs a keyframe on this track of a relayed stream (`keyframe`).
-    UpstreamKeyframe(StreamId, u16),
-}
-
-/// Why a peer was removed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    /// The application (WHIP/WHEP DELETE, shutdown) closed it.
-    Closed,
-    /// A new publisher with the same key took over the stream.
-    Replaced,
-    /// ICE or DTLS failed, timed out, or the peer disconnected.
-    Disconnected,
-    /// It never connected within the connect timeout.
-    ConnectTimeout,
-    /// Its engine reported an error or panicked.
-    Failed,
-    /// Viewer of a stream whose publisher left and did not come back within the grace period.
-    StreamEnded,
-}
-
-/// Output of the core, drained by [`Sfu::poll_output`].
-#[derive(Debug)]
-#[must_use]
-pub enum Output {
-    /// Send this datagram.
-    Transmit(Transmit),
-    /// Something happened.
-    Event(SfuEvent),
-    /// An RTP packet for a downstream relay.
-    Relay(RelayPacket),
-    /// Nothing more to do until this instant (or the next input).
-    Timeout(Instant),
-}
-
-/// Errors of the SFU's control operations.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum SfuError {
-    /// The SDP offer could not be parsed or accepted.
-    #[error("bad SDP offer: {0}")]
-    BadOffer(String),
-    /// The offer is valid SDP but offers nothing this SFU can use (no common codec, wrong
-    /// direction).
-    #[error("unusable offer: {0}")]
-    Unusable(String),
-    /// The viewer cannot receive the codec the stream is published in.
-    #[error("codec mismatch: {0}")]
-    CodecMismatch(String),
-    /// The stream has no live publisher.
-    #[error("stream {0} is offline")]
-    Offline(StreamId),
-    /// No such peer.
-    #[error("no such session")]
-    UnknownPeer,
-    /// The node has no room for another peer.
-    #[error("node is full ({0} peers)")]
-    Full(usize),
-    /// The SFU is shutting down or its driver is gone.
-    #[error("media engine is unavailable")]
-    Unavailable,
-}
+pub use types::{
+    CloseReason, IceRestarted, Input, Output, Pin, Published, SfuConfig, SfuError, SfuEvent,
+    SubscribeOptions, Subscribed, Transmit,
+};
+pub use wire::{video_track, RelayCodec, RelayId, RelayPacket, RelayTracks, AUDIO_TRACK};

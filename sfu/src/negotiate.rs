@@ -24,7 +24,7 @@ use media_core::sdp_codecs::Format;
 use str0m::format::{Codec, CodecConfig, CodecSpec, FormatParams, PayloadParams};
 use str0m::media::{Frequency, MediaKind, Pt};
 
-use crate::SfuError;
+use crate::types::SfuError;
 
 /// What the engine is configured with before it answers, and which offer sections to reject.
 pub(crate) struct Plan {

@@ -4,18 +4,17 @@
 //! trips a bug in the engine is closed without disturbing anyone else.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
-use std::net::SocketAddr;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
 use str0m::rtp::Ssrc;
 use str0m::{Candidate, Input, Output, Rtc};
 
-use crate::forward::{OutTrack, Queued};
-use crate::simulcast::ViewerLayer;
-use crate::{PeerId, StreamId};
-use std::collections::VecDeque;
+use crate::ids::{PeerId, StreamId};
+use crate::types::PeerBroken;
+use crate::viewer::Viewer;
 
 /// Publisher or subscriber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,46 +25,25 @@ pub(crate) enum Role {
     Subscriber,
 }
 
-/// The engine failed or panicked: the peer must be closed.
-#[derive(Debug)]
-pub(crate) struct PeerBroken;
-
+/// One session's engine and what the core tracks of it.
 pub(crate) struct Peer {
-    pub id: PeerId,
-    pub stream: StreamId,
-    pub role: Role,
-    pub ufrag: String,
-    pub rtc: Rtc,
-    pub created: Instant,
+    id: PeerId,
+    stream: StreamId,
+    role: Role,
+    ufrag: String,
+    rtc: Rtc,
+    created: Instant,
     /// The instant the engine wants to be woken up.
     pub deadline: Instant,
     pub connected: bool,
     /// Listed in the core's due-now queue.
     pub due_queued: bool,
-    /// Subscriber: cached and live video waiting for a paced replay (keyframe cache start).
-    pub replay: VecDeque<Queued>,
-    /// When the next replay packet may go, and the replay rate in bit/s.
-    pub replay_at: Instant,
-    pub replay_rate: u64,
-    /// Replay packets still to send unpaced (the front of the cached keyframe).
-    pub replay_burst: usize,
-    /// Then packets of the cached keyframe still to send at the keyframe pace.
-    pub replay_keyframe: usize,
-    /// The (rewritten) RTP time of a replayed frame sent only in part: a replay cut short
-    /// sends the rest of that frame first, so the viewer never gets half a frame glued to the
-    /// next one under gapless sequence numbers.
-    pub replay_partial: Option<u32>,
     /// Kind of each negotiated mid, from the offer.
-    pub kinds: HashMap<Mid, MediaKind>,
-    /// Subscriber: the track carrying the stream's video / audio to this peer.
-    pub out_video: Option<OutTrack>,
-    pub out_audio: Option<OutTrack>,
-    /// Subscriber: drop video until a keyframe arrives (new viewer, new publisher, loss).
-    pub needs_keyframe: bool,
-    /// Subscriber: which simulcast layer it receives and wants.
-    pub layer: ViewerLayer,
+    kinds: HashMap<Mid, MediaKind>,
     /// An ICE restart is under way: the first check from a new address retires the old ones.
     pub ice_restarting: bool,
+    /// A subscriber's forwarding state.
+    viewer: Option<Viewer>,
 }
 
 impl Peer {
@@ -75,6 +53,7 @@ impl Peer {
         role: Role,
         ufrag: String,
         rtc: Rtc,
+        kinds: HashMap<Mid, MediaKind>,
         now: Instant,
     ) -> Self {
         Self {
@@ -87,19 +66,63 @@ impl Peer {
             deadline: now,
             connected: false,
             due_queued: false,
-            replay: VecDeque::new(),
-            replay_at: now,
-            replay_rate: 0,
-            replay_burst: 0,
-            replay_keyframe: 0,
-            replay_partial: None,
-            kinds: HashMap::new(),
-            out_video: None,
-            out_audio: None,
-            needs_keyframe: true,
-            layer: ViewerLayer::default(),
+            kinds,
             ice_restarting: false,
+            viewer: None,
         }
+    }
+
+    /// A subscriber's forwarding state.
+    pub fn with_viewer(mut self, viewer: Viewer) -> Self {
+        self.viewer = Some(viewer);
+        self
+    }
+
+    pub fn id(&self) -> PeerId {
+        self.id
+    }
+
+    pub fn stream(&self) -> &StreamId {
+        &self.stream
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn ufrag(&self) -> &str {
+        &self.ufrag
+    }
+
+    /// New local ICE credentials took over; returns the old ufrag.
+    pub fn set_ufrag(&mut self, ufrag: String) -> String {
+        std::mem::replace(&mut self.ufrag, ufrag)
+    }
+
+    pub fn created(&self) -> Instant {
+        self.created
+    }
+
+    pub fn rtc(&self) -> &Rtc {
+        &self.rtc
+    }
+
+    pub fn rtc_mut(&mut self) -> &mut Rtc {
+        &mut self.rtc
+    }
+
+    pub fn viewer(&self) -> Option<&Viewer> {
+        self.viewer.as_ref()
+    }
+
+    pub fn viewer_mut(&mut self) -> Option<&mut Viewer> {
+        self.viewer.as_mut()
+    }
+
+    /// The engine and the viewer state together, to write into one from the other.
+    pub fn parts(&mut self) -> Option<(&mut Rtc, &mut Viewer)> {
+        let viewer = self.viewer.as_mut()?;
+        Some((&mut self.rtc, viewer))
     }
 
     pub fn is_publisher(&self) -> bool {

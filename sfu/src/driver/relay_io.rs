@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::driver::SfuHandle;
-use crate::relay::{RelayId, RelayPacket, RelayTracks};
+use super::SfuHandle;
+use crate::wire::{RelayId, RelayPacket, RelayTracks};
 use crate::{Sfu, SfuError, StreamId};
 
 /// Relay packets queued towards one relay connection before further ones are dropped (a

@@ -1,161 +1,12 @@
-//! Per-stream forwarding state (who publishes, who watches) and per-subscriber track state
-//! (how a publisher's packets are renumbered for one viewer).
+//! A layer's keyframe cache: the video since its last keyframe start, kept in sequence order,
+//! so a new viewer (or a cold edge) starts at once; and the replay timing that brings a viewer
+//! from the cached keyframe to the live edge quickly.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use media_core::keyframe::KeyframeCoalescer;
-use media_core::layers::Pin;
-use media_core::rtp::SequenceMap;
-use media_core::timeline::Rebaser;
 use str0m::format::PayloadParams;
-use str0m::media::{Mid, Pt};
 use str0m::rtp::ExtensionValues;
-use str0m::Rtc;
-
-use crate::relay::{RelayId, Upstream};
-use crate::simulcast::Layers;
-use crate::PeerId;
-
-/// One stream (channel): at most one live publisher and any number of subscribers.
-pub(crate) struct Stream {
-    pub publisher: Option<PeerId>,
-    /// Incremented for each new publisher; feeds the timeline rebasers.
-    pub generation: u64,
-    pub subscribers: BTreeSet<PeerId>,
-    /// Codecs the current publisher negotiated: subscribers are offered only these.
-    pub params: Vec<PayloadParams>,
-    pub video_timeline: Rebaser,
-    pub audio_timeline: Rebaser,
-    /// The publisher's video layers (one without simulcast), each with its keyframe cache.
-    pub layers: Layers,
-    /// Keyframe requests before any video arrived (no layer to address yet).
-    pub keyframes_before_layers: KeyframeCoalescer,
-    /// The publisher offered simulcast: viewers get a bandwidth estimator.
-    pub simulcast: bool,
-    /// When viewers' layer choices are next re-evaluated.
-    pub next_evaluation: Option<Instant>,
-    /// When the publisher left (without a replacement); viewers are closed after the grace.
-    pub offline_since: Option<Instant>,
-    /// Downstream relays (edges) subscribed to this stream.
-    pub relays: BTreeSet<RelayId>,
-    /// At an edge: the stream is fed by the upstream relay, not by a local publisher.
-    pub upstream: Option<Upstream>,
-}
-
-impl Stream {
-    pub fn new(keyframe_interval: Duration) -> Self {
-        Self {
-            publisher: None,
-            generation: 0,
-            subscribers: BTreeSet::new(),
-            params: Vec::new(),
-            video_timeline: Rebaser::new(90_000),
-            audio_timeline: Rebaser::new(48_000),
-            layers: Layers::new(keyframe_interval),
-            keyframes_before_layers: KeyframeCoalescer::new(keyframe_interval),
-            simulcast: false,
-            next_evaluation: None,
-            offline_since: None,
-            relays: BTreeSet::new(),
-            upstream: None,
-        }
-    }
-
-    /// Nobody publishes or watches: the entry can go.
-    pub fn is_idle(&self) -> bool {
-        self.publisher.is_none()
-            && self.upstream.is_none()
-            && self.subscribers.is_empty()
-            && self.relays.is_empty()
-    }
-
-    /// A publisher or an upstream relay feeds it.
-    pub fn is_live(&self) -> bool {
-        self.publisher.is_some() || self.upstream.is_some()
-    }
-
-    /// Whether any layer holds a usable cached group.
-    pub fn has_cache(&self) -> bool {
-        self.layers
-            .list
-            .iter()
-            .any(|l| !l.cache.packets().is_empty())
-    }
-
-    /// The earliest keyframe request deferred to the end of its interval, on any layer.
-    pub fn keyframe_deadline(&self) -> Option<Instant> {
-        self.layers
-            .list
-            .iter()
-            .filter_map(|l| l.keyframes.deadline())
-            .chain(self.keyframes_before_layers.deadline())
-            .min()
-    }
-}
-
-/// Options a viewer subscribes with.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SubscribeOptions {
-    /// Which simulcast layer to receive (`Auto`: follow the viewer's bandwidth estimate).
-    pub layer: Pin,
-}
-
-/// A subscriber's outgoing track (its video or audio m-line).
-pub(crate) struct OutTrack {
-    pub mid: Mid,
-    pub seq: SequenceMap,
-    /// Publisher payload type -> this viewer's, for the current publisher generation.
-    pts: Vec<(u64, Pt, Option<ViewerPt>)>,
-    /// The viewer offered RFC 2198 RED for this track.
-    pub red_offered: bool,
-}
-
-/// The viewer's payload types for one publisher codec: the main one, and its RED (RFC 2198)
-/// payload type when the viewer negotiated redundant audio.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ViewerPt {
-    pub main: Pt,
-    pub red: Option<Pt>,
-}
-
-impl OutTrack {
-    pub fn new(mid: Mid, first_seq: u16) -> Self {
-        Self {
-            mid,
-            seq: SequenceMap::new(first_seq),
-            pts: Vec::new(),
-            red_offered: false,
-        }
-    }
-
-    /// The viewer's payload type for the publisher's `params` (looked up once per publisher
-    /// generation and payload type).
-    pub fn payload_type(
-        &mut self,
-        rtc: &Rtc,
-        generation: u64,
-        params: PayloadParams,
-    ) -> Option<ViewerPt> {
-        if let Some((_, _, out)) = self
-            .pts
-            .iter()
-            .find(|(g, p, _)| *g == generation && *p == params.pt())
-        {
-            return *out;
-        }
-        self.pts.retain(|(g, _, _)| *g == generation);
-        // The engine's codec list keeps RED even when the viewer did not offer it: RED counts
-        // only if the viewer's offer had it.
-        let out = rtc.codec_config().match_params(params).map(|p| ViewerPt {
-            main: p.pt(),
-            red: p.red().filter(|_| self.red_offered),
-        });
-        self.pts.push((generation, params.pt(), out));
-        out
-    }
-}
 
 /// One forwarded video packet as the cache keeps it (the payload is shared, not copied).
 #[derive(Clone)]
@@ -169,13 +20,6 @@ pub(crate) struct CachedPacket {
     pub marker: bool,
     pub ext_vals: ExtensionValues,
     pub payload: Arc<[u8]>,
-}
-
-/// A cached packet queued for one viewer's paced replay, with the publisher generation it
-/// belongs to (for payload-type and sequence mapping).
-pub(crate) struct Queued {
-    pub generation: u64,
-    pub packet: CachedPacket,
 }
 
 /// A cached group longer than this makes the SFU also ask for a fresh keyframe.

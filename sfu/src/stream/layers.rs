@@ -1,4 +1,4 @@
-//! Simulcast: a publisher's video layers, and each viewer's place among them.
+//! Simulcast: a stream's video layers (each viewer's place among them is `viewer::layer`).
 //!
 //! A stream's video arrives as one or more layers (one per SSRC: rid-based simulcast sends up to
 //! three; a plain publisher sends one). Every layer keeps its own keyframe cache, keyframe
@@ -13,35 +13,32 @@ use std::time::{Duration, Instant};
 use media_core::keyframe::KeyframeCoalescer;
 use media_core::layers::{LayerChooser, Pin, RateMeter};
 use media_core::timeline::MAX_LAYERS;
-use media_core::vp8ids::PictureIdMap;
 use str0m::media::Rid;
-use str0m::rtp::{Ssrc, Vp8Descriptor, Vp8Patch};
+use str0m::rtp::Ssrc;
 
-use crate::forward::KeyframeCache;
-
-/// Index of a layer in [`Layers::list`].
-pub(crate) type LayerId = usize;
+use super::cache::KeyframeCache;
+use crate::ids::LayerId;
 
 /// A layer that sent nothing for this long is inactive: it is not chosen, and a viewer on it
 /// is moved to another.
-pub(crate) const INACTIVE_AFTER: Duration = Duration::from_millis(1_500);
+pub(super) const INACTIVE_AFTER: Duration = Duration::from_millis(1_500);
 
 /// How often every viewer's layer choice is re-evaluated.
 pub(crate) const EVALUATE_EVERY: Duration = Duration::from_millis(250);
 
 /// One of the publisher's video encodings.
-pub(crate) struct Layer {
+pub(super) struct Layer {
     pub ssrc: Ssrc,
-    pub rid: Option<Rid>,
+    rid: Option<Rid>,
     /// The video since this layer's last keyframe, for starting viewers at once.
     pub cache: KeyframeCache,
     pub keyframes: KeyframeCoalescer,
     pub meter: RateMeter,
 }
 
-/// The current publisher's video layers.
-pub(crate) struct Layers {
-    pub list: Vec<Layer>,
+/// The current source's video layers.
+pub(super) struct Layers {
+    list: Vec<Layer>,
     interval: Duration,
 }
 
@@ -56,6 +53,31 @@ impl Layers {
     /// Forget every layer (a new publisher).
     pub fn clear(&mut self) {
         self.list.clear();
+    }
+
+    /// No video arrived yet from the current source.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// A layer by index.
+    pub fn get(&self, id: LayerId) -> Option<&Layer> {
+        self.list.get(id)
+    }
+
+    /// A layer by index, to record into.
+    pub fn get_mut(&mut self, id: LayerId) -> Option<&mut Layer> {
+        self.list.get_mut(id)
+    }
+
+    /// Every layer, by index.
+    pub fn iter(&self) -> impl Iterator<Item = &Layer> {
+        self.list.iter()
+    }
+
+    /// Every layer, by index, to poll.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Layer> {
+        self.list.iter_mut()
     }
 
     /// The layer a packet with `ssrc` (and `rid`, when the publisher sends the RTP stream id
@@ -150,93 +172,6 @@ impl Layers {
     }
 }
 
-/// One viewer's video layer state.
-#[derive(Default)]
-pub(crate) struct ViewerLayer {
-    /// The layer being forwarded now (`None`: not started yet, or restarting).
-    pub current: Option<LayerId>,
-    /// The layer wanted; differs from `current` while a switch waits for its keyframe.
-    pub target: Option<LayerId>,
-    pub chooser: LayerChooser,
-    pub pin: Pin,
-    /// The latest bandwidth estimate for this viewer (TWCC from its engine, or REMB).
-    pub estimate: Option<u64>,
-    /// The estimate comes from TWCC (REMB reports are then ignored).
-    pub twcc: bool,
-    /// When the pending switch was asked for (for the switch-time log and metric).
-    pub switch_asked: Option<Instant>,
-    /// VP8 picture ids continuing across switches.
-    pub vp8: PictureIdMap,
-    /// Last (minimum, desired) handed to the engine's bandwidth estimator.
-    pub bwe_set: Option<(u64, u64)>,
-    /// When the estimator is next restarted from its estimate to probe again (below the top
-    /// layer only).
-    pub probe_at: Option<Instant>,
-}
-
-/// A viewer below the top layer has its link probed this often, so that capacity that appears
-/// later (a cap lifted, a congested Wi-Fi recovering) is discovered even while the viewer sends
-/// only a low layer (libwebrtc's ALR probing does the same for its own sender).
-pub(crate) const PROBE_EVERY: Duration = Duration::from_secs(4);
-
-impl ViewerLayer {
-    pub fn new(pin: Pin) -> Self {
-        Self {
-            pin,
-            ..Self::default()
-        }
-    }
-
-    /// Move to `layer` now (its keyframe is here): the next packets continue the viewer's
-    /// picture ids.
-    pub fn switch_to(&mut self, layer: LayerId) {
-        self.current = Some(layer);
-        self.target = Some(layer);
-        self.vp8.restart();
-    }
-
-    /// Forget the layers (a new publisher): start over on the lowest.
-    pub fn reset(&mut self) {
-        self.current = None;
-        self.target = None;
-        self.switch_asked = None;
-        self.vp8.restart();
-    }
-
-    /// The descriptor patch that keeps this viewer's VP8 picture ids continuous, if the packet
-    /// needs one. Packets without a picture id pass untouched.
-    pub fn vp8_patch(&mut self, payload: &[u8]) -> Option<Vp8Patch> {
-        let descriptor = Vp8Descriptor::parse(payload).ok()?;
-        let picture_id = descriptor.picture_id()?;
-        // RFC 7741: X (byte 0) -> I (byte 1) -> M (byte 2) marks a 15-bit picture id.
-        let wide = payload.len() > 2 && payload[0] & payload[1] & payload[2] & 0x80 != 0;
-        let rewritten = self.vp8.map(picture_id, wide, descriptor.tl0_pic_idx());
-        if !rewritten.changed {
-            return None;
-        }
-        let mut builder = descriptor.patch().picture_id(rewritten.picture_id);
-        if let Some(t) = rewritten.tl0_pic_idx {
-            builder = builder.tl0_pic_idx(t);
-        }
-        builder.build().ok()
-    }
-}
-
-/// What a viewer's bandwidth estimator should aim for: keep enough traffic (media plus
-/// padding) to discover the next layer up, and probe towards the top layer.
-pub(crate) fn bwe_goals(ranked: &[(LayerId, u64)], current_rank: Option<usize>) -> (u64, u64) {
-    let top = ranked.last().map_or(0, |(_, b)| *b);
-    let next = current_rank
-        .and_then(|r| ranked.get(r + 1))
-        .map_or(0, |(_, b)| *b);
-    // Round up coarsely so meter noise does not reconfigure the estimator every tick.
-    let round = |b: u64, step: u64| b.div_ceil(step) * step;
-    (
-        round(next * 12 / 10, 100_000),
-        round(top * 13 / 10, 250_000),
-    )
-}
-
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)] // tests pick an arbitrary epoch
 mod tests {
@@ -271,54 +206,5 @@ mod tests {
         assert_eq!(l.classify(Ssrc::from(2), None, t0), None);
         let later = t0 + Duration::from_secs(5);
         assert_eq!(l.classify(Ssrc::from(2), None, later), Some(0));
-    }
-
-    /// A VP8 payload with a 15-bit picture id, TL0PICIDX and TID (as libwebrtc sends).
-    fn vp8_payload(picture_id: u16, tl0: u8) -> Vec<u8> {
-        vec![
-            0x90,
-            0xe0,
-            0x80 | (picture_id >> 8) as u8,
-            picture_id as u8,
-            tl0,
-            0x20,
-            0x10,
-            0x02,
-            0x00,
-        ]
-    }
-
-    fn expected_patch(payload: &[u8], picture_id: u16, tl0: u8) -> Vp8Patch {
-        Vp8Descriptor::parse(payload)
-            .unwrap()
-            .patch()
-            .picture_id(picture_id)
-            .tl0_pic_idx(tl0)
-            .build()
-            .unwrap()
-    }
-
-    #[test]
-    fn vp8_picture_ids_continue_across_a_layer_switch() {
-        let mut v = ViewerLayer::default();
-        v.switch_to(0);
-        // The first layer passes through untouched.
-        assert_eq!(v.vp8_patch(&vp8_payload(500, 20)), None);
-        assert_eq!(v.vp8_patch(&vp8_payload(501, 21)), None);
-        // Switched to a layer numbering its pictures from 9000: rewritten to continue at 502.
-        v.switch_to(1);
-        let p = vp8_payload(9_000, 77);
-        assert_eq!(v.vp8_patch(&p), Some(expected_patch(&p, 502, 22)));
-        let p = vp8_payload(9_001, 78);
-        assert_eq!(v.vp8_patch(&p), Some(expected_patch(&p, 503, 23)));
-        // A payload without a descriptor extension is left alone.
-        assert_eq!(v.vp8_patch(&[0x10, 0x02, 0x00]), None);
-    }
-
-    #[test]
-    fn estimator_goals_reach_for_the_next_and_the_top_layer() {
-        let ranked = [(1, 150_000), (2, 500_000), (0, 1_500_000)];
-        assert_eq!(bwe_goals(&ranked, Some(0)), (600_000, 2_000_000));
-        assert_eq!(bwe_goals(&ranked, Some(2)), (0, 2_000_000));
     }
 }

@@ -1,0 +1,274 @@
+//! Sessions: accepting publishers and viewers, trickle and ICE restarts, closing.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Instant;
+
+use media_core::sdp::{self, Kind};
+use media_core::sdp_codecs;
+use str0m::media::MediaKind;
+use str0m::{Candidate, IceCreds};
+
+use super::accept::{
+    accepted_kinds, codec_names, entry_codecs, first_of_kind, negotiated_params,
+    passive_tcp_candidate,
+};
+use super::Core;
+use crate::ids::{PeerId, StreamId};
+use crate::negotiate;
+use crate::peer::{Peer, Role};
+use crate::stream::Stream;
+use crate::types::{CloseReason, IceRestarted, Published, SfuError, SubscribeOptions, Subscribed};
+use crate::viewer::{OutTrack, Viewer, ViewerLayer};
+
+impl Core {
+    /// Accept a WHIP offer for `stream`. A live publisher on the same stream is replaced.
+    pub fn publish(
+        &mut self,
+        now: Instant,
+        stream: StreamId,
+        offer: &str,
+    ) -> Result<Published, SfuError> {
+        let sections = sdp::media_sections(offer).map_err(|e| SfuError::BadOffer(e.to_string()))?;
+        let sending = sections
+            .iter()
+            .filter(|m| {
+                !m.disabled
+                    && matches!(m.kind, Kind::Audio | Kind::Video)
+                    && m.direction.offerer_sends()
+            })
+            .count();
+        if sending == 0 {
+            return Err(SfuError::Unusable(
+                "a WHIP offer must send audio or video (sendonly)".into(),
+            ));
+        }
+        // A reconnecting publisher takes its predecessor's place: it needs no extra room.
+        let replacing = self
+            .streams
+            .get(&stream)
+            .is_some_and(|s| s.publisher().is_some());
+        if !replacing {
+            self.admit()?;
+        }
+        let plan = negotiate::publisher_plan(&sections, &sdp_codecs::section_formats(offer))?;
+        let (rtc, answer, ufrag) = self.accept(now, offer, plan, false)?;
+        let kinds = accepted_kinds(&sections, &answer);
+        if kinds.is_empty() {
+            return Err(SfuError::Unusable(
+                "no offered codec is supported (H264, VP8, VP9, AV1, Opus)".into(),
+            ));
+        }
+        let params = negotiated_params(&rtc, &kinds);
+
+        let id = self.alloc_id();
+        let interval = self.config.keyframe_request_interval;
+        let entry = self
+            .streams
+            .entry(stream.clone())
+            .or_insert_with(|| Stream::new(interval));
+        let simulcast = sections
+            .iter()
+            .any(|m| m.kind == Kind::Video && m.simulcast && !m.disabled);
+        // A local publisher also takes over a stream a feed was feeding.
+        let (replaced, generation) = entry.publish(id, params, simulcast);
+        let subscribers: Vec<PeerId> = entry.viewers().iter().copied().collect();
+
+        let role = Role::Publisher { generation };
+        self.insert_peer(Peer::new(id, stream.clone(), role, ufrag, rtc, kinds, now));
+        if let Some(old) = replaced {
+            tracing::info!(stream = %stream, old = %old, new = %id, "publisher replaced");
+            self.remove_peer(old, CloseReason::Replaced);
+        }
+        self.source_changed(&subscribers);
+        self.announce_to_sinks(&stream);
+        tracing::info!(stream = %stream, peer = %id, "publisher accepted");
+        Ok(Published {
+            peer: id,
+            answer,
+            replaced,
+        })
+    }
+
+    /// Accept a WHEP offer for `stream`, which must be live. A viewer of a simulcast stream gets
+    /// a bandwidth estimator (TWCC) that drives its layer unless `options.layer` pins one.
+    pub fn subscribe_with(
+        &mut self,
+        now: Instant,
+        stream: StreamId,
+        offer: &str,
+        options: SubscribeOptions,
+    ) -> Result<Subscribed, SfuError> {
+        let sections = sdp::media_sections(offer).map_err(|e| SfuError::BadOffer(e.to_string()))?;
+        let receiving = sections.iter().any(|m| {
+            !m.disabled
+                && matches!(m.kind, Kind::Audio | Kind::Video)
+                && m.direction.offerer_receives()
+        });
+        if !receiving {
+            return Err(SfuError::Unusable(
+                "a WHEP offer must receive audio or video (recvonly)".into(),
+            ));
+        }
+        let Some(entry) = self.streams.get(&stream).filter(|s| s.is_live()) else {
+            return Err(SfuError::Offline(stream));
+        };
+        let plan = negotiate::viewer_plan(
+            &sections,
+            &sdp_codecs::section_formats(offer),
+            entry.params(),
+        )?;
+        let has_video = entry.params().iter().any(|p| p.spec().codec.is_video());
+        let has_audio = entry.params().iter().any(|p| p.spec().codec.is_audio());
+        let simulcast = entry.simulcast();
+        self.admit()?;
+        let (rtc, answer, ufrag) = self.accept(now, offer, plan, simulcast)?;
+        let kinds = accepted_kinds(&sections, &answer);
+        let out_video = first_of_kind(&sections, &kinds, MediaKind::Video);
+        let out_audio = first_of_kind(&sections, &kinds, MediaKind::Audio);
+        let wants = |k: Kind| {
+            sections
+                .iter()
+                .any(|m| m.kind == k && !m.disabled && m.direction.offerer_receives())
+        };
+        if has_video && wants(Kind::Video) && out_video.is_none() {
+            return Err(SfuError::CodecMismatch(format!(
+                "the stream's video codec is {}; the viewer offered none that matches",
+                codec_names(&entry_codecs(&rtc, true))
+            )));
+        }
+        if has_audio && wants(Kind::Audio) && out_audio.is_none() {
+            return Err(SfuError::CodecMismatch(
+                "the stream's audio is Opus; the viewer did not offer it".into(),
+            ));
+        }
+        if out_video.is_none() && out_audio.is_none() {
+            return Err(SfuError::CodecMismatch(
+                "the viewer supports none of the stream's codecs".into(),
+            ));
+        }
+        let id = self.alloc_id();
+        let first_seq = (self.random() & 0x3fff) as u16;
+        let video = out_video.map(|mid| OutTrack::new(mid, first_seq, false));
+        let audio = out_audio.map(|mid| {
+            let red = sdp::offers_codec(offer, &mid.to_string(), "red/48000");
+            OutTrack::new(mid, first_seq, red)
+        });
+        let viewer = Viewer::new(video, audio, ViewerLayer::new(options.layer), now);
+        let peer = Peer::new(id, stream.clone(), Role::Subscriber, ufrag, rtc, kinds, now);
+        self.insert_peer(peer.with_viewer(viewer));
+        if let Some(s) = self.streams.get_mut(&stream) {
+            s.add_viewer(id);
+        }
+        tracing::info!(stream = %stream, peer = %id, layer = options.layer.as_str(), "subscriber accepted");
+        Ok(Subscribed { peer: id, answer })
+    }
+
+    /// Add a remote ICE candidate (WHIP/WHEP PATCH trickle). Unparseable lines are ignored.
+    pub fn add_remote_candidates(
+        &mut self,
+        peer: PeerId,
+        candidates: &[String],
+    ) -> Result<usize, SfuError> {
+        let p = self.peers.get_mut(&peer).ok_or(SfuError::UnknownPeer)?;
+        let mut added = 0;
+        for line in candidates {
+            let text = line.trim().trim_start_matches("a=");
+            if let Ok(c) = Candidate::from_sdp_string(text) {
+                let rtc = p.rtc_mut();
+                if catch_unwind(AssertUnwindSafe(|| rtc.add_remote_candidate(c))).is_ok() {
+                    added += 1;
+                }
+            }
+        }
+        self.dirty.push_back(peer);
+        self.drain();
+        Ok(added)
+    }
+
+    /// ICE restart (RFC 9725 section 4.4): the client sent new credentials (and maybe
+    /// candidates) in a PATCH. The session keeps its DTLS association, SRTP contexts and
+    /// forwarding state; it gets fresh local credentials, returned for the PATCH response,
+    /// and connectivity checks with the new ones (from any address) move it over.
+    pub fn restart_ice(
+        &mut self,
+        peer: PeerId,
+        ufrag: &str,
+        pwd: &str,
+        candidates: &[String],
+    ) -> Result<IceRestarted, SfuError> {
+        let remote = IceCreds {
+            ufrag: ufrag.trim().to_string(),
+            pass: pwd.trim().to_string(),
+        };
+        if remote.ufrag.is_empty() || remote.pass.is_empty() {
+            return Err(SfuError::Unusable(
+                "an ICE restart needs a=ice-ufrag and a=ice-pwd".into(),
+            ));
+        }
+        if !self.peers.contains_key(&peer) {
+            return Err(SfuError::UnknownPeer);
+        }
+        let local = self.new_ice_creds();
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return Err(SfuError::UnknownPeer);
+        };
+        let rtc = p.rtc_mut();
+        let creds = local.clone();
+        let applied = catch_unwind(AssertUnwindSafe(|| {
+            let mut api = rtc.direct_api();
+            api.set_local_ice_credentials(creds);
+            api.set_remote_ice_credentials(remote);
+        }));
+        if applied.is_err() {
+            self.remove_peer(peer, CloseReason::Failed);
+            return Err(SfuError::Unavailable);
+        }
+        p.ice_restarting = true;
+        let old = p.set_ufrag(local.ufrag.clone());
+        // Known addresses keep routing here; new ones are learned from checks naming the new
+        // ufrag.
+        self.routes.rename_session(&old, &local.ufrag, peer);
+        self.stats.ice_restarts += 1;
+        tracing::info!(peer = %peer, "ICE restart");
+        self.add_remote_candidates(peer, candidates)?;
+        Ok(IceRestarted {
+            ufrag: local.ufrag,
+            pwd: local.pass,
+            candidates: self.local_candidates(),
+        })
+    }
+
+    /// The `a=candidate:` lines this node puts in answers (for ICE restart responses).
+    pub fn local_candidates(&self) -> Vec<String> {
+        let udp = self
+            .config
+            .candidates
+            .iter()
+            .filter_map(|a| Candidate::host(*a, "udp").ok());
+        let tcp = self
+            .config
+            .tcp_candidates
+            .iter()
+            .filter_map(|a| passive_tcp_candidate(*a));
+        udp.chain(tcp)
+            .map(|c| format!("a={}", c.to_sdp_string()))
+            .collect()
+    }
+
+    /// End a session (WHIP/WHEP DELETE).
+    pub fn close(&mut self, peer: PeerId) -> Result<(), SfuError> {
+        if !self.peers.contains_key(&peer) {
+            return Err(SfuError::UnknownPeer);
+        }
+        self.remove_peer(peer, CloseReason::Closed);
+        Ok(())
+    }
+
+    /// Close every session (shutdown).
+    pub fn close_all(&mut self) {
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for id in ids {
+            self.remove_peer(id, CloseReason::Closed);
+        }
+    }
+}
