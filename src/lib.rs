@@ -95,13 +95,17 @@ pub fn public_url(config: &Config, http_addr: SocketAddr) -> String {
     format!("http://{}", SocketAddr::new(ip, http_addr.port()))
 }
 
-/// Open the database: `database.url`, else `aethex.db` in the data directory.
+/// Open the database: `database.url`, else `aethex.db` in the data directory; run storage's
+/// migrations, then the platform's (what [`serve`] and every command that uses the store
+/// expect).
 pub async fn open_store(config: &Config) -> Result<Store, signaling::StoreError> {
-    if config.database.url.is_empty() {
-        Store::open_data_dir(&config.storage.data_dir).await
+    let store = if config.database.url.is_empty() {
+        Store::open_data_dir(&config.storage.data_dir).await?
     } else {
-        Store::open(&config.database.url).await
-    }
+        Store::open(&config.database.url).await?
+    };
+    platform::migrate(&store).await?;
+    Ok(store)
 }
 
 /// Where the database is, for messages (no password).
@@ -212,6 +216,7 @@ impl platform::LiveInfo for MediaSide {
 }
 
 /// Run a node until `shutdown` resolves; then stop accepting, close every session, return.
+/// `store` comes from [`open_store`] (or has had [`platform::migrate`] run on it).
 pub async fn serve(
     config: Config,
     store: Store,

@@ -41,6 +41,9 @@ enum Command {
     /// Manage channels and stream keys.
     #[command(subcommand)]
     Channel(ChannelCommand),
+    /// Co-streaming stages: invite guests onto a channel's stage, revoke invites.
+    #[command(subcommand)]
+    Stage(StageCommand),
     /// Set a public API key's tier: free (10k requests/day, read-only), pro (100k/day) or
     /// enterprise (unlimited). Keys are made by their users (POST /api/keys).
     ApiKeyTier {
@@ -113,6 +116,30 @@ enum ChannelCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum StageCommand {
+    /// Invite a guest onto a channel's stage and print `{"id", "token", "join_url",
+    /// "expires_at"}` (the token is shown once; only a hash is stored). The guest publishes
+    /// with `Authorization: Bearer <token>` and opens `join_url`.
+    Invite {
+        #[command(flatten)]
+        channel: ChannelArgs,
+        /// The guest's display name (1-64 characters).
+        #[arg(long = "name", id = "guest", default_value = platform::stage::DEFAULT_NAME)]
+        guest: String,
+        /// Seconds the invite admits its guest (60 to 604800).
+        #[arg(long, default_value_t = platform::stage::DEFAULT_TTL_S)]
+        ttl: i64,
+    },
+    /// Revoke an invite: its token admits no one from now on.
+    Revoke {
+        #[command(flatten)]
+        channel: ChannelArgs,
+        /// The invite's id (from `aethex stage invite` or GET /api/channels/{name}/stage/invites).
+        id: String,
+    },
+}
+
 #[derive(Args)]
 struct ChannelArgs {
     /// Channel name: 1-64 characters of a-z, 0-9, '-' and '_'.
@@ -163,6 +190,7 @@ fn main() -> ExitCode {
             runtime().and_then(|rt| rt.block_on(serve(args.serve, Some(edge))))
         }
         Command::Channel(cmd) => runtime().and_then(|rt| rt.block_on(channel(cmd))),
+        Command::Stage(cmd) => runtime().and_then(|rt| rt.block_on(stage(cmd))),
         Command::ApiKeyTier {
             id,
             tier,
@@ -352,6 +380,47 @@ async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutdown requested: no new sessions, closing the open ones");
+}
+
+async fn stage(cmd: StageCommand) -> anyhow::Result<()> {
+    let args = match &cmd {
+        StageCommand::Invite { channel, .. } | StageCommand::Revoke { channel, .. } => channel,
+    };
+    let mut config = load(args.config.as_deref(), args.data_dir.clone())?;
+    apply_secret_env(&mut config);
+    let store = aethex::open_store(&config)
+        .await
+        .with_context(|| format!("opening the database {}", aethex::store_location(&config)))?;
+    let out = match &cmd {
+        StageCommand::Invite {
+            channel,
+            guest,
+            ttl,
+        } => {
+            storage::check_invite(guest, *ttl).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let new = store
+                .create_invite(&channel.name, guest.trim(), *ttl)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no such channel: {}", channel.name))?;
+            let base = aethex::public_url(&config, config.http.listen);
+            let token = new.token.expose();
+            serde_json::json!({
+                "id": new.invite.id,
+                "token": token,
+                "join_url": platform::stage::join_url(&base, &channel.name, token),
+                "expires_at": new.invite.expires_at,
+            })
+        }
+        StageCommand::Revoke { channel, id } => {
+            if !store.revoke_invite(&channel.name, id).await? {
+                anyhow::bail!("no such invite of channel {}: {id}", channel.name);
+            }
+            serde_json::json!({"channel": channel.name, "revoked": id})
+        }
+    };
+    store.close().await;
+    println!("{out}");
+    Ok(())
 }
 
 async fn channel(cmd: ChannelCommand) -> anyhow::Result<()> {

@@ -480,3 +480,66 @@ fn config_commands_explain_mistakes() {
         .unwrap()
         .contains("already exists"));
 }
+
+#[test]
+fn stage_invites_from_the_cli_print_a_token_that_the_store_admits_until_revoked() {
+    let dir = temp_dir("stage");
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .arg("--data-dir")
+            .arg(&dir)
+            .output()
+            .unwrap()
+    };
+    assert!(run(&["channel", "create", "duo"]).status.success());
+    let out = run(&["stage", "invite", "duo", "--name", "Ann", "--ttl", "600"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let token = v["token"].as_str().unwrap().to_string();
+    let id = v["id"].as_str().unwrap().to_string();
+    assert!(token.starts_with("si_"), "{v}");
+    assert!(
+        v["join_url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/stage/duo?invite={token}")),
+        "{v}"
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = rt.block_on(storage::Store::open_data_dir(&dir)).unwrap();
+    let invite = rt
+        .block_on(store.invite_for_token(&token))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (invite.name.as_str(), invite.expires_at),
+        ("Ann", v["expires_at"].as_i64().unwrap())
+    );
+    rt.block_on(store.close());
+
+    // Mistakes are explained, with exit code 2.
+    for (args, says) in [
+        (vec!["stage", "invite", "none"], "no such channel"),
+        (vec!["stage", "invite", "duo", "--ttl", "5"], "ttl_s"),
+        (vec!["stage", "revoke", "duo", "nope"], "no such invite"),
+    ] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let out = run(&["stage", "revoke", "duo", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let store = rt.block_on(storage::Store::open_data_dir(&dir)).unwrap();
+    assert_eq!(rt.block_on(store.invite_for_token(&token)).unwrap(), None);
+    rt.block_on(store.close());
+}

@@ -7,7 +7,7 @@ use utoipa::IntoParams;
 
 use crate::accounts::{bearer_of, user_for_token, User};
 use crate::{db, State};
-use signaling::ApiError;
+use http_common::ApiError;
 
 /// A user's standing in a channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,9 +7,9 @@ use axum::extract::{FromRequestParts, State as AxState};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use http_common::ApiError;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use signaling::ApiError;
 use utoipa::ToSchema;
 
 use crate::openapi::{BodyRejected, ErrorBody, HashBusy, Unauthorized};
@@ -76,7 +76,7 @@ impl FromRequestParts<State> for User {
 
 /// The bearer token of a request, if any.
 pub(crate) fn bearer_of(headers: &axum::http::HeaderMap) -> Option<&str> {
-    signaling::routing::bearer_token(headers)
+    http_common::bearer_token(headers)
 }
 
 /// `POST /api/users` and `POST /api/sessions` body.

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use axum::extract::{Path, State as AxState};
 use axum::response::{IntoResponse, Response};
+use http_common::ApiError;
 use serde::{Deserialize, Serialize};
-use signaling::ApiError;
 
 use crate::accounts::User;
 use crate::channels::owned;

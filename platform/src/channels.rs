@@ -4,8 +4,8 @@
 use axum::extract::{Path, State as AxState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use http_common::ApiError;
 use serde::{Deserialize, Serialize};
-use signaling::ApiError;
 use storage::StoreError;
 use utoipa::ToSchema;
 

@@ -12,9 +12,9 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State as AxState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use http_common::ApiError;
+use http_common::ClientIp;
 use serde::{Deserialize, Serialize};
-use signaling::routing::ClientIp;
-use signaling::ApiError;
 use utoipa::IntoParams;
 
 use crate::access::may_see_private;

@@ -4,8 +4,8 @@
 use axum::extract::{Path, State as AxState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use http_common::ApiError;
 use serde::Serialize;
-use signaling::ApiError;
 use utoipa::ToSchema;
 
 use crate::accounts::User;

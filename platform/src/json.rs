@@ -6,7 +6,7 @@
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
-use signaling::ApiError;
+use http_common::ApiError;
 
 /// `Json<T>` with API errors.
 pub struct JsonBody<T>(pub T);

@@ -8,6 +8,12 @@
 //! [`quota`]. Analytics: recorded by [`analytics`] (viewer sessions, cluster-wide viewer
 //! counts, samples), reported by [`analytics_report`]. The OpenAPI document of every route
 //! (`GET /api/openapi.json`) is generated from the handlers' annotations: see [`openapi`].
+//!
+//! Each crate owns its tables: their migrations sit beside their queries. The platform's
+//! (chat, streams, donations, webhooks, API keys, analytics, follow events: 0004 on) are in
+//! `migrations/`, and [`migrate`] runs them on a [`Store`] once it is open (after storage's
+//! own, 0001-0003, which also made the users, sessions and follows tables); `aethex::open_store`
+//! does, and so must anything else that hands a store to the platform.
 #![warn(missing_docs)]
 
 mod access;
@@ -23,6 +29,7 @@ pub mod limits;
 pub mod moderation;
 pub mod openapi;
 pub mod quota;
+pub mod stage;
 pub mod streams;
 pub mod viewer_sessions;
 pub mod webhook_target;
@@ -33,12 +40,22 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::Router;
-use signaling::ApiError;
-use storage::Store;
+use http_common::ApiError;
+use storage::{Store, StoreError};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use json::{JsonBody, QueryParams};
+
+/// Run the platform's migrations (`platform/migrations`) on `store`, which [`Store::open`] has
+/// migrated to storage's; applied ones are skipped, so a reopened database costs one query.
+/// Both migrators keep their versions in sqlx's `_sqlx_migrations`: each ignores the other's.
+pub async fn migrate(store: &Store) -> Result<(), StoreError> {
+    let mut migrator = sqlx::migrate!("./migrations");
+    migrator.set_ignore_missing(true);
+    migrator.run(store.pool()).await?;
+    Ok(())
+}
 
 /// What the media side says about a channel right now.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -128,6 +145,8 @@ pub(crate) fn api_routes() -> OpenApiRouter<State> {
         .routes(routes!(streams::get_stream))
         .routes(routes!(quota::create, quota::list))
         .routes(routes!(quota::remove))
+        .routes(routes!(stage::create_invite, stage::list_invites))
+        .routes(routes!(stage::revoke_invite))
         .routes(routes!(openapi::document))
 }
 

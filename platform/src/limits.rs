@@ -1,8 +1,8 @@
 //! The platform API's limits and their state: password hashing behind a small semaphore with a
 //! bounded queue (Argon2id takes 19 MiB and tens of ms per hash: a flood must not take the
 //! node's memory or its blocking threads), chat sockets per client address, API keys per user,
-//! webhooks per channel. Refusals are counted in `aethex_refused_total{reason}` when the node
-//! shares its [`signaling::Metrics`].
+//! webhooks per channel. Refusals are counted in the node's [`Refusals`] when it gives one
+//! (its metrics: `aethex_refused_total{reason}`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use signaling::ApiError;
+use http_common::{ApiError, Refusals};
 
 /// Configured limits (`[limits]` and `[webhooks]` in `config.toml`).
 #[derive(Debug, Clone)]
@@ -43,7 +43,7 @@ impl Default for Limits {
             chat_idle_timeout: Duration::from_secs(60),
             webhooks_per_channel: 10,
             webhooks_allow_private: false,
-            exempt: signaling::limits::loopback(),
+            exempt: http_common::loopback(),
         }
     }
 }
@@ -55,7 +55,7 @@ pub struct Guards {
     hashing: tokio::sync::Semaphore,
     in_hashing: AtomicUsize,
     sockets: Mutex<HashMap<IpAddr, usize>>,
-    metrics: Option<Arc<signaling::Metrics>>,
+    refusals: Option<Arc<dyn Refusals>>,
 }
 
 impl Default for Guards {
@@ -97,21 +97,21 @@ impl Drop for SocketSlot {
 }
 
 impl Guards {
-    /// Fresh state; refusals counted in `metrics` when given.
-    pub fn new(limits: Limits, metrics: Option<Arc<signaling::Metrics>>) -> Self {
+    /// Fresh state; refusals counted in `refusals` when given.
+    pub fn new(limits: Limits, refusals: Option<Arc<dyn Refusals>>) -> Self {
         Self {
             hashing: tokio::sync::Semaphore::new(limits.password_hash_concurrency.max(1)),
             limits,
             in_hashing: AtomicUsize::new(0),
             sockets: Mutex::new(HashMap::new()),
-            metrics,
+            refusals,
         }
     }
 
     /// Count a refusal.
     pub fn refused(&self, reason: &'static str) {
-        if let Some(m) = &self.metrics {
-            m.refused(reason);
+        if let Some(r) = &self.refusals {
+            r.refused(reason);
         }
     }
 
@@ -144,7 +144,7 @@ impl Guards {
     pub fn chat_socket(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<SocketSlot, ApiError> {
         let key = ip
             .filter(|ip| !self.limits.exempt.iter().any(|c| c.contains(*ip)))
-            .map(signaling::limits::client_key);
+            .map(http_common::client_key);
         if let Some(key) = key {
             let mut map = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
             let n = map.entry(key).or_default();

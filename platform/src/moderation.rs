@@ -5,8 +5,8 @@
 use axum::extract::{Path, State as AxState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use http_common::ApiError;
 use serde::Deserialize;
-use signaling::ApiError;
 use utoipa::ToSchema;
 
 use crate::access::{may_ban, role, Role};

@@ -20,7 +20,7 @@ use utoipa::openapi::{ContentBuilder, Header, OpenApi, Ref, ResponseBuilder};
 use utoipa::{OpenApi as _, ToSchema};
 
 /// Every error answer: `{"code": "...", "error": "..."}`.
-// Only described here: the body is written by `signaling::ApiError::into_response`, and in the
+// Only described here: the body is written by `http_common::ApiError::into_response`, and in the
 // same shape by the quota middleware's 429 and the chat socket's handshake check.
 #[derive(ToSchema)]
 pub struct ErrorBody {
@@ -145,6 +145,7 @@ pub const API_KEY: &str = "api_key";
         (name = "streams", description = "Stream records and donations"),
         (name = "keys", description = "Public API keys and their quotas"),
         (name = "analytics", description = "Viewer numbers of a channel, for its owner"),
+        (name = "stage", description = "Co-streaming: invites onto a channel's stage"),
         (name = "meta", description = "This document"),
     )
 )]

@@ -21,9 +21,9 @@ use axum::extract::{Path, Request, State as AxState};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use http_common::ApiError;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use signaling::ApiError;
 use utoipa::ToSchema;
 
 use crate::accounts::{random_hex, User};
@@ -68,11 +68,11 @@ impl Tier {
 }
 
 /// Burst buckets per user or client address (per node).
-pub struct Buckets(signaling::limits::TokenBuckets<String>);
+pub struct Buckets(http_common::TokenBuckets<String>);
 
 impl Default for Buckets {
     fn default() -> Self {
-        Self(signaling::limits::TokenBuckets::new(RATE, BURST as u32))
+        Self(http_common::TokenBuckets::new(RATE, BURST as u32))
     }
 }
 
@@ -118,14 +118,14 @@ pub async fn enforce(AxState(st): AxState<State>, req: Request, next: Next) -> R
         // Without a key: a burst limit per client address (when the server knows it).
         let ip = req
             .extensions()
-            .get::<signaling::limits::ClientAddr>()
+            .get::<http_common::ClientAddr>()
             .map(|c| c.0)
             .or_else(|| {
                 req.extensions()
                     .get::<ConnectInfo<SocketAddr>>()
                     .map(|c| c.0.ip())
             })
-            .map(|ip| signaling::limits::client_key(ip).to_string());
+            .map(|ip| http_common::client_key(ip).to_string());
         if let Some(ip) = ip {
             if !st.buckets.take(&format!("ip:{ip}")) {
                 return too_many("too many requests from this address: slow down", 1);

@@ -321,6 +321,7 @@ async fn the_origin_samples_live_channels_and_an_edge_does_not(store: Store, _db
 }
 
 storage::on_both_databases!(
+    migrate = platform::migrate;
     the_owner_gets_watch_time_uniques_peak_chat_and_retention_for_a_range,
     analytics_are_for_the_owner_only_and_bad_ranges_are_json_400s,
     a_node_records_viewer_sessions_and_closes_what_it_left_open_after_a_crash,

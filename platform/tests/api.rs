@@ -390,6 +390,7 @@ async fn bad_input_gets_a_4xx_json_error_never_a_500(store: Store, _db: &TestDb)
 }
 
 storage::on_both_databases!(
+    migrate = platform::migrate;
     accounts_register_sign_in_and_out,
     an_expired_session_is_refused,
     only_the_owner_edits_a_channel_or_rotates_its_key,

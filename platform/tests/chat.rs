@@ -378,6 +378,7 @@ async fn a_user_is_rate_limited_after_a_burst(store: Store, _db: &TestDb) {
 }
 
 storage::on_both_databases!(
+    migrate = platform::migrate;
     chat_is_stored_broadcast_and_replayed_on_join,
     moderation_bans_timeouts_deletes_slow_mode_and_blocked_terms,
     a_user_is_rate_limited_after_a_burst,
@@ -390,11 +391,11 @@ async fn a_message_sent_on_one_node_reaches_a_socket_on_another_through_redis() 
         std::env::var("AETHEX_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let prefix = format!("aethex-chat-test-{}", std::process::id());
     let hub = |_: ()| ChatHub::redis(&url, &prefix);
-    let a = node(
-        db.open().await,
-        hub(()).await.expect("Redis at 127.0.0.1:6379"),
-    )
-    .await;
+    let store = db.open().await;
+    platform::migrate(&store)
+        .await
+        .expect("platform migrations");
+    let a = node(store, hub(()).await.expect("Redis at 127.0.0.1:6379")).await;
     let b = node(db.open().await, hub(()).await.unwrap()).await;
     let owner = user(&a, "host").await;
     post(&a, "/api/channels", Some(&owner), json!({"name": "room"})).await;

@@ -431,6 +431,7 @@ async fn schemas_have_the_fields_the_handlers_return(store: Store, _db: &TestDb)
 }
 
 storage::on_both_databases!(
+    migrate = platform::migrate;
     every_documented_route_is_routed_and_every_route_documented,
     every_error_is_the_error_schema_and_security_matches_401s,
     schemas_have_the_fields_the_handlers_return,

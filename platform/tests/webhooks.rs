@@ -369,6 +369,7 @@ async fn an_event_accepted_while_no_worker_runs_is_delivered_after_a_restart(
 }
 
 storage::on_both_databases!(
+    migrate = platform::migrate;
     follows_and_donations_are_delivered_signed,
     a_failing_receiver_is_retried_with_backoff_and_the_deliveries_show_it,
     an_event_accepted_while_no_worker_runs_is_delivered_after_a_restart,

@@ -34,14 +34,14 @@ pub(crate) struct Peer {
     rtc: Rtc,
     created: Instant,
     /// The instant the engine wants to be woken up.
-    pub deadline: Instant,
-    pub connected: bool,
+    deadline: Instant,
+    connected: bool,
     /// Listed in the core's due-now queue.
-    pub due_queued: bool,
+    due_queued: bool,
     /// Kind of each negotiated mid, from the offer.
     kinds: HashMap<Mid, MediaKind>,
     /// An ICE restart is under way: the first check from a new address retires the old ones.
-    pub ice_restarting: bool,
+    ice_restarting: bool,
     /// A subscriber's forwarding state.
     viewer: Option<Viewer>,
 }
@@ -101,6 +101,44 @@ impl Peer {
 
     pub fn created(&self) -> Instant {
         self.created
+    }
+
+    /// The instant the engine wants to be woken up.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// The engine's next timeout was `at`. Returns whether it is due already (at or before
+    /// `now`) and the peer was not yet listed as due: the caller lists it, once.
+    pub fn set_deadline(&mut self, at: Instant, now: Instant) -> bool {
+        self.deadline = at;
+        let list = at <= now && !self.due_queued;
+        self.due_queued |= list;
+        list
+    }
+
+    /// Taken off the due-now list.
+    pub fn unlist_due(&mut self) {
+        self.due_queued = false;
+    }
+
+    /// ICE and DTLS completed.
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    pub fn set_connected(&mut self) {
+        self.connected = true;
+    }
+
+    /// An ICE restart began: the next check from a new address retires the old ones.
+    pub fn start_ice_restart(&mut self) {
+        self.ice_restarting = true;
+    }
+
+    /// A check from a new address arrived: whether it ends an ICE restart (once).
+    pub fn finish_ice_restart(&mut self) -> bool {
+        std::mem::take(&mut self.ice_restarting)
     }
 
     pub fn rtc(&self) -> &Rtc {

@@ -5,7 +5,7 @@
 //! What they prove: each viewer ends on the layer its link carries; a capped viewer moves up
 //! when the cap is lifted and down when it returns; switches happen only on keyframes of the
 //! target layer, and the viewer sees one gapless sequence across them (the VP8 picture-id
-//! rewrite is unit-tested in `sfu::simulcast` and exercised by the Chromium test); a pinned viewer stays on its pin; a viewer under 10 % random loss
+//! rewrite is unit-tested in `sfu::viewer::layer` and exercised by the Chromium test); a pinned viewer stays on its pin; a viewer under 10 % random loss
 //! decodes nearly every frame (NACK/RTX from the SFU's own send cache).
 #![allow(clippy::disallowed_methods)] // the test picks the virtual epoch from the clock once
 

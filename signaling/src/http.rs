@@ -12,7 +12,7 @@ use axum::Router;
 use sfu::{PeerId, Pin, SubscribeOptions};
 
 use crate::control::{Availability, ChannelSource, SfuControl};
-use crate::error::ApiError;
+use crate::error::{from_sfu, ApiError};
 use crate::limits::{retry_secs, Admission};
 use crate::metrics::Metrics;
 use crate::request::{
@@ -223,7 +223,7 @@ async fn metrics<C: SfuControl>(
             ));
         }
     }
-    let stats = st.sfu.stats().await?;
+    let stats = st.sfu.stats().await.map_err(from_sfu)?;
     let mut private = HashSet::new();
     for s in &stats.streams {
         if channel_is_private(&st, &s.name).await {
@@ -372,7 +372,7 @@ async fn publish<C: SfuControl>(
         }
     }
     let ufrag = sdp_attr(&offer, "a=ice-ufrag:");
-    let published = st.sfu.publish(stream, offer).await?;
+    let published = st.sfu.publish(stream, offer).await.map_err(from_sfu)?;
     if let Some(old) = published.replaced {
         st.sessions.forget_peer(old);
     }
@@ -432,7 +432,7 @@ async fn whep<C: SfuControl>(
             Availability::Offline => return Err(ApiError::Offline(channel)),
         },
         None => {
-            if !st.sfu.is_live(stream.clone()).await? {
+            if !st.sfu.is_live(stream.clone()).await.map_err(from_sfu)? {
                 if let Some((url, node)) = routing::live_elsewhere(&st.cluster, &channel).await {
                     return routing::redirect(&url, &channel, q, &node);
                 }
@@ -458,7 +458,11 @@ async fn whep<C: SfuControl>(
         .chars()
         .take(MAX_AGENT)
         .collect();
-    let subscribed = st.sfu.subscribe(stream, offer, options).await?;
+    let subscribed = st
+        .sfu
+        .subscribe(stream, offer, options)
+        .await
+        .map_err(from_sfu)?;
     let new = NewSession {
         kind: Kind::Whep,
         channel,

@@ -3,7 +3,9 @@
 //! WHIP (RFC 9725) and WHEP (draft-ietf-wish-whep) endpoints, channels and stream keys (in the
 //! `storage` crate),
 //! Prometheus `/metrics`, `/healthz`, and the embedded web client. It reaches the media engine
-//! only through [`SfuControl`], so its tests run with a fake engine and no sockets.
+//! only through [`SfuControl`], so its tests run with a fake engine and no sockets. The API
+//! error and the request and limit helpers it shares with the platform API are in
+//! `http-common` (re-exported here where they were: [`ApiError`], [`routing::ClientIp`], ...).
 #![warn(missing_docs)]
 
 pub mod control;

@@ -2,15 +2,15 @@
 //! buckets per address, and the WHIP/WHEP caps. Every refusal is a 4xx/503 with a JSON body and
 //! a count in `aethex_refused_total{reason}`; nothing here touches the media thread.
 
-use std::collections::HashMap;
-use std::hash::Hash;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::sync::Mutex;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use axum::extract::ConnectInfo;
 use axum::http::HeaderMap;
 use cluster::Cidr;
+
+// Moved to http-common (the platform API uses them too); re-exported where they were.
+pub use http_common::limits::{client_key, loopback, ClientAddr, TokenBuckets};
 
 /// WHIP/WHEP limits (`[limits]` in `config.toml`).
 #[derive(Debug, Clone)]
@@ -59,26 +59,6 @@ impl Default for Limits {
     }
 }
 
-/// `127.0.0.0/8` and `::1`.
-pub fn loopback() -> Vec<Cidr> {
-    ["127.0.0.0/8", "::1/128"]
-        .iter()
-        .filter_map(|c| Cidr::parse(c).ok())
-        .collect()
-}
-
-/// The key limits are counted under: an IPv4 address, or the /64 of an IPv6 address (one
-/// subscriber line usually holds a whole /64).
-pub fn client_key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => {
-            let masked = u128::from(v6) & (u128::MAX << 64);
-            IpAddr::V6(Ipv6Addr::from(masked))
-        }
-    }
-}
-
 /// The client's address: the peer's, or, when the peer is a trusted proxy, the nearest
 /// address in `X-Forwarded-For` that is not a trusted proxy itself (entries to its left are
 /// what the client claimed and are ignored).
@@ -102,11 +82,6 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAddr 
         .unwrap_or(peer)
 }
 
-/// The client address of a request, set once per request by [`remember_client`] (falls back
-/// to the socket peer).
-#[derive(Debug, Clone, Copy)]
-pub struct ClientAddr(pub IpAddr);
-
 /// Middleware: resolve the client address (trusted proxies considered) into [`ClientAddr`].
 pub async fn remember_client(
     axum::extract::State(trusted): axum::extract::State<std::sync::Arc<Vec<Cidr>>>,
@@ -122,53 +97,6 @@ pub async fn remember_client(
         req.extensions_mut().insert(ClientAddr(ip));
     }
     next.run(req).await
-}
-
-/// Token buckets per key, with bounded memory: beyond `MAX_KEYS`, buckets that have refilled
-/// (idle clients) are forgotten.
-pub struct TokenBuckets<K> {
-    per_sec: f64,
-    burst: f64,
-    map: Mutex<HashMap<K, (f64, Instant)>>,
-}
-
-const MAX_KEYS: usize = 100_000;
-
-impl<K: Hash + Eq + Clone> TokenBuckets<K> {
-    /// Buckets of `burst` tokens refilled at `per_sec`.
-    pub fn new(per_sec: f64, burst: u32) -> Self {
-        Self {
-            per_sec: per_sec.max(0.001),
-            burst: f64::from(burst.max(1)),
-            map: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Take a token for `key` at `now`; when empty, how long until one is back.
-    pub fn take(&self, key: &K, now: Instant) -> Result<(), Duration> {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_KEYS && !map.contains_key(key) {
-            let (rate, burst) = (self.per_sec, self.burst);
-            map.retain(|_, (tokens, at)| {
-                *tokens + now.saturating_duration_since(*at).as_secs_f64() * rate < burst
-            });
-            if map.len() >= MAX_KEYS {
-                // Every key is mid-burst: a flood from many addresses. Refuse newcomers
-                // rather than grow without bound.
-                return Err(Duration::from_secs(1));
-            }
-        }
-        let (tokens, at) = map.entry(key.clone()).or_insert((self.burst, now));
-        let refill = now.saturating_duration_since(*at).as_secs_f64() * self.per_sec;
-        *tokens = (*tokens + refill).min(self.burst);
-        *at = now;
-        if *tokens < 1.0 {
-            let wait = (1.0 - *tokens) / self.per_sec;
-            return Err(Duration::from_secs_f64(wait.min(3600.0)));
-        }
-        *tokens -= 1.0;
-        Ok(())
-    }
 }
 
 /// The limits with their live state: offer buckets per client address.
@@ -226,20 +154,6 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_clients_are_counted_per_64_and_ipv4_per_address() {
-        assert_eq!(
-            client_key(ip("2001:db8:1:2:aaaa::1")),
-            client_key(ip("2001:db8:1:2:bbbb::9"))
-        );
-        assert_ne!(
-            client_key(ip("2001:db8:1:2::1")),
-            client_key(ip("2001:db8:1:3::1"))
-        );
-        assert_ne!(client_key(ip("10.0.0.1")), client_key(ip("10.0.0.2")));
-        assert_eq!(client_key(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
-    }
-
-    #[test]
     fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
         let mut h = HeaderMap::new();
         h.insert(
@@ -260,19 +174,5 @@ mod tests {
         // Garbage stops the walk; the peer stands.
         h.insert("x-forwarded-for", HeaderValue::from_static("nonsense"));
         assert_eq!(client_ip(ip("10.1.2.3"), &h, &cdn), ip("10.1.2.3"));
-    }
-
-    #[test]
-    fn a_bucket_allows_its_burst_then_the_sustained_rate() {
-        let b = TokenBuckets::new(2.0, 5);
-        let t0 = Instant::now();
-        for _ in 0..5 {
-            assert!(b.take(&1u8, t0).is_ok());
-        }
-        let wait = b.take(&1u8, t0).unwrap_err();
-        assert!(wait <= Duration::from_millis(500), "{wait:?}");
-        assert!(b.take(&2u8, t0).is_ok(), "another key has its own bucket");
-        assert!(b.take(&1u8, t0 + Duration::from_millis(500)).is_ok());
-        assert!(b.take(&1u8, t0 + Duration::from_millis(500)).is_err());
     }
 }

@@ -224,6 +224,13 @@ impl Metrics {
     }
 }
 
+/// The platform API counts its refusals into the same `aethex_refused_total{reason}`.
+impl http_common::Refusals for Metrics {
+    fn refused(&self, reason: &'static str) {
+        Metrics::refused(self, reason);
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()

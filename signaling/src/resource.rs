@@ -8,7 +8,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::control::SfuControl;
-use crate::error::ApiError;
+use crate::error::{from_sfu, ApiError};
 use crate::http::AppState;
 use crate::request::{
     new_etag, parse_pin, read_text, require_content_type, sdp_attr, JSON, SDPFRAG,
@@ -37,7 +37,10 @@ pub(crate) async fn set_layer<C: SfuControl>(
         ))
     })?;
     let pin = parse_pin(&parsed.layer)?;
-    st.sfu.set_layer(session.peer, pin).await?;
+    st.sfu
+        .set_layer(session.peer, pin)
+        .await
+        .map_err(from_sfu)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -103,7 +106,10 @@ pub(crate) async fn patch_session<C: SfuControl>(
     let ufrag = sdp_attr(&frag, "a=ice-ufrag:");
     let restart = ufrag.is_some() && ufrag != session.client_ufrag;
     if !restart {
-        st.sfu.trickle(session.peer, candidates).await?;
+        st.sfu
+            .trickle(session.peer, candidates)
+            .await
+            .map_err(from_sfu)?;
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
     // RFC 9725 section 4.4: new credentials are an ICE restart, and the client must say
@@ -119,7 +125,8 @@ pub(crate) async fn patch_session<C: SfuControl>(
     let restarted = st
         .sfu
         .restart_ice(session.peer, ufrag.clone(), pwd, candidates)
-        .await?;
+        .await
+        .map_err(from_sfu)?;
     let etag = new_etag()?;
     let new_etag = etag.clone();
     st.sessions.update(&token, |s| {
@@ -155,6 +162,6 @@ pub(crate) async fn delete_session<C: SfuControl>(
     match st.sfu.close(session.peer).await {
         // Already gone on the media side (disconnected): the resource is gone too.
         Ok(()) | Err(sfu::SfuError::UnknownPeer) => Ok(StatusCode::OK.into_response()),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(from_sfu(e)),
     }
 }

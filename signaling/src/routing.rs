@@ -11,18 +11,18 @@
 //! - **Playback tokens.** A private channel needs a token (`?token=` or `Authorization: Bearer`)
 //!   signed with the cluster secret; it is checked here, offline.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use axum::extract::connect_info::ConnectInfo;
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cluster::{RegionRules, Registry, TokenError, TokenKey};
 
 use crate::error::ApiError;
+
+// Moved to http-common (the platform API reads them too); re-exported where they were.
+pub use http_common::{bearer_token, ClientIp};
 
 /// A text source appended to `/metrics` (the relay's series).
 pub type MetricsText = Arc<dyn Fn() -> String + Send + Sync>;
@@ -66,26 +66,6 @@ impl Cluster {
     /// Whether [`Cluster::start_draining`] was called.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
-    }
-}
-
-/// The client's IP address, when the server was started with connect info.
-pub struct ClientIp(pub Option<IpAddr>);
-
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        // Resolved once per request (trusted proxies considered) by the router's middleware.
-        if let Some(addr) = parts.extensions.get::<crate::limits::ClientAddr>() {
-            return Ok(ClientIp(Some(addr.0)));
-        }
-        Ok(ClientIp(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip()),
-        ))
     }
 }
 
@@ -171,16 +151,6 @@ pub(crate) fn redirect(
         HeaderValue::from_str(&url).map_err(|e| ApiError::Internal(e.to_string()))?,
     );
     Ok(resp)
-}
-
-/// The token of an `Authorization: Bearer <token>` header, if there is one.
-pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
 }
 
 /// A viewer of a private channel must bring a valid token for it.

@@ -1,10 +1,20 @@
-//! AeThex LIVE storage: one schema, one set of migrations (`migrations/`, portable SQL), on
-//! SQLite (the default: a file in the data directory, WAL) or PostgreSQL (`database.url =
-//! "postgres://..."`), through sqlx's `Any` driver, so the same queries and the same tests run
-//! on both with no code change.
+//! AeThex LIVE storage: the database, on SQLite (the default: a file in the data directory,
+//! WAL) or PostgreSQL (`database.url = "postgres://..."`), through sqlx's `Any` driver, so the
+//! same queries and the same tests run on both with no code change; and the tables the media
+//! side reads: channels and their stream keys, and stage invites.
+//!
+//! Each crate owns its tables: their migrations (portable SQL) sit beside their queries. Here,
+//! in `migrations/`, are those of the channels that [`channels`] reads and writes (0001-0003:
+//! 0003 also creates the platform's users, sessions and follows, because it adds the
+//! `channels.owner_id` that [`Store::owner_of`] reads, and a migration cannot be split without
+//! changing its checksum), and of the stage invites that [`stage`] reads and writes (0009,
+//! read by signaling's WHIP/WHEP and written by the platform's API and the CLI); the platform
+//! runs its own (0004-0008 and later) after [`Store::open`] ran these. Both share sqlx's `_sqlx_migrations` table, so each migrator ignores the other's
+//! versions. A store works alone: signaling and the channel CLI need nothing else.
 #![warn(missing_docs)]
 
 pub mod channels;
+pub mod stage;
 pub mod testing;
 
 use std::path::Path;
@@ -14,6 +24,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 pub use channels::{key_fingerprint, StreamKey};
+pub use stage::{check_invite, Invite, InviteToken, NewInvite, INVITE_TTL};
 
 /// Storage errors.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +78,7 @@ pub fn redacted(url: &str) -> String {
 }
 
 impl Store {
-    /// Open (creating if needed) `aethex.db` in `data_dir` and run migrations.
+    /// Open (creating if needed) `aethex.db` in `data_dir` and run this crate's migrations.
     pub async fn open_data_dir(data_dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
         let url = format!("sqlite://{}", data_dir.join("aethex.db").display());
@@ -75,7 +86,7 @@ impl Store {
     }
 
     /// Open a database by URL (`sqlite://path`, `sqlite::memory:`, `postgres://...`) and run
-    /// migrations.
+    /// this crate's migrations (the platform runs its own after: `platform::migrate`).
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
@@ -118,7 +129,10 @@ impl Store {
             })
             .connect_with(options)
             .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
+        // The platform's migrations share `_sqlx_migrations`: ignore its versions.
+        let mut migrator = sqlx::migrate!("./migrations");
+        migrator.set_ignore_missing(true);
+        migrator.run(&pool).await?;
         Ok(Self { pool, backend })
     }
 

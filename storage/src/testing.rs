@@ -116,7 +116,8 @@ impl TestDb {
         }
     }
 
-    /// Open (or reopen) the store.
+    /// Open (or reopen) the store: storage's migrations only (a crate with its own runs them
+    /// on the result, or uses `on_both_databases!(migrate = ...; ...)`).
     pub async fn open(&self) -> Store {
         Store::open(&self.url)
             .await
@@ -126,8 +127,34 @@ impl TestDb {
 
 /// Run the async test body `$body` (a function of `Store` and `&TestDb`) once on SQLite and
 /// once on PostgreSQL, as two `#[tokio::test]`s in modules `sqlite` and `postgres`.
+///
+/// A crate with migrations of its own (the platform) names the function that runs them first:
+/// `on_both_databases!(migrate = platform::migrate; test_a, test_b)`; each test then gets a
+/// store migrated to both (`migrate` is an `async fn(&Store) -> Result<(), E: Display>`).
 #[macro_export]
 macro_rules! on_both_databases {
+    (migrate = $migrate:path; $($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $name() {
+                let db = $crate::testing::TestDb::sqlite();
+                let store = db.open().await;
+                $migrate(&store)
+                    .await
+                    .unwrap_or_else(|e| panic!("{}: migrations: {e}", db.kind));
+                super::$name(store, &db).await
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $name() {
+                let db = $crate::testing::TestDb::postgres().await;
+                let store = db.open().await;
+                $migrate(&store)
+                    .await
+                    .unwrap_or_else(|e| panic!("{}: migrations: {e}", db.kind));
+                super::$name(store, &db).await
+            })*
+        }
+    };
     ($($name:ident),* $(,)?) => {
         mod sqlite {
             $(#[tokio::test] async fn $name() {

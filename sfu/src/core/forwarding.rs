@@ -5,6 +5,7 @@
 //! payload type, sequence number (continuous across sources, layer switches and keyframe
 //! gating), rebased timestamp and VP8 picture ids, and protects it with its own SRTP context.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use str0m::rtp::RtpPacket;
@@ -13,7 +14,7 @@ use super::{Core, CoreOutput};
 use crate::ids::{LayerId, PeerId, StreamId};
 use crate::peer::Role;
 use crate::sink::SinkPacket;
-use crate::stats::DropReason;
+use crate::stats::{DropReason, SfuStats};
 use crate::stream::{CachedPacket, Ingested, Ingress};
 use crate::types::CloseReason;
 use crate::types::PeerBroken;
@@ -29,6 +30,26 @@ struct After {
     replaying: Vec<PeerId>,
     /// Viewers that switched layers: (viewer, old layer, when the switch was asked).
     switched: Vec<(PeerId, Option<LayerId>, Option<std::time::Instant>)>,
+}
+
+impl After {
+    /// A live packet was handed to viewer `sid`'s engine with this result.
+    fn wrote(
+        &mut self,
+        sid: PeerId,
+        result: Result<bool, PeerBroken>,
+        stats: &mut SfuStats,
+        dirty: &mut VecDeque<PeerId>,
+    ) {
+        match result {
+            Ok(true) => {
+                stats.packets_forwarded += 1;
+                dirty.push_back(sid);
+            }
+            Ok(false) => {}
+            Err(PeerBroken) => self.broken.push(sid),
+        }
+    }
 }
 
 impl Core {
@@ -109,20 +130,14 @@ impl Core {
             return after;
         };
         for &sid in stream.viewers() {
-            let Some(sub) = self.peers.get_mut(&sid).filter(|p| p.connected) else {
+            let Some(sub) = self.peers.get_mut(&sid).filter(|p| p.is_connected()) else {
                 continue;
             };
             let Some((rtc, viewer)) = sub.parts().filter(|(_, v)| v.has_audio()) else {
                 continue;
             };
-            match viewer.write(rtc, false, out) {
-                Ok(true) => {
-                    self.stats.packets_forwarded += 1;
-                    self.dirty.push_back(sid);
-                }
-                Ok(false) => {}
-                Err(PeerBroken) => after.broken.push(sid),
-            }
+            let written = viewer.write(rtc, false, out);
+            after.wrote(sid, written, &mut self.stats, &mut self.dirty);
         }
         after
     }
@@ -150,7 +165,7 @@ impl Core {
         };
         let (viewers, mut start) = stream.viewers_with_layers();
         for &sid in viewers {
-            let Some(sub) = self.peers.get_mut(&sid).filter(|p| p.connected) else {
+            let Some(sub) = self.peers.get_mut(&sid).filter(|p| p.is_connected()) else {
                 continue;
             };
             let Some((rtc, viewer)) = sub.parts().filter(|(_, v)| v.has_video()) else {
@@ -205,14 +220,8 @@ impl Core {
                 }
                 Step::Send => {}
             }
-            match viewer.write(rtc, true, out) {
-                Ok(true) => {
-                    self.stats.packets_forwarded += 1;
-                    self.dirty.push_back(sid);
-                }
-                Ok(false) => {}
-                Err(PeerBroken) => after.broken.push(sid),
-            }
+            let written = viewer.write(rtc, true, out);
+            after.wrote(sid, written, &mut self.stats, &mut self.dirty);
         }
         after
     }

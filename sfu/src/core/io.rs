@@ -35,7 +35,7 @@ impl Core {
         let due: Vec<PeerId> = self
             .peers
             .values()
-            .filter(|p| p.deadline <= now)
+            .filter(|p| p.deadline() <= now)
             .map(|p| p.id())
             .collect();
         for id in due {
@@ -65,7 +65,7 @@ impl Core {
         let stale: Vec<PeerId> = self
             .peers
             .values()
-            .filter(|p| !p.connected && now >= p.created() + timeout)
+            .filter(|p| !p.is_connected() && now >= p.created() + timeout)
             .map(|p| p.id())
             .collect();
         for id in stale {
@@ -139,10 +139,9 @@ impl Core {
             self.remove_peer(id, CloseReason::Failed);
             return;
         }
-        if introduced && peer.ice_restarting {
+        if introduced && peer.finish_ice_restart() {
             // The restarted peer proved a new address with its new credentials: the old
             // paths are retired so media moves over.
-            peer.ice_restarting = false;
             let old: Vec<SocketAddr> = self
                 .routes
                 .addresses_of(id)
@@ -179,7 +178,7 @@ impl Core {
             return out;
         }
         let far = self.last_now + Duration::from_secs(1);
-        let peers = self.peers.values().map(|p| p.deadline);
+        let peers = self.peers.values().map(|p| p.deadline());
         let replays = self
             .peers
             .values()
@@ -192,7 +191,7 @@ impl Core {
         let connect = self
             .peers
             .values()
-            .filter(|p| !p.connected)
+            .filter(|p| !p.is_connected())
             .map(|p| p.created() + self.config.connect_timeout);
         let grace = self
             .streams
@@ -217,7 +216,7 @@ impl Core {
             let Some(peer) = self.peers.get_mut(&id) else {
                 continue;
             };
-            peer.due_queued = false;
+            peer.unlist_due();
             if peer.handle_input(str0m::Input::Timeout(now)).is_err() {
                 self.remove_peer(id, CloseReason::Failed);
                 continue;
@@ -247,12 +246,10 @@ impl Core {
             }
             match peer.poll_output()? {
                 str0m::Output::Timeout(t) => {
-                    peer.deadline = t;
                     // Work is due now (str0m releases written packets in its timeout handler).
                     // Run it in the next `poll_output`, after the whole receive batch: one
                     // timeout per subscriber per batch, not one per forwarded packet.
-                    if t <= self.last_now && !peer.due_queued {
-                        peer.due_queued = true;
+                    if peer.set_deadline(t, self.last_now) {
                         self.due_now.push(id);
                     }
                     return Ok(());
@@ -298,7 +295,7 @@ impl Core {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
-        peer.connected = true;
+        peer.set_connected();
         let stream = peer.stream().clone();
         let publisher = peer.is_publisher();
         let target = peer.viewer().and_then(|v| v.layer().target());

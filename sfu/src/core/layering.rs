@@ -70,7 +70,7 @@ impl Core {
             }
             let simulcast = stream.simulcast();
             for &sid in stream.viewers() {
-                let Some(sub) = self.peers.get_mut(&sid).filter(|p| p.connected) else {
+                let Some(sub) = self.peers.get_mut(&sid).filter(|p| p.is_connected()) else {
                     continue;
                 };
                 let Some((rtc, viewer)) = sub.parts().filter(|(_, v)| v.has_video()) else {

@@ -223,7 +223,7 @@ impl Core {
             self.remove_peer(peer, CloseReason::Failed);
             return Err(SfuError::Unavailable);
         }
-        p.ice_restarting = true;
+        p.start_ice_restart();
         let old = p.set_ufrag(local.ufrag.clone());
         // Known addresses keep routing here; new ones are learned from checks naming the new
         // ufrag.

@@ -6,7 +6,7 @@
 //! lowest when it starts, then whatever [`media_core::layers::LayerChooser`] picks from its
 //! bandwidth estimate (or its pin). A switch is armed by setting the viewer's target and asking
 //! the target layer for a keyframe; it happens on that keyframe, with sequence numbers, RTP
-//! time and VP8 picture ids continuing across it (see `core::forward`).
+//! time and VP8 picture ids continuing across it (see `viewer::step`).
 
 use std::time::{Duration, Instant};
 

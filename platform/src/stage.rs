@@ -1,0 +1,218 @@
+//! Co-streaming stages, the platform side: the channel's owner invites guests onto its stage,
+//! lists and revokes the invites. A guest joins with its invite token as the WHIP/WHEP bearer
+//! (the media side reads the invite through `storage::stage`).
+
+use axum::extract::{Path, State as AxState};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use http_common::ApiError;
+use serde::{Deserialize, Serialize};
+use storage::{check_invite, Invite};
+use utoipa::ToSchema;
+
+use crate::accounts::User;
+use crate::channels::owned;
+use crate::openapi::{BodyRejected, ChannelPath, ErrorBody, NoSuchChannel, NotOwner, Unauthorized};
+use crate::{JsonBody, State};
+
+/// A guest's name when the owner gives none.
+pub const DEFAULT_NAME: &str = "guest";
+/// An invite's lifetime when the owner gives none: one day.
+pub const DEFAULT_TTL_S: i64 = 24 * 3600;
+
+/// `POST /api/channels/{name}/stage/invites` body (both fields optional).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewInvite {
+    /// The guest's display name on the stage, 1-64 characters (default `guest`).
+    #[schema(min_length = 1, max_length = 64)]
+    name: Option<String>,
+    /// Seconds the invite admits its guest, 60 to 604800 (default 86400).
+    #[schema(minimum = 60, maximum = 604800)]
+    ttl_s: Option<i64>,
+}
+
+/// A new invite: its token is shown once.
+#[derive(Serialize, ToSchema)]
+pub struct NewInviteOut {
+    /// The invite's id (to revoke it).
+    id: String,
+    /// The guest's bearer token for `POST /whip/{channel}` and `POST /whep/{channel}`.
+    token: String,
+    /// The co-stream page for the guest, with the token.
+    join_url: String,
+    /// Unix seconds after which the token admits no one.
+    expires_at: i64,
+}
+
+/// One invite as its channel's owner sees it (never its token).
+#[derive(Serialize, ToSchema)]
+pub struct InviteOut {
+    /// The invite's id.
+    id: String,
+    /// The guest's display name.
+    name: String,
+    /// Unix seconds.
+    created_at: i64,
+    /// Unix seconds.
+    expires_at: i64,
+    /// Unix seconds, when revoked.
+    #[schema(required = true)]
+    revoked_at: Option<i64>,
+    /// It still admits its guest (not expired, not revoked).
+    active: bool,
+}
+
+impl From<Invite> for InviteOut {
+    fn from(i: Invite) -> Self {
+        let active = i.admits(crate::now());
+        Self {
+            id: i.id,
+            name: i.name,
+            created_at: i.created_at,
+            expires_at: i.expires_at,
+            revoked_at: i.revoked_at,
+            active,
+        }
+    }
+}
+
+/// `GET /api/channels/{name}/stage/invites` answer.
+#[derive(Serialize, ToSchema)]
+pub struct InvitesOut {
+    /// Newest first, expired and revoked ones included.
+    items: Vec<InviteOut>,
+}
+
+/// `{name}/stage/invites/{id}`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct InvitePath {
+    /// Channel name
+    pub name: String,
+    /// Invite id
+    pub id: String,
+}
+
+/// The guest's name and the invite's lifetime from a request, checked.
+fn checked(body: &NewInvite) -> Result<(String, i64), ApiError> {
+    let name = body.name.as_deref().unwrap_or(DEFAULT_NAME).trim();
+    let ttl = body.ttl_s.unwrap_or(DEFAULT_TTL_S);
+    check_invite(name, ttl).map_err(ApiError::BadRequest)?;
+    Ok((name.to_string(), ttl))
+}
+
+/// The co-stream page URL for an invite.
+pub fn join_url(public_url: &str, channel: &str, token: &str) -> String {
+    format!(
+        "{}/stage/{channel}?invite={token}",
+        public_url.trim_end_matches('/')
+    )
+}
+
+/// `POST /api/channels/{name}/stage/invites` (owner): invite a guest onto the stage.
+#[utoipa::path(
+    post,
+    path = "/api/channels/{name}/stage/invites",
+    tag = "stage",
+    operation_id = "create_stage_invite",
+    params(ChannelPath),
+    request_body = NewInvite,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Created; the token is shown once", body = NewInviteOut),
+        (status = 400, description = "Malformed JSON, an unknown field, a bad name or ttl_s",
+            body = ErrorBody),
+        Unauthorized,
+        NotOwner,
+        NoSuchChannel,
+        BodyRejected,
+    )
+)]
+pub async fn create_invite(
+    AxState(st): AxState<State>,
+    Path(channel): Path<String>,
+    user: User,
+    JsonBody(body): JsonBody<NewInvite>,
+) -> Result<Response, ApiError> {
+    owned(&st, &channel, &user).await?;
+    let (name, ttl) = checked(&body)?;
+    let new = st
+        .store
+        .create_invite(&channel, &name, ttl)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .ok_or_else(|| ApiError::NotFound(format!("no such channel: {channel}")))?;
+    let token = new.token.expose().to_string();
+    let body = NewInviteOut {
+        join_url: join_url(&st.settings.public_url, &channel, &token),
+        id: new.invite.id,
+        token,
+        expires_at: new.invite.expires_at,
+    };
+    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+}
+
+/// `GET /api/channels/{name}/stage/invites` (owner).
+#[utoipa::path(
+    get,
+    path = "/api/channels/{name}/stage/invites",
+    tag = "stage",
+    operation_id = "list_stage_invites",
+    params(ChannelPath),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The channel's invites", body = InvitesOut),
+        Unauthorized,
+        NotOwner,
+        NoSuchChannel,
+    )
+)]
+pub async fn list_invites(
+    AxState(st): AxState<State>,
+    Path(channel): Path<String>,
+    user: User,
+) -> Result<Response, ApiError> {
+    owned(&st, &channel, &user).await?;
+    let items = st
+        .store
+        .invites(&channel)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .into_iter()
+        .map(InviteOut::from)
+        .collect();
+    Ok(axum::Json(InvitesOut { items }).into_response())
+}
+
+/// `DELETE /api/channels/{name}/stage/invites/{id}` (owner): the token admits no one from now.
+#[utoipa::path(
+    delete,
+    path = "/api/channels/{name}/stage/invites/{id}",
+    tag = "stage",
+    operation_id = "revoke_stage_invite",
+    params(InvitePath),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Revoked"),
+        Unauthorized,
+        NotOwner,
+        (status = 404, description = "No such channel, or no such invite of it", body = ErrorBody),
+    )
+)]
+pub async fn revoke_invite(
+    AxState(st): AxState<State>,
+    Path((channel, id)): Path<(String, String)>,
+    user: User,
+) -> Result<Response, ApiError> {
+    owned(&st, &channel, &user).await?;
+    let found = st
+        .store
+        .revoke_invite(&channel, &id)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    if !found {
+        return Err(ApiError::NotFound(format!("no such invite: {id}")));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
