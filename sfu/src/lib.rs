@@ -10,7 +10,8 @@
 //! # Modules, bottom up (each uses only those above it in this list)
 //! - `ids`, `stats`, `sink`, `wire`, `types`: plain data (ids, counters, what a sink
 //!   receives, the relay's wire shapes, config/inputs/outputs/errors).
-//! - `stream`: one stream's state: its `Source` (a publisher or a feed from the node above), layers, keyframe caches, timelines, viewers and sinks.
+//! - `stream`: one stream's state: its `Source` (a publisher or a feed from the node above),
+//!   layers, keyframe caches, timelines, viewers and sinks.
 //! - `viewer`: one viewer's forwarding state and the pure per-packet step that decides what it
 //!   gets; `peer`: one str0m engine behind `catch_unwind`; `negotiate`: codec plans.
 //! - `core`: the sans-IO core (`Core`): sessions, the I/O loop, forwarding, keyframes, layer

@@ -75,6 +75,15 @@ pub fn postgres_server_url() -> String {
 }
 
 impl TestDb {
+    /// A database of `kind` (`"sqlite"` or `"postgres"`), for [`on_both_databases!`].
+    pub async fn of_kind(kind: &str) -> Self {
+        if kind == "sqlite" {
+            Self::sqlite()
+        } else {
+            Self::postgres().await
+        }
+    }
+
     /// A SQLite file in a fresh temporary directory.
     pub fn sqlite() -> Self {
         let dir = std::env::temp_dir().join(unique("aethex-db"));
@@ -133,40 +142,28 @@ impl TestDb {
 /// store migrated to both (`migrate` is an `async fn(&Store) -> Result<(), E: Display>`).
 #[macro_export]
 macro_rules! on_both_databases {
+    (@kind $kind:ident, $migrate:path; $($name:ident),*) => {
+        mod $kind {
+            $(#[tokio::test] async fn $name() {
+                let db = $crate::testing::TestDb::of_kind(stringify!($kind)).await;
+                let store = db.open().await;
+                $migrate(&store)
+                    .await
+                    .unwrap_or_else(|e| panic!("{}: migrations: {e}", db.kind));
+                super::$name(store, &db).await
+            })*
+        }
+    };
     (migrate = $migrate:path; $($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $name() {
-                let db = $crate::testing::TestDb::sqlite();
-                let store = db.open().await;
-                $migrate(&store)
-                    .await
-                    .unwrap_or_else(|e| panic!("{}: migrations: {e}", db.kind));
-                super::$name(store, &db).await
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $name() {
-                let db = $crate::testing::TestDb::postgres().await;
-                let store = db.open().await;
-                $migrate(&store)
-                    .await
-                    .unwrap_or_else(|e| panic!("{}: migrations: {e}", db.kind));
-                super::$name(store, &db).await
-            })*
-        }
+        $crate::on_both_databases!(@kind sqlite, $migrate; $($name),*);
+        $crate::on_both_databases!(@kind postgres, $migrate; $($name),*);
     };
     ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $name() {
-                let db = $crate::testing::TestDb::sqlite();
-                super::$name(db.open().await, &db).await
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $name() {
-                let db = $crate::testing::TestDb::postgres().await;
-                super::$name(db.open().await, &db).await
-            })*
-        }
+        $crate::on_both_databases!(migrate = $crate::testing::no_migrations; $($name),*);
     };
+}
+
+/// For [`on_both_databases!`] without migrations of the caller's own: nothing to run.
+pub async fn no_migrations(_: &Store) -> Result<(), std::convert::Infallible> {
+    Ok(())
 }
