@@ -35,9 +35,14 @@ pub(crate) fn hash_key(key: &str) -> String {
 }
 
 fn new_key() -> Result<StreamKey, StoreError> {
-    let mut raw = [0u8; KEY_BYTES];
+    Ok(StreamKey(format!("sk_{}", random_hex(KEY_BYTES)?)))
+}
+
+/// `bytes` bytes from the OS CSPRNG, hex-encoded (keys, tokens, ids).
+pub(crate) fn random_hex(bytes: usize) -> Result<String, StoreError> {
+    let mut raw = vec![0u8; bytes];
     getrandom::fill(&mut raw).map_err(|e| StoreError::Random(e.to_string()))?;
-    Ok(StreamKey(format!("sk_{}", hex::encode(raw))))
+    Ok(hex::encode(raw))
 }
 
 impl Store {

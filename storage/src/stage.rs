@@ -2,7 +2,7 @@
 //! publishes (WHIP) and watches the others (WHEP) with the invite token as its bearer. Only
 //! the token's SHA-256 is stored; an invite expires, and may be revoked before.
 
-use crate::channels::hash_key;
+use crate::channels::{hash_key, random_hex};
 use crate::{Store, StoreError};
 
 /// An invite token as handed to the owner once (`si_` + 192 random bits). `Debug` is redacted.
@@ -78,12 +78,6 @@ pub struct NewInvite {
     pub invite: Invite,
     /// The token.
     pub token: InviteToken,
-}
-
-fn random_hex(bytes: usize) -> Result<String, StoreError> {
-    let mut raw = vec![0u8; bytes];
-    getrandom::fill(&mut raw).map_err(|e| StoreError::Random(e.to_string()))?;
-    Ok(hex::encode(raw))
 }
 
 type Row = (String, String, String, i64, i64, Option<i64>);

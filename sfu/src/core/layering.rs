@@ -69,6 +69,7 @@ impl Core {
                 continue;
             }
             let simulcast = stream.simulcast();
+            let bitrates: Vec<u64> = ranked.iter().map(|(_, b)| *b).collect();
             for &sid in stream.viewers() {
                 let Some(sub) = self.peers.get_mut(&sid).filter(|p| p.is_connected()) else {
                     continue;
@@ -76,7 +77,9 @@ impl Core {
                 let Some((rtc, viewer)) = sub.parts().filter(|(_, v)| v.has_video()) else {
                     continue;
                 };
-                let evaluation = viewer.layer_mut().evaluate(now, &ranked, simulcast);
+                let evaluation = viewer
+                    .layer_mut()
+                    .evaluate(now, &ranked, &bitrates, simulcast);
                 if let Some(want) = evaluation.keyframe_from {
                     if !requests.iter().any(|(s, w)| s == stream_id && *w == want) {
                         // Repeated while pending: coalesced per layer, and a lost request is

@@ -152,21 +152,22 @@ impl ViewerLayer {
     }
 
     /// Choose this viewer's layer among `ranked` (active layers, lowest bitrate first).
+    /// `bitrates` are `ranked`'s, in the same order (worked out once per stream).
     pub fn evaluate(
         &mut self,
         now: Instant,
         ranked: &[(LayerId, u64)],
+        bitrates: &[u64],
         simulcast: bool,
     ) -> Evaluation {
         let mut out = Evaluation::default();
-        let bitrates: Vec<u64> = ranked.iter().map(|(_, b)| *b).collect();
         let current_rank = self
             .current
             .and_then(|c| ranked.iter().position(|(id, _)| *id == c));
         // A viewer on a layer that went quiet counts as starting over.
         let rank = self
             .chooser
-            .choose(now, &bitrates, current_rank, self.estimate, self.pin);
+            .choose(now, bitrates, current_rank, self.estimate, self.pin);
         let want = ranked[rank].0;
         if self.target != Some(want) {
             self.target = Some(want);
