@@ -277,6 +277,20 @@ pub async fn serve(
                     forget.forget_peer(peer);
                     viewers.left(peer.0);
                 }
+                Ok(sfu::SfuEvent::StreamLive(s)) if s.guest_of().is_some() => {
+                    if let (Some((store, url)), Some((channel, guest))) = (&records, s.guest_of()) {
+                        if let Err(e) = platform::stage::guest_joined(store, channel, guest, url).await {
+                            tracing::warn!(stream = %s, error = %e, "stage.joined not written");
+                        }
+                    }
+                }
+                Ok(sfu::SfuEvent::StreamOffline(s)) if s.guest_of().is_some() => {
+                    if let (Some((store, url)), Some((channel, guest))) = (&records, s.guest_of()) {
+                        if let Err(e) = platform::stage::guest_left(store, channel, guest, url).await {
+                            tracing::warn!(stream = %s, error = %e, "stage.left not written");
+                        }
+                    }
+                }
                 Ok(sfu::SfuEvent::StreamLive(s)) => {
                     tracing::info!(stream = %s, "stream live");
                     if let Some((store, url)) = &records {

@@ -145,3 +145,45 @@ fn viewer_without_the_streams_codec_gets_codec_mismatch() {
     drop(publisher);
     assert!(server.stop().success());
 }
+
+/// A stage guest publishing with an invite (`aethex stage invite`) on `/whip/{channel}` joins
+/// beside the host and never replaces it: the channel's viewers keep decoding the host's
+/// pictures only, and revoking the invite ends the guest within the invite check's period
+/// while the host stays live.
+#[test]
+fn a_stage_guest_joins_beside_the_host_and_is_ended_when_its_invite_is_revoked() {
+    let dir = temp_dir("stage-guest");
+    let ch = create_channel(&dir, "duo");
+    let server = Server::start(&dir, &[]);
+    let key = ch["stream_key"].as_str().unwrap();
+    let host = publisher_sized(&server, key, "vp8", 20, (640, 360));
+    let invite = cli(&dir, "stage", &["invite", "duo", "--name", "Ann"]);
+    let token = invite["token"].as_str().unwrap();
+    let url = format!("{}/whip/duo", server.base);
+    let guest = publisher_at(&url, token, "vp8", 20, (320, 180));
+    assert_eq!(
+        server.wait_metric("aethex_publishers", 2.0, Duration::from_secs(10)),
+        2.0,
+        "host and guest publish at once"
+    );
+    let v = viewer(&server, "duo", "viewer", 5);
+    let result = v.result(Duration::from_secs(40));
+    eprintln!("viewer of the host: {result}");
+    assert_viewer_decoded(&result);
+    let sizes = result["sizes"].as_object().unwrap();
+    assert_eq!(
+        sizes.keys().collect::<Vec<_>>(),
+        ["640x360"],
+        "only the host's pictures: the guest did not take the channel over: {result}"
+    );
+    let id = invite["id"].as_str().unwrap();
+    cli(&dir, "stage", &["revoke", "duo", id]);
+    assert_eq!(
+        server.wait_metric("aethex_publishers", 1.0, Duration::from_secs(10)),
+        1.0,
+        "the revoked guest is ended, the host stays"
+    );
+    drop(guest);
+    drop(host);
+    assert!(server.stop().success());
+}

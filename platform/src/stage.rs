@@ -216,3 +216,46 @@ pub async fn revoke_invite(
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
+
+/// A stage guest went live on `channel`: announce `stage.joined` with its invite id and name.
+pub async fn guest_joined(
+    store: &storage::Store,
+    channel: &str,
+    guest: &str,
+    public_url: &str,
+) -> Result<(), sqlx::Error> {
+    guest_event(store, channel, guest, "stage.joined", public_url).await
+}
+
+/// A stage guest left `channel`'s stage (it ended, lost its connection or was removed):
+/// announce `stage.left`.
+pub async fn guest_left(
+    store: &storage::Store,
+    channel: &str,
+    guest: &str,
+    public_url: &str,
+) -> Result<(), sqlx::Error> {
+    guest_event(store, channel, guest, "stage.left", public_url).await
+}
+
+async fn guest_event(
+    store: &storage::Store,
+    channel: &str,
+    guest: &str,
+    event: &str,
+    public_url: &str,
+) -> Result<(), sqlx::Error> {
+    let mut tx = store.pool().begin().await?;
+    let name: Option<(String,)> =
+        sqlx::query_as("SELECT name FROM stage_invites WHERE channel = $1 AND id = $2")
+            .bind(channel)
+            .bind(guest)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some((name,)) = name else {
+        return Ok(()); // the channel (and its invites) was deleted meanwhile
+    };
+    let data = serde_json::json!({"guest": guest, "name": name});
+    crate::webhooks::enqueue(&mut tx, channel, event, data, public_url).await?;
+    tx.commit().await
+}

@@ -1,5 +1,5 @@
 //! Webhooks: owners register URLs per event (`stream.live`, `stream.offline`, `follow`,
-//! `donation`). An event writes one delivery row per subscribed webhook **in the same
+//! `donation`, `stage.joined`, `stage.left`). An event writes one delivery row per subscribed webhook **in the same
 //! transaction** as the event itself (the outbox), so what was accepted is delivered even if
 //! the node dies at once. A worker sends due deliveries, signed, and retries failures with
 //! exponential backoff; every node may run one (a delivery is claimed before it is sent, so
@@ -30,7 +30,14 @@ use crate::openapi::{
 use crate::{db, JsonBody, State};
 
 /// The events a webhook may subscribe to.
-pub const EVENTS: [&str; 4] = ["stream.live", "stream.offline", "follow", "donation"];
+pub const EVENTS: [&str; 6] = [
+    "stream.live",
+    "stream.offline",
+    "follow",
+    "donation",
+    "stage.joined",
+    "stage.left",
+];
 /// Attempts before a delivery is given up.
 pub const MAX_ATTEMPTS: i64 = 10;
 /// A claimed delivery is retried by another worker after this long if its sender died.
@@ -93,7 +100,8 @@ pub struct NewWebhook {
     /// An http(s) URL of at most 2048 characters.
     #[schema(max_length = 2048)]
     url: String,
-    /// One or more of `stream.live`, `stream.offline`, `follow`, `donation`.
+    /// One or more of `stream.live`, `stream.offline`, `follow`, `donation`, `stage.joined`,
+    /// `stage.left`.
     #[schema(min_items = 1, example = json!(["stream.live", "follow"]))]
     events: Vec<String>,
     /// `json` (default: `{event, channel, at_ms, data}`) or `discord` (a Discord message for

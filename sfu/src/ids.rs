@@ -29,7 +29,27 @@ impl StreamId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The stream a stage guest publishes into: `{channel}~{guest}`. `~` is not allowed in a
+    /// channel name, so no WHIP or WHEP URL can name it and it never collides with a channel.
+    /// `guest` (an invite id) keeps only its `[a-z0-9]`, at most 32 characters.
+    pub fn guest(channel: &StreamId, guest: &str) -> Self {
+        let id: String = guest
+            .chars()
+            .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            .take(32)
+            .collect();
+        Self(format!("{}{GUEST_MARK}{id}", channel.0))
+    }
+
+    /// For a guest's stream, its channel and guest id; `None` for a channel's own stream.
+    pub fn guest_of(&self) -> Option<(&str, &str)> {
+        self.0.split_once(GUEST_MARK)
+    }
 }
+
+/// Separates a channel from a guest in a guest's stream name.
+const GUEST_MARK: char = '~';
 
 impl fmt::Display for StreamId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -70,6 +90,17 @@ mod tests {
         assert!(StreamId::new("Upper").is_err());
         assert!(StreamId::new("a/b").is_err());
         assert!(StreamId::new(&"x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn a_guest_stream_names_its_channel_and_no_url_can_name_it() {
+        let channel = StreamId::new("duo").unwrap();
+        let guest = StreamId::guest(&channel, "0a1b2c~/X");
+        assert_eq!(guest.as_str(), "duo~0a1b2c");
+        assert_eq!(guest.guest_of(), Some(("duo", "0a1b2c")));
+        assert_eq!(channel.guest_of(), None);
+        assert!(StreamId::new(guest.as_str()).is_err());
+        assert_ne!(guest, channel);
     }
 
     #[test]

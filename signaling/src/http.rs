@@ -264,7 +264,7 @@ fn refused(st_metrics: &Metrics, r: Refusal) -> ApiError {
 }
 
 /// The offer-rate and session checks every WHIP/WHEP POST passes before any work.
-fn admit<C>(
+pub(crate) fn admit<C>(
     st: &AppState<C>,
     ip: Option<std::net::IpAddr>,
     kind: Kind,
@@ -323,9 +323,13 @@ async fn whip_by_channel<C: SfuControl>(
 ) -> Result<Response, ApiError> {
     refuse_publishers(&st)?;
     require_content_type(&headers, SDP)?;
-    parse_channel(&channel)?;
+    let stream = parse_channel(&channel)?;
     let key = bearer(&headers)?;
     let ticket = admit(&st, ip, Kind::Whip)?;
+    if key.starts_with(crate::stage::INVITE_PREFIX) {
+        let offer = read_text(&headers, body, st.settings.max_body_bytes).await?;
+        return crate::stage::publish_guest(&st, stream, key, offer, ticket).await;
+    }
     let owner = st
         .store
         .channel_for_key(key)
@@ -385,6 +389,7 @@ async fn publish<C: SfuControl>(
         tokened: false,
         account,
         key: Some(storage::key_fingerprint(key)),
+        guest: None,
     };
     created(st, new, published.answer, ticket)
 }
@@ -475,6 +480,7 @@ async fn whep<C: SfuControl>(
         tokened,
         account: None,
         key: None,
+        guest: None,
     };
     created(&st, new, subscribed.answer, ticket)
 }
@@ -485,18 +491,19 @@ fn layer_from_query(query: Option<&str>) -> Result<Pin, ApiError> {
 }
 
 /// What a new session resource records.
-struct NewSession {
-    kind: Kind,
-    channel: String,
-    peer: PeerId,
-    client_ufrag: Option<String>,
-    client: Option<String>,
-    tokened: bool,
-    account: Option<String>,
-    key: Option<String>,
+pub(crate) struct NewSession {
+    pub kind: Kind,
+    pub channel: String,
+    pub peer: PeerId,
+    pub client_ufrag: Option<String>,
+    pub client: Option<String>,
+    pub tokened: bool,
+    pub account: Option<String>,
+    pub key: Option<String>,
+    pub guest: Option<crate::sessions::Guest>,
 }
 
-fn created<C>(
+pub(crate) fn created<C>(
     st: &AppState<C>,
     new: NewSession,
     answer: String,
@@ -526,6 +533,7 @@ fn created<C>(
         tokened: new.tokened,
         account: new.account,
         key: new.key,
+        guest: new.guest,
     };
     st.sessions.insert(token, session, ticket);
     let mut resp = (StatusCode::CREATED, answer).into_response();

@@ -33,12 +33,14 @@ pub async fn check_keys<C: SfuControl>(st: &AppState<C>) -> Vec<String> {
     ended
 }
 
-/// Check publishers' keys every [`EVERY`], until the task is dropped.
+/// Check publishers' keys and stage guests' invites every [`EVERY`], until the task is
+/// dropped.
 pub async fn watch_keys<C: SfuControl>(st: AppState<C>) {
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         check_keys(&st).await;
+        crate::stage::end_uninvited(&st).await;
     }
 }

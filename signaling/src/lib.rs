@@ -19,6 +19,7 @@ mod request;
 mod resource;
 pub mod routing;
 pub mod sessions;
+pub mod stage;
 pub mod web;
 
 pub use control::{Availability, ChannelSource, SfuControl};

@@ -42,6 +42,17 @@ pub(crate) struct Session {
     /// A publisher's stream key fingerprint ([`storage::key_fingerprint`]): the session ends
     /// when the channel's key no longer has it.
     pub key: Option<String>,
+    /// A stage guest's invite and display name (its stream is the channel's guest stream).
+    pub guest: Option<Guest>,
+}
+
+/// Who a stage guest's session is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Guest {
+    /// The invite id it joined with.
+    pub invite: String,
+    /// Its display name.
+    pub name: String,
 }
 
 /// Why a new session was refused.
@@ -223,13 +234,51 @@ impl Sessions {
             .collect()
     }
 
-    /// The publisher session of `channel`, if any.
+    /// The publisher session of `channel` (its host, never a stage guest), if any.
     pub fn publisher_of(&self, channel: &str) -> Option<PeerId> {
         self.lock()
             .by_token
             .values()
-            .find(|s| s.kind == Kind::Whip && s.channel == channel)
+            .find(|s| s.kind == Kind::Whip && s.channel == channel && s.guest.is_none())
             .map(|s| s.peer)
+    }
+
+    /// The invite ids of `channel`'s stage guests with a session now.
+    pub(crate) fn guests_of(&self, channel: &str) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .lock()
+            .by_token
+            .values()
+            .filter(|s| s.channel == channel)
+            .filter_map(|s| s.guest.as_ref().map(|g| g.invite.clone()))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// Every stage guest's session: token, channel, peer, guest.
+    pub(crate) fn guest_sessions(&self) -> Vec<(String, String, PeerId, Guest)> {
+        self.lock()
+            .by_token
+            .iter()
+            .filter_map(|(t, s)| {
+                let g = s.guest.clone()?;
+                Some((t.clone(), s.channel.clone(), s.peer, g))
+            })
+            .collect()
+    }
+
+    /// The stage guest publishing as `peer`: its channel and guest.
+    pub fn guest_of_peer(&self, peer: PeerId) -> Option<(String, String, String)> {
+        self.lock()
+            .by_token
+            .values()
+            .find(|s| s.peer == peer)
+            .and_then(|s| {
+                let g = s.guest.as_ref()?;
+                Some((s.channel.clone(), g.invite.clone(), g.name.clone()))
+            })
     }
 
     /// Number of session resources.
@@ -265,6 +314,7 @@ mod tests {
             tokened: false,
             account: None,
             key: None,
+            guest: None,
         }
     }
 

@@ -63,7 +63,8 @@ pub struct Store {
     backend: Backend,
 }
 
-pub(crate) fn unix_now() -> i64 {
+/// Now, in Unix seconds (the clock invites and keys are checked against).
+pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)

@@ -448,12 +448,17 @@ pub fn publisher_sized(
     seconds: u32,
     size: (u32, u32),
 ) -> Peer {
-    let url = format!("{}/whip", server.base);
+    publisher_at(&format!("{}/whip", server.base), key, codec, seconds, size)
+}
+
+/// An aiortc WHIP publisher at `url` (e.g. `/whip/{channel}` with a stage invite as `key`), as
+/// [`publisher_sized`].
+pub fn publisher_at(url: &str, key: &str, codec: &str, seconds: u32, size: (u32, u32)) -> Peer {
     let (width, height) = (size.0.to_string(), size.1.to_string());
     let args = [
         "publish",
         "--url",
-        &url,
+        url,
         "--token",
         key,
         "--codec",
@@ -588,8 +593,13 @@ pub fn register(base: &str, name: &str) -> String {
 
 /// `aethex channel ARGS --data-dir DIR` (offline, with the relay tests' secret): its JSON.
 pub fn channel_cli(dir: &std::path::Path, args: &[&str]) -> Value {
+    cli(dir, "channel", args)
+}
+
+/// `aethex COMMAND ARGS --data-dir DIR` (with the relay tests' secret): its JSON.
+pub fn cli(dir: &std::path::Path, command: &str, args: &[&str]) -> Value {
     let out = Command::new(BIN)
-        .arg("channel")
+        .arg(command)
         .args(args)
         .arg("--data-dir")
         .arg(dir)

@@ -17,12 +17,16 @@ pub struct FakeSfu {
     pub closed: Arc<Mutex<Vec<PeerId>>>,
     pub pins: Arc<Mutex<Vec<Pin>>>,
     pub restarts: Arc<Mutex<Vec<String>>>,
+    /// The stream of every publish, in order; publish `n` (from 0) answers as peer `100 + n`.
+    pub published: Arc<Mutex<Vec<StreamId>>>,
 }
 
 impl SfuControl for FakeSfu {
-    async fn publish(&self, _stream: StreamId, _offer: String) -> Result<Published, SfuError> {
+    async fn publish(&self, stream: StreamId, _offer: String) -> Result<Published, SfuError> {
+        let mut published = self.published.lock().unwrap();
+        published.push(stream);
         Ok(Published {
-            peer: PeerId(7),
+            peer: PeerId(99 + published.len() as u64),
             answer: "v=0\r\n".into(),
             replaced: None,
         })

@@ -1,0 +1,107 @@
+//! Stage guests: a WHIP publish with an invite token (`si_...`) on `/whip/{channel}` joins the
+//! channel's stage. The guest publishes into its own stream ([`StreamId::guest`]), so it never
+//! replaces the host (the channel's stream, published with the stream key) nor another guest;
+//! the same invite publishing again replaces its own earlier session, as a reconnecting OBS
+//! does. A stage holds the host and at most [`MAX_GUESTS`] guests. A guest whose invite is
+//! revoked or expires is ended by [`end_uninvited`] (run with the key check).
+
+use sfu::StreamId;
+
+use crate::control::SfuControl;
+use crate::error::{from_sfu, ApiError};
+use crate::http::{created, AppState, NewSession};
+use crate::request::sdp_attr;
+use crate::sessions::{Guest, Kind, Ticket};
+use storage::unix_now;
+
+/// Guests a stage holds beside its host (the `stage` crate's `MAX_PARTICIPANTS` less the
+/// host; not imported, so signaling does not build Opus).
+pub const MAX_GUESTS: usize = 5;
+
+/// The prefix of invite tokens: a bearer token with it is an invite, not a stream key.
+pub const INVITE_PREFIX: &str = "si_";
+
+/// A guest's WHIP publish on `channel` with the invite `token`.
+pub(crate) async fn publish_guest<C: SfuControl>(
+    st: &AppState<C>,
+    channel: StreamId,
+    token: &str,
+    offer: String,
+    ticket: Ticket,
+) -> Result<axum::response::Response, ApiError> {
+    let invite = st
+        .store
+        .invite_for_token(token)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .filter(|i| i.channel == channel.as_str())
+        // One answer for unknown, revoked, expired and other channels' invites: a token
+        // tells nothing about what it is not.
+        .ok_or(ApiError::Unauthorized(
+            "invalid, expired or revoked stage invite for this channel",
+        ))?;
+    let on_stage = st.sessions.guests_of(channel.as_str());
+    if !on_stage.contains(&invite.id) && on_stage.len() >= MAX_GUESTS {
+        st.metrics.refused("stage_full");
+        return Err(ApiError::Conflict(format!(
+            "the stage of {channel} is full: the host and {MAX_GUESTS} guests"
+        )));
+    }
+    let stream = StreamId::guest(&channel, &invite.id);
+    let ufrag = sdp_attr(&offer, "a=ice-ufrag:");
+    let published = st.sfu.publish(stream, offer).await.map_err(from_sfu)?;
+    if let Some(old) = published.replaced {
+        st.sessions.forget_peer(old);
+    }
+    tracing::info!(%channel, guest = %invite.id, "stage guest joined");
+    let new = NewSession {
+        kind: Kind::Whip,
+        channel: channel.to_string(),
+        peer: published.peer,
+        client_ufrag: ufrag,
+        client: None,
+        tokened: false,
+        account: None,
+        key: None,
+        guest: Some(Guest {
+            invite: invite.id,
+            name: invite.name,
+        }),
+    };
+    created(st, new, published.answer, ticket)
+}
+
+/// End every guest whose invite no longer admits it (revoked, expired, its channel deleted);
+/// the channels and guest ids ended. A store error ends nobody: the next round asks again.
+pub async fn end_uninvited<C: SfuControl>(st: &AppState<C>) -> Vec<(String, String)> {
+    let mut ended = Vec::new();
+    let now = unix_now();
+    let mut by_channel: Vec<(String, Vec<(String, String, sfu::PeerId)>)> = Vec::new();
+    for (token, channel, peer, guest) in st.sessions.guest_sessions() {
+        match by_channel.iter_mut().find(|(c, _)| *c == channel) {
+            Some((_, list)) => list.push((token, guest.invite, peer)),
+            None => by_channel.push((channel, vec![(token, guest.invite, peer)])),
+        }
+    }
+    for (channel, guests) in by_channel {
+        let invites = match st.store.invites(&channel).await {
+            Ok(invites) => invites,
+            Err(e) => {
+                tracing::warn!(%channel, error = %e, "could not check stage invites");
+                continue;
+            }
+        };
+        for (token, invite, peer) in guests {
+            let admits = invites.iter().any(|i| i.id == invite && i.admits(now));
+            if admits {
+                continue;
+            }
+            tracing::info!(%channel, guest = %invite, "stage invite revoked or expired: ending the guest");
+            st.sessions.remove(&token);
+            // Already gone on the media side is fine: the resource is gone too.
+            let _ = st.sfu.close(peer).await;
+            ended.push((channel.clone(), invite));
+        }
+    }
+    ended
+}

@@ -1,0 +1,166 @@
+//! Stage guests at the HTTP layer, against a fake media engine and a real (SQLite) store: an
+//! invite token on `/whip/{channel}` publishes into the guest's own stream, never the host's;
+//! bad, foreign, revoked and surplus invites are refused with JSON errors; a revoked guest is
+//! ended by the invite check.
+
+mod common;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use cluster::TokenKey;
+use common::FakeSfu;
+use sfu::{PeerId, StreamId};
+use signaling::stage::{end_uninvited, MAX_GUESTS};
+use signaling::{router, AppState, Cluster, HttpSettings, Metrics, Sessions, Store};
+use tower::ServiceExt;
+
+/// A publish offer (WHIP sends).
+const OFFER: &str = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\n";
+
+/// The state over `fake` with the channels `duo` and `other`, and `duo`'s stream key.
+async fn state_with_key(fake: FakeSfu) -> (AppState<FakeSfu>, String) {
+    let store = Store::open("sqlite::memory:").await.unwrap();
+    let key = store.create_channel("duo").await.unwrap();
+    store.create_channel("other").await.unwrap();
+    let st = AppState {
+        sfu: fake,
+        store,
+        sessions: Arc::new(Sessions::default()),
+        settings: Arc::new(HttpSettings::default()),
+        metrics: Arc::new(Metrics::new()),
+        upstream: None,
+        cluster: Arc::new(Cluster::new(
+            "origin".into(),
+            String::new(),
+            TokenKey::new(common::SECRET),
+        )),
+        admission: Arc::default(),
+    };
+    (st, key.expose().to_string())
+}
+
+async fn state(fake: FakeSfu) -> AppState<FakeSfu> {
+    state_with_key(fake).await.0
+}
+
+async fn invite(st: &AppState<FakeSfu>, channel: &str, name: &str) -> (String, String) {
+    let new = st
+        .store
+        .create_invite(channel, name, 3600)
+        .await
+        .unwrap()
+        .unwrap();
+    (new.invite.id, new.token.expose().to_string())
+}
+
+fn whip(channel: &str, token: &str) -> Request<Body> {
+    Request::post(format!("/whip/{channel}"))
+        .header("content-type", "application/sdp")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Body::from(OFFER))
+        .unwrap()
+}
+
+async fn json_of(resp: axum::response::Response) -> serde_json::Value {
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[tokio::test]
+async fn a_guest_publishes_into_its_own_stream_and_the_host_keeps_the_channel() {
+    let fake = FakeSfu::default();
+    let (st, key) = state_with_key(fake.clone()).await;
+    let (id, token) = invite(&st, "duo", "Ann").await;
+    let app = router(st.clone());
+
+    let host = app.clone().oneshot(whip("duo", &key)).await.unwrap();
+    assert_eq!(host.status(), StatusCode::CREATED);
+    let guest = app.clone().oneshot(whip("duo", &token)).await.unwrap();
+    assert_eq!(guest.status(), StatusCode::CREATED);
+    assert!(guest.headers()["location"]
+        .to_str()
+        .unwrap()
+        .starts_with("/whip/duo/"));
+    let duo = StreamId::new("duo").unwrap();
+    assert_eq!(
+        *fake.published.lock().unwrap(),
+        vec![duo.clone(), StreamId::guest(&duo, &id)],
+        "the guest's stream is its own: the host's is never published over"
+    );
+    assert_eq!(st.sessions.publisher_of("duo"), Some(PeerId(100)));
+    assert_eq!(
+        st.sessions.guest_of_peer(PeerId(101)),
+        Some(("duo".to_string(), id.clone(), "Ann".to_string()))
+    );
+    assert_eq!(st.sessions.len(), 2);
+}
+
+#[tokio::test]
+async fn unknown_foreign_and_revoked_invites_are_refused_with_401() {
+    let st = state(FakeSfu::default()).await;
+    let (_, foreign) = invite(&st, "other", "Bo").await;
+    let (id, revoked) = invite(&st, "duo", "Cy").await;
+    assert!(st.store.revoke_invite("duo", &id).await.unwrap());
+    let app = router(st.clone());
+    for token in ["si_0000", foreign.as_str(), revoked.as_str()] {
+        let resp = app.clone().oneshot(whip("duo", token)).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{token}");
+        let body = json_of(resp).await;
+        assert_eq!(body["code"], "unauthorized");
+        assert!(
+            body["error"].as_str().unwrap().contains("stage invite"),
+            "{body}"
+        );
+    }
+    assert!(st.sessions.is_empty(), "a refusal leaves no resource");
+}
+
+#[tokio::test]
+async fn a_full_stage_refuses_a_sixth_guest_with_409_but_a_guest_may_reconnect() {
+    let fake = FakeSfu::default();
+    let st = state(fake.clone()).await;
+    let app = router(st.clone());
+    let mut tokens = Vec::new();
+    for i in 0..MAX_GUESTS {
+        let (_, token) = invite(&st, "duo", &format!("g{i}")).await;
+        let resp = app.clone().oneshot(whip("duo", &token)).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED, "guest {i}");
+        tokens.push(token);
+    }
+    let (_, sixth) = invite(&st, "duo", "late").await;
+    let resp = app.clone().oneshot(whip("duo", &sixth)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    let body = json_of(resp).await;
+    assert_eq!(body["code"], "conflict");
+    assert!(body["error"].as_str().unwrap().contains("full"), "{body}");
+    // A guest already on the stage publishing again (a reconnect) is not a new one.
+    let again = app.clone().oneshot(whip("duo", &tokens[0])).await.unwrap();
+    assert_eq!(again.status(), StatusCode::CREATED);
+    assert_eq!(fake.published.lock().unwrap().len(), MAX_GUESTS + 1);
+}
+
+#[tokio::test]
+async fn revoking_an_invite_ends_its_guest_and_no_one_else() {
+    let fake = FakeSfu::default();
+    let st = state(fake.clone()).await;
+    let (ann, ann_token) = invite(&st, "duo", "Ann").await;
+    let (_, bo_token) = invite(&st, "duo", "Bo").await;
+    let app = router(st.clone());
+    for token in [&ann_token, &bo_token] {
+        let resp = app.clone().oneshot(whip("duo", token)).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED);
+    }
+    assert!(
+        end_uninvited(&st).await.is_empty(),
+        "valid invites end no one"
+    );
+    assert!(st.store.revoke_invite("duo", &ann).await.unwrap());
+    let ended = end_uninvited(&st).await;
+    assert_eq!(ended, vec![("duo".to_string(), ann)]);
+    assert_eq!(*fake.closed.lock().unwrap(), vec![PeerId(100)]);
+    assert_eq!(st.sessions.len(), 1, "Bo stays on the stage");
+}
