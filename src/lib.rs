@@ -279,14 +279,18 @@ pub async fn serve(
                 }
                 Ok(sfu::SfuEvent::StreamLive(s)) if s.guest_of().is_some() => {
                     if let (Some((store, url)), Some((channel, guest))) = (&records, s.guest_of()) {
-                        if let Err(e) = platform::stage::guest_joined(store, channel, guest, url).await {
+                        if let Err(e) =
+                            platform::stage::guest_joined(store, channel, guest, url).await
+                        {
                             tracing::warn!(stream = %s, error = %e, "stage.joined not written");
                         }
                     }
                 }
                 Ok(sfu::SfuEvent::StreamOffline(s)) if s.guest_of().is_some() => {
                     if let (Some((store, url)), Some((channel, guest))) = (&records, s.guest_of()) {
-                        if let Err(e) = platform::stage::guest_left(store, channel, guest, url).await {
+                        if let Err(e) =
+                            platform::stage::guest_left(store, channel, guest, url).await
+                        {
                             tracing::warn!(stream = %s, error = %e, "stage.left not written");
                         }
                     }

@@ -189,8 +189,57 @@ async fn bad_invites_get_a_4xx_json_error(store: Store, _db: &TestDb) {
     );
 }
 
+/// A guest going live and leaving writes `stage.joined` and `stage.left` to the outbox of
+/// the webhooks that asked for them, with the guest's invite id and name.
+async fn a_guest_joining_and_leaving_are_webhook_events(store: Store, _db: &TestDb) {
+    let api = Api::new(store.clone());
+    let owner = api.user("host").await;
+    channel_of(&api, &owner, "duo").await;
+    let (s, v) = api
+        .call(
+            "POST",
+            "/api/channels/duo/webhooks",
+            Some(&owner),
+            Some(json!({"url": "https://example.com/hook", "events": ["stage.joined", "stage.left"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let new = store
+        .create_invite("duo", "Ann", 600)
+        .await
+        .unwrap()
+        .unwrap();
+    let id = new.invite.id;
+    let url = "http://live.example";
+    platform::stage::guest_joined(&store, "duo", &id, url)
+        .await
+        .unwrap();
+    platform::stage::guest_left(&store, "duo", &id, url)
+        .await
+        .unwrap();
+    // An unknown guest (its channel deleted meanwhile) writes nothing.
+    platform::stage::guest_left(&store, "duo", "nobody", url)
+        .await
+        .unwrap();
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT event, payload FROM webhook_deliveries ORDER BY created_at_ms, event DESC",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    let events: Vec<&str> = rows.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(events, ["stage.joined", "stage.left"]);
+    for (event, payload) in &rows {
+        let p: serde_json::Value = serde_json::from_str(payload).unwrap();
+        assert_eq!(p["event"], event.as_str());
+        assert_eq!(p["channel"], "duo");
+        assert_eq!(p["data"], json!({"guest": id, "name": "Ann"}));
+    }
+}
+
 storage::on_both_databases!(
     migrate = platform::migrate;
     the_owner_invites_lists_and_revokes_and_tokens_survive_a_restart,
     bad_invites_get_a_4xx_json_error,
+    a_guest_joining_and_leaving_are_webhook_events,
 );
