@@ -5,7 +5,9 @@
 //! does. A stage holds the host and at most [`MAX_GUESTS`] guests. A guest whose invite is
 //! revoked or expires is ended by [`end_uninvited`] (run with the key check).
 
-use sfu::StreamId;
+use std::collections::BTreeMap;
+
+use sfu::{PeerId, StreamId};
 
 use crate::control::SfuControl;
 use crate::error::{from_sfu, ApiError};
@@ -76,12 +78,14 @@ pub(crate) async fn publish_guest<C: SfuControl>(
 pub async fn end_uninvited<C: SfuControl>(st: &AppState<C>) -> Vec<(String, String)> {
     let mut ended = Vec::new();
     let now = unix_now();
-    let mut by_channel: Vec<(String, Vec<(String, String, sfu::PeerId)>)> = Vec::new();
+    // Each channel's invites are read once per round, however many guests it has.
+    let mut by_channel: BTreeMap<String, Vec<OnStage>> = BTreeMap::new();
     for (token, channel, peer, guest) in st.sessions.guest_sessions() {
-        match by_channel.iter_mut().find(|(c, _)| *c == channel) {
-            Some((_, list)) => list.push((token, guest.invite, peer)),
-            None => by_channel.push((channel, vec![(token, guest.invite, peer)])),
-        }
+        by_channel.entry(channel).or_default().push(OnStage {
+            token,
+            invite: guest.invite,
+            peer,
+        });
     }
     for (channel, guests) in by_channel {
         let invites = match st.store.invites(&channel).await {
@@ -91,7 +95,12 @@ pub async fn end_uninvited<C: SfuControl>(st: &AppState<C>) -> Vec<(String, Stri
                 continue;
             }
         };
-        for (token, invite, peer) in guests {
+        for OnStage {
+            token,
+            invite,
+            peer,
+        } in guests
+        {
             let admits = invites.iter().any(|i| i.id == invite && i.admits(now));
             if admits {
                 continue;
@@ -104,4 +113,11 @@ pub async fn end_uninvited<C: SfuControl>(st: &AppState<C>) -> Vec<(String, Stri
         }
     }
     ended
+}
+
+/// One guest's session, for the invite check.
+struct OnStage {
+    token: String,
+    invite: String,
+    peer: PeerId,
 }
