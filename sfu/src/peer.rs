@@ -42,8 +42,15 @@ pub(crate) struct Peer {
     kinds: HashMap<Mid, MediaKind>,
     /// An ICE restart is under way: the first check from a new address retires the old ones.
     ice_restarting: bool,
-    /// A subscriber's forwarding state.
-    viewer: Option<Viewer>,
+    /// A subscriber's forwarding state, one per stream it watches (a stage viewer watches
+    /// several, each on its own video/audio sections; a plain viewer one, its `stream`).
+    slots: Vec<Slot>,
+}
+
+/// One watched stream of a subscriber and its forwarding state.
+pub(crate) struct Slot {
+    pub stream: StreamId,
+    pub viewer: Viewer,
 }
 
 impl Peer {
@@ -68,13 +75,13 @@ impl Peer {
             due_queued: false,
             kinds,
             ice_restarting: false,
-            viewer: None,
+            slots: Vec::new(),
         }
     }
 
-    /// A subscriber's forwarding state.
-    pub fn with_viewer(mut self, viewer: Viewer) -> Self {
-        self.viewer = Some(viewer);
+    /// A subscriber's forwarding state: one slot per watched stream, the first its `stream`.
+    pub fn with_slots(mut self, slots: Vec<Slot>) -> Self {
+        self.slots = slots;
         self
     }
 
@@ -149,18 +156,43 @@ impl Peer {
         &mut self.rtc
     }
 
-    pub fn viewer(&self) -> Option<&Viewer> {
-        self.viewer.as_ref()
+    /// The streams this subscriber watches, with their forwarding state.
+    pub fn slots(&self) -> &[Slot] {
+        &self.slots
     }
 
-    pub fn viewer_mut(&mut self) -> Option<&mut Viewer> {
-        self.viewer.as_mut()
+    /// The forwarding state for `stream`, if this subscriber watches it.
+    pub fn viewer_of(&mut self, stream: &StreamId) -> Option<&mut Viewer> {
+        self.slots
+            .iter_mut()
+            .find(|s| &s.stream == stream)
+            .map(|s| &mut s.viewer)
     }
 
-    /// The engine and the viewer state together, to write into one from the other.
-    pub fn parts(&mut self) -> Option<(&mut Rtc, &mut Viewer)> {
-        let viewer = self.viewer.as_mut()?;
-        Some((&mut self.rtc, viewer))
+    /// The engine and the forwarding state for `stream` together, to write into one from the
+    /// other.
+    pub fn parts(&mut self, stream: &StreamId) -> Option<(&mut Rtc, &mut Viewer)> {
+        let slot = self.slots.iter_mut().find(|s| &s.stream == stream)?;
+        Some((&mut self.rtc, &mut slot.viewer))
+    }
+
+    /// The engine and every slot, for work across all of a subscriber's streams.
+    pub fn all_parts(&mut self) -> (&mut Rtc, &mut [Slot]) {
+        (&mut self.rtc, &mut self.slots)
+    }
+
+    /// Stop watching `stream`; whether any slot is left.
+    pub fn unbind(&mut self, stream: &StreamId) -> bool {
+        self.slots.retain(|s| &s.stream != stream);
+        !self.slots.is_empty()
+    }
+
+    /// The stream shown on video section `mid` (where a viewer's keyframe request goes).
+    pub fn stream_on(&self, mid: Mid) -> Option<&StreamId> {
+        self.slots
+            .iter()
+            .find(|s| s.viewer.video_mid() == Some(mid))
+            .map(|s| &s.stream)
     }
 
     pub fn is_publisher(&self) -> bool {

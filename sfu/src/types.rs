@@ -186,10 +186,13 @@ pub struct Subscribed {
 }
 
 /// Options a viewer subscribes with.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SubscribeOptions {
     /// Which simulcast layer to receive (`Auto`: follow the viewer's bandwidth estimate).
     pub layer: Pin,
+    /// Further streams to watch in the same session, one per further video/audio section
+    /// pair of the offer, in order (a stage's other participants). Empty for a plain viewer.
+    pub also: Vec<StreamId>,
 }
 
 /// A session's engine failed or panicked: the peer must be closed.

@@ -209,12 +209,18 @@ fn a_pinned_viewer_stays_on_its_layer_and_can_change_it() {
     let low = w.subscribe_with(
         "127.0.0.1:6001",
         "sim",
-        SubscribeOptions { layer: Pin::Low },
+        SubscribeOptions {
+            layer: Pin::Low,
+            ..Default::default()
+        },
     );
     let high = w.subscribe_with(
         "127.0.0.1:6002",
         "sim",
-        SubscribeOptions { layer: Pin::High },
+        SubscribeOptions {
+            layer: Pin::High,
+            ..Default::default()
+        },
     );
     w.connect_all();
     s.run(&mut w, Duration::from_secs(4));

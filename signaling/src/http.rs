@@ -404,9 +404,7 @@ async fn whep<C: SfuControl>(
 ) -> Result<Response, ApiError> {
     require_content_type(&headers, SDP)?;
     let stream = parse_channel(&channel)?;
-    let options = SubscribeOptions {
-        layer: layer_from_query(query.as_deref())?,
-    };
+    let layer = layer_from_query(query.as_deref())?;
     let q = query.as_deref();
     if st.cluster.is_draining() {
         // Shutting down: new viewers go upstream (or retry later).
@@ -449,12 +447,38 @@ async fn whep<C: SfuControl>(
                 .ok_or_else(|| ApiError::NotFound(format!("no such channel: {channel}")))?
         }
     };
-    // A viewer with a valid token keeps watching if the channel turns private later.
-    let tokened = match routing::check_token(&st.cluster, &channel, q, &headers) {
-        Ok(()) => true,
-        Err(e) if private => return Err(e),
-        Err(_) => false,
+    // A stage: participants watch the others, viewers with several video sections see the
+    // guests too. Edges relay single streams only (for now).
+    let video_sections = sections
+        .iter()
+        .filter(|m| {
+            m.kind == media_core::sdp::Kind::Video && !m.disabled && m.direction.offerer_receives()
+        })
+        .count();
+    let watch = match &st.upstream {
+        None => {
+            crate::stage::watch(
+                &st,
+                &stream,
+                http_common::bearer_token(&headers),
+                video_sections,
+            )
+            .await?
+        }
+        Some(_) => crate::stage::Watch {
+            first: stream.clone(),
+            also: Vec::new(),
+            participant: None,
+        },
     };
+    // A viewer with a valid token keeps watching if the channel turns private later; a
+    // participant is let in by its invite or key.
+    let tokened = watch.participant.is_some()
+        || match routing::check_token(&st.cluster, &channel, q, &headers) {
+            Ok(()) => true,
+            Err(e) if private => return Err(e),
+            Err(_) => false,
+        };
     let ufrag = sdp_attr(&offer, "a=ice-ufrag:");
     let agent: String = headers
         .get(header::USER_AGENT)
@@ -463,11 +487,26 @@ async fn whep<C: SfuControl>(
         .chars()
         .take(MAX_AGENT)
         .collect();
+    let options = SubscribeOptions {
+        layer,
+        also: watch.also,
+    };
     let subscribed = st
         .sfu
-        .subscribe(stream, offer, options)
+        .subscribe(watch.first, offer, options)
         .await
-        .map_err(from_sfu)?;
+        .map_err(|e| match e {
+            // A participant's stage may have no one else live yet: name the channel.
+            sfu::SfuError::Offline(_) if watch.participant.is_some() => ApiError::NotFound(
+                format!("no other participant of the stage of {channel} is live"),
+            ),
+            e => from_sfu(e),
+        })?;
+    let (guest, key) = match watch.participant {
+        Some(crate::stage::Participant::Guest(g)) => (Some(g), None),
+        Some(crate::stage::Participant::Host(k)) => (None, Some(k)),
+        None => (None, None),
+    };
     let new = NewSession {
         kind: Kind::Whep,
         channel,
@@ -479,8 +518,8 @@ async fn whep<C: SfuControl>(
         )),
         tokened,
         account: None,
-        key: None,
-        guest: None,
+        key,
+        guest,
     };
     created(&st, new, subscribed.answer, ticket)
 }

@@ -189,11 +189,15 @@ impl Sessions {
     }
 
     /// The channel a WHEP viewer `peer` watches, with its client (`address\nuser agent`).
+    /// Stage participants watching each other (a guest's invite, the host's key) are not
+    /// audience: none.
     pub fn viewer(&self, peer: PeerId) -> Option<(String, String)> {
         self.lock()
             .by_token
             .values()
-            .find(|s| s.peer == peer && s.kind == Kind::Whep)
+            .find(|s| {
+                s.peer == peer && s.kind == Kind::Whep && s.guest.is_none() && s.key.is_none()
+            })
             .map(|s| (s.channel.clone(), s.client.clone().unwrap_or_default()))
     }
 
@@ -221,7 +225,8 @@ impl Sessions {
             .count()
     }
 
-    /// Every publisher session with its token, channel, peer and key fingerprint.
+    /// Every session opened with a stream key (the host's publish, and its WHEP session
+    /// watching its stage) with its token, channel, peer and key fingerprint.
     pub(crate) fn publishers(&self) -> Vec<(String, String, PeerId, String)> {
         self.lock()
             .by_token
@@ -249,7 +254,7 @@ impl Sessions {
             .lock()
             .by_token
             .values()
-            .filter(|s| s.channel == channel)
+            .filter(|s| s.channel == channel && s.kind == Kind::Whip)
             .filter_map(|s| s.guest.as_ref().map(|g| g.invite.clone()))
             .collect();
         ids.sort();

@@ -14,7 +14,7 @@ use crate::error::{from_sfu, ApiError};
 use crate::http::{created, AppState, NewSession};
 use crate::request::sdp_attr;
 use crate::sessions::{Guest, Kind, Ticket};
-use storage::unix_now;
+use storage::{unix_now, KEY_PREFIX};
 
 /// Guests a stage holds beside its host (the `stage` crate's `MAX_PARTICIPANTS` less the
 /// host; not imported, so signaling does not build Opus).
@@ -120,4 +120,98 @@ struct OnStage {
     token: String,
     invite: String,
     peer: PeerId,
+}
+
+/// What a WHEP request on a channel watches: the streams in the order of the offer's section
+/// pairs, and who asks when it is a participant of the stage.
+pub(crate) struct Watch {
+    /// The first stream the session shows; `also` follow in the next section pairs.
+    pub first: StreamId,
+    pub also: Vec<StreamId>,
+    /// A participant (a guest with its invite, or the host with its stream key) watching the
+    /// others: not audience, and let in on a private channel.
+    pub participant: Option<Participant>,
+}
+
+/// Who watches the stage from on it.
+pub(crate) enum Participant {
+    /// A guest (its WHEP session is ended with its invite).
+    Guest(Guest),
+    /// The host, by the fingerprint of the stream key (its session ends when the key turns).
+    Host(String),
+}
+
+/// The stage binding of a WHEP request on `channel` with the bearer `token` (if any) and
+/// `video_sections` recvonly video sections in its offer:
+/// - an invite token: every other participant, the host first, never the guest itself;
+/// - the channel's stream key: the guests (the host watching its stage);
+/// - anything else (a plain viewer, maybe with a playback token): the host, then the guests
+///   for further video sections. A one-section viewer gets the host, as without a stage.
+pub(crate) async fn watch<C: SfuControl>(
+    st: &AppState<C>,
+    channel: &StreamId,
+    token: Option<&str>,
+    video_sections: usize,
+) -> Result<Watch, ApiError> {
+    let guests = st.sessions.guests_of(channel.as_str());
+    let guest_streams = |except: Option<&str>| -> Vec<StreamId> {
+        guests
+            .iter()
+            .filter(|g| Some(g.as_str()) != except)
+            .map(|g| StreamId::guest(channel, g))
+            .collect()
+    };
+    match token {
+        Some(t) if t.starts_with(INVITE_PREFIX) => {
+            let invite = st
+                .store
+                .invite_for_token(t)
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?
+                .filter(|i| i.channel == channel.as_str())
+                .ok_or(ApiError::Unauthorized(
+                    "invalid, expired or revoked stage invite for this channel",
+                ))?;
+            Ok(Watch {
+                first: channel.clone(),
+                also: guest_streams(Some(&invite.id)),
+                participant: Some(Participant::Guest(Guest {
+                    invite: invite.id,
+                    name: invite.name,
+                })),
+            })
+        }
+        Some(t) if t.starts_with(KEY_PREFIX) => {
+            let owner = st
+                .store
+                .channel_for_key(t)
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            if owner.as_deref() != Some(channel.as_str()) {
+                return Err(ApiError::Unauthorized(
+                    "invalid stream key for this channel",
+                ));
+            }
+            let mut others = guest_streams(None).into_iter();
+            let Some(first) = others.next() else {
+                return Err(ApiError::NotFound(format!(
+                    "no guest is on the stage of {channel}: the host watches its guests"
+                )));
+            };
+            Ok(Watch {
+                first,
+                also: others.collect(),
+                participant: Some(Participant::Host(storage::key_fingerprint(t))),
+            })
+        }
+        _ => Ok(Watch {
+            first: channel.clone(),
+            also: if video_sections > 1 {
+                guest_streams(None)
+            } else {
+                Vec::new()
+            },
+            participant: None,
+        }),
+    }
 }

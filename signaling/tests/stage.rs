@@ -164,3 +164,165 @@ async fn revoking_an_invite_ends_its_guest_and_no_one_else() {
     assert_eq!(*fake.closed.lock().unwrap(), vec![PeerId(100)]);
     assert_eq!(st.sessions.len(), 1, "Bo stays on the stage");
 }
+
+/// A WHEP request on `channel` with `video` recvonly video sections and this bearer token.
+fn whep(channel: &str, token: Option<&str>, video: usize) -> Request<Body> {
+    let mut offer = String::from("v=0\r\n");
+    for _ in 0..video {
+        offer.push_str("m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=recvonly\r\n");
+    }
+    let mut req =
+        Request::post(format!("/whep/{channel}")).header("content-type", "application/sdp");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    req.body(Body::from(offer)).unwrap()
+}
+
+/// The host of `duo` and guests Ann and Bob publishing; their invite ids and tokens.
+async fn full_stage(
+    app: &axum::Router,
+    st: &AppState<FakeSfu>,
+    key: &str,
+) -> Vec<(String, String)> {
+    let resp = app.clone().oneshot(whip("duo", key)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let mut guests = Vec::new();
+    for name in ["Ann", "Bob"] {
+        let (id, token) = invite(st, "duo", name).await;
+        let resp = app.clone().oneshot(whip("duo", &token)).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        guests.push((id, token));
+    }
+    guests
+}
+
+fn names(streams: &[StreamId]) -> Vec<String> {
+    streams.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test]
+async fn a_guest_watching_with_its_invite_gets_the_host_and_the_other_guests_never_itself() {
+    let fake = FakeSfu::default();
+    let (st, key) = state_with_key(fake.clone()).await;
+    let app = router(st.clone());
+    let guests = full_stage(&app, &st, &key).await;
+
+    let resp = app
+        .clone()
+        .oneshot(whep("duo", Some(&guests[0].1), 3))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let watched = fake.subscribed.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        names(&watched),
+        vec!["duo".to_string(), format!("duo~{}", guests[1].0)]
+    );
+    // Watching the others is not being audience.
+    assert_eq!(st.sessions.viewer(PeerId(8)), None);
+    // It does not take a guest's place on the stage either: a third guest still fits.
+    let (_, third) = invite(&st, "duo", "Cy").await;
+    let resp = app.clone().oneshot(whip("duo", &third)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn the_host_watching_with_its_stream_key_gets_its_guests() {
+    let fake = FakeSfu::default();
+    let (st, key) = state_with_key(fake.clone()).await;
+    let app = router(st.clone());
+    let resp = app
+        .clone()
+        .oneshot(whep("duo", Some(&key), 2))
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::NOT_FOUND,
+        "no guest yet: nothing to watch"
+    );
+    assert!(json_of(resp).await["error"]
+        .as_str()
+        .unwrap()
+        .contains("no guest"));
+    let guests = full_stage(&app, &st, &key).await;
+
+    let resp = app
+        .clone()
+        .oneshot(whep("duo", Some(&key), 2))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let watched = fake.subscribed.lock().unwrap().last().cloned().unwrap();
+    let mut expected: Vec<String> = guests.iter().map(|(id, _)| format!("duo~{id}")).collect();
+    expected.sort();
+    assert_eq!(names(&watched), expected);
+    let resp = app
+        .clone()
+        .oneshot(whep("duo", Some("sk_wrong"), 2))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_viewer_gets_the_guests_only_with_more_than_one_video_section() {
+    let fake = FakeSfu::default();
+    let (st, key) = state_with_key(fake.clone()).await;
+    let app = router(st.clone());
+    let guests = full_stage(&app, &st, &key).await;
+
+    let resp = app.clone().oneshot(whep("duo", None, 1)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert_eq!(
+        names(&fake.subscribed.lock().unwrap().last().cloned().unwrap()),
+        vec!["duo"]
+    );
+    let resp = app.clone().oneshot(whep("duo", None, 3)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let watched = fake.subscribed.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(watched.len(), 3);
+    assert_eq!(watched[0].as_str(), "duo", "the host first");
+    // A viewer is audience.
+    assert!(st.sessions.viewer(PeerId(8)).is_some());
+    // Another channel's invite does not make a participant.
+    let (_, foreign) = invite(&st, "other", "Zed").await;
+    let resp = app
+        .clone()
+        .oneshot(whep("duo", Some(&foreign), 1))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        watched[1].to_string(),
+        format!("duo~{}", guests[0].0.clone().min(guests[1].0.clone()))
+    );
+}
+
+#[tokio::test]
+async fn revoking_an_invite_also_ends_the_guests_watching_session() {
+    let fake = FakeSfu::default();
+    let (st, key) = state_with_key(fake.clone()).await;
+    let app = router(st.clone());
+    let guests = full_stage(&app, &st, &key).await;
+    let resp = app
+        .clone()
+        .oneshot(whep("duo", Some(&guests[0].1), 2))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    st.store.revoke_invite("duo", &guests[0].0).await.unwrap();
+
+    end_uninvited(&st).await;
+    let closed = fake.closed.lock().unwrap().clone();
+    assert!(
+        closed.contains(&PeerId(8)),
+        "its WHEP session is closed: {closed:?}"
+    );
+    assert!(
+        closed.contains(&PeerId(101)),
+        "its publish is closed: {closed:?}"
+    );
+    assert!(!closed.contains(&PeerId(100)), "the host stays: {closed:?}");
+}

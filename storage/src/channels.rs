@@ -34,8 +34,11 @@ pub(crate) fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
+/// Every stream key starts with this (it tells a key from an invite or a playback token).
+pub const KEY_PREFIX: &str = "sk_";
+
 fn new_key() -> Result<StreamKey, StoreError> {
-    Ok(StreamKey(format!("sk_{}", random_hex(KEY_BYTES)?)))
+    Ok(StreamKey(format!("{KEY_PREFIX}{}", random_hex(KEY_BYTES)?)))
 }
 
 /// `bytes` bytes from the OS CSPRNG, hex-encoded (keys, tokens, ids).

@@ -23,7 +23,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
-pub use channels::{key_fingerprint, StreamKey};
+pub use channels::{key_fingerprint, StreamKey, KEY_PREFIX};
 pub use stage::{check_invite, Invite, InviteToken, NewInvite, INVITE_TTL};
 
 /// Storage errors.

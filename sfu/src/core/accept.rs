@@ -123,6 +123,14 @@ impl Core {
         let mut went_offline = false;
         let mut sinks = Vec::new();
         let stream_id = peer.stream().clone();
+        for slot in peer.slots() {
+            if slot.stream != stream_id {
+                if let Some(stream) = self.streams.get_mut(&slot.stream) {
+                    stream.remove_viewer(id);
+                }
+                self.drop_idle(&slot.stream);
+            }
+        }
         if let Some(stream) = self.streams.get_mut(&stream_id) {
             stream.remove_viewer(id);
             if stream.publisher_left(id, self.last_now) {
@@ -215,14 +223,16 @@ pub(super) fn negotiated_params(rtc: &Rtc, kinds: &HashMap<Mid, MediaKind>) -> V
     out
 }
 
-pub(super) fn first_of_kind(
+/// The accepted mids of kind `want` the viewer receives on, in offer order.
+pub(super) fn mids_of_kind(
     sections: &[sdp::MediaSection],
     kinds: &HashMap<Mid, MediaKind>,
     want: MediaKind,
-) -> Option<Mid> {
+) -> Vec<Mid> {
     sections
         .iter()
         .filter(|s| s.direction.offerer_receives())
         .filter_map(|s| s.mid.as_deref().map(Mid::from))
-        .find(|m| kinds.get(m) == Some(&want))
+        .filter(|m| kinds.get(m) == Some(&want))
+        .collect()
 }

@@ -133,7 +133,7 @@ impl Core {
             let Some(sub) = self.peers.get_mut(&sid).filter(|p| p.is_connected()) else {
                 continue;
             };
-            let Some((rtc, viewer)) = sub.parts().filter(|(_, v)| v.has_audio()) else {
+            let Some((rtc, viewer)) = sub.parts(stream_id).filter(|(_, v)| v.has_audio()) else {
                 continue;
             };
             let written = viewer.write(rtc, false, out);
@@ -168,7 +168,7 @@ impl Core {
             let Some(sub) = self.peers.get_mut(&sid).filter(|p| p.is_connected()) else {
                 continue;
             };
-            let Some((rtc, viewer)) = sub.parts().filter(|(_, v)| v.has_video()) else {
+            let Some((rtc, viewer)) = sub.parts(stream_id).filter(|(_, v)| v.has_video()) else {
                 continue;
             };
             viewer.layer_mut().ensure_target(|pin| start.pick(pin, now));
@@ -243,7 +243,7 @@ impl Core {
             self.remove_peer(sid, CloseReason::Failed);
         }
         for sid in after.from_cache {
-            self.start_from_cache(sid, layer);
+            self.start_from_cache(sid, stream_id, layer);
         }
         for sid in after.replaying {
             self.pump_replay(sid, now);

@@ -10,7 +10,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Event, IceConnectionState};
 
 use super::{Core, CoreOutput};
-use crate::ids::{PeerId, StreamId};
+use crate::ids::{LayerId, PeerId, StreamId};
 use crate::stats::DropReason;
 use crate::types::PeerBroken;
 use crate::types::{CloseReason, Input, SfuEvent, Transmit};
@@ -52,9 +52,10 @@ impl Core {
             .peers
             .values()
             .filter(|p| {
-                p.viewer()
-                    .and_then(|v| v.replay_deadline())
-                    .is_some_and(|at| at <= now)
+                p.slots()
+                    .iter()
+                    .filter_map(|s| s.viewer.replay_deadline())
+                    .any(|at| at <= now)
             })
             .map(|p| p.id())
             .collect();
@@ -82,14 +83,23 @@ impl Core {
         }
         self.evaluate_layers(now);
         let grace = self.config.offline_grace;
-        let ended: Vec<PeerId> = self
+        let ended: Vec<(StreamId, PeerId)> = self
             .streams
-            .values()
-            .filter(|s| s.offline_since().is_some_and(|t| now >= t + grace))
-            .flat_map(|s| s.viewers().iter().copied())
+            .iter()
+            .filter(|(_, s)| s.offline_since().is_some_and(|t| now >= t + grace))
+            .flat_map(|(id, s)| s.viewers().iter().map(move |v| (id.clone(), *v)))
             .collect();
-        for id in ended {
-            self.remove_peer(id, CloseReason::StreamEnded);
+        for (stream, id) in ended {
+            // A stage viewer keeps watching the others; a session with nothing left ends.
+            let left = self.peers.get_mut(&id).is_some_and(|p| p.unbind(&stream));
+            if let Some(s) = self.streams.get_mut(&stream) {
+                s.remove_viewer(id);
+            }
+            if left {
+                self.drop_idle(&stream);
+            } else {
+                self.remove_peer(id, CloseReason::StreamEnded);
+            }
         }
     }
 
@@ -182,7 +192,7 @@ impl Core {
         let replays = self
             .peers
             .values()
-            .filter_map(|p| p.viewer().and_then(|v| v.replay_deadline()));
+            .flat_map(|p| p.slots().iter().filter_map(|s| s.viewer.replay_deadline()));
         let streams = self
             .streams
             .values()
@@ -279,10 +289,13 @@ impl Core {
                 self.remove_peer(id, CloseReason::Disconnected);
             }
             Event::RtpPacket(packet) => self.forward(id, packet),
-            Event::KeyframeRequest(_) => {
-                if let Some(p) = self.peers.get(&id) {
-                    let stream = p.stream().clone();
-                    let layer = p.viewer().and_then(|v| v.layer().wanted());
+            Event::KeyframeRequest(req) => {
+                // The stream shown on the section asked about (a stage viewer shows several).
+                if let Some(p) = self.peers.get_mut(&id) {
+                    let Some(stream) = p.stream_on(req.mid).cloned() else {
+                        return;
+                    };
+                    let layer = p.viewer_of(&stream).and_then(|v| v.layer().wanted());
                     self.request_keyframe(&stream, layer);
                 }
             }
@@ -298,7 +311,11 @@ impl Core {
         peer.set_connected();
         let stream = peer.stream().clone();
         let publisher = peer.is_publisher();
-        let target = peer.viewer().and_then(|v| v.layer().target());
+        let targets: Vec<(StreamId, Option<LayerId>)> = peer
+            .slots()
+            .iter()
+            .map(|s| (s.stream.clone(), s.viewer.layer().target()))
+            .collect();
         tracing::info!(peer = %id, stream = %stream, publisher, "session connected");
         self.event(SfuEvent::PeerConnected(id));
         if publisher {
@@ -314,12 +331,14 @@ impl Core {
             // With a cached group the viewer starts from it on the next video packet (a frame
             // after its DTLS completes); without one it needs a fresh keyframe.
             let now = self.last_now;
-            let Some(s) = self.streams.get_mut(&stream) else {
-                return;
-            };
-            if !s.has_cache() {
-                let layer = target.or_else(|| s.lowest_layer(now));
-                self.request_keyframe(&stream, layer);
+            for (stream, target) in targets {
+                let Some(s) = self.streams.get_mut(&stream) else {
+                    continue;
+                };
+                if !s.has_cache() {
+                    let layer = target.or_else(|| s.lowest_layer(now));
+                    self.request_keyframe(&stream, layer);
+                }
             }
         }
     }

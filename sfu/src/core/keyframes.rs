@@ -14,12 +14,14 @@ impl Core {
     /// Start a viewer on `layer`'s cached group of pictures: the keyframe and everything
     /// since, with timestamps compressed to end at the live edge (`compressed_times`), then
     /// live packets follow in one continuous sequence. Returns whether it started.
-    pub(super) fn start_from_cache(&mut self, id: PeerId, layer: LayerId) -> bool {
+    pub(super) fn start_from_cache(
+        &mut self,
+        id: PeerId,
+        stream_id: &StreamId,
+        layer: LayerId,
+    ) -> bool {
         let now = self.last_now;
-        let Some(stream_id) = self.peers.get(&id).map(|p| p.stream().clone()) else {
-            return false;
-        };
-        let Some(stream) = self.streams.get(&stream_id) else {
+        let Some(stream) = self.streams.get(stream_id) else {
             return false;
         };
         let generation = stream.generation();
@@ -50,7 +52,7 @@ impl Core {
             .iter()
             .take_while(|p| p.time == cached[0].time)
             .count();
-        let Some(viewer) = self.peers.get_mut(&id).and_then(|p| p.viewer_mut()) else {
+        let Some(viewer) = self.peers.get_mut(&id).and_then(|p| p.viewer_of(stream_id)) else {
             return false;
         };
         if !viewer.start_replay(layer, queue, keyframe_packets, rate, now) {
@@ -61,20 +63,29 @@ impl Core {
         // A long group takes a while to replay even when paced: ask for a fresh keyframe too
         // (coalesced); the viewer jumps to it when it arrives.
         if span > LONG_CACHE {
-            self.request_keyframe(&stream_id, Some(layer));
+            self.request_keyframe(stream_id, Some(layer));
         }
         self.pump_replay(id, now);
         true
     }
 
-    /// Send a viewer's queued replay packets that are due at `now`, at its replay rate.
+    /// Send a viewer's queued replay packets (of every slot) that are due at `now`, at each
+    /// replay's rate.
     pub(super) fn pump_replay(&mut self, id: PeerId, now: Instant) {
-        // Bounded: one call sends at most what the rate allows since the last one.
+        // Bounded: one call sends at most what the rates allow since the last one.
         for _ in 0..100_000 {
-            let Some((rtc, viewer)) = self.peers.get_mut(&id).and_then(|p| p.parts()) else {
+            let Some(peer) = self.peers.get_mut(&id) else {
                 return;
             };
-            match viewer.replay_next(rtc, now) {
+            let (rtc, slots) = peer.all_parts();
+            let mut next = Ok(None);
+            for slot in slots.iter_mut() {
+                next = slot.viewer.replay_next(rtc, now);
+                if !matches!(next, Ok(None)) {
+                    break;
+                }
+            }
+            match next {
                 Ok(None) => return,
                 Ok(Some(true)) => self.stats.packets_forwarded += 1,
                 Ok(Some(false)) => {}

@@ -20,33 +20,40 @@ use crate::types::{Pin, SfuError};
 impl Core {
     /// A viewer's engine produced a bandwidth estimate (TWCC) or the viewer reported one (REMB).
     pub(super) fn on_estimate(&mut self, id: PeerId, kind: BweKind) {
-        let Some(viewer) = self.peers.get_mut(&id).and_then(|p| p.viewer_mut()) else {
+        let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
-        match kind {
-            BweKind::Twcc { estimate, .. } => {
-                viewer.layer_mut().on_estimate(estimate.as_u64(), true)
-            }
-            BweKind::Remb { estimate, .. } => {
-                viewer.layer_mut().on_estimate(estimate.as_u64(), false)
-            }
-            _ => {}
+        let (estimate, twcc) = match kind {
+            BweKind::Twcc { estimate, .. } => (estimate.as_u64(), true),
+            BweKind::Remb { estimate, .. } => (estimate.as_u64(), false),
+            _ => return,
+        };
+        // A stage viewer's estimate is the session's: its video slots share it.
+        let (_, slots) = peer.all_parts();
+        let videos = slots.iter().filter(|s| s.viewer.has_video()).count().max(1) as u64;
+        for slot in slots.iter_mut().filter(|s| s.viewer.has_video()) {
+            slot.viewer.layer_mut().on_estimate(estimate / videos, twcc);
         }
     }
 
     /// Change a viewer's layer preference (the player's quality menu).
     pub fn set_layer(&mut self, peer: PeerId, pin: Pin) -> Result<(), SfuError> {
         let p = self.peers.get_mut(&peer).ok_or(SfuError::UnknownPeer)?;
-        let stream = p.stream().clone();
-        let Some(viewer) = p.viewer_mut() else {
+        let (_, slots) = p.all_parts();
+        if slots.is_empty() {
             return Err(SfuError::Unusable(
                 "a layer can only be chosen for a viewing session".into(),
             ));
-        };
-        viewer.layer_mut().set_pin(pin);
-        if let Some(s) = self.streams.get_mut(&stream) {
-            // Re-evaluate at once rather than at the next tick.
-            s.set_next_evaluation(Some(self.last_now));
+        }
+        let streams: Vec<StreamId> = slots.iter().map(|s| s.stream.clone()).collect();
+        for slot in slots.iter_mut() {
+            slot.viewer.layer_mut().set_pin(pin);
+        }
+        for stream in streams {
+            if let Some(s) = self.streams.get_mut(&stream) {
+                // Re-evaluate at once rather than at the next tick.
+                s.set_next_evaluation(Some(self.last_now));
+            }
         }
         self.evaluate_layers(self.last_now);
         Ok(())
@@ -74,7 +81,8 @@ impl Core {
                 let Some(sub) = self.peers.get_mut(&sid).filter(|p| p.is_connected()) else {
                     continue;
                 };
-                let Some((rtc, viewer)) = sub.parts().filter(|(_, v)| v.has_video()) else {
+                let Some((rtc, viewer)) = sub.parts(stream_id).filter(|(_, v)| v.has_video())
+                else {
                     continue;
                 };
                 let evaluation = viewer

@@ -9,13 +9,13 @@ use str0m::media::MediaKind;
 use str0m::{Candidate, IceCreds};
 
 use super::accept::{
-    accepted_kinds, codec_names, entry_codecs, first_of_kind, negotiated_params,
+    accepted_kinds, codec_names, entry_codecs, mids_of_kind, negotiated_params,
     passive_tcp_candidate,
 };
 use super::Core;
 use crate::ids::{PeerId, StreamId};
 use crate::negotiate;
-use crate::peer::{Peer, Role};
+use crate::peer::{Peer, Role, Slot};
 use crate::stream::Stream;
 use crate::types::{CloseReason, IceRestarted, Published, SfuError, SubscribeOptions, Subscribed};
 use crate::viewer::{OutTrack, Viewer, ViewerLayer};
@@ -79,7 +79,7 @@ impl Core {
             tracing::info!(stream = %stream, old = %old, new = %id, "publisher replaced");
             self.remove_peer(old, CloseReason::Replaced);
         }
-        self.source_changed(&subscribers);
+        self.source_changed(&stream, &subscribers);
         self.announce_to_sinks(&stream);
         tracing::info!(stream = %stream, peer = %id, "publisher accepted");
         Ok(Published {
@@ -89,8 +89,12 @@ impl Core {
         })
     }
 
-    /// Accept a WHEP offer for `stream`, which must be live. A viewer of a simulcast stream gets
-    /// a bandwidth estimator (TWCC) that drives its layer unless `options.layer` pins one.
+    /// Accept a WHEP offer for `stream` and the streams of `options.also` (a stage: its
+    /// participants). The first live one of them is the session's stream and goes into the
+    /// offer's first video and first audio section, the next live one into the second of each,
+    /// and so on; streams beyond the offer's sections are left out, sections beyond the
+    /// streams stay silent. None live: `Offline`. A viewer of a simulcast stream gets a
+    /// bandwidth estimator (TWCC) that drives its layer unless `options.layer` pins one.
     pub fn subscribe_with(
         &mut self,
         now: Instant,
@@ -109,57 +113,91 @@ impl Core {
                 "a WHEP offer must receive audio or video (recvonly)".into(),
             ));
         }
-        let Some(entry) = self.streams.get(&stream).filter(|s| s.is_live()) else {
+        let mut watched: Vec<StreamId> = Vec::new();
+        for s in std::iter::once(&stream).chain(&options.also) {
+            if !watched.contains(s) && self.streams.get(s).is_some_and(Stream::is_live) {
+                watched.push(s.clone());
+            }
+        }
+        if watched.is_empty() {
             return Err(SfuError::Offline(stream));
-        };
-        let plan = negotiate::viewer_plan(
-            &sections,
-            &sdp_codecs::section_formats(offer),
-            entry.params(),
-        )?;
-        let has_video = entry.params().iter().any(|p| p.spec().codec.is_video());
-        let has_audio = entry.params().iter().any(|p| p.spec().codec.is_audio());
-        let simulcast = entry.simulcast();
-        self.admit()?;
-        let (rtc, answer, ufrag) = self.accept(now, offer, plan, simulcast)?;
-        let kinds = accepted_kinds(&sections, &answer);
-        let out_video = first_of_kind(&sections, &kinds, MediaKind::Video);
-        let out_audio = first_of_kind(&sections, &kinds, MediaKind::Audio);
+        }
         let wants = |k: Kind| {
             sections
                 .iter()
-                .any(|m| m.kind == k && !m.disabled && m.direction.offerer_receives())
+                .filter(|m| m.kind == k && !m.disabled && m.direction.offerer_receives())
+                .count()
         };
-        if has_video && wants(Kind::Video) && out_video.is_none() {
+        // One stream per section pair: those beyond the offer's sections are not negotiated.
+        watched.truncate(wants(Kind::Video).max(wants(Kind::Audio)).max(1));
+        let entries: Vec<&Stream> = watched.iter().filter_map(|s| self.streams.get(s)).collect();
+        let params: Vec<_> = entries
+            .iter()
+            .flat_map(|e| e.params().iter().copied())
+            .collect();
+        let plan = negotiate::viewer_plan(&sections, &sdp_codecs::section_formats(offer), &params)?;
+        let has_video = params.iter().any(|p| p.spec().codec.is_video());
+        let has_audio = params.iter().any(|p| p.spec().codec.is_audio());
+        let simulcast = entries.iter().any(|e| e.simulcast());
+        self.admit()?;
+        let (rtc, answer, ufrag) = self.accept(now, offer, plan, simulcast)?;
+        let kinds = accepted_kinds(&sections, &answer);
+        let video_mids = mids_of_kind(&sections, &kinds, MediaKind::Video);
+        let audio_mids = mids_of_kind(&sections, &kinds, MediaKind::Audio);
+        if has_video && wants(Kind::Video) > 0 && video_mids.is_empty() {
             return Err(SfuError::CodecMismatch(format!(
                 "the stream's video codec is {}; the viewer offered none that matches",
                 codec_names(&entry_codecs(&rtc, true))
             )));
         }
-        if has_audio && wants(Kind::Audio) && out_audio.is_none() {
+        if has_audio && wants(Kind::Audio) > 0 && audio_mids.is_empty() {
             return Err(SfuError::CodecMismatch(
                 "the stream's audio is Opus; the viewer did not offer it".into(),
             ));
         }
-        if out_video.is_none() && out_audio.is_none() {
+        if video_mids.is_empty() && audio_mids.is_empty() {
             return Err(SfuError::CodecMismatch(
                 "the viewer supports none of the stream's codecs".into(),
             ));
         }
         let id = self.alloc_id();
-        let first_seq = (self.random() & 0x3fff) as u16;
-        let video = out_video.map(|mid| OutTrack::new(mid, first_seq, false));
-        let audio = out_audio.map(|mid| {
-            let red = sdp::offers_codec(offer, &mid.to_string(), "red/48000");
-            OutTrack::new(mid, first_seq, red)
-        });
-        let viewer = Viewer::new(video, audio, ViewerLayer::new(options.layer), now);
-        let peer = Peer::new(id, stream.clone(), Role::Subscriber, ufrag, rtc, kinds, now);
-        self.insert_peer(peer.with_viewer(viewer));
-        if let Some(s) = self.streams.get_mut(&stream) {
-            s.add_viewer(id);
+        let mut slots = Vec::with_capacity(watched.len());
+        for (i, watched) in watched.iter().enumerate() {
+            let first_seq = (self.random() & 0x3fff) as u16;
+            let video = video_mids
+                .get(i)
+                .map(|mid| OutTrack::new(*mid, first_seq, false));
+            let audio = audio_mids.get(i).map(|mid| {
+                let red = sdp::offers_codec(offer, &mid.to_string(), "red/48000");
+                OutTrack::new(*mid, first_seq, red)
+            });
+            if video.is_none() && audio.is_none() {
+                continue;
+            }
+            let viewer = Viewer::new(video, audio, ViewerLayer::new(options.layer), now);
+            slots.push(Slot {
+                stream: watched.clone(),
+                viewer,
+            });
         }
-        tracing::info!(stream = %stream, peer = %id, layer = options.layer.as_str(), "subscriber accepted");
+        let primary = watched[0].clone();
+        for slot in &slots {
+            if let Some(s) = self.streams.get_mut(&slot.stream) {
+                s.add_viewer(id);
+            }
+        }
+        let shown: Vec<String> = slots.iter().map(|s| s.stream.to_string()).collect();
+        let peer = Peer::new(
+            id,
+            primary.clone(),
+            Role::Subscriber,
+            ufrag,
+            rtc,
+            kinds,
+            now,
+        );
+        self.insert_peer(peer.with_slots(slots));
+        tracing::info!(stream = %primary, peer = %id, layer = options.layer.as_str(), slots = ?shown, "subscriber accepted");
         Ok(Subscribed { peer: id, answer })
     }
 

@@ -90,10 +90,10 @@ impl Core {
         }
     }
 
-    /// The stream's source changed: its viewers wait for the new source's keyframe.
-    pub(super) fn source_changed(&mut self, viewers: &[PeerId]) {
+    /// The source of `stream` changed: its viewers wait for the new source's keyframe.
+    pub(super) fn source_changed(&mut self, stream: &StreamId, viewers: &[PeerId]) {
         for id in viewers {
-            if let Some(v) = self.peers.get_mut(id).and_then(|p| p.viewer_mut()) {
+            if let Some(v) = self.peers.get_mut(id).and_then(|p| p.viewer_of(stream)) {
                 v.source_changed();
             }
         }
@@ -122,7 +122,7 @@ impl Core {
             return Ok(false);
         }
         let viewers: Vec<PeerId> = entry.viewers().iter().copied().collect();
-        self.source_changed(&viewers);
+        self.source_changed(&stream, &viewers);
         tracing::info!(stream = %stream, generation, "relayed stream live");
         self.event(SfuEvent::StreamLive(stream));
         Ok(true)

@@ -62,6 +62,11 @@ impl Viewer {
         self.audio.is_some()
     }
 
+    /// The mid of its video section.
+    pub fn video_mid(&self) -> Option<str0m::media::Mid> {
+        self.video.as_ref().map(OutTrack::mid)
+    }
+
     pub fn layer(&self) -> &ViewerLayer {
         &self.layer
     }

@@ -44,6 +44,10 @@ impl OutTrack {
         }
     }
 
+    pub fn mid(&self) -> Mid {
+        self.mid
+    }
+
     /// A cut: the next packet written starts a new segment of this track's numbering.
     pub fn restart(&mut self) {
         self.seq.restart();

@@ -52,6 +52,12 @@ pub struct Client {
     pub peer: Option<PeerId>,
     /// The SDP answer the SFU gave this client.
     pub answer: String,
+    /// Every received frame by the section it came on: (payload, first and last sequence
+    /// number). Filled for all sections, so a stage viewer's sections can be told apart.
+    pub by_mid: HashMap<Mid, Vec<(Vec<u8>, (u64, u64))>>,
+    /// A stage viewer's sections, in offer order.
+    pub video_mids: Vec<Mid>,
+    pub audio_mids: Vec<Mid>,
 }
 
 impl Client {
@@ -90,6 +96,9 @@ impl Client {
             video_pic: Vec::new(),
             peer: None,
             answer: String::new(),
+            by_mid: HashMap::new(),
+            video_mids: Vec::new(),
+            audio_mids: Vec::new(),
         }
     }
 
@@ -131,6 +140,27 @@ impl Client {
         self.audio = Some(a);
         let (offer, pending) = api.apply().unwrap();
         (offer.to_sdp_string(), pending)
+    }
+
+    /// A viewer offer with `n` video and `n` audio sections (video 0, audio 0, video 1, ...),
+    /// as a stage viewer sends; the first pair is also `video` and `audio`.
+    pub fn offer_sections(&mut self, n: usize) -> (String, SdpPendingOffer) {
+        let mut api = self.rtc.sdp_api();
+        for _ in 0..n {
+            let v = api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+            let a = api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+            self.video_mids.push(v);
+            self.audio_mids.push(a);
+        }
+        self.video = self.video_mids.first().copied();
+        self.audio = self.audio_mids.first().copied();
+        let (offer, pending) = api.apply().unwrap();
+        (offer.to_sdp_string(), pending)
+    }
+
+    /// Frames received on `mid`.
+    pub fn frames_on(&self, mid: Mid) -> &[(Vec<u8>, (u64, u64))] {
+        self.by_mid.get(&mid).map_or(&[], Vec::as_slice)
     }
 
     pub fn accept(&mut self, pending: SdpPendingOffer, answer: &str) {
@@ -326,6 +356,35 @@ impl World {
         self.clients.len() - 1
     }
 
+    /// A viewer with `sections` video/audio pairs watching `streams` (the first the
+    /// session's stream, the rest `also`).
+    pub fn subscribe_stage(&mut self, addr: &str, streams: &[&str], sections: usize) -> usize {
+        let mut c = Client::new(self.now, addr);
+        let (offer, pending) = c.offer_sections(sections);
+        let options = SubscribeOptions {
+            also: streams[1..]
+                .iter()
+                .map(|s| StreamId::new(s).unwrap())
+                .collect(),
+            ..Default::default()
+        };
+        let subscribed = self
+            .sfu
+            .subscribe_with(
+                self.now,
+                StreamId::new(streams[0]).unwrap(),
+                &offer,
+                options,
+            )
+            .unwrap();
+        c.accept(pending, &subscribed.answer);
+        c.answer = subscribed.answer;
+        c.peer = Some(subscribed.peer);
+        self.index.insert(c.addr, self.clients.len());
+        self.clients.push(c);
+        self.clients.len() - 1
+    }
+
     /// Exchange everything that is due at `now` until the network is quiet.
     pub fn settle(&mut self) {
         for _round in 0..1000 {
@@ -348,6 +407,10 @@ impl World {
                         str0m::Output::Event(e) => match e {
                             Event::Connected => c.connected = true,
                             Event::MediaData(d) => {
+                                c.by_mid.entry(d.mid).or_default().push((
+                                    d.data.to_vec(),
+                                    (**d.seq_range.start(), **d.seq_range.end()),
+                                ));
                                 if Some(d.mid) == c.video {
                                     c.video_in.push((d.data.to_vec(), d.is_keyframe()));
                                     c.video_seq

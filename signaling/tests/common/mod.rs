@@ -19,6 +19,8 @@ pub struct FakeSfu {
     pub restarts: Arc<Mutex<Vec<String>>>,
     /// The stream of every publish, in order; publish `n` (from 0) answers as peer `100 + n`.
     pub published: Arc<Mutex<Vec<StreamId>>>,
+    /// The streams of every subscribe: the first, then `options.also`.
+    pub subscribed: Arc<Mutex<Vec<Vec<StreamId>>>>,
 }
 
 impl SfuControl for FakeSfu {
@@ -33,11 +35,14 @@ impl SfuControl for FakeSfu {
     }
     async fn subscribe(
         &self,
-        _stream: StreamId,
+        stream: StreamId,
         _offer: String,
         options: SubscribeOptions,
     ) -> Result<Subscribed, SfuError> {
         self.pins.lock().unwrap().push(options.layer);
+        let mut watched = vec![stream];
+        watched.extend(options.also);
+        self.subscribed.lock().unwrap().push(watched);
         match self.subscribe_error.lock().unwrap().clone() {
             Some(e) => Err(e),
             None => Ok(Subscribed {

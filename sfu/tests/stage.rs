@@ -1,0 +1,228 @@
+//! Stage viewers in virtual time: one WHEP session watching several streams (a stage's
+//! participants), each on its own video/audio section pair.
+//!
+//! What they prove: every section carries exactly one participant, whole and in order, with
+//! its own continuous sequence numbers; a participant that leaves ends only its sections (the
+//! session keeps the others); an offer with fewer sections than participants gets the first
+//! ones; a keyframe request on a section reaches that section's publisher and no other.
+#![allow(clippy::disallowed_methods)] // the test picks the virtual epoch from the clock once
+
+use std::time::Duration;
+
+use sfu::StreamId;
+use str0m::media::{KeyframeRequestKind, MediaKind};
+
+mod support;
+use support::*;
+
+/// Frame counters of participant `tag` start at `tag * TAG`, so a frame tells whose it is.
+const TAG: u32 = 100_000;
+
+/// A participant's publisher: a keyframe first and whenever asked.
+struct Participant {
+    client: usize,
+    tag: u32,
+    frame: u32,
+    ts: u64,
+    answered: usize,
+}
+
+impl Participant {
+    fn new(client: usize, tag: u32) -> Self {
+        Self {
+            client,
+            tag,
+            frame: 0,
+            ts: 90_000,
+            answered: 0,
+        }
+    }
+
+    fn tick(&mut self, w: &mut World) {
+        let c = &mut w.clients[self.client];
+        let asked = c.keyframe_requests > self.answered;
+        self.answered = c.keyframe_requests;
+        let key = self.frame == 0 || asked;
+        let n = self.tag * TAG + self.frame;
+        c.write(w.now, MediaKind::Video, self.ts, vp8_frame(n, key, 300));
+        let audio = vec![0xfc, self.tag as u8, (self.frame % 256) as u8, 7];
+        c.write(w.now, MediaKind::Audio, self.ts * 48 / 90, audio);
+        self.frame += 1;
+        self.ts += 3000;
+    }
+}
+
+/// Every participant sends `frames` frames, 33 ms apart.
+fn run(w: &mut World, parts: &mut [Participant], frames: usize) {
+    for _ in 0..frames {
+        for p in parts.iter_mut() {
+            p.tick(w);
+        }
+        w.run_for(Duration::from_millis(33));
+    }
+}
+
+/// A host and two guests publishing, on streams `host`, `g1`, `g2`.
+fn stage(w: &mut World) -> Vec<Participant> {
+    let names = ["host", "g1", "g2"];
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let c = w.publish(&format!("127.0.0.{}:1000", i + 2), name);
+            Participant::new(c, i as u32)
+        })
+        .collect()
+}
+
+/// The frames on a section all belong to `tag`, count up by one, and their sequence numbers
+/// continue without a gap; returns how many there were.
+fn one_participant_in_order(w: &World, viewer: usize, section: usize, tag: u32) -> usize {
+    let c = &w.clients[viewer];
+    let frames = c.frames_on(c.video_mids[section]);
+    for (i, (data, seq)) in frames.iter().enumerate() {
+        let n = counter(data);
+        assert_eq!(
+            n / TAG,
+            tag,
+            "section {section} frame {i} is participant {}'s",
+            n / TAG
+        );
+        if i > 0 {
+            let (prev, prev_seq) = &frames[i - 1];
+            assert_eq!(
+                n,
+                counter(prev) + 1,
+                "section {section}: frame {i} out of order"
+            );
+            assert_eq!(
+                seq.0,
+                prev_seq.1 + 1,
+                "section {section}: sequence gap at frame {i}"
+            );
+        }
+    }
+    for (data, _) in c.frames_on(c.audio_mids[section]) {
+        assert_eq!(
+            data[1] as u32, tag,
+            "audio section {section} carries another participant"
+        );
+    }
+    frames.len()
+}
+
+#[test]
+fn a_stage_viewer_gets_each_participant_whole_on_its_own_section() {
+    let mut w = World::new();
+    let mut parts = stage(&mut w);
+    let v = w.subscribe_stage("127.0.0.9:1000", &["host", "g1", "g2"], 3);
+    w.connect_all();
+    run(&mut w, &mut parts, 60);
+
+    for section in 0..3 {
+        let got = one_participant_in_order(&w, v, section, section as u32);
+        assert!(got >= 55, "section {section} got {got} of 60 frames");
+        let c = &w.clients[v];
+        let audio = c.frames_on(c.audio_mids[section]).len();
+        assert!(
+            audio >= 55,
+            "audio section {section} got {audio} of 60 frames"
+        );
+    }
+}
+
+#[test]
+fn an_offer_with_fewer_sections_than_participants_gets_the_first_and_extra_sections_stay_silent() {
+    let mut w = World::new();
+    let mut parts = stage(&mut w);
+    let one = w.subscribe_stage("127.0.0.9:1000", &["host", "g1", "g2"], 1);
+    // g2 is not live on this node: its section pair stays silent.
+    let four = w.subscribe_stage("127.0.0.10:1000", &["g1", "nobody", "host"], 4);
+    w.connect_all();
+    run(&mut w, &mut parts, 40);
+
+    assert!(
+        one_participant_in_order(&w, one, 0, 0) >= 35,
+        "the single section shows the host"
+    );
+    assert!(
+        one_participant_in_order(&w, four, 0, 1) >= 35,
+        "first live stream: g1"
+    );
+    assert!(
+        one_participant_in_order(&w, four, 1, 0) >= 35,
+        "next live stream: the host"
+    );
+    let c = &w.clients[four];
+    for section in 2..4 {
+        assert!(
+            c.frames_on(c.video_mids[section]).is_empty(),
+            "section {section} is unbound"
+        );
+    }
+}
+
+#[test]
+fn a_participant_leaving_ends_its_sections_and_the_session_keeps_the_others() {
+    let mut w = World::new();
+    let mut parts = stage(&mut w);
+    let v = w.subscribe_stage("127.0.0.9:1000", &["host", "g1", "g2"], 3);
+    w.connect_all();
+    run(&mut w, &mut parts, 20);
+    let g1 = w.clients[parts[1].client].peer.unwrap();
+    w.sfu.close(g1).unwrap();
+    let mut staying: Vec<Participant> = parts.into_iter().filter(|p| p.tag != 1).collect();
+    let before: Vec<usize> = (0..3)
+        .map(|s| w.clients[v].frames_on(w.clients[v].video_mids[s]).len())
+        .collect();
+    // Past the offline grace (5 s): g1's stream is gone, the viewer is not.
+    run(&mut w, &mut staying, 200);
+
+    assert!(!w.sfu.is_live(&StreamId::new("g1").unwrap()));
+    let c = &w.clients[v];
+    assert_eq!(
+        c.frames_on(c.video_mids[1]).len(),
+        before[1],
+        "nothing more on g1's section"
+    );
+    for (section, tag) in [(0, 0), (2, 2)] {
+        let got = one_participant_in_order(&w, v, section, tag);
+        assert!(
+            got >= before[section] + 190,
+            "section {section} kept going: {got}"
+        );
+    }
+    // The host, g2 and the viewer are the sessions left.
+    assert_eq!(w.sfu.peer_count(), 3);
+    w.sfu.close(w.clients[v].peer.unwrap()).unwrap();
+    assert_eq!(w.sfu.peer_count(), 2);
+}
+
+#[test]
+fn a_keyframe_request_on_a_section_reaches_that_sections_publisher_only() {
+    let mut w = World::new();
+    let mut parts = stage(&mut w);
+    let v = w.subscribe_stage("127.0.0.9:1000", &["host", "g1", "g2"], 3);
+    w.connect_all();
+    run(&mut w, &mut parts, 30);
+    let asked: Vec<usize> = parts
+        .iter()
+        .map(|p| w.clients[p.client].keyframe_requests)
+        .collect();
+    let mid = w.clients[v].video_mids[2];
+    w.clients[v]
+        .rtc
+        .direct_api()
+        .stream_rx_by_mid(mid, None)
+        .expect("a receive stream on section 2")
+        .request_keyframe(KeyframeRequestKind::Pli);
+    run(&mut w, &mut parts, 10);
+
+    let now: Vec<usize> = parts
+        .iter()
+        .map(|p| w.clients[p.client].keyframe_requests)
+        .collect();
+    assert_eq!(now[0], asked[0], "the host was not asked");
+    assert_eq!(now[1], asked[1], "g1 was not asked");
+    assert!(now[2] > asked[2], "g2, shown on section 2, was asked");
+}
