@@ -187,3 +187,136 @@ fn a_stage_guest_joins_beside_the_host_and_is_ended_when_its_invite_is_revoked()
     drop(host);
     assert!(server.stop().success());
 }
+
+/// The picture sizes a viewer's video sections decoded, in m-line order (each section's
+/// sizes joined by `+`, `-` for a section that decoded nothing).
+fn section_sizes(v: &Value) -> Vec<String> {
+    let tracks = v["tracks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no tracks: {v}"));
+    tracks
+        .iter()
+        .filter(|t| t["kind"] == "video")
+        .map(|t| {
+            let sizes: Vec<&String> = t["sizes"]
+                .as_object()
+                .map_or(vec![], |m| m.keys().collect());
+            if sizes.is_empty() {
+                "-".into()
+            } else {
+                sizes
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join("+")
+            }
+        })
+        .collect()
+}
+
+/// Issue 15's "seeing each other" and multi-slot viewers, with independent peers: a host
+/// (640x360, stream key) and two guests (320x180 and 480x270, invites from `aethex stage
+/// invite`) publish; each co-streamer watches with its own credential and two video sections
+/// and decodes the other two and never itself; a viewer with three sections decodes all three,
+/// the host first.
+#[test]
+fn co_streamers_decode_each_other_never_themselves_and_a_three_section_viewer_decodes_all() {
+    let dir = temp_dir("stage-watch");
+    let ch = create_channel(&dir, "trio");
+    let server = Server::start(&dir, &[]);
+    let key = ch["stream_key"].as_str().unwrap();
+    let host = publisher_sized(&server, key, "vp8", 30, (640, 360));
+    let whip = format!("{}/whip/trio", server.base);
+    let mut guests = Vec::new();
+    for (name, size) in [("Ann", (320, 180)), ("Bob", (480, 270))] {
+        let invite = cli(&dir, "stage", &["invite", "trio", "--name", name]);
+        let token = invite["token"].as_str().unwrap().to_string();
+        let id = invite["id"].as_str().unwrap().to_string();
+        let p = publisher_at(&whip, &token, "vp8", 30, size);
+        guests.push((id, token, size, p));
+    }
+    assert_eq!(
+        server.wait_metric("aethex_publishers", 3.0, Duration::from_secs(10)),
+        3.0,
+        "the host and both guests publish"
+    );
+    let whep = format!("{}/whep/trio", server.base);
+    let sections = |n: &str| {
+        vec![
+            "--video-sections".to_string(),
+            n.to_string(),
+            "--audio-sections".to_string(),
+            n.to_string(),
+            "--min-frames-per-video-track".to_string(),
+            "30".to_string(),
+        ]
+    };
+    let watch = |name: &str, token: Option<&str>, n: &str| {
+        let mut args = sections(n);
+        if let Some(t) = token {
+            args.extend(["--token".to_string(), t.to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        viewer_at(&whep, name, 6, &args)
+    };
+    let ann = watch("Ann watching", Some(&guests[0].1), "2");
+    let bob = watch("Bob watching", Some(&guests[1].1), "2");
+    let the_host = watch("the host watching", Some(key), "2");
+    let audience = watch("a three-section viewer", None, "3");
+    let [ann, bob, the_host, audience] =
+        [ann, bob, the_host, audience].map(|p| p.result(Duration::from_secs(40)));
+    for (who, v) in [
+        ("Ann", &ann),
+        ("Bob", &bob),
+        ("host", &the_host),
+        ("audience", &audience),
+    ] {
+        eprintln!(
+            "{who}: sections {:?}, g2g p50 {} p95 {} ms",
+            section_sizes(v),
+            v["g2g_ms_p50"],
+            v["g2g_ms_p95"]
+        );
+        assert_eq!(v["ok"], true, "{who} decoded every section: {v}");
+    }
+    // Guests appear in invite-id order after the host.
+    let mut by_id: Vec<&(String, String, (u32, u32), Peer)> = guests.iter().collect();
+    by_id.sort_by(|a, b| a.0.cmp(&b.0));
+    let size = |s: (u32, u32)| format!("{}x{}", s.0, s.1);
+    let others_of = |me: usize| -> Vec<String> {
+        let mut v = vec!["640x360".to_string()];
+        v.extend(
+            by_id
+                .iter()
+                .filter(|g| g.0 != guests[me].0)
+                .map(|g| size(g.2)),
+        );
+        v
+    };
+    assert_eq!(
+        section_sizes(&ann),
+        others_of(0),
+        "Ann sees the host and Bob, not herself"
+    );
+    assert_eq!(
+        section_sizes(&bob),
+        others_of(1),
+        "Bob sees the host and Ann, not himself"
+    );
+    let guest_sizes: Vec<String> = by_id.iter().map(|g| size(g.2)).collect();
+    assert_eq!(
+        section_sizes(&the_host),
+        guest_sizes,
+        "the host sees its two guests"
+    );
+    let mut all = vec!["640x360".to_string()];
+    all.extend(guest_sizes);
+    assert_eq!(
+        section_sizes(&audience),
+        all,
+        "a three-section viewer sees everyone"
+    );
+    drop(guests);
+    drop(host);
+    assert!(server.stop().success());
+}

@@ -2,10 +2,14 @@
 """Independent WebRTC peer (aiortc) for AeThex LIVE end-to-end tests and measurements.
 
 Subcommands:
-  publish   WHIP publisher: synthetic video (moving pattern + wallclock barcode) and a
-            440 Hz Opus sine; counts encoder keyframes and the ones forced by PLI/FIR.
+  publish   WHIP publisher: synthetic video (moving pattern + wallclock barcode) and an
+            Opus sine (440 Hz, or --tone HZ); counts encoder keyframes and the ones forced
+            by PLI/FIR.
   view      WHEP viewer: counts decoded frames, time to first frame, reads the barcode of
-            every decoded video frame and reports glass-to-glass latency.
+            every decoded video frame and reports glass-to-glass latency. Offers one video
+            and one audio recvonly section, or several (--video-sections / --audio-sections,
+            for co-streaming stages) and reports every track on its own ("tracks"), with the
+            dominant audio frequencies on request (--tones).
   selftest  publisher -> viewer inside one process (no server), to prove the barcode
             survives VP8 / H264 encoding.
 
@@ -15,6 +19,7 @@ result line); all logs go to stderr. Exit code 0 when ok, 1 otherwise.
 
 import argparse
 import asyncio
+import collections
 import fractions
 import json
 import logging
@@ -33,6 +38,7 @@ import numpy as np
 import aioice.ice
 import av
 from aiortc import (
+    RTCBundlePolicy,
     RTCConfiguration,
     RTCPeerConnection,
     RTCRtpReceiver,
@@ -63,9 +69,17 @@ def _loopback_only(use_ipv4=True, use_ipv6=False):
 aioice.ice.get_host_addresses = _loopback_only
 
 
-def rtc_config():
+def rtc_config(max_bundle=False):
     # An empty list: otherwise aiortc adds a public STUN server.
-    return RTCConfiguration(iceServers=[])
+    if not max_bundle:
+        return RTCConfiguration(iceServers=[])
+    # Several sections of one kind (view --video-sections/--audio-sections > 1): aiortc's
+    # default "balanced" policy puts the 2nd audio section on the 1st audio section's
+    # transport and marks it bundled already; when the answer's BUNDLE group arrives aiortc
+    # moves only the not-yet-bundled sections to the first transport and stops the others,
+    # so the 2nd audio section (and any later one) would sit on a stopped transport and
+    # never receive (aiortc 1.16). max-bundle puts every section on the first transport.
+    return RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
 
 
 def now_ms():
@@ -125,7 +139,8 @@ class BarcodeVideoTrack(MediaStreamTrack):
 
 
 class SineAudioTrack(MediaStreamTrack):
-    """440 Hz sine, 48 kHz mono s16, 20 ms frames."""
+    """Sine at `freq` Hz (440 by default, `publish --tone`), 0.3 full scale, 48 kHz mono s16,
+    20 ms frames."""
 
     kind = "audio"
     RATE = 48000
@@ -533,21 +548,140 @@ async def rtp_stats(pc, want):
         kind = getattr(s, "kind", None)
         if s.type != want:
             continue
+        # Summed per kind: a viewer with several sections of a kind has one stream each.
         if s.type == "outbound-rtp":
-            out["%s_packets_sent" % kind] = s.packetsSent
-            out["%s_bytes_sent" % kind] = s.bytesSent
-        elif s.type == "inbound-rtp":
-            out["%s_packets_received" % kind] = s.packetsReceived
-            out["%s_packets_lost" % kind] = s.packetsLost
+            fields = {"packets_sent": s.packetsSent, "bytes_sent": s.bytesSent}
+        else:
+            fields = {"packets_received": s.packetsReceived, "packets_lost": s.packetsLost}
+        for name, value in fields.items():
+            key = "%s_%s" % (kind, name)
+            out[key] = out.get(key, 0) + (value or 0)
     return out
 
 
 # ---------------------------------------------------------------------------
 # Viewer consumption (shared by `view` and `selftest`)
 # ---------------------------------------------------------------------------
-class ViewerStats:
-    def __init__(self, t0_ms):
+# Band the tone analysis looks at, and how much PCM it keeps per audio track.
+TONE_BAND_HZ = (100.0, 4000.0)
+TONE_WINDOW_S = 1.0
+
+
+def tone_key(hz):
+    """JSON key of a --tones frequency: 440 -> "440", 440.5 -> "440.5"."""
+    return "%g" % hz
+
+
+def tone_analysis(pcm, rate, tones):
+    """(peak_hz, {"<hz>": relative power}) of mono PCM.
+
+    Hann-windowed FFT of the whole buffer (1 s -> 1 Hz bins). peak_hz is the strongest bin in
+    TONE_BAND_HZ; a tone's power is the strongest bin within +-5 Hz of it (Opus and the window
+    smear a sine over a few bins) divided by the mean bin power of the band. A lone sine gives
+    a few thousand at its frequency and well under 1 elsewhere; silence gives None / 0."""
+    powers = {tone_key(t): 0.0 for t in tones}
+    n = len(pcm)
+    if not rate or n < rate * 0.1:  # under 100 ms: 10 Hz bins, nothing worth reporting
+        return None, powers
+    x = pcm - pcm.mean()
+    spec = np.abs(np.fft.rfft(x * np.hanning(n))) ** 2
+    freqs = np.fft.rfftfreq(n, 1.0 / rate)
+    band = (freqs >= TONE_BAND_HZ[0]) & (freqs <= TONE_BAND_HZ[1])
+    mean = float(spec[band].mean()) if band.any() else 0.0
+    if mean <= 0.0:
+        return None, powers
+    peak_hz = float(freqs[band][int(np.argmax(spec[band]))])
+    tol = max(5.0, 2.0 * rate / n)
+    for t in tones:
+        near = np.abs(freqs - t) <= tol
+        if near.any():
+            powers[tone_key(t)] = float("%.4g" % (float(spec[near].max()) / mean))
+    return round(peak_hz, 1), powers
+
+
+def mono_pcm(frame):
+    """A decoded AudioFrame as one float array (channels averaged; aiortc decodes Opus to
+    packed s16 stereo, planar layouts are handled too)."""
+    arr = frame.to_ndarray().astype(np.float32)
+    channels = max(1, len(frame.layout.channels))
+    if frame.format.is_planar:
+        arr = arr.reshape(channels, -1).mean(axis=0)
+    else:
+        arr = arr.reshape(-1, channels).mean(axis=1)
+    if frame.format.name.startswith("s16"):
+        arr /= 32768.0
+    return arr
+
+
+class TrackStats:
+    """What one received m-section decoded. `view` makes one per transceiver, in m-line
+    order, before any media flows, so a section the answer left inactive (or rejected) still
+    appears, with 0 frames and answered=false."""
+
+    def __init__(self, kind, mid, t0_ms, answered=True, tones=None):
+        self.kind = kind
+        self.mid = mid
         self.t0 = t0_ms
+        self.answered = answered
+        self.transceiver = None  # set by ViewerStats.track_for (per-track packet counts)
+        self.frames = 0
+        self.first_frame_ms = None
+        self.sizes = {}
+        self.last_ms = None
+        self.max_gap_ms = 0.0
+        # None: no PCM kept. A list of Hz (may be empty): keep the last TONE_WINDOW_S of
+        # decoded audio for tone_analysis at the end (only audio, only with --tones).
+        self.tones = tones if kind == "audio" else None
+        self._pcm = collections.deque()
+        self._pcm_len = 0
+        self._rate = None
+
+    def on_frame(self, frame, t):
+        if self.first_frame_ms is None:
+            self.first_frame_ms = round(t - self.t0, 1)
+        self.frames += 1
+        if self.kind == "video":
+            size = "%dx%d" % (frame.width, frame.height)
+            self.sizes[size] = self.sizes.get(size, 0) + 1
+            if self.last_ms is not None:
+                self.max_gap_ms = max(self.max_gap_ms, t - self.last_ms)
+            self.last_ms = t
+        elif self.tones is not None:
+            try:
+                self._add_pcm(mono_pcm(frame), frame.sample_rate)
+            except Exception as e:  # an odd frame must not kill the viewer
+                log.debug("audio frame not analysed: %r", e)
+
+    def _add_pcm(self, pcm, rate):
+        if rate != self._rate:  # a rate change would mix two time scales: start over
+            self._pcm.clear()
+            self._pcm_len = 0
+            self._rate = rate
+        self._pcm.append(pcm)
+        self._pcm_len += len(pcm)
+        keep = int(rate * TONE_WINDOW_S)
+        while self._pcm and self._pcm_len - len(self._pcm[0]) >= keep:
+            self._pcm_len -= len(self._pcm.popleft())
+
+    def result(self):
+        r = {"kind": self.kind, "mid": self.mid, "answered": self.answered,
+             "frames": self.frames, "first_frame_ms": self.first_frame_ms}
+        if self.kind == "video":
+            r["sizes"] = self.sizes
+            r["max_gap_ms"] = round(self.max_gap_ms, 1)
+        elif self.tones is not None:
+            pcm = np.concatenate(list(self._pcm)) if self._pcm else np.zeros(0, np.float32)
+            r["peak_hz"], r["tone_power"] = tone_analysis(pcm, self._rate, self.tones)
+        return r
+
+
+class ViewerStats:
+    """Decoded media of one viewer: the aggregate fields of the result line (over all tracks,
+    as they always were) plus one TrackStats per received section ("tracks")."""
+
+    def __init__(self, t0_ms, tones=None):
+        self.t0 = t0_ms
+        self.tones = tones
         self.first_frame_ms = None
         self.first_audio_ms = None
         self.video_frames = 0
@@ -555,13 +689,40 @@ class ViewerStats:
         self.width = None
         self.height = None
         self.g2g = []
-        self.last_video_ms = None
-        self.max_gap_ms = 0.0
         # Decoded frames per picture size: two publishers of different sizes tell apart
         # whose media a viewer got.
         self.sizes = {}
+        self.tracks = []  # TrackStats in m-line order
 
-    async def consume(self, track, stop_evt):
+    def add_sections(self, pc, answer_sdp):
+        """One TrackStats per transceiver of `pc` (the offerer: creation order = m-line
+        order), answered or not according to the answer."""
+        sections = sdp_sections(answer_sdp)
+        by_mid = {s["mid"]: s for s in sections if s["mid"] is not None}
+        for i, tr in enumerate(pc.getTransceivers()):
+            s = by_mid.get(tr.mid) or (sections[i] if i < len(sections) else None)
+            ts = TrackStats(tr.kind, tr.mid, self.t0, answered=section_answered(s),
+                            tones=self.tones)
+            ts.transceiver = tr
+            self.tracks.append(ts)
+
+    def track_for(self, pc, track):
+        """The TrackStats of a remote track (by its transceiver), made on the spot for a
+        track of a section add_sections did not know (selftest: the answerer's side)."""
+        tr = next((t for t in pc.getTransceivers() if t.receiver.track is track), None)
+        for ts in self.tracks:
+            if tr is not None and ts.transceiver is tr:
+                return ts
+        ts = TrackStats(track.kind, tr.mid if tr is not None else None, self.t0, tones=self.tones)
+        ts.transceiver = tr
+        self.tracks.append(ts)
+        return ts
+
+    async def consume(self, track, stop_evt, ts=None):
+        """Decode one track until stop_evt; every track has a task of its own."""
+        if ts is None:
+            ts = TrackStats(track.kind, None, self.t0, tones=self.tones)
+            self.tracks.append(ts)
         while not stop_evt.is_set():
             try:
                 frame = await track.recv()
@@ -570,18 +731,17 @@ class ViewerStats:
             except asyncio.CancelledError:
                 return
             t = now_ms()
+            ts.on_frame(frame, t)
             if track.kind == "video":
                 if self.first_frame_ms is None:
                     self.first_frame_ms = round(t - self.t0, 1)
-                    log.info("first decoded video frame after %.1f ms (%dx%d %s)",
-                             self.first_frame_ms, frame.width, frame.height, frame.format.name)
+                    log.info("first decoded video frame after %.1f ms (%dx%d %s, mid %s)",
+                             self.first_frame_ms, frame.width, frame.height,
+                             frame.format.name, ts.mid)
                 self.video_frames += 1
                 self.width, self.height = frame.width, frame.height
                 size = "%dx%d" % (frame.width, frame.height)
                 self.sizes[size] = self.sizes.get(size, 0) + 1
-                if self.last_video_ms is not None:
-                    self.max_gap_ms = max(self.max_gap_ms, t - self.last_video_ms)
-                self.last_video_ms = t
                 try:
                     d = g2g_from_frame(frame, t)
                 except Exception as e:  # never let one odd frame kill the viewer
@@ -595,7 +755,8 @@ class ViewerStats:
             else:
                 if self.first_audio_ms is None:
                     self.first_audio_ms = round(t - self.t0, 1)
-                    log.info("first decoded audio frame after %.1f ms", self.first_audio_ms)
+                    log.info("first decoded audio frame after %.1f ms (mid %s)",
+                             self.first_audio_ms, ts.mid)
                 self.audio_frames += 1
 
     def result(self):
@@ -624,51 +785,104 @@ class ViewerStats:
             # (an SFU replaying its keyframe cache) is over.
             "g2g_ms_last30_p50": sorted(self.g2g[-30:])[len(self.g2g[-30:]) // 2] if self.g2g else None,
             "g2g_samples": len(g),
-            "max_video_gap_ms": round(self.max_gap_ms, 1),
+            # the longest gap between two decoded frames of the same track (interleaved
+            # tracks would hide one another's stalls)
+            "max_video_gap_ms": round(max([t.max_gap_ms for t in self.tracks
+                                           if t.kind == "video"] or [0.0]), 1),
             "pli_sent": len(PLI_SENT_AT),
             "pli_sent_at_ms": [round(t - self.t0, 1) for t in PLI_SENT_AT[:20]],
+            "tracks": [t.result() for t in self.tracks],
         }
 
 
-def add_recv_transceivers(pc, codec):
-    tv = pc.addTransceiver("video", direction="recvonly")
-    if codec != "any":
-        set_codec_prefs(tv, "video", video_codec_names(codec))
-    ta = pc.addTransceiver("audio", direction="recvonly")
-    set_codec_prefs(ta, "audio", ["opus"])
-    return tv, ta
+async def add_track_packets(vs, tracks_out):
+    """RTP packets received per section (from its receiver), next to its decoded frames: a
+    track with packets and no frames is a decoding problem, none at all a forwarding one."""
+    for ts, out in zip(vs.tracks, tracks_out):
+        if ts.transceiver is None:
+            continue
+        try:
+            report = await asyncio.wait_for(ts.transceiver.receiver.getStats(), 2.0)
+        except Exception:
+            continue
+        out["packets"] = sum(s.packetsReceived or 0 for s in report.values()
+                             if s.type == "inbound-rtp")
 
 
-def add_send_tracks(pc, codec, width, height, fps, audio=True):
-    """Video track (and the Opus sine unless `audio` is false); returns (vtrack, atrack|None)."""
+def section_kinds(video_sections, audio_sections):
+    """m-line kinds of the viewer's offer: video 0, audio 0, video 1, audio 1, ... while
+    both remain, then the rest. 1 + 1 is the offer the viewer always made (video, audio)."""
+    kinds = []
+    for i in range(max(video_sections, audio_sections)):
+        if i < video_sections:
+            kinds.append("video")
+        if i < audio_sections:
+            kinds.append("audio")
+    return kinds
+
+
+def add_recv_transceivers(pc, codec, video_sections=1, audio_sections=1):
+    """recvonly transceivers in section_kinds order; returns them."""
+    out = []
+    for kind in section_kinds(video_sections, audio_sections):
+        t = pc.addTransceiver(kind, direction="recvonly")
+        if kind == "audio":
+            set_codec_prefs(t, "audio", ["opus"])
+        elif codec != "any":
+            set_codec_prefs(t, "video", video_codec_names(codec))
+        out.append(t)
+    return out
+
+
+def add_send_tracks(pc, codec, width, height, fps, audio=True, tone=440.0):
+    """Video track (and the Opus sine at `tone` Hz unless `audio` is false); returns
+    (vtrack, atrack|None)."""
     vtrack = BarcodeVideoTrack(width, height, fps)
     tv = pc.addTransceiver(vtrack, direction="sendonly")
     set_codec_prefs(tv, "video", video_codec_names(codec))
     atrack = None
     if audio:
-        atrack = SineAudioTrack()
+        atrack = SineAudioTrack(tone)
         ta = pc.addTransceiver(atrack, direction="sendonly")
         set_codec_prefs(ta, "audio", ["opus"])
     return vtrack, atrack
 
 
-def answer_has_audio(sdp):
-    """True if the SDP has an audio m-section that carries media: port != 0, at least one
-    a=rtpmap line and not a=inactive (what `view --expect-audio auto` expects audio from)."""
+def sdp_sections(sdp):
+    """Per m-section: kind, port, mid, rtpmap (has an a=rtpmap line), direction
+    (a=sendrecv/sendonly/recvonly/inactive; None if absent)."""
     sections, cur = [], None
     for line in sdp.splitlines():
+        line = line.strip()
         if line.startswith("m="):
             parts = line[2:].split()
-            cur = {"kind": parts[0], "port": parts[1] if len(parts) > 1 else "0",
-                   "rtpmap": False, "inactive": False}
+            cur = {"kind": parts[0] if parts else "", "port": parts[1] if len(parts) > 1 else "0",
+                   "mid": None, "rtpmap": False, "direction": None}
             sections.append(cur)
         elif cur is not None:
             if line.startswith("a=rtpmap:"):
                 cur["rtpmap"] = True
-            elif line.strip() == "a=inactive":
-                cur["inactive"] = True
-    return any(m["kind"] == "audio" and m["port"] != "0" and m["rtpmap"] and not m["inactive"]
-               for m in sections)
+            elif line.startswith("a=mid:"):
+                cur["mid"] = line[6:]
+            elif line in ("a=sendrecv", "a=sendonly", "a=recvonly", "a=inactive"):
+                cur["direction"] = line[2:]
+    return sections
+
+
+def section_answered(section):
+    """False for a section of the answer that can carry no media to us: missing, rejected
+    (port 0), a=inactive, or a=recvonly (the answerer would only receive). Port 0 and
+    inactive are how an SFU answers the sections of a stage it has no participant for."""
+    if section is None:
+        return False
+    return section["port"] != "0" and section["direction"] not in ("inactive", "recvonly")
+
+
+def answer_has_audio(sdp):
+    """True if the SDP has an audio m-section that carries media: port != 0, at least one
+    a=rtpmap line and not a=inactive (what `view --expect-audio auto` expects audio from)."""
+    return any(m["kind"] == "audio" and m["port"] != "0" and m["rtpmap"]
+               and m["direction"] != "inactive" for m in sdp_sections(sdp))
 
 
 def publisher_keyframe_fields():
@@ -690,11 +904,11 @@ def publisher_keyframe_fields():
 # ---------------------------------------------------------------------------
 # publish
 # ---------------------------------------------------------------------------
-def new_session(a):
+def new_session(a, max_bundle=False):
     """A peer connection with its stop event, state log and the Bearer header of `a.token`."""
     stop_evt = asyncio.Event()
     install_stop_signals(stop_evt)
-    pc = RTCPeerConnection(rtc_config())
+    pc = RTCPeerConnection(rtc_config(max_bundle))
     t0, states = [], []
     connected, failed = asyncio.Event(), asyncio.Event()
     track_states(pc, t0, states, connected, failed)
@@ -704,9 +918,12 @@ def new_session(a):
 
 async def cmd_publish(a):
     stop_evt, pc, t0, states, connected, failed, auth = new_session(a)
-    vtrack, atrack = add_send_tracks(pc, a.codec, a.width, a.height, a.fps, audio=not a.no_audio)
+    vtrack, atrack = add_send_tracks(pc, a.codec, a.width, a.height, a.fps,
+                                     audio=not a.no_audio, tone=a.tone)
     location = None
     result = {"role": "publisher", "ok": False, "codec": a.codec, "audio": not a.no_audio}
+    if not a.no_audio:
+        result["tone_hz"] = a.tone
     try:
         location, _ = await signal_exchange(pc, a.url, auth, t0)
         result["location"] = location
@@ -744,19 +961,26 @@ async def cmd_publish(a):
 # view
 # ---------------------------------------------------------------------------
 async def cmd_view(a):
-    stop_evt, pc, t0, states, connected, failed, auth = new_session(a)
-    add_recv_transceivers(pc, a.codec)
+    # the default 1 + 1 keeps aiortc's default policy: the offer stays exactly as it was
+    stop_evt, pc, t0, states, connected, failed, auth = new_session(
+        a, max_bundle=a.video_sections > 1 or a.audio_sections > 1)
+    add_recv_transceivers(pc, a.codec, a.video_sections, a.audio_sections)
     vs = None
     tasks = []
     pending_tracks = []
+
+    def start(track):
+        # one decoding task per track: several sections of a kind are consumed side by side
+        tasks.append(asyncio.ensure_future(vs.consume(track, stop_evt, vs.track_for(pc, track))))
 
     @pc.on("track")
     def _on_track(track):
         log.info("remote track: %s", track.kind)
         if vs is None:
+            # aiortc fires "track" inside setRemoteDescription, before the answer is known here
             pending_tracks.append(track)
         else:
-            tasks.append(asyncio.ensure_future(vs.consume(track, stop_evt)))
+            start(track)
 
     location = None
     result = {"role": "viewer", "ok": False}
@@ -764,10 +988,11 @@ async def cmd_view(a):
         # t0 is taken inside signal_exchange just before the (first) POST
         location, answer = await signal_exchange(pc, a.url, auth, t0, retry_offline_s=a.offline_retry)
         expect_audio = a.expect_audio == "yes" or (a.expect_audio == "auto" and answer_has_audio(answer))
-        vs = ViewerStats(t0[0])
+        vs = ViewerStats(t0[0], tones=a.tones)
+        vs.add_sections(pc, answer)
         retry_info = t0[1] if len(t0) > 1 else {"offline_retries": 0, "offline_wait_ms": 0}
         for tr in pending_tracks:
-            tasks.append(asyncio.ensure_future(vs.consume(tr, stop_evt)))
+            start(tr)
         if not await wait_connected(connected, failed, a.connect_timeout):
             raise PeerError("not connected after %.1f s (states: %s, ice: %s)"
                             % (a.connect_timeout, states, pc.iceConnectionState))
@@ -783,6 +1008,10 @@ async def cmd_view(a):
         if REDIRECT_MS:
             result["redirect_ms"] = REDIRECT_MS[0]
         result.update(retry_info)
+        # Only answered sections must deliver: a stage with fewer participants than
+        # sections answers the rest inactive or rejected.
+        short = [t for t in vs.tracks if t.kind == "video" and t.answered
+                 and t.frames < a.min_frames_per_video_track]
         if failed.is_set():
             result["ok"] = False
             result["error"] = "connection ended early: %s" % states
@@ -791,6 +1020,11 @@ async def cmd_view(a):
             result["error"] = "too few frames: video %d (min %d), audio %d (%s)" % (
                 vs.video_frames, a.min_video_frames, vs.audio_frames,
                 "expected" if expect_audio else "not expected")
+        elif short:
+            result["ok"] = False
+            result["error"] = "too few frames on answered video track(s): %s (min %d per track)" % (
+                ", ".join("mid %s: %d" % (t.mid, t.frames) for t in short),
+                a.min_frames_per_video_track)
     except Exception as e:
         if vs is not None:
             result = vs.result()
@@ -802,6 +1036,8 @@ async def cmd_view(a):
         for t in tasks:
             t.cancel()
         result.update(await rtp_stats(pc, "inbound-rtp"))
+        if vs is not None and "tracks" in result:
+            await add_track_packets(vs, result["tracks"])
         result["states"] = states
         if location:
             result["delete_status"] = await http_delete(location, auth)
@@ -827,7 +1063,7 @@ async def selftest_one(codec, duration, width, height, fps):
 
     @sub.on("track")
     def _on_track(track):
-        tasks.append(asyncio.ensure_future(vs.consume(track, stop_evt)))
+        tasks.append(asyncio.ensure_future(vs.consume(track, stop_evt, vs.track_for(sub, track))))
 
     await pub.setLocalDescription(await pub.createOffer())
     await sub.setRemoteDescription(pub.localDescription)
@@ -867,6 +1103,17 @@ async def cmd_selftest(a):
 
 
 # ---------------------------------------------------------------------------
+def parse_tones(text):
+    """--tones "440,1200" -> [440.0, 1200.0] (argparse type)."""
+    try:
+        tones = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected Hz values separated by commas: %r" % text)
+    if any(t <= 0 for t in tones):
+        raise argparse.ArgumentTypeError("frequencies must be > 0: %r" % text)
+    return tones
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-v", "--verbose", action="count", default=0,
@@ -889,6 +1136,9 @@ def main():
     pp.add_argument("--ignore-pli", action="store_true",
                     help="never answer PLI/FIR (a deaf publisher: late viewers need the SFU's cache)")
     pp.add_argument("--no-audio", action="store_true", help="send the video track only (no Opus)")
+    pp.add_argument("--tone", type=float, default=440.0,
+                    help="frequency of the Opus sine in Hz (default 440), so that a viewer of "
+                         "several publishers (view --tones) can tell them apart by ear")
     pp.add_argument("--stats-out")
 
     pv = sub.add_parser("view", help="WHEP viewer")
@@ -901,6 +1151,21 @@ def main():
     pv.add_argument("--expect-audio", choices=["yes", "no", "auto"], default="yes",
                     help="require a decoded audio frame: yes (default), no, or auto (iff the "
                          "answer has an active audio m-section with an rtpmap)")
+    pv.add_argument("--video-sections", type=int, default=1, metavar="K",
+                    help="recvonly video m-sections to offer (default 1; a co-streaming stage "
+                         "sends one participant per section)")
+    pv.add_argument("--audio-sections", type=int, default=1, metavar="M",
+                    help="recvonly audio m-sections to offer (default 1, also with "
+                         "--expect-audio no, as always). Order: video 0, audio 0, video 1, "
+                         "audio 1, ... while both remain, then the rest")
+    pv.add_argument("--min-frames-per-video-track", type=int, default=0, metavar="N",
+                    help="when > 0, every answered (not inactive, not rejected) video section "
+                         "must decode at least N frames")
+    pv.add_argument("--tones", type=parse_tones, nargs="?", const=[], default=None,
+                    metavar="HZ[,HZ...]",
+                    help="analyse the last second of each audio track: report peak_hz (strongest "
+                         "FFT bin in 100-4000 Hz) and, for each listed frequency, tone_power "
+                         "(its power relative to the band's mean); without a list, peak_hz only")
     pv.add_argument("--offline-retry", type=float, default=10.0,
                     help="retry a 404 offline answer every 500 ms for this many seconds")
     pv.add_argument("--connect-timeout", type=float, default=10.0)
@@ -916,6 +1181,9 @@ def main():
     ps.add_argument("--ignore-remb", action="store_true")
 
     a = p.parse_args()
+    if a.cmd == "view":
+        if a.video_sections < 0 or a.audio_sections < 0 or a.video_sections + a.audio_sections < 1:
+            p.error("--video-sections and --audio-sections must be >= 0, together >= 1")
     level = logging.WARNING if a.verbose == 0 else logging.INFO if a.verbose == 1 else logging.DEBUG
     logging.basicConfig(stream=sys.stderr, level=level,
                         format="%(asctime)s.%(msecs)03d %(name)s %(levelname)s %(message)s",
