@@ -257,6 +257,7 @@ pub async fn serve(
         .map(|source| media.follow_upstream_privacy(source));
     let mut events = sfu.events();
     let forget = sessions.clone();
+    let stage_sfu = sfu.clone();
     let (tracker, board) = analytics(&config, &store, &node).await?;
     // Viewer sessions are written in the background: the watcher never waits for the database.
     let (viewers, recorder) = platform::viewer_sessions::Recorder::spawn(tracker.clone());
@@ -278,6 +279,9 @@ pub async fn serve(
                     viewers.left(peer.0);
                 }
                 Ok(sfu::SfuEvent::StreamLive(s)) if s.guest_of().is_some() => {
+                    if records.is_some() {
+                        show_on_stage(&forget, &stage_sfu, &s);
+                    }
                     if let (Some((store, url)), Some((channel, guest))) = (&records, s.guest_of()) {
                         if let Err(e) =
                             platform::stage::guest_joined(store, channel, guest, url).await
@@ -297,6 +301,9 @@ pub async fn serve(
                 }
                 Ok(sfu::SfuEvent::StreamLive(s)) => {
                     tracing::info!(stream = %s, "stream live");
+                    if records.is_some() {
+                        show_on_stage(&forget, &stage_sfu, &s);
+                    }
                     if let Some((store, url)) = &records {
                         if let Err(e) = platform::streams::started(store, s.as_str(), url).await {
                             tracing::warn!(stream = %s, error = %e, "stream record not written");
@@ -524,4 +531,16 @@ async fn sample_forever(
         let here = live.channels().await;
         platform::analytics::sample(&tracker, &board, &here, origin, period_secs).await;
     }
+}
+
+/// A stream went live at the origin: show it to the stage's watching sessions with a free
+/// section, without holding up the event watcher.
+fn show_on_stage(sessions: &Arc<Sessions>, sfu: &sfu::driver::SfuHandle, stream: &sfu::StreamId) {
+    let (sessions, sfu, stream) = (sessions.clone(), sfu.clone(), stream.clone());
+    tokio::spawn(async move {
+        let shown = signaling::stage::show_arrival(&sessions, &sfu, &stream).await;
+        if !shown.is_empty() {
+            tracing::info!(stream = %stream, sessions = shown.len(), "shown to the stage's watchers");
+        }
+    });
 }

@@ -320,3 +320,42 @@ fn co_streamers_decode_each_other_never_themselves_and_a_three_section_viewer_de
     drop(host);
     assert!(server.stop().success());
 }
+
+/// A guest who goes live after a viewer started is shown on the viewer's first free section
+/// (the event watcher binds it), without a new offer.
+#[test]
+fn a_guest_going_live_later_appears_on_a_watching_viewers_free_section() {
+    let dir = temp_dir("stage-late");
+    let ch = create_channel(&dir, "late");
+    let server = Server::start(&dir, &[]);
+    let key = ch["stream_key"].as_str().unwrap();
+    let host = publisher_sized(&server, key, "vp8", 30, (640, 360));
+    let whep = format!("{}/whep/late", server.base);
+    let watching = viewer_at(
+        &whep,
+        "a three-section viewer",
+        8,
+        &["--video-sections", "3", "--audio-sections", "3"],
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let invite = cli(&dir, "stage", &["invite", "late", "--name", "Ann"]);
+    let whip = format!("{}/whip/late", server.base);
+    let guest = publisher_at(
+        &whip,
+        invite["token"].as_str().unwrap(),
+        "vp8",
+        30,
+        (320, 180),
+    );
+    let result = watching.result(Duration::from_secs(40));
+    eprintln!("late join: sections {:?}", section_sizes(&result));
+    assert_eq!(result["ok"], true, "{result}");
+    assert_eq!(
+        section_sizes(&result),
+        ["640x360", "320x180", "-"],
+        "the guest took the first free section: {result}"
+    );
+    drop(guest);
+    drop(host);
+    assert!(server.stop().success());
+}

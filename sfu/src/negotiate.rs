@@ -85,11 +85,14 @@ pub(crate) fn publisher_plan(
 }
 
 /// The codecs a viewer's offer is accepted with: for each codec the stream's publisher sends,
-/// the viewer's matching format under the viewer's payload type.
+/// the viewer's matching format under the viewer's payload type. `open` (a stage's session,
+/// which may show a participant with another codec later): every format the viewer offers
+/// that can be forwarded, the stream's first.
 pub(crate) fn viewer_plan(
     sections: &[MediaSection],
     formats: &[Vec<Format>],
     stream: &[PayloadParams],
+    open: bool,
 ) -> Result<Plan, SfuError> {
     let mut chosen: Vec<Offered> = Vec::new();
     let mut rejected = Vec::new();
@@ -105,13 +108,16 @@ pub(crate) fn viewer_plan(
         } else {
             MediaKind::Audio
         };
-        let sent: Vec<PayloadParams> = stream
+        let mut sent: Vec<PayloadParams> = stream
             .iter()
             .filter(|p| p.spec().codec.kind() == kind && !p.spec().codec.is_tele())
             .copied()
             .collect();
         let fs = formats.get(i).map(Vec::as_slice).unwrap_or_default();
         let offered = supported(fs);
+        if open {
+            sent.extend(offered.iter().map(|o| o.params));
+        }
         if sent.is_empty() {
             // The stream has no media of this kind. The section is answered with the viewer's
             // first format and never gets a packet; only without a format it is rejected. A
@@ -364,5 +370,39 @@ m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=sendonly\r\na=rtpmap:96 VP8/90000
             panic!("expected an error");
         };
         assert!(why.contains("PCMU") && why.contains("G722"), "{why}");
+    }
+
+    /// A viewer offering VP8 and H.264 in each of two video sections.
+    const VIEWER_TWO: &str = "v=0\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96 102\r\na=mid:0\r\na=recvonly\r\na=rtpmap:96 VP8/90000\r\n\
+a=rtpmap:102 H264/90000\r\na=fmtp:102 profile-level-id=42e01f;packetization-mode=1\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96 102\r\na=mid:1\r\na=recvonly\r\na=rtpmap:96 VP8/90000\r\n\
+a=rtpmap:102 H264/90000\r\na=fmtp:102 profile-level-id=42e01f;packetization-mode=1\r\n";
+
+    #[test]
+    fn an_open_plan_takes_every_forwardable_format_the_viewer_offers_the_streams_first() {
+        let vp8 = plan_pub(
+            "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 100\r\na=mid:0\r\na=sendonly\r\na=rtpmap:100 VP8/90000\r\n",
+        )
+        .unwrap();
+        let stream: Vec<PayloadParams> = vp8.codecs.params().to_vec();
+        let sections = media_sections(VIEWER_TWO).unwrap();
+        let formats = section_formats(VIEWER_TWO);
+        let closed = viewer_plan(&sections, &formats, &stream, false).unwrap();
+        let codecs =
+            |p: &Plan| -> Vec<Codec> { p.codecs.params().iter().map(|p| p.spec().codec).collect() };
+        assert_eq!(
+            codecs(&closed),
+            vec![Codec::Vp8],
+            "a plain viewer: the stream's codec only"
+        );
+        let open = viewer_plan(&sections, &formats, &stream, true).unwrap();
+        assert_eq!(
+            codecs(&open),
+            vec![Codec::Vp8, Codec::H264],
+            "a stage's: H.264 too, for later"
+        );
+        let pts: Vec<u8> = open.codecs.params().iter().map(|p| *p.pt()).collect();
+        assert_eq!(pts, vec![96, 102], "under the viewer's own numbers");
     }
 }

@@ -100,6 +100,13 @@ impl Sfu {
         self.core.subscribe_with(now, stream, offer, options)
     }
 
+    /// Show `stream` on a viewing session's first free video/audio section pair (a stage
+    /// participant who went live after the session started); `Ok(false)` when there is none,
+    /// it is shown already, or it is not live.
+    pub fn bind(&mut self, peer: PeerId, stream: &StreamId) -> Result<bool, SfuError> {
+        self.core.bind(peer, stream)
+    }
+
     /// Change a viewer's layer preference (the player's quality menu).
     pub fn set_layer(&mut self, peer: PeerId, pin: Pin) -> Result<(), SfuError> {
         self.core.set_layer(peer, pin)

@@ -14,7 +14,7 @@ use str0m::{Candidate, Input, Output, Rtc};
 
 use crate::ids::{PeerId, StreamId};
 use crate::types::PeerBroken;
-use crate::viewer::Viewer;
+use crate::viewer::{OutTrack, Viewer};
 
 /// Publisher or subscriber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +45,12 @@ pub(crate) struct Peer {
     /// A subscriber's forwarding state, one per stream it watches (a stage viewer watches
     /// several, each on its own video/audio sections; a plain viewer one, its `stream`).
     slots: Vec<Slot>,
+    /// A stage viewer's sections that show no one now, video and audio, in offer order: a
+    /// participant who arrives later takes the first of each, and one who leaves gives its
+    /// tracks (and their numbering) back.
+    free: (Vec<OutTrack>, Vec<OutTrack>),
+    /// Every section's mid in offer order (to keep `free` in it).
+    sections: Vec<Mid>,
 }
 
 /// One watched stream of a subscriber and its forwarding state.
@@ -76,12 +82,22 @@ impl Peer {
             kinds,
             ice_restarting: false,
             slots: Vec::new(),
+            free: (Vec::new(), Vec::new()),
+            sections: Vec::new(),
         }
     }
 
     /// A subscriber's forwarding state: one slot per watched stream, the first its `stream`.
-    pub fn with_slots(mut self, slots: Vec<Slot>) -> Self {
+    /// `free`: the sections showing no one yet; `sections`: every mid in offer order.
+    pub fn with_slots(
+        mut self,
+        slots: Vec<Slot>,
+        free: (Vec<OutTrack>, Vec<OutTrack>),
+        sections: Vec<Mid>,
+    ) -> Self {
         self.slots = slots;
+        self.free = free;
+        self.sections = sections;
         self
     }
 
@@ -181,10 +197,42 @@ impl Peer {
         (&mut self.rtc, &mut self.slots)
     }
 
-    /// Stop watching `stream`; whether any slot is left.
+    /// Stop watching `stream`, its sections free for someone else; whether any slot is left.
     pub fn unbind(&mut self, stream: &StreamId) -> bool {
-        self.slots.retain(|s| &s.stream != stream);
+        if let Some(i) = self.slots.iter().position(|s| &s.stream == stream) {
+            let (video, audio) = self.slots.remove(i).viewer.into_tracks();
+            let (free_video, free_audio) = &mut self.free;
+            let sections = &self.sections;
+            for (track, free) in [(video, free_video), (audio, free_audio)] {
+                if let Some(t) = track {
+                    free.push(t);
+                    free.sort_by_key(|t| sections.iter().position(|m| *m == t.mid()));
+                }
+            }
+        }
         !self.slots.is_empty()
+    }
+
+    /// Show `stream` on the first free video and audio sections with `viewer` made of them;
+    /// `false` when it is shown already or no section is free.
+    pub fn bind(
+        &mut self,
+        stream: &StreamId,
+        viewer: impl FnOnce(Option<OutTrack>, Option<OutTrack>) -> Viewer,
+    ) -> bool {
+        if self.slots.iter().any(|s| &s.stream == stream) {
+            return false;
+        }
+        let video = (!self.free.0.is_empty()).then(|| self.free.0.remove(0));
+        let audio = (!self.free.1.is_empty()).then(|| self.free.1.remove(0));
+        if video.is_none() && audio.is_none() {
+            return false;
+        }
+        self.slots.push(Slot {
+            stream: stream.clone(),
+            viewer: viewer(video, audio),
+        });
+        true
     }
 
     /// The stream shown on video section `mid` (where a viewer's keyframe request goes).

@@ -226,3 +226,68 @@ fn a_keyframe_request_on_a_section_reaches_that_sections_publisher_only() {
     assert_eq!(now[1], asked[1], "g1 was not asked");
     assert!(now[2] > asked[2], "g2, shown on section 2, was asked");
 }
+
+#[test]
+fn participants_arriving_later_take_the_first_free_section_and_numbering_goes_on() {
+    let mut w = World::new();
+    let host = w.publish("127.0.0.2:1000", "host");
+    let mut parts = vec![Participant::new(host, 0)];
+    let v = w.subscribe_stage("127.0.0.9:1000", &["host"], 3);
+    let single = w.subscribe_stage("127.0.0.10:1000", &["host"], 1);
+    w.connect_all();
+    run(&mut w, &mut parts, 10);
+
+    let g1 = w.publish("127.0.0.3:1000", "g1");
+    w.connect_all();
+    parts.push(Participant::new(g1, 1));
+    let (vp, sp) = (w.clients[v].peer.unwrap(), w.clients[single].peer.unwrap());
+    let g1_id = StreamId::new("g1").unwrap();
+    assert!(
+        w.sfu.bind(vp, &g1_id).unwrap(),
+        "g1 is shown on a free section"
+    );
+    assert!(!w.sfu.bind(vp, &g1_id).unwrap(), "never twice");
+    assert!(
+        !w.sfu.bind(sp, &g1_id).unwrap(),
+        "a one-section viewer has no free section"
+    );
+    run(&mut w, &mut parts, 30);
+    assert!(
+        one_participant_in_order(&w, v, 1, 1) >= 25,
+        "g1 on section 1"
+    );
+    assert_eq!(
+        one_participant_in_order(&w, single, 0, 0),
+        40,
+        "the host only"
+    );
+
+    // g1 leaves; past the grace its section is free, and g2 takes it.
+    w.sfu.close(w.clients[g1].peer.unwrap()).unwrap();
+    parts.retain(|p| p.tag != 1);
+    run(&mut w, &mut parts, 170);
+    let g2 = w.publish("127.0.0.4:1000", "g2");
+    w.connect_all();
+    parts.push(Participant::new(g2, 2));
+    let g1_frames = w.clients[v].frames_on(w.clients[v].video_mids[1]).len();
+    let g1_last = w.clients[v].frames_on(w.clients[v].video_mids[1])[g1_frames - 1].1;
+    assert!(w.sfu.bind(vp, &StreamId::new("g2").unwrap()).unwrap());
+    run(&mut w, &mut parts, 30);
+    let c = &w.clients[v];
+    let section = c.frames_on(c.video_mids[1]);
+    let (first_of_g2, seq) = section[g1_frames..]
+        .iter()
+        .map(|(d, s)| (counter(d), *s))
+        .next()
+        .expect("g2 shown on section 1");
+    assert_eq!(first_of_g2 / TAG, 2, "g2 on g1's old section");
+    assert_eq!(
+        seq.0,
+        g1_last.1 + 1,
+        "the section's numbering goes on across participants"
+    );
+    assert!(
+        c.frames_on(c.video_mids[2]).is_empty(),
+        "section 2 stays free"
+    );
+}

@@ -52,6 +52,13 @@ pub trait SfuControl: Clone + Send + Sync + 'static {
         offer: String,
         options: SubscribeOptions,
     ) -> impl Future<Output = Result<Subscribed, SfuError>> + Send;
+    /// Show `stream` on a free section pair of a viewing session (a stage participant who
+    /// went live after it started); whether it was shown.
+    fn bind(
+        &self,
+        peer: PeerId,
+        stream: StreamId,
+    ) -> impl Future<Output = Result<bool, SfuError>> + Send;
     /// Pin a viewer's simulcast layer.
     fn set_layer(
         &self,
@@ -95,6 +102,13 @@ impl SfuControl for SfuHandle {
         options: SubscribeOptions,
     ) -> impl Future<Output = Result<Subscribed, SfuError>> + Send {
         SfuHandle::subscribe(self, stream, offer, options)
+    }
+    fn bind(
+        &self,
+        peer: PeerId,
+        stream: StreamId,
+    ) -> impl Future<Output = Result<bool, SfuError>> + Send {
+        SfuHandle::bind(self, peer, stream)
     }
     fn set_layer(
         &self,

@@ -262,6 +262,20 @@ impl Sessions {
         ids
     }
 
+    /// The WHEP sessions of `channel`: peer, the invite of a guest watching, whether it is
+    /// the host watching (with its key).
+    pub(crate) fn watchers_of(&self, channel: &str) -> Vec<(PeerId, Option<String>, bool)> {
+        self.lock()
+            .by_token
+            .values()
+            .filter(|s| s.kind == Kind::Whep && s.channel == channel)
+            .map(|s| {
+                let invite = s.guest.as_ref().map(|g| g.invite.clone());
+                (s.peer, invite, s.key.is_some())
+            })
+            .collect()
+    }
+
     /// Every stage guest's session: token, channel, peer, guest.
     pub(crate) fn guest_sessions(&self) -> Vec<(String, String, PeerId, Guest)> {
         self.lock()

@@ -13,7 +13,7 @@ use crate::control::SfuControl;
 use crate::error::{from_sfu, ApiError};
 use crate::http::{created, AppState, NewSession};
 use crate::request::sdp_attr;
-use crate::sessions::{Guest, Kind, Ticket};
+use crate::sessions::{Guest, Kind, Sessions, Ticket};
 use storage::{unix_now, KEY_PREFIX};
 
 /// Guests a stage holds beside its host (the `stage` crate's `MAX_PARTICIPANTS` less the
@@ -120,6 +120,35 @@ struct OnStage {
     token: String,
     invite: String,
     peer: PeerId,
+}
+
+/// `stream` went live at this origin: show it on the free sections of the stage's watching
+/// sessions (a guest's stream to everyone watching the channel but that guest, the host's
+/// to everyone but the host); the sessions it was shown to. A session without a free
+/// section (a one-section viewer) is left as it is.
+pub async fn show_arrival<C: SfuControl>(
+    sessions: &Sessions,
+    sfu: &C,
+    stream: &StreamId,
+) -> Vec<PeerId> {
+    let (channel, guest) = match stream.guest_of() {
+        Some((channel, guest)) => (channel, Some(guest)),
+        None => (stream.as_str(), None),
+    };
+    let mut shown = Vec::new();
+    for (peer, invite, host) in sessions.watchers_of(channel) {
+        let itself = match guest {
+            Some(g) => invite.as_deref() == Some(g),
+            None => host,
+        };
+        if itself {
+            continue;
+        }
+        if let Ok(true) = sfu.bind(peer, stream.clone()).await {
+            shown.push(peer);
+        }
+    }
+    shown
 }
 
 /// What a WHEP request on a channel watches: the streams in the order of the offer's section

@@ -326,3 +326,39 @@ async fn revoking_an_invite_also_ends_the_guests_watching_session() {
     );
     assert!(!closed.contains(&PeerId(100)), "the host stays: {closed:?}");
 }
+
+#[tokio::test]
+async fn a_stream_going_live_is_shown_to_every_watching_session_but_its_own_participant() {
+    let fake = FakeSfu::default();
+    let (st, key) = state_with_key(fake.clone()).await;
+    let app = router(st.clone());
+    let guests = full_stage(&app, &st, &key).await;
+    // Ann (8), the host (1008) and a three-section viewer (2008) watch.
+    for token in [Some(guests[0].1.as_str()), Some(key.as_str()), None] {
+        let resp = app.clone().oneshot(whep("duo", token, 3)).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED);
+    }
+    let (ann, host, viewer) = (PeerId(8), PeerId(1008), PeerId(2008));
+
+    let ann_stream = StreamId::guest(&StreamId::new("duo").unwrap(), &guests[0].0);
+    let shown = signaling::stage::show_arrival(&st.sessions, &st.sfu, &ann_stream).await;
+    assert_eq!(
+        sorted(shown),
+        vec![host, viewer],
+        "Ann's stream: not to Ann"
+    );
+    let host_stream = StreamId::new("duo").unwrap();
+    let shown = signaling::stage::show_arrival(&st.sessions, &st.sfu, &host_stream).await;
+    assert_eq!(
+        sorted(shown),
+        vec![ann, viewer],
+        "the host's stream: not to the host"
+    );
+    let bound = fake.bound.lock().unwrap().clone();
+    assert_eq!(bound.len(), 4, "{bound:?}");
+}
+
+fn sorted(mut v: Vec<PeerId>) -> Vec<PeerId> {
+    v.sort();
+    v
+}

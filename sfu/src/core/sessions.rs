@@ -17,7 +17,9 @@ use crate::ids::{PeerId, StreamId};
 use crate::negotiate;
 use crate::peer::{Peer, Role, Slot};
 use crate::stream::Stream;
-use crate::types::{CloseReason, IceRestarted, Published, SfuError, SubscribeOptions, Subscribed};
+use crate::types::{
+    CloseReason, IceRestarted, Pin, Published, SfuError, SubscribeOptions, Subscribed,
+};
 use crate::viewer::{OutTrack, Viewer, ViewerLayer};
 
 impl Core {
@@ -135,7 +137,12 @@ impl Core {
             .iter()
             .flat_map(|e| e.params().iter().copied())
             .collect();
-        let plan = negotiate::viewer_plan(&sections, &sdp_codecs::section_formats(offer), &params)?;
+        // A session with more than one section pair is a stage's: a participant who arrives
+        // later may send another codec, so every format the viewer offers that can be
+        // forwarded is negotiated (`bind`).
+        let open = wants(Kind::Video) > 1 || wants(Kind::Audio) > 1;
+        let formats = sdp_codecs::section_formats(offer);
+        let plan = negotiate::viewer_plan(&sections, &formats, &params, open)?;
         let has_video = params.iter().any(|p| p.spec().codec.is_video());
         let has_audio = params.iter().any(|p| p.spec().codec.is_audio());
         let simulcast = entries.iter().any(|e| e.simulcast());
@@ -161,22 +168,25 @@ impl Core {
             ));
         }
         let id = self.alloc_id();
+        let mut video: Vec<OutTrack> = Vec::with_capacity(video_mids.len());
+        for mid in video_mids {
+            video.push(OutTrack::new(mid, (self.random() & 0x3fff) as u16, false));
+        }
+        let mut audio: Vec<OutTrack> = Vec::with_capacity(audio_mids.len());
+        for mid in audio_mids {
+            let red = sdp::offers_codec(offer, &mid.to_string(), "red/48000");
+            audio.push(OutTrack::new(mid, (self.random() & 0x3fff) as u16, red));
+        }
         let mut slots = Vec::with_capacity(watched.len());
-        for (i, watched) in watched.iter().enumerate() {
-            let first_seq = (self.random() & 0x3fff) as u16;
-            let video = video_mids
-                .get(i)
-                .map(|mid| OutTrack::new(*mid, first_seq, false));
-            let audio = audio_mids.get(i).map(|mid| {
-                let red = sdp::offers_codec(offer, &mid.to_string(), "red/48000");
-                OutTrack::new(*mid, first_seq, red)
-            });
-            if video.is_none() && audio.is_none() {
-                continue;
+        for stream in &watched {
+            let v = (!video.is_empty()).then(|| video.remove(0));
+            let a = (!audio.is_empty()).then(|| audio.remove(0));
+            if v.is_none() && a.is_none() {
+                break;
             }
-            let viewer = Viewer::new(video, audio, ViewerLayer::new(options.layer), now);
+            let viewer = Viewer::new(v, a, ViewerLayer::new(options.layer), now);
             slots.push(Slot {
-                stream: watched.clone(),
+                stream: stream.clone(),
                 viewer,
             });
         }
@@ -196,9 +206,53 @@ impl Core {
             kinds,
             now,
         );
-        self.insert_peer(peer.with_slots(slots));
+        let order = sections
+            .iter()
+            .filter_map(|m| m.mid.as_deref().map(str0m::media::Mid::from))
+            .collect();
+        self.insert_peer(peer.with_slots(slots, (video, audio), order));
         tracing::info!(stream = %primary, peer = %id, layer = options.layer.as_str(), slots = ?shown, "subscriber accepted");
         Ok(Subscribed { peer: id, answer })
+    }
+
+    /// Show `stream` on `peer`'s first free video/audio section pair (a stage participant who
+    /// went live after the session started). `Ok(false)`: shown already, no free section, or
+    /// not live; a publishing session is `Unusable`.
+    pub fn bind(&mut self, peer: PeerId, stream: &StreamId) -> Result<bool, SfuError> {
+        let now = self.last_now;
+        if !self.streams.get(stream).is_some_and(Stream::is_live) {
+            return Ok(false);
+        }
+        let p = self.peers.get_mut(&peer).ok_or(SfuError::UnknownPeer)?;
+        if p.is_publisher() {
+            return Err(SfuError::Unusable(
+                "only a viewing session shows streams".into(),
+            ));
+        }
+        let pin = p
+            .slots()
+            .first()
+            .map_or(Pin::Auto, |s| s.viewer.layer().pin());
+        let bound = p.bind(stream, |mut video, mut audio| {
+            for t in video.iter_mut().chain(audio.iter_mut()) {
+                t.rebind();
+            }
+            Viewer::new(video, audio, ViewerLayer::new(pin), now)
+        });
+        if !bound {
+            return Ok(false);
+        }
+        let connected = p.is_connected();
+        if let Some(s) = self.streams.get_mut(stream) {
+            s.add_viewer(peer);
+        }
+        tracing::info!(peer = %peer, stream = %stream, "stream shown on a free section");
+        // With a cached group the viewer starts from it on the next video packet; without
+        // one it needs a fresh keyframe.
+        if connected && self.streams.get(stream).is_some_and(|s| !s.has_cache()) {
+            self.request_keyframe(stream, None);
+        }
+        Ok(true)
     }
 
     /// Add a remote ICE candidate (WHIP/WHEP PATCH trickle). Unparseable lines are ignored.

@@ -42,6 +42,11 @@ pub(super) enum Command {
         pin: Pin,
         reply: oneshot::Sender<Result<(), SfuError>>,
     },
+    Bind {
+        peer: PeerId,
+        stream: StreamId,
+        reply: oneshot::Sender<Result<bool, SfuError>>,
+    },
     RestartIce {
         peer: PeerId,
         ufrag: String,
@@ -125,6 +130,16 @@ impl SfuHandle {
             stream,
             offer,
             options,
+            reply,
+        })
+        .await?
+    }
+
+    /// Show `stream` on a free section pair of a viewing session (see [`Sfu::bind`]).
+    pub async fn bind(&self, peer: PeerId, stream: StreamId) -> Result<bool, SfuError> {
+        self.call(|reply| Command::Bind {
+            peer,
+            stream,
             reply,
         })
         .await?

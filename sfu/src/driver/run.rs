@@ -221,6 +221,13 @@ fn handle_command(sfu: &mut Sfu, cmd: Command) {
         Command::SetLayer { peer, pin, reply } => {
             let _ = reply.send(sfu.set_layer(peer, pin));
         }
+        Command::Bind {
+            peer,
+            stream,
+            reply,
+        } => {
+            let _ = reply.send(sfu.bind(peer, &stream));
+        }
         Command::RestartIce {
             peer,
             ufrag,

@@ -118,6 +118,11 @@ impl ViewerLayer {
         self.target
     }
 
+    /// The player's choice of layer.
+    pub fn pin(&self) -> Pin {
+        self.pin
+    }
+
     /// The player chose a layer (or `Auto`).
     pub fn set_pin(&mut self, pin: Pin) {
         self.pin = pin;

@@ -62,6 +62,11 @@ impl Viewer {
         self.audio.is_some()
     }
 
+    /// Its tracks back, to show someone else on them (their numbering goes on).
+    pub fn into_tracks(self) -> (Option<OutTrack>, Option<OutTrack>) {
+        (self.video, self.audio)
+    }
+
     /// The mid of its video section.
     pub fn video_mid(&self) -> Option<str0m::media::Mid> {
         self.video.as_ref().map(OutTrack::mid)

@@ -48,6 +48,13 @@ impl OutTrack {
         self.mid
     }
 
+    /// Someone else is shown on this track: new numbering segment, payload types looked up
+    /// afresh (the generation numbers of two streams may coincide).
+    pub fn rebind(&mut self) {
+        self.seq.restart();
+        self.pts.clear();
+    }
+
     /// A cut: the next packet written starts a new segment of this track's numbering.
     pub fn restart(&mut self) {
         self.seq.restart();

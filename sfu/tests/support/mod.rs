@@ -24,6 +24,9 @@ pub fn sfu_addr() -> SocketAddr {
     SFU_ADDR.parse().unwrap()
 }
 
+/// One received frame: its payload and its first and last sequence numbers.
+pub type Received = (Vec<u8>, (u64, u64));
+
 /// A str0m peer playing a WHIP publisher or WHEP viewer.
 pub struct Client {
     pub addr: SocketAddr,
@@ -54,7 +57,7 @@ pub struct Client {
     pub answer: String,
     /// Every received frame by the section it came on: (payload, first and last sequence
     /// number). Filled for all sections, so a stage viewer's sections can be told apart.
-    pub by_mid: HashMap<Mid, Vec<(Vec<u8>, (u64, u64))>>,
+    pub by_mid: HashMap<Mid, Vec<Received>>,
     /// A stage viewer's sections, in offer order.
     pub video_mids: Vec<Mid>,
     pub audio_mids: Vec<Mid>,
@@ -159,7 +162,7 @@ impl Client {
     }
 
     /// Frames received on `mid`.
-    pub fn frames_on(&self, mid: Mid) -> &[(Vec<u8>, (u64, u64))] {
+    pub fn frames_on(&self, mid: Mid) -> &[Received] {
         self.by_mid.get(&mid).map_or(&[], Vec::as_slice)
     }
 

@@ -19,8 +19,11 @@ pub struct FakeSfu {
     pub restarts: Arc<Mutex<Vec<String>>>,
     /// The stream of every publish, in order; publish `n` (from 0) answers as peer `100 + n`.
     pub published: Arc<Mutex<Vec<StreamId>>>,
-    /// The streams of every subscribe: the first, then `options.also`.
+    /// The streams of every subscribe: the first, then `options.also`. Subscribe `n` (from
+    /// 0) answers as peer `8 + 1000 n`.
     pub subscribed: Arc<Mutex<Vec<Vec<StreamId>>>>,
+    /// Every bind: the viewing session and the stream shown on it.
+    pub bound: Arc<Mutex<Vec<(PeerId, StreamId)>>>,
 }
 
 impl SfuControl for FakeSfu {
@@ -42,14 +45,22 @@ impl SfuControl for FakeSfu {
         self.pins.lock().unwrap().push(options.layer);
         let mut watched = vec![stream];
         watched.extend(options.also);
-        self.subscribed.lock().unwrap().push(watched);
+        let n = {
+            let mut subscribed = self.subscribed.lock().unwrap();
+            subscribed.push(watched);
+            subscribed.len() as u64 - 1
+        };
         match self.subscribe_error.lock().unwrap().clone() {
             Some(e) => Err(e),
             None => Ok(Subscribed {
-                peer: PeerId(8),
+                peer: PeerId(8 + 1000 * n),
                 answer: "v=0\r\n".into(),
             }),
         }
+    }
+    async fn bind(&self, peer: PeerId, stream: StreamId) -> Result<bool, SfuError> {
+        self.bound.lock().unwrap().push((peer, stream));
+        Ok(true)
     }
     async fn set_layer(&self, _peer: PeerId, pin: Pin) -> Result<(), SfuError> {
         self.pins.lock().unwrap().push(pin);
