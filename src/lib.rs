@@ -180,13 +180,41 @@ impl platform::LiveInfo for MediaSide {
                 .streams
                 .into_iter()
                 .map(|s| {
+                    // Co-streamers watching the host are on the stage, not in the audience.
+                    let guests = self.sessions.guests_watching(&s.name);
                     let state = platform::LiveState {
                         live: s.live,
-                        viewers: s.viewers,
+                        viewers: s.viewers.saturating_sub(guests),
                     };
                     (s.name, state)
                 })
                 .collect()
+        })
+    }
+
+    fn stage<'a>(&'a self, channel: &'a str) -> platform::LiveStage<'a> {
+        Box::pin(async move {
+            self.sessions
+                .presence(channel)
+                .into_iter()
+                .map(|p| platform::OnStage {
+                    invite: p.invite,
+                    live: p.publishing,
+                    watching: p.watching,
+                })
+                .collect()
+        })
+    }
+
+    fn end_guest<'a>(&'a self, channel: &'a str, invite: &'a str) -> platform::LiveAction<'a> {
+        Box::pin(async move {
+            let peers = self.sessions.take_guest(channel, invite);
+            if !peers.is_empty() {
+                tracing::info!(%channel, guest = %invite, "stage guest removed: ending its sessions");
+            }
+            for peer in peers {
+                let _ = self.sfu.close(peer).await;
+            }
         })
     }
 

@@ -72,6 +72,20 @@ pub type LiveChannels<'a> = Pin<Box<dyn Future<Output = Vec<(String, LiveState)>
 /// What a [`LiveInfo`] action returns.
 pub type LiveAction<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
+/// One participant's presence on a stage, as the media side knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnStage {
+    /// The guest's invite id; `None` for the host.
+    pub invite: Option<String>,
+    /// It publishes now.
+    pub live: bool,
+    /// It watches the others now.
+    pub watching: bool,
+}
+
+/// What [`LiveInfo::stage`] returns: the host first, then the guests with a session.
+pub type LiveStage<'a> = Pin<Box<dyn Future<Output = Vec<OnStage>> + Send + 'a>>;
+
 /// The media side as the platform sees it (a fake in tests): live status, playback tokens,
 /// and what changes to a channel do to its live sessions.
 pub trait LiveInfo: Send + Sync + 'static {
@@ -85,6 +99,18 @@ pub trait LiveInfo: Send + Sync + 'static {
     /// The channel became private: close its viewers that joined without a playback token,
     /// here and at every edge.
     fn privatised<'a>(&'a self, channel: &'a str) -> LiveAction<'a>;
+    /// Who is on `channel`'s stage: the host first, then each guest with a session (none
+    /// where the media side keeps no stages, as at an edge).
+    fn stage<'a>(&'a self, channel: &'a str) -> LiveStage<'a> {
+        let _ = channel;
+        Box::pin(async { Vec::new() })
+    }
+    /// The stage guest `invite` of `channel` was removed: end its publish and its watching
+    /// session at once (nothing to end where the media side keeps no stages).
+    fn end_guest<'a>(&'a self, channel: &'a str, invite: &'a str) -> LiveAction<'a> {
+        let _ = (channel, invite);
+        Box::pin(async {})
+    }
 }
 
 /// Settings of the platform API.
@@ -147,6 +173,7 @@ pub(crate) fn api_routes() -> OpenApiRouter<State> {
         .routes(routes!(quota::remove))
         .routes(routes!(stage::create_invite, stage::list_invites))
         .routes(routes!(stage::revoke_invite))
+        .routes(routes!(stage::get_stage))
         .routes(routes!(openapi::document))
 }
 

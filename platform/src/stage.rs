@@ -84,6 +84,32 @@ pub struct InvitesOut {
     items: Vec<InviteOut>,
 }
 
+/// `GET /api/channels/{name}/stage` answer.
+#[derive(Serialize, ToSchema)]
+pub struct StageOut {
+    /// Guests a stage holds beside its host.
+    max_guests: usize,
+    /// The host first, then each guest with a session now, by invite id (the order a viewer's
+    /// sections show them in when it joins).
+    participants: Vec<ParticipantOut>,
+}
+
+/// One participant of a stage.
+#[derive(Serialize, ToSchema)]
+pub struct ParticipantOut {
+    /// The guest's invite id (`null` for the host).
+    #[schema(required = true)]
+    id: Option<String>,
+    /// `host` or `guest`.
+    role: &'static str,
+    /// The host's user name, or the guest's name from its invite.
+    name: String,
+    /// It publishes now.
+    live: bool,
+    /// It watches the others now.
+    watching: bool,
+}
+
 /// `{name}/stage/invites/{id}`.
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Path)]
@@ -185,7 +211,8 @@ pub async fn list_invites(
     Ok(axum::Json(InvitesOut { items }).into_response())
 }
 
-/// `DELETE /api/channels/{name}/stage/invites/{id}` (owner): the token admits no one from now.
+/// `DELETE /api/channels/{name}/stage/invites/{id}` (owner): the token admits no one from now,
+/// and its guest, if on the stage, is ended at once (its publish and its watching).
 #[utoipa::path(
     delete,
     path = "/api/channels/{name}/stage/invites/{id}",
@@ -194,7 +221,7 @@ pub async fn list_invites(
     params(InvitePath),
     security(("bearer" = [])),
     responses(
-        (status = 204, description = "Revoked"),
+        (status = 204, description = "Revoked; its guest is off the stage"),
         Unauthorized,
         NotOwner,
         (status = 404, description = "No such channel, or no such invite of it", body = ErrorBody),
@@ -214,7 +241,66 @@ pub async fn revoke_invite(
     if !found {
         return Err(ApiError::NotFound(format!("no such invite: {id}")));
     }
+    // A removed guest leaves the stage now, not at the next invite check.
+    st.live.end_guest(&channel, &id).await;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /api/channels/{name}/stage` (owner): who is on the stage now.
+#[utoipa::path(
+    get,
+    path = "/api/channels/{name}/stage",
+    tag = "stage",
+    operation_id = "get_stage",
+    params(ChannelPath),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The host and the guests with a session", body = StageOut),
+        Unauthorized,
+        NotOwner,
+        NoSuchChannel,
+    )
+)]
+pub async fn get_stage(
+    AxState(st): AxState<State>,
+    Path(channel): Path<String>,
+    user: User,
+) -> Result<Response, ApiError> {
+    owned(&st, &channel, &user).await?;
+    let invites = st
+        .store
+        .invites(&channel)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut participants = Vec::new();
+    let present = st.live.stage(&channel).await;
+    let host = present.iter().find(|p| p.invite.is_none());
+    participants.push(ParticipantOut {
+        id: None,
+        role: "host",
+        name: user.name.clone(),
+        live: host.is_some_and(|h| h.live),
+        watching: host.is_some_and(|h| h.watching),
+    });
+    for p in &present {
+        let Some(id) = &p.invite else { continue };
+        // A guest whose invite is gone (its channel re-created) is not this stage's.
+        let Some(invite) = invites.iter().find(|i| &i.id == id) else {
+            continue;
+        };
+        participants.push(ParticipantOut {
+            id: Some(id.clone()),
+            role: "guest",
+            name: invite.name.clone(),
+            live: p.live,
+            watching: p.watching,
+        });
+    }
+    Ok(axum::Json(StageOut {
+        max_guests: storage::MAX_GUESTS,
+        participants,
+    })
+    .into_response())
 }
 
 /// A stage guest went live on `channel`: announce `stage.joined` with its invite id and name.

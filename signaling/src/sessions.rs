@@ -46,6 +46,17 @@ pub(crate) struct Session {
     pub guest: Option<Guest>,
 }
 
+/// One participant of a stage with a session on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presence {
+    /// The guest's invite id; `None` for the host.
+    pub invite: Option<String>,
+    /// It has a WHIP session (publishes).
+    pub publishing: bool,
+    /// It has a WHEP session watching the others.
+    pub watching: bool,
+}
+
 /// Who a stage guest's session is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Guest {
@@ -260,6 +271,59 @@ impl Sessions {
         ids.sort();
         ids.dedup();
         ids
+    }
+
+    /// Who is on `channel`'s stage with a session here: the host first (its invite `None`),
+    /// then each guest by invite id, with whether it publishes and whether it watches.
+    pub fn presence(&self, channel: &str) -> Vec<Presence> {
+        let inner = self.lock();
+        let mut host = Presence {
+            invite: None,
+            publishing: false,
+            watching: false,
+        };
+        let mut guests: std::collections::BTreeMap<String, Presence> = Default::default();
+        for s in inner.by_token.values().filter(|s| s.channel == channel) {
+            let entry = match &s.guest {
+                Some(g) => guests.entry(g.invite.clone()).or_insert_with(|| Presence {
+                    invite: Some(g.invite.clone()),
+                    publishing: false,
+                    watching: false,
+                }),
+                // A keyless WHEP session is audience, not the host.
+                None if s.kind == Kind::Whep && s.key.is_none() => continue,
+                None => &mut host,
+            };
+            match s.kind {
+                Kind::Whip => entry.publishing = true,
+                Kind::Whep => entry.watching = true,
+            }
+        }
+        std::iter::once(host).chain(guests.into_values()).collect()
+    }
+
+    /// Forget every session of the stage guest `invite` of `channel` (its publish and its
+    /// watching); their peers, to close.
+    pub fn take_guest(&self, channel: &str, invite: &str) -> Vec<PeerId> {
+        let mut taken = Vec::new();
+        self.lock().by_token.retain(|_, s| {
+            let goes = s.channel == channel && s.guest.as_ref().is_some_and(|g| g.invite == invite);
+            if goes {
+                taken.push(s.peer);
+            }
+            !goes
+        });
+        taken
+    }
+
+    /// The stage guests watching `channel` (their sessions show its host's stream, but they
+    /// are not its audience).
+    pub fn guests_watching(&self, channel: &str) -> u64 {
+        self.lock()
+            .by_token
+            .values()
+            .filter(|s| s.kind == Kind::Whep && s.channel == channel && s.guest.is_some())
+            .count() as u64
     }
 
     /// The WHEP sessions of `channel`: peer, the invite of a guest watching, whether it is

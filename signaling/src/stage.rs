@@ -16,9 +16,8 @@ use crate::request::sdp_attr;
 use crate::sessions::{Guest, Kind, Sessions, Ticket};
 use storage::{unix_now, KEY_PREFIX};
 
-/// Guests a stage holds beside its host (the `stage` crate's `MAX_PARTICIPANTS` less the
-/// host; not imported, so signaling does not build Opus).
-pub const MAX_GUESTS: usize = 5;
+/// Guests a stage holds beside its host.
+pub use storage::MAX_GUESTS;
 
 /// The prefix of invite tokens: a bearer token with it is an invite, not a stream key.
 pub const INVITE_PREFIX: &str = "si_";

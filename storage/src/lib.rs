@@ -24,7 +24,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 pub use channels::{key_fingerprint, StreamKey, KEY_PREFIX};
-pub use stage::{check_invite, Invite, InviteToken, NewInvite, INVITE_TTL};
+pub use stage::{check_invite, Invite, InviteToken, NewInvite, INVITE_TTL, MAX_GUESTS};
 
 /// Storage errors.
 #[derive(Debug, thiserror::Error)]

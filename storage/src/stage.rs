@@ -28,6 +28,10 @@ pub const INVITE_TTL: std::ops::RangeInclusive<i64> = 60..=7 * 24 * 3600;
 /// The longest guest name, in characters.
 pub const MAX_GUEST_NAME: usize = 64;
 
+/// Guests a stage holds beside its host (the `stage` crate's `MAX_PARTICIPANTS` less the
+/// host; here so signaling and the platform share it without building Opus).
+pub const MAX_GUESTS: usize = 5;
+
 /// Check an invite's guest name (trimmed: 1 to [`MAX_GUEST_NAME`] characters, no control
 /// characters) and lifetime (within [`INVITE_TTL`]); the error says what is allowed.
 pub fn check_invite(name: &str, ttl_s: i64) -> Result<(), String> {
