@@ -11,7 +11,7 @@ use sfu::driver::SfuHandle;
 use sfu::{RelayIn, SfuEvent, StreamId};
 use tokio::sync::Notify;
 
-use crate::freshness::{rtp_time, Freshness, Verdict};
+use crate::freshness::{rtp_time, Clock, Freshness, Verdict};
 use crate::metrics::{PathSample, RelayMetrics};
 use crate::proto::{self, Control, Role};
 use crate::quic;
@@ -255,6 +255,7 @@ async fn run(
             public_url: config.public_url.clone(),
             capacity: config.capacity,
             auth: proto::auth_tag(&config.secret, Role::Edge, &exporter, &config.node_id),
+            stamps: true,
         })
         .await
         .map_err(|e| RunError::Connect(e.to_string()))?;
@@ -374,7 +375,7 @@ async fn run(
             }
             datagram = conn.read_datagram() => {
                 let bytes = datagram.map_err(|e| RunError::Closed(e.to_string()))?;
-                let Ok((track, rtp)) = proto::decode_datagram(&bytes) else {
+                let Ok(proto::Datagram { track, stamp, rtp }) = proto::decode_datagram(&bytes) else {
                     config.metrics.dropped(1);
                     continue;
                 };
@@ -388,11 +389,17 @@ async fn run(
                 // that fills a gap (a NACK's resend, or reordered) is behind by nature (a cold
                 // edge's cache burst is repaired so) and is judged apart.
                 let filled = rtp_seq(rtp).is_some_and(|seq| gaps.on_packet(track, seq, now));
-                if let Some(ts) = rtp_time(rtp) {
+                // Judged on the upstream's stamp where it sends one (the relay path's delay
+                // alone), else on the media time.
+                let clock = match stamp {
+                    Some(s) => Some((s, Clock::Stamp)),
+                    None => rtp_time(rtp).map(|ts| (ts, Clock::Media)),
+                };
+                if let Some((ts, clock)) = clock {
                     let verdict = if filled {
                         fresh.observe_repair(track, track - base, now)
                     } else {
-                        fresh.observe(track, track - base, ts, now)
+                        fresh.observe_on(track, track - base, ts, clock, now)
                     };
                     match verdict {
                         // A stalled path's backlog: viewers get a fresh keyframe, not the past.

@@ -4,16 +4,22 @@
 //! that far behind live. The edge drops them instead and asks the upstream for a fresh
 //! keyframe, so viewers jump back to live.
 //!
-//! Sans-IO: each packet's arrival instant and RTP timestamp go in, a verdict comes out. A
-//! packet's *offset* is its arrival time minus its media time; the *baseline* is the smallest
+//! Sans-IO: each packet's arrival instant and its time go in, a verdict comes out. Its time is
+//! the upstream's stamp (when the packet entered the upstream, [`Clock::Stamp`]) where the
+//! upstream sends one, so that only the relay path's delay counts: on the media time
+//! ([`Clock::Media`], an older upstream) a publisher that falls behind its own clock looks
+//! like a stalled path, and the edge dropped what the origin's viewers played. A
+//! packet's *offset* is its arrival time minus its time; the *baseline* is the smallest
 //! offset seen over the last one to two windows (a packet that crossed an empty path). A packet
 //! whose offset exceeds the baseline by more than [`LATE_AFTER`] is late.
 //!
-//! Two cases are not lateness, and rebase the track instead: a jump of more than
-//! [`DISCONTINUITY`] (the media clock itself jumped: the publisher restarted its encoder), and
-//! lateness that lasts [`REBASE_AFTER`] (the path is now slower for good: dropping everything
-//! would leave viewers with nothing at all). That is long enough for a backlog that drains
-//! slowly (a congestion window recovering after a stall) to be dropped rather than shown.
+//! Three cases are not lateness, and rebase the track instead: a jump of more than
+//! [`DISCONTINUITY`] (the media clock itself jumped: the publisher restarted its encoder);
+//! lateness that does not drain for [`STEP_AFTER`] (a step in the delay: the source fell
+//! behind its own clock, or the path got slower; there is no queue to skip); and lateness that
+//! lasts [`REBASE_AFTER`] (the path is now slower for good: dropping everything would leave
+//! viewers with nothing at all). A backlog that drains, even slowly (a congestion window
+//! recovering after a stall), is dropped rather than shown until then.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -26,6 +32,14 @@ pub const LATE_AFTER: Duration = Duration::from_millis(500);
 pub const DISCONTINUITY: Duration = Duration::from_secs(5);
 /// Late without a break for this long: the path's delay changed for good; rebase.
 pub const REBASE_AFTER: Duration = Duration::from_secs(5);
+/// Late for this long without draining (the offsets of the late run did not come down by
+/// [`DRAINING`]): a step in the delay, not a backlog; rebase. A source that falls behind its
+/// own clock (an encoder starved of CPU at the publisher) looks like this: its packets come
+/// paced, each as late as the one before, and there is no queue to skip, so dropping them
+/// would only leave the edge's viewers with nothing while the origin's play them.
+pub const STEP_AFTER: Duration = Duration::from_secs(1);
+/// A late run whose offsets came down by this much is a backlog draining.
+pub const DRAINING: Duration = Duration::from_millis(250);
 /// At most one keyframe request per video track this often.
 pub const ASK_EVERY: Duration = Duration::from_secs(1);
 /// After late packets were dropped on a track, packets filling its gaps (NACK resends,
@@ -34,6 +48,16 @@ pub const ASK_EVERY: Duration = Duration::from_secs(1);
 pub const REPAIR_QUIET: Duration = Duration::from_secs(3);
 /// The baseline is the smallest offset of the current window and the one before.
 const WINDOW: Duration = Duration::from_secs(5);
+
+/// What a packet's time is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    /// Its RTP timestamp (90 kHz video, 48 kHz audio): a late publisher looks late too.
+    Media,
+    /// The upstream's stamp (ms): when it entered the upstream, so only the relay path's
+    /// delay counts.
+    Stamp,
+}
 
 /// Verdict on one packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +96,9 @@ struct Track {
     window_from: Instant,
     /// Since when every packet has been late.
     late_since: Option<Instant>,
+    /// The first offset of the current late run, and its smallest since.
+    late_first: f64,
+    late_min: f64,
     /// The last packet judged late.
     last_late: Option<Instant>,
     /// Video packets were dropped since the last one forwarded.
@@ -129,15 +156,27 @@ impl Freshness {
         Verdict::Late
     }
 
-    /// Judge one packet of relay track `track` (`core` is its track within the channel:
-    /// [`AUDIO_TRACK`] is Opus at 48 kHz, the others video at 90 kHz).
+    /// Judge one packet of relay track `track` by its media time (`core` is its track within
+    /// the channel: [`AUDIO_TRACK`] is Opus at 48 kHz, the others video at 90 kHz).
     pub fn observe(&mut self, track: u16, core: u16, ts: u32, now: Instant) -> Verdict {
+        self.observe_on(track, core, ts, Clock::Media, now)
+    }
+
+    /// Judge one packet whose time `ts` is on `clock`.
+    pub fn observe_on(
+        &mut self,
+        track: u16,
+        core: u16,
+        ts: u32,
+        clock: Clock,
+        now: Instant,
+    ) -> Verdict {
         let arrival = now.saturating_duration_since(self.epoch).as_secs_f64();
         let Some(t) = self.tracks.get_mut(&track) else {
-            let clock = if core == AUDIO_TRACK {
-                48_000.0
-            } else {
-                90_000.0
+            let clock = match clock {
+                Clock::Stamp => 1_000.0,
+                Clock::Media if core == AUDIO_TRACK => 48_000.0,
+                Clock::Media => 90_000.0,
             };
             let offset = arrival - f64::from(ts) / clock;
             self.tracks.insert(
@@ -150,6 +189,8 @@ impl Freshness {
                     previous: offset,
                     window_from: now,
                     late_since: None,
+                    late_first: 0.0,
+                    late_min: 0.0,
                     last_late: None,
                     dropped: false,
                     want_keyframe: false,
@@ -170,9 +211,15 @@ impl Freshness {
         let baseline = t.current.min(t.previous);
         let behind = offset - baseline;
         let late = behind > LATE_AFTER.as_secs_f64();
-        let stuck = t
-            .late_since
-            .is_some_and(|s| now.saturating_duration_since(s) >= REBASE_AFTER);
+        let late_for = t.late_since.map(|s| now.saturating_duration_since(s));
+        if late && t.late_since.is_some() {
+            t.late_min = t.late_min.min(offset);
+        }
+        let drained = t.late_first - t.late_min;
+        let step = late_for.is_some_and(|d| d >= STEP_AFTER)
+            && drained < DRAINING.as_secs_f64()
+            && offset - t.late_min < DRAINING.as_secs_f64();
+        let stuck = step || late_for.is_some_and(|d| d >= REBASE_AFTER);
         if !late || behind > DISCONTINUITY.as_secs_f64() || stuck {
             if late {
                 // Rebase: this packet's offset is the track's baseline from now on.
@@ -197,7 +244,11 @@ impl Freshness {
                 ask_keyframe,
             };
         }
-        t.late_since.get_or_insert(now);
+        if t.late_since.is_none() {
+            t.late_since = Some(now);
+            t.late_first = offset;
+            t.late_min = offset;
+        }
         t.last_late = Some(now);
         t.dropped |= core != AUDIO_TRACK;
         self.late += 1;
@@ -460,5 +511,79 @@ mod tests {
         assert_eq!(rtp_time(&p), Some(0x0102_0304));
         p.truncate(11);
         assert_eq!(rtp_time(&p), None);
+    }
+
+    #[test]
+    fn a_source_falling_behind_its_clock_by_a_step_is_accepted_after_the_step_time() {
+        let t0 = Instant::now();
+        let mut f = on_time_for(30, t0);
+        // From frame 30 on the publisher's encoder runs 700 ms behind its clock for good:
+        // paced packets, each as late as the one before (with 60 ms of jitter).
+        let verdicts: Vec<(Instant, Verdict)> = (30..120u64)
+            .map(|i| {
+                let at = t0 + ms(i * 1000 / 30 + 700 + (i * 37) % 60);
+                (at, f.observe(VIDEO, 1, frame_ts(i, 0), at))
+            })
+            .collect();
+        let first_fresh = verdicts
+            .iter()
+            .position(|(_, v)| *v != Verdict::Late)
+            .expect("the step is accepted");
+        let late_for = verdicts[first_fresh].0 - verdicts[0].0;
+        assert!(
+            late_for >= STEP_AFTER && late_for <= STEP_AFTER + ms(100),
+            "accepted after the step time, not the rebase time: {late_for:?}"
+        );
+        assert!(verdicts[first_fresh + 1..].iter().all(|(_, v)| *v == FRESH));
+    }
+
+    #[test]
+    fn a_backlog_draining_slowly_is_still_dropped_past_the_step_time() {
+        let t0 = Instant::now();
+        let mut f = on_time_for(30, t0);
+        // A 2 s stall, then the backlog comes at 1.5x real time: it drains in 4 s.
+        let resume = t0 + ms(3000);
+        let mut late_at = Vec::new();
+        for i in 30..200u64 {
+            let media = ms(i * 1000 / 30);
+            let at = resume + (media - ms(1000)) * 2 / 3;
+            if at > t0 + media + ms(2000) {
+                break;
+            }
+            if f.observe(VIDEO, 1, frame_ts(i, 0), at) == Verdict::Late {
+                late_at.push(at);
+            }
+        }
+        let dropped_for = *late_at.last().unwrap() - late_at[0];
+        assert!(
+            dropped_for > STEP_AFTER + ms(500),
+            "a draining backlog is not taken for a step: dropped for {dropped_for:?}"
+        );
+    }
+
+    #[test]
+    fn on_the_upstreams_stamps_a_publisher_falling_behind_its_clock_is_not_late() {
+        let t0 = Instant::now();
+        let (mut media, mut stamped) = (Freshness::new(t0), Freshness::new(t0));
+        let (mut late_media, mut late_stamped) = (0, 0);
+        for i in 0..150u64 {
+            // The encoder falls 800 ms behind its clock at frame 30; the relay path stays
+            // empty: each packet reaches the edge 5 ms after it entered the upstream.
+            let behind = if i >= 30 { 800 } else { 0 };
+            let entered = ms(i * 1000 / 30 + behind);
+            let at = t0 + entered + ms(5);
+            if media.observe(VIDEO, 1, frame_ts(i, 0), at) == Verdict::Late {
+                late_media += 1;
+            }
+            let stamp = entered.as_millis() as u32;
+            if stamped.observe_on(VIDEO, 1, stamp, Clock::Stamp, at) == Verdict::Late {
+                late_stamped += 1;
+            }
+        }
+        assert!(
+            late_media > 0,
+            "on the media clock the publisher's delay looks late"
+        );
+        assert_eq!(late_stamped, 0, "on the stamps nothing is late");
     }
 }

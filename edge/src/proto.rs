@@ -118,6 +118,11 @@ pub enum Control {
         capacity: u32,
         /// [`auth_tag`] for the edge role.
         auth: String,
+        /// The edge reads stamped media datagrams ([`KIND_RTP_STAMPED`]): its lateness check
+        /// then judges the relay path on the upstream's clock, not on the media time a late
+        /// publisher skews. Absent (false) from an older edge, which gets plain ones.
+        #[serde(default)]
+        stamps: bool,
     },
     /// Upstream -> edge: accepted.
     Welcome {
@@ -289,8 +294,43 @@ impl FrameReader {
     }
 }
 
-/// Kinds of media datagram.
+/// Kind of media datagram: a plain RTP packet.
 pub const KIND_RTP: u8 = 0;
+/// Kind of media datagram: an RTP packet stamped with the upstream's clock.
+pub const KIND_RTP_STAMPED: u8 = 1;
+/// A stamped datagram's header: the plain header and the stamp.
+pub const STAMPED_HEADER: usize = DATAGRAM_HEADER + 4;
+
+/// One decoded media datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Datagram<'a> {
+    /// The relay track id.
+    pub track: u16,
+    /// When the packet entered the upstream, in ms of the upstream's clock (wrapping); `None`
+    /// in a plain datagram.
+    pub stamp: Option<u32>,
+    /// The RTP packet.
+    pub rtp: &'a [u8],
+}
+
+/// `at` on the stamp clock: milliseconds since this process first asked (wrapping after 49
+/// days; the edge compares stamps only with each other).
+pub fn stamp_of(at: std::time::Instant) -> u32 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(std::time::Instant::now);
+    at.saturating_duration_since(epoch).as_millis() as u32
+}
+
+/// Prefix an RTP packet with the stamped datagram header for `track`.
+pub fn encode_stamped(track: u16, stamp: u32, rtp: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(STAMPED_HEADER + rtp.len());
+    out.push(VERSION as u8);
+    out.push(KIND_RTP_STAMPED);
+    out.extend_from_slice(&track.to_be_bytes());
+    out.extend_from_slice(&stamp.to_be_bytes());
+    out.extend_from_slice(rtp);
+    out
+}
 
 /// Prefix an RTP packet with the datagram header for `track`.
 pub fn encode_datagram(track: u16, rtp: &[u8]) -> Vec<u8> {
@@ -302,22 +342,30 @@ pub fn encode_datagram(track: u16, rtp: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Split a media datagram into its track id and RTP packet.
-pub fn decode_datagram(datagram: &[u8]) -> Result<(u16, &[u8]), ProtoError> {
+/// Split a media datagram (plain or stamped) into its track id, stamp and RTP packet.
+pub fn decode_datagram(datagram: &[u8]) -> Result<Datagram<'_>, ProtoError> {
     let Some(header) = datagram.get(..DATAGRAM_HEADER) else {
         return Err(ProtoError::BadDatagram("shorter than its header"));
     };
     if u16::from(header[0]) != VERSION {
         return Err(ProtoError::BadDatagram("unknown version"));
     }
-    if header[1] != KIND_RTP {
-        return Err(ProtoError::BadDatagram("unknown kind"));
-    }
-    let rtp = &datagram[DATAGRAM_HEADER..];
+    let track = u16::from_be_bytes([header[2], header[3]]);
+    let (stamp, rtp) = match header[1] {
+        KIND_RTP => (None, &datagram[DATAGRAM_HEADER..]),
+        KIND_RTP_STAMPED => {
+            let Some(s) = datagram.get(DATAGRAM_HEADER..STAMPED_HEADER) else {
+                return Err(ProtoError::BadDatagram("shorter than its header"));
+            };
+            let stamp = u32::from_be_bytes([s[0], s[1], s[2], s[3]]);
+            (Some(stamp), &datagram[STAMPED_HEADER..])
+        }
+        _ => return Err(ProtoError::BadDatagram("unknown kind")),
+    };
     if rtp.len() < 12 {
         return Err(ProtoError::BadDatagram("RTP packet shorter than 12 bytes"));
     }
-    Ok((u16::from_be_bytes([header[2], header[3]]), rtp))
+    Ok(Datagram { track, stamp, rtp })
 }
 
 /// Which side computes an authentication tag.
@@ -384,6 +432,7 @@ mod tests {
             public_url: "http://edge:8080".into(),
             capacity: 500,
             auth: "ab".into(),
+            stamps: true,
         });
         roundtrip(Control::Tracks {
             channel: "demo".into(),
@@ -473,7 +522,25 @@ mod tests {
     fn datagrams_carry_the_track_id_and_reject_other_versions() {
         let rtp = [0x80u8, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 7, 0xaa];
         let d = encode_datagram(513, &rtp);
-        assert_eq!(decode_datagram(&d), Ok((513, &rtp[..])));
+        let plain = Datagram {
+            track: 513,
+            stamp: None,
+            rtp: &rtp[..],
+        };
+        assert_eq!(decode_datagram(&d), Ok(plain));
+        let stamped = encode_stamped(513, 0xdead_beef, &rtp);
+        let want = Datagram {
+            stamp: Some(0xdead_beef),
+            ..plain
+        };
+        assert_eq!(decode_datagram(&stamped), Ok(want));
+        assert!(decode_datagram(&stamped[..STAMPED_HEADER + 11]).is_err());
+        // An older edge's hello (no `stamps`) asks for plain datagrams.
+        let old = br#"{"type":"hello","version":1,"node_id":"e","region":"eu","public_url":"http://e","capacity":1,"auth":"ab"}"#;
+        assert!(matches!(
+            Control::decode(old),
+            Ok(Control::Hello { stamps: false, .. })
+        ));
         let mut v2 = d.clone();
         v2[0] = 2;
         assert!(decode_datagram(&v2).is_err());

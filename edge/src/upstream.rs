@@ -154,12 +154,21 @@ async fn serve(
     sfu: &SfuHandle,
     connected: &Connected,
 ) -> Result<(), ServeError> {
-    let (mut control, edge) = handshake(&conn, config).await?;
+    let (mut control, edge, stamps) = handshake(&conn, config).await?;
     tracing::info!(edge = %edge.node_id, region = %edge.region, peer = %conn.remote_address(), "edge connected");
     connected.insert(&edge.node_id, relay, &conn);
     config.metrics.edge_connected();
     register(config, &edge).await;
-    let result = relay_loop(&conn, &mut control, relay, edge.clone(), config, sfu).await;
+    let result = relay_loop(
+        &conn,
+        &mut control,
+        relay,
+        edge.clone(),
+        stamps,
+        config,
+        sfu,
+    )
+    .await;
     config.metrics.edge_gone(&edge.node_id, &edge.region);
     // A connection replaced by the edge's newer one leaves the registration to that one.
     if connected.remove(&edge.node_id, relay) {
@@ -173,11 +182,12 @@ async fn serve(
     result
 }
 
-/// Check `hello` and answer `welcome`; the edge as it described itself.
+/// Check `hello` and answer `welcome`; the edge as it described itself, and whether it reads
+/// stamped datagrams.
 async fn handshake(
     conn: &quinn::Connection,
     config: &UpstreamConfig,
-) -> Result<(ControlStream, EdgeRecord), ServeError> {
+) -> Result<(ControlStream, EdgeRecord, bool), ServeError> {
     let (send, recv) = tokio::time::timeout(HELLO_WITHIN, conn.accept_bi())
         .await
         .map_err(|_| ServeError::Handshake("no control stream"))?
@@ -194,6 +204,7 @@ async fn handshake(
         public_url,
         capacity,
         auth,
+        stamps,
     }) = hello
     else {
         control
@@ -233,7 +244,7 @@ async fn handshake(
         draining: false,
         via: config.node_id.clone(),
     };
-    Ok((control, edge))
+    Ok((control, edge, stamps))
 }
 
 /// Put the edge in the registry for one TTL (routing is best effort: a registry error is
@@ -251,6 +262,7 @@ async fn relay_loop(
     control: &mut ControlStream,
     relay: RelayId,
     mut edge: EdgeRecord,
+    stamps: bool,
     config: &UpstreamConfig,
     sfu: &SfuHandle,
 ) -> Result<(), ServeError> {
@@ -351,7 +363,12 @@ async fn relay_loop(
             Some(p) = queues.packets.recv() => {
                 let Some(stream_base) = blocks.base(&p.stream) else { continue };
                 let track = stream_base + p.track;
-                let bytes = bytes::Bytes::from(proto::encode_datagram(track, &p.data));
+                let datagram = if stamps {
+                    proto::encode_stamped(track, proto::stamp_of(p.at), &p.data)
+                } else {
+                    proto::encode_datagram(track, &p.data)
+                };
+                let bytes = bytes::Bytes::from(datagram);
                 if let Some(seq) = rtp_seq(&p.data) {
                     cache.record(track, seq, std::time::Instant::now(), bytes.clone());
                 }

@@ -47,6 +47,7 @@ pub(crate) fn encode(p: SinkPacket) -> Option<RelayPacket> {
     } else {
         &p.payload
     };
+    let at = p.at;
     let data = rtp_bytes(
         p.pt,
         p.seq,
@@ -60,6 +61,7 @@ pub(crate) fn encode(p: SinkPacket) -> Option<RelayPacket> {
         stream: p.stream,
         track: p.layer.map_or(AUDIO_TRACK, video_track),
         data,
+        at,
     })
 }
 

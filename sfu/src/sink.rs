@@ -5,6 +5,7 @@
 //! format nor its track numbering: `relay` translates both ways.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use str0m::format::PayloadParams;
 
@@ -31,6 +32,9 @@ pub(crate) struct SinkPacket {
     pub time: u32,
     pub marker: bool,
     pub payload: Arc<[u8]>,
+    /// When the packet entered this node (a cached one: when it first did). A relay below
+    /// judges its path's lateness on it, not on the media time, which a late publisher skews.
+    pub at: Instant,
 }
 
 /// What a stream carries now: announced to its sinks on every new source.

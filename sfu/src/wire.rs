@@ -49,6 +49,9 @@ pub struct RelayPacket {
     pub track: u16,
     /// A plain RTP packet (12-byte header, no extensions, then the payload).
     pub data: Vec<u8>,
+    /// When the packet entered this node (stamped on the datagram for an edge that reads
+    /// stamps).
+    pub at: std::time::Instant,
 }
 
 /// The audio track's id.

@@ -275,6 +275,7 @@ impl Core {
                 time: ingested.time,
                 marker: packet.marker,
                 payload: packet.payload.clone(),
+                at: self.last_now,
             }));
         }
     }

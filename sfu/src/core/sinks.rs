@@ -45,6 +45,7 @@ impl Core {
                     time: p.time,
                     marker: p.marker,
                     payload: p.payload.clone(),
+                    at: p.wallclock,
                 }));
             }
         }
