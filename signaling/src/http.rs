@@ -134,6 +134,7 @@ pub fn router_with<C: SfuControl>(state: AppState<C>, extra: Router) -> Router {
         .route("/whep/{channel}/{session}/layer", post(set_layer::<C>))
         .route("/watch/{channel}", get(web::watch))
         .route("/live", get(web::live))
+        .route("/stage/{channel}", get(web::stage))
         .route("/static/{file}", get(web::asset))
         .route("/", get(web::index))
         .with_state(state)

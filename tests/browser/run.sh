@@ -9,7 +9,10 @@
 # pinned viewers) on the second, tests/browser/player-errors.test.mjs (the player's handling of
 # refused offers, unusable answers, offline and network errors; WHEP answered by the test), then
 # starts a regional edge (region eu) and runs tests/browser/edge.test.mjs on a third, private
-# channel (token, 307 to the edge), and stops both. Fails if any test failed.
+# channel (token, 307 to the edge), and stops both; tests/browser/stage.test.mjs (the co-stream page
+# /stage/{channel}: a host from /live and two guests with invites from `aethex stage invite` watch
+# each other, one leaves) runs on a fourth channel at the origin before the edge starts. Fails if
+# any test failed.
 # Needs /usr/bin/chromium, node/npm, curl and python3 (see scripts/install-test-deps.sh).
 set -euo pipefail
 
@@ -34,7 +37,15 @@ PAIR=$(create_channel vip)
 read -r VIP_CHANNEL VIP_KEY <<<"$PAIR"
 "$BIN" channel private vip --data-dir "$DATA" >/dev/null
 VIP_TOKEN=$("$BIN" channel token vip --ttl 600 --data-dir "$DATA" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
-if [[ -z "${CHANNEL:-}" || -z "${KEY:-}" || -z "${SC_CHANNEL:-}" || -z "${SC_KEY:-}" ]]; then
+PAIR=$(create_channel stagech)
+read -r ST_CHANNEL ST_KEY <<<"$PAIR"
+invite_token() { # channel name; prints the token of a new stage invite
+  "$BIN" stage invite "$1" --name "$2" --data-dir "$DATA" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])'
+}
+ST_INVITE_A=$(invite_token stagech Ann)
+ST_INVITE_B=$(invite_token stagech Bob)
+if [[ -z "${CHANNEL:-}" || -z "${KEY:-}" || -z "${SC_CHANNEL:-}" || -z "${SC_KEY:-}" \
+  || -z "${ST_CHANNEL:-}" || -z "${ST_KEY:-}" || -z "${ST_INVITE_A:-}" || -z "${ST_INVITE_B:-}" ]]; then
   echo "run.sh: could not create the test channels" >&2
   exit 1
 fi
@@ -55,6 +66,11 @@ echo "# ---- player-errors.test.mjs ----"
 AETHEX_URL="$URL" AETHEX_CHANNEL="$CHANNEL" \
   timeout -k 5 120 node "$ROOT/tests/browser/player-errors.test.mjs"
 PLAYER_ERRORS_STATUS=$?
+echo "# ---- stage.test.mjs (channel $ST_CHANNEL, two invites) ----"
+AETHEX_URL="$URL" AETHEX_CHANNEL="$ST_CHANNEL" AETHEX_KEY="$ST_KEY" \
+  AETHEX_INVITE_A="$ST_INVITE_A" AETHEX_INVITE_B="$ST_INVITE_B" \
+  timeout -k 5 160 node "$ROOT/tests/browser/stage.test.mjs"
+STAGE_STATUS=$?
 set -e
 
 start_edge
@@ -65,6 +81,6 @@ AETHEX_URL="$URL" AETHEX_EDGE_URL="$EDGE_URL" AETHEX_REGION=eu AETHEX_CHANNEL="$
   timeout -k 5 120 node "$ROOT/tests/browser/edge.test.mjs"
 EDGE_STATUS=$?
 set -e
-echo "# watch.test.mjs exit $WATCH_STATUS, simulcast.test.mjs exit $SIMULCAST_STATUS, player-errors.test.mjs exit $PLAYER_ERRORS_STATUS, edge.test.mjs exit $EDGE_STATUS"
-if [[ $WATCH_STATUS -eq 0 && $SIMULCAST_STATUS -eq 0 && $PLAYER_ERRORS_STATUS -eq 0 && $EDGE_STATUS -eq 0 ]]; then STATUS=0; else STATUS=1; fi
+echo "# watch.test.mjs exit $WATCH_STATUS, simulcast.test.mjs exit $SIMULCAST_STATUS, player-errors.test.mjs exit $PLAYER_ERRORS_STATUS, stage.test.mjs exit $STAGE_STATUS, edge.test.mjs exit $EDGE_STATUS"
+if [[ $WATCH_STATUS -eq 0 && $SIMULCAST_STATUS -eq 0 && $PLAYER_ERRORS_STATUS -eq 0 && $STAGE_STATUS -eq 0 && $EDGE_STATUS -eq 0 ]]; then STATUS=0; else STATUS=1; fi
 exit "$STATUS"
