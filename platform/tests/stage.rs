@@ -221,15 +221,17 @@ async fn a_guest_joining_and_leaving_are_webhook_events(store: Store, _db: &Test
     platform::stage::guest_left(&store, "duo", "nobody", url)
         .await
         .unwrap();
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT event, payload FROM webhook_deliveries ORDER BY created_at_ms, event DESC",
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT event, payload, created_at_ms FROM webhook_deliveries ORDER BY event",
     )
     .fetch_all(store.pool())
     .await
     .unwrap();
-    let events: Vec<&str> = rows.iter().map(|(e, _)| e.as_str()).collect();
+    let events: Vec<&str> = rows.iter().map(|(e, _, _)| e.as_str()).collect();
     assert_eq!(events, ["stage.joined", "stage.left"]);
-    for (event, payload) in &rows {
+    // Both may fall in one millisecond: the join is never after the leave.
+    assert!(rows[0].2 <= rows[1].2, "{rows:?}");
+    for (event, payload, _) in &rows {
         let p: serde_json::Value = serde_json::from_str(payload).unwrap();
         assert_eq!(p["event"], event.as_str());
         assert_eq!(p["channel"], "duo");
