@@ -158,7 +158,23 @@
     return setInterval(function () { fn().catch(function () {}); }, ms);
   }
 
+  // The camera and microphone at about `width` x `height`, 30 fps; without a microphone (none,
+  // or busy), the camera alone.
+  async function camera(width, height) {
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) throw new Error('Camera access needs HTTPS or localhost');
+    const video = { width: { ideal: width }, height: { ideal: height }, frameRate: { ideal: 30 } };
+    try {
+      return await navigator.mediaDevices.getUserMedia({ video: video, audio: true });
+    } catch (err) {
+      if (err && (err.name === 'NotFoundError' || err.name === 'NotReadableError' || err.name === 'OverconstrainedError')) {
+        return navigator.mediaDevices.getUserMedia({ video: video, audio: false });
+      }
+      throw err;
+    }
+  }
+
   window.AethexCommon = {
+    camera: camera,
     withTimeout: withTimeout,
     readError: readError,
     postSdp: postSdp,

@@ -84,17 +84,7 @@
       if (!navigator.mediaDevices || !navigator.mediaDevices.getDisplayMedia) throw new Error('Screen capture is not supported by this browser');
       return navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { ideal: 30 } }, audio: true });
     }
-    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) throw new Error('Camera access needs HTTPS or localhost');
-    const video = { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } };
-    try {
-      return await navigator.mediaDevices.getUserMedia({ video: video, audio: true });
-    } catch (err) {
-      // No microphone (or it is busy): go live with video only.
-      if (err && (err.name === 'NotFoundError' || err.name === 'NotReadableError' || err.name === 'OverconstrainedError')) {
-        return navigator.mediaDevices.getUserMedia({ video: video, audio: false });
-      }
-      throw err;
-    }
+    return C.camera(1280, 720);
   }
 
   async function goLive() {

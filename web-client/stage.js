@@ -355,17 +355,7 @@
   // ---- joining (WHIP) ----
 
   async function getMedia() {
-    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) throw new Error('camera access needs HTTPS or localhost');
-    const video = { width: { ideal: 640 }, height: { ideal: 360 }, frameRate: { ideal: 30 } };
-    try {
-      return await navigator.mediaDevices.getUserMedia({ video: video, audio: true });
-    } catch (err) {
-      // No microphone (or it is busy): join with video only.
-      if (err && (err.name === 'NotFoundError' || err.name === 'NotReadableError' || err.name === 'OverconstrainedError')) {
-        return navigator.mediaDevices.getUserMedia({ video: video, audio: false });
-      }
-      throw err;
-    }
+    return C.camera(640, 360);
   }
 
   // The text for a refused WHIP POST: the server's `error`, and what the status means here.

@@ -449,29 +449,9 @@ async fn whep<C: SfuControl>(
         }
     };
     // A stage: participants watch the others, viewers with several video sections see the
-    // guests too. Edges relay single streams only (for now).
-    let video_sections = sections
-        .iter()
-        .filter(|m| {
-            m.kind == media_core::sdp::Kind::Video && !m.disabled && m.direction.offerer_receives()
-        })
-        .count();
-    let watch = match &st.upstream {
-        None => {
-            crate::stage::watch(
-                &st,
-                &stream,
-                http_common::bearer_token(&headers),
-                video_sections,
-            )
-            .await?
-        }
-        Some(_) => crate::stage::Watch {
-            first: stream.clone(),
-            also: Vec::new(),
-            participant: None,
-        },
-    };
+    // guests too.
+    let token = http_common::bearer_token(&headers);
+    let watch = crate::stage::watch(&st, &stream, token, &sections).await?;
     // A viewer with a valid token keeps watching if the channel turns private later; a
     // participant is let in by its invite or key.
     let tokened = watch.participant.is_some()

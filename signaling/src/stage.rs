@@ -30,17 +30,7 @@ pub(crate) async fn publish_guest<C: SfuControl>(
     offer: String,
     ticket: Ticket,
 ) -> Result<axum::response::Response, ApiError> {
-    let invite = st
-        .store
-        .invite_for_token(token)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .filter(|i| i.channel == channel.as_str())
-        // One answer for unknown, revoked, expired and other channels' invites: a token
-        // tells nothing about what it is not.
-        .ok_or(ApiError::Unauthorized(
-            "invalid, expired or revoked stage invite for this channel",
-        ))?;
+    let invite = invite_of(st, &channel, token).await?;
     let on_stage = st.sessions.guests_of(channel.as_str());
     if !on_stage.contains(&invite.id) && on_stage.len() >= MAX_GUESTS {
         st.metrics.refused("stage_full");
@@ -70,6 +60,24 @@ pub(crate) async fn publish_guest<C: SfuControl>(
         }),
     };
     created(st, new, published.answer, ticket)
+}
+
+/// The invite `token` stands for, if it admits a guest onto `channel`'s stage now.
+async fn invite_of<C>(
+    st: &AppState<C>,
+    channel: &StreamId,
+    token: &str,
+) -> Result<storage::Invite, ApiError> {
+    st.store
+        .invite_for_token(token)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .filter(|i| i.channel == channel.as_str())
+        // One answer for unknown, revoked, expired and other channels' invites: a token
+        // tells nothing about what it is not.
+        .ok_or(ApiError::Unauthorized(
+            "invalid, expired or revoked stage invite for this channel",
+        ))
 }
 
 /// End every guest whose invite no longer admits it (revoked, expired, its channel deleted);
@@ -169,18 +177,33 @@ pub(crate) enum Participant {
     Host(String),
 }
 
-/// The stage binding of a WHEP request on `channel` with the bearer `token` (if any) and
-/// `video_sections` recvonly video sections in its offer:
+/// The stage binding of a WHEP request on `channel` with the bearer `token` (if any) and the
+/// offer's `sections`:
 /// - an invite token: every other participant, the host first, never the guest itself;
 /// - the channel's stream key: the guests (the host watching its stage);
 /// - anything else (a plain viewer, maybe with a playback token): the host, then the guests
 ///   for further video sections. A one-section viewer gets the host, as without a stage.
+///
+/// An edge relays single streams only (for now): there, the channel's stream.
 pub(crate) async fn watch<C: SfuControl>(
     st: &AppState<C>,
     channel: &StreamId,
     token: Option<&str>,
-    video_sections: usize,
+    sections: &[media_core::sdp::MediaSection],
 ) -> Result<Watch, ApiError> {
+    if st.upstream.is_some() {
+        return Ok(Watch {
+            first: channel.clone(),
+            also: Vec::new(),
+            participant: None,
+        });
+    }
+    let video_sections = sections
+        .iter()
+        .filter(|m| {
+            m.kind == media_core::sdp::Kind::Video && !m.disabled && m.direction.offerer_receives()
+        })
+        .count();
     let guests = st.sessions.guests_of(channel.as_str());
     let guest_streams = |except: Option<&str>| -> Vec<StreamId> {
         guests
@@ -191,15 +214,7 @@ pub(crate) async fn watch<C: SfuControl>(
     };
     match token {
         Some(t) if t.starts_with(INVITE_PREFIX) => {
-            let invite = st
-                .store
-                .invite_for_token(t)
-                .await
-                .map_err(|e| ApiError::Internal(e.to_string()))?
-                .filter(|i| i.channel == channel.as_str())
-                .ok_or(ApiError::Unauthorized(
-                    "invalid, expired or revoked stage invite for this channel",
-                ))?;
+            let invite = invite_of(st, channel, t).await?;
             Ok(Watch {
                 first: channel.clone(),
                 also: guest_streams(Some(&invite.id)),

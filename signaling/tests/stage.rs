@@ -197,6 +197,16 @@ async fn full_stage(
     guests
 }
 
+/// A WHEP session on `duo` with this token and `video` video sections, which must be created.
+async fn watching(app: &axum::Router, token: Option<&str>, video: usize) {
+    let resp = app
+        .clone()
+        .oneshot(whep("duo", token, video))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+}
+
 fn names(streams: &[StreamId]) -> Vec<String> {
     streams.iter().map(|s| s.to_string()).collect()
 }
@@ -208,12 +218,7 @@ async fn a_guest_watching_with_its_invite_gets_the_host_and_the_other_guests_nev
     let app = router(st.clone());
     let guests = full_stage(&app, &st, &key).await;
 
-    let resp = app
-        .clone()
-        .oneshot(whep("duo", Some(&guests[0].1), 3))
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::CREATED);
+    watching(&app, Some(&guests[0].1), 3).await;
     let watched = fake.subscribed.lock().unwrap().last().cloned().unwrap();
     assert_eq!(
         names(&watched),
@@ -248,12 +253,7 @@ async fn the_host_watching_with_its_stream_key_gets_its_guests() {
         .contains("no guest"));
     let guests = full_stage(&app, &st, &key).await;
 
-    let resp = app
-        .clone()
-        .oneshot(whep("duo", Some(&key), 2))
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::CREATED);
+    watching(&app, Some(&key), 2).await;
     let watched = fake.subscribed.lock().unwrap().last().cloned().unwrap();
     let mut expected: Vec<String> = guests.iter().map(|(id, _)| format!("duo~{id}")).collect();
     expected.sort();
@@ -306,12 +306,7 @@ async fn revoking_an_invite_also_ends_the_guests_watching_session() {
     let (st, key) = state_with_key(fake.clone()).await;
     let app = router(st.clone());
     let guests = full_stage(&app, &st, &key).await;
-    let resp = app
-        .clone()
-        .oneshot(whep("duo", Some(&guests[0].1), 2))
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::CREATED);
+    watching(&app, Some(&guests[0].1), 2).await;
     st.store.revoke_invite("duo", &guests[0].0).await.unwrap();
 
     end_uninvited(&st).await;

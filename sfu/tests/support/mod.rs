@@ -351,6 +351,16 @@ impl World {
             .sfu
             .subscribe_with(self.now, StreamId::new(stream).unwrap(), &offer, opts)
             .unwrap();
+        self.add_viewer(c, pending, subscribed)
+    }
+
+    /// A viewer the SFU accepted: it takes the answer and joins the network.
+    fn add_viewer(
+        &mut self,
+        mut c: Client,
+        pending: SdpPendingOffer,
+        subscribed: sfu::Subscribed,
+    ) -> usize {
         c.accept(pending, &subscribed.answer);
         c.answer = subscribed.answer;
         c.peer = Some(subscribed.peer);
@@ -380,12 +390,7 @@ impl World {
                 options,
             )
             .unwrap();
-        c.accept(pending, &subscribed.answer);
-        c.answer = subscribed.answer;
-        c.peer = Some(subscribed.peer);
-        self.index.insert(c.addr, self.clients.len());
-        self.clients.push(c);
-        self.clients.len() - 1
+        self.add_viewer(c, pending, subscribed)
     }
 
     /// Exchange everything that is due at `now` until the network is quiet.
