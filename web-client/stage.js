@@ -63,7 +63,7 @@
     tiles: function () {
       return pairs.filter(function (p) { return p.shown; }).map(function (p) {
         return { index: p.index, mid: p.video.mid, width: p.el.videoWidth, height: p.el.videoHeight,
-          framesDecoded: p.frames, muted: p.el.muted };
+          framesDecoded: p.frames, muted: p.el.muted, label: p.label ? p.label.textContent : '' };
       });
     },
   };
@@ -77,6 +77,7 @@
   let subPc = null;     // WHEP
   let subUrl = null;
   let subWatch = null;
+  let stageEvents = null; // who each section shows (server-sent events of the WHEP session)
   let pairs = [];       // the WHEP session's section pairs (see newPair)
   let retryTimer = null;
   let tries = 0;
@@ -168,6 +169,7 @@
     track.addEventListener('unmute', function () { sample(p).then(function () { refreshTile(p); }); });
     tile.appendChild(v);
     tile.appendChild(label);
+    p.label = label;
     tile.appendChild(btn);
     grid.appendChild(tile);
     p.tile = tile;
@@ -246,8 +248,25 @@
   // ---- watching the others (WHEP) ----
 
   // End the current WHEP session (if any), keeping our publish. DELETE first (see teardown).
+  // Name each tile after whom its section shows: the server says it on
+  // `{session}/stage/events` (an `event: stage` with {"sections": [{video_mid, role, name}]}).
+  function followStageMap(url) {
+    if (stageEvents) stageEvents.close();
+    stageEvents = new EventSource(url + '/stage/events');
+    stageEvents.addEventListener('stage', function (ev) {
+      let map;
+      try { map = JSON.parse(ev.data); } catch (_) { return; }
+      pairs.forEach(function (p) {
+        if (!p.label) return;
+        const s = (map.sections || []).find(function (x) { return x.video_mid === p.video.mid; });
+        p.label.textContent = s ? s.name + (s.role === 'host' ? ' (host)' : '') : '#' + (p.index + 1);
+      });
+    });
+  }
+
   function closeWatch() {
     clearTimeout(retryTimer); retryTimer = null;
+    if (stageEvents) { stageEvents.close(); stageEvents = null; }
     if (subWatch) { subWatch.stop(); subWatch = null; }
     const url = subUrl;
     const conn = subPc;
@@ -343,6 +362,7 @@
     if (!mine()) return;
     pairs = list;
     list.forEach(mountTile);
+    followStageMap(subUrl);
     renderCount();
     if (conn.connectionState !== 'connected') setWatching('connecting', 'Connecting to the others…');
     subWatch.connectTimeout(CONNECT_TIMEOUT_MS, function () {

@@ -107,6 +107,11 @@ impl Sfu {
         self.core.bind(peer, stream)
     }
 
+    /// What a viewing session shows, on which of its sections, in offer order.
+    pub fn shown(&self, peer: PeerId) -> Result<Vec<crate::types::Shown>, SfuError> {
+        self.core.shown(peer)
+    }
+
     /// Change a viewer's layer preference (the player's quality menu).
     pub fn set_layer(&mut self, peer: PeerId, pin: Pin) -> Result<(), SfuError> {
         self.core.set_layer(peer, pin)

@@ -235,6 +235,24 @@ impl Peer {
         true
     }
 
+    /// What this viewer shows, in the order of its sections in the offer.
+    pub fn shown(&self) -> Vec<crate::types::Shown> {
+        let position = |s: &Slot| {
+            let mid = s.viewer.video_mid().or(s.viewer.audio_mid());
+            self.sections.iter().position(|m| Some(*m) == mid)
+        };
+        let mut slots: Vec<&Slot> = self.slots.iter().collect();
+        slots.sort_by_key(|s| position(s));
+        slots
+            .into_iter()
+            .map(|s| crate::types::Shown {
+                stream: s.stream.clone(),
+                video: s.viewer.video_mid().map(|m| m.to_string()),
+                audio: s.viewer.audio_mid().map(|m| m.to_string()),
+            })
+            .collect()
+    }
+
     /// The stream shown on video section `mid` (where a viewer's keyframe request goes).
     pub fn stream_on(&self, mid: Mid) -> Option<&StreamId> {
         self.slots

@@ -185,6 +185,17 @@ pub struct Subscribed {
     pub answer: String,
 }
 
+/// One stream a viewing session shows, and on which of its sections (mids as in its offer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shown {
+    /// The stream.
+    pub stream: StreamId,
+    /// The mid of the video section it is shown on.
+    pub video: Option<String>,
+    /// The mid of the audio section it is heard on.
+    pub audio: Option<String>,
+}
+
 /// Options a viewer subscribes with.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SubscribeOptions {

@@ -290,4 +290,20 @@ fn participants_arriving_later_take_the_first_free_section_and_numbering_goes_on
         c.frames_on(c.video_mids[2]).is_empty(),
         "section 2 stays free"
     );
+    // The stage map: who is on which section, in offer order.
+    let shown: Vec<(String, Option<String>, Option<String>)> = w
+        .sfu
+        .shown(vp)
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.stream.to_string(), s.video, s.audio))
+        .collect();
+    let mid = |m: str0m::media::Mid| Some(m.to_string());
+    assert_eq!(
+        shown,
+        [
+            ("host".into(), mid(c.video_mids[0]), mid(c.audio_mids[0])),
+            ("g2".into(), mid(c.video_mids[1]), mid(c.audio_mids[1])),
+        ]
+    );
 }

@@ -4,7 +4,7 @@ use std::future::Future;
 
 use sfu::driver::SfuHandle;
 use sfu::{
-    IceRestarted, PeerId, Pin, Published, SfuError, SfuStats, StreamId, SubscribeOptions,
+    IceRestarted, PeerId, Pin, Published, SfuError, SfuStats, Shown, StreamId, SubscribeOptions,
     Subscribed,
 };
 
@@ -59,6 +59,8 @@ pub trait SfuControl: Clone + Send + Sync + 'static {
         peer: PeerId,
         stream: StreamId,
     ) -> impl Future<Output = Result<bool, SfuError>> + Send;
+    /// What a viewing session shows, on which of its sections, in offer order.
+    fn shown(&self, peer: PeerId) -> impl Future<Output = Result<Vec<Shown>, SfuError>> + Send;
     /// Pin a viewer's simulcast layer.
     fn set_layer(
         &self,
@@ -109,6 +111,9 @@ impl SfuControl for SfuHandle {
         stream: StreamId,
     ) -> impl Future<Output = Result<bool, SfuError>> + Send {
         SfuHandle::bind(self, peer, stream)
+    }
+    fn shown(&self, peer: PeerId) -> impl Future<Output = Result<Vec<Shown>, SfuError>> + Send {
+        SfuHandle::shown(self, peer)
     }
     fn set_layer(
         &self,

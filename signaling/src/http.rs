@@ -132,6 +132,14 @@ pub fn router_with<C: SfuControl>(state: AppState<C>, extra: Router) -> Router {
             axum::routing::patch(patch_session::<C>).delete(delete_session::<C>),
         )
         .route("/whep/{channel}/{session}/layer", post(set_layer::<C>))
+        .route(
+            "/whep/{channel}/{session}/stage",
+            get(crate::stage_map::snapshot::<C>),
+        )
+        .route(
+            "/whep/{channel}/{session}/stage/events",
+            get(crate::stage_map::events::<C>),
+        )
         .route("/watch/{channel}", get(web::watch))
         .route("/live", get(web::live))
         .route("/stage/{channel}", get(web::stage))

@@ -357,3 +357,65 @@ fn sorted(mut v: Vec<PeerId>) -> Vec<PeerId> {
     v.sort();
     v
 }
+
+#[tokio::test]
+async fn a_watching_session_learns_which_section_shows_whom_as_a_snapshot_and_as_events() {
+    use futures_util::StreamExt;
+    let fake = FakeSfu::default();
+    let (st, key) = state_with_key(fake.clone()).await;
+    let app = router(st.clone());
+    let guests = full_stage(&app, &st, &key).await;
+    let resp = app
+        .clone()
+        .oneshot(whep("duo", Some(&guests[0].1), 3))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    let bob = &guests[1].0;
+    let want = serde_json::json!({"sections": [
+        {"video_mid": "0", "audio_mid": "1", "role": "host", "id": null, "name": "duo"},
+        {"video_mid": "2", "audio_mid": "3", "role": "guest", "id": bob, "name": "Bob"},
+    ]});
+
+    let get = |path: String| Request::get(path).body(Body::empty()).unwrap();
+    let resp = app
+        .clone()
+        .oneshot(get(format!("{location}/stage")))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(json_of(resp).await, want);
+
+    let resp = app
+        .clone()
+        .oneshot(get(format!("{location}/stage/events")))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut body = resp.into_body().into_data_stream();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(5), body.next())
+        .await
+        .expect("the first event comes at once")
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8(first.to_vec()).unwrap();
+    let data = text
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap_or_else(|| panic!("no data line: {text}"));
+    assert!(text.starts_with("event: stage"), "{text}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(data).unwrap(),
+        want
+    );
+
+    // Another session's token, or none, is a 404 like any unknown resource.
+    let resp = app
+        .clone()
+        .oneshot(get("/whep/duo/nope/stage".into()))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+}

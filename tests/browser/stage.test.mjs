@@ -224,7 +224,7 @@ async function main() {
 
   // 4) each guest: exactly 2 playing tiles (the host and the other guest), never 3
   {
-    const name = 'A and B each show exactly 2 playing tiles (the host and the other guest, not themselves)';
+    const name = 'A and B each show exactly 2 playing tiles (the host and the other guest, not themselves), named from the stage map';
     try {
       if (!aJoined || !bJoined) throw new Error('A or B did not join');
       const first = { a: {}, b: {} };
@@ -252,6 +252,13 @@ async function main() {
       max.a = Math.max(max.a, (a2.tiles || []).length); max.b = Math.max(max.b, (b2.tiles || []).length);
       if ((a2.tiles || []).length !== 2 || (b2.tiles || []).length !== 2) throw new Error(`2.5 s later: A ${describeTiles(a2.tiles)}; B ${describeTiles(b2.tiles)}`);
       if (max.a > 2 || max.b > 2) throw new Error(`at some point A showed ${max.a} and B ${max.b} tiles`);
+      // The stage map names the tiles: the host (by its channel) and the other guest.
+      const labels = (t) => (t || []).map((x) => x.label).sort().join(', ');
+      const wantA = [`${CHANNEL} (host)`, 'Bob'].sort().join(', ');
+      const wantB = ['Ann', `${CHANNEL} (host)`].sort().join(', ');
+      if (labels(a2.tiles) !== wantA || labels(b2.tiles) !== wantB) {
+        throw new Error(`tile names: A [${labels(a2.tiles)}] (want [${wantA}]), B [${labels(b2.tiles)}] (want [${wantB}])`);
+      }
       pass(name);
     } catch (e) { fail(name, e.message); }
   }

@@ -255,6 +255,11 @@ impl Core {
         Ok(true)
     }
 
+    /// What a viewing session shows, on which sections, in offer order.
+    pub fn shown(&self, peer: PeerId) -> Result<Vec<crate::types::Shown>, SfuError> {
+        Ok(self.peers.get(&peer).ok_or(SfuError::UnknownPeer)?.shown())
+    }
+
     /// Add a remote ICE candidate (WHIP/WHEP PATCH trickle). Unparseable lines are ignored.
     pub fn add_remote_candidates(
         &mut self,

@@ -47,6 +47,10 @@ pub(super) enum Command {
         stream: StreamId,
         reply: oneshot::Sender<Result<bool, SfuError>>,
     },
+    Shown {
+        peer: PeerId,
+        reply: oneshot::Sender<Result<Vec<crate::types::Shown>, SfuError>>,
+    },
     RestartIce {
         peer: PeerId,
         ufrag: String,
@@ -143,6 +147,11 @@ impl SfuHandle {
             reply,
         })
         .await?
+    }
+
+    /// What a viewing session shows, on which of its sections (see [`Sfu::shown`]).
+    pub async fn shown(&self, peer: PeerId) -> Result<Vec<crate::types::Shown>, SfuError> {
+        self.call(|reply| Command::Shown { peer, reply }).await?
     }
 
     /// Pin a viewer's simulcast layer (or give it back to its bandwidth estimate).

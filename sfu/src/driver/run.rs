@@ -228,6 +228,9 @@ fn handle_command(sfu: &mut Sfu, cmd: Command) {
         } => {
             let _ = reply.send(sfu.bind(peer, &stream));
         }
+        Command::Shown { peer, reply } => {
+            let _ = reply.send(sfu.shown(peer));
+        }
         Command::RestartIce {
             peer,
             ufrag,

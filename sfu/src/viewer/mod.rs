@@ -67,6 +67,11 @@ impl Viewer {
         (self.video, self.audio)
     }
 
+    /// The mid of its audio section.
+    pub fn audio_mid(&self) -> Option<str0m::media::Mid> {
+        self.audio.as_ref().map(OutTrack::mid)
+    }
+
     /// The mid of its video section.
     pub fn video_mid(&self) -> Option<str0m::media::Mid> {
         self.video.as_ref().map(OutTrack::mid)

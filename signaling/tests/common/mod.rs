@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use cluster::TokenKey;
 use sfu::{
-    IceRestarted, PeerId, Pin, Published, SfuError, SfuStats, StreamId, SubscribeOptions,
+    IceRestarted, PeerId, Pin, Published, SfuError, SfuStats, Shown, StreamId, SubscribeOptions,
     Subscribed,
 };
 use signaling::{router, AppState, Cluster, HttpSettings, Metrics, Sessions, SfuControl, Store};
@@ -61,6 +61,27 @@ impl SfuControl for FakeSfu {
     async fn bind(&self, peer: PeerId, stream: StreamId) -> Result<bool, SfuError> {
         self.bound.lock().unwrap().push((peer, stream));
         Ok(true)
+    }
+    async fn shown(&self, peer: PeerId) -> Result<Vec<Shown>, SfuError> {
+        // Subscribe `n` is peer `8 + 1000 n`; its streams go on section pairs (2i, 2i+1).
+        let n = peer
+            .0
+            .checked_sub(8)
+            .filter(|d| d % 1000 == 0)
+            .map(|d| d / 1000);
+        let subscribed = self.subscribed.lock().unwrap();
+        let streams = n
+            .and_then(|n| subscribed.get(n as usize))
+            .ok_or(SfuError::UnknownPeer)?;
+        let mut shown = Vec::new();
+        for (i, s) in streams.iter().enumerate() {
+            shown.push(Shown {
+                stream: s.clone(),
+                video: Some((2 * i).to_string()),
+                audio: Some((2 * i + 1).to_string()),
+            });
+        }
+        Ok(shown)
     }
     async fn set_layer(&self, _peer: PeerId, pin: Pin) -> Result<(), SfuError> {
         self.pins.lock().unwrap().push(pin);

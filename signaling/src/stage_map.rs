@@ -1,0 +1,160 @@
+//! Which section of a viewing session shows whom: the stage map a player lays its tiles out
+//! by, as a snapshot (`GET /whep/{channel}/{session}/stage`) and as server-sent events
+//! (`GET /whep/{channel}/{session}/stage/events`: an `event: stage` whenever the map changes,
+//! the first at once; it ends with the session). The session's resource URL (the WHEP
+//! `Location`) is its credential, as for PATCH and DELETE.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use sfu::{PeerId, Shown, StreamId};
+
+use crate::control::SfuControl;
+use crate::error::{from_sfu, ApiError};
+use crate::http::AppState;
+use crate::resource::session_for;
+use crate::sessions::Kind;
+
+/// How often the events ask the engine what the session shows.
+const EVERY: Duration = Duration::from_secs(1);
+
+/// The stage map of one viewing session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StageMap {
+    /// The session's section pairs that show someone, in offer order.
+    pub sections: Vec<Section>,
+}
+
+/// One section pair and who it shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Section {
+    /// The mid of the video section (as in the offer).
+    pub video_mid: Option<String>,
+    /// The mid of the audio section.
+    pub audio_mid: Option<String>,
+    /// `host` or `guest`.
+    pub role: &'static str,
+    /// The guest's invite id (`None` for the host).
+    pub id: Option<String>,
+    /// The guest's name from its invite; the channel's name for the host.
+    pub name: String,
+}
+
+/// `GET /whep/{channel}/{session}/stage`: the session's stage map now.
+pub(crate) async fn snapshot<C: SfuControl>(
+    State(st): State<AppState<C>>,
+    Path((channel, token)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let session = session_for(&st.sessions, Kind::Whep, &channel, &token)?;
+    let shown = st.sfu.shown(session.peer).await.map_err(from_sfu)?;
+    Ok(axum::Json(map_of(&st, &channel, shown).await?).into_response())
+}
+
+/// `GET /whep/{channel}/{session}/stage/events`: the stage map as server-sent events.
+pub(crate) async fn events<C: SfuControl>(
+    State(st): State<AppState<C>>,
+    Path((channel, token)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let session = session_for(&st.sessions, Kind::Whep, &channel, &token)?;
+    let watch = Watch {
+        st,
+        channel,
+        token,
+        peer: session.peer,
+        last: None,
+        first: true,
+    };
+    let stream = futures_util::stream::unfold(watch, |mut w| async move {
+        let map = w.next_change().await?;
+        let data = serde_json::to_string(&map).unwrap_or_default();
+        let event: Result<Event, Infallible> = Ok(Event::default().event("stage").data(data));
+        Some((event, w))
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// One event stream's state.
+struct Watch<C> {
+    st: AppState<C>,
+    channel: String,
+    /// The session's resource token.
+    token: String,
+    peer: PeerId,
+    /// What was last sent: the streams on their sections.
+    last: Option<Vec<Shown>>,
+    first: bool,
+}
+
+impl<C: SfuControl> Watch<C> {
+    /// The next map that differs from the last one sent; `None` once the session is gone.
+    async fn next_change(&mut self) -> Option<StageMap> {
+        loop {
+            if !std::mem::take(&mut self.first) {
+                tokio::time::sleep(EVERY).await;
+            }
+            // The session ended (closed, or its resource deleted): the stream ends too.
+            self.st.sessions.get(&self.token)?;
+            let shown = self.st.sfu.shown(self.peer).await.ok()?;
+            if self.last.as_ref() == Some(&shown) {
+                continue;
+            }
+            let map = map_of(&self.st, &self.channel, shown.clone()).await.ok()?;
+            self.last = Some(shown);
+            return Some(map);
+        }
+    }
+}
+
+/// Who each shown stream is: the channel's host, or a guest named by its invite.
+async fn map_of<C>(
+    st: &AppState<C>,
+    channel: &str,
+    shown: Vec<Shown>,
+) -> Result<StageMap, ApiError> {
+    let guests = shown.iter().any(|s| s.stream.guest_of().is_some());
+    let invites = if guests {
+        st.store
+            .invites(channel)
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+    } else {
+        Vec::new()
+    };
+    let sections = shown
+        .into_iter()
+        .map(|s| {
+            let (role, id, name) = who(&s.stream, channel, &invites);
+            Section {
+                video_mid: s.video,
+                audio_mid: s.audio,
+                role,
+                id,
+                name,
+            }
+        })
+        .collect();
+    Ok(StageMap { sections })
+}
+
+fn who(
+    stream: &StreamId,
+    channel: &str,
+    invites: &[storage::Invite],
+) -> (&'static str, Option<String>, String) {
+    match stream.guest_of() {
+        Some((_, id)) => {
+            let name = invites
+                .iter()
+                .find(|i| i.id == id)
+                .map_or_else(|| "guest".to_string(), |i| i.name.clone());
+            ("guest", Some(id.to_string()), name)
+        }
+        None => ("host", None, channel.to_string()),
+    }
+}
