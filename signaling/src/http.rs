@@ -399,6 +399,7 @@ async fn publish<C: SfuControl>(
         account,
         key: Some(storage::key_fingerprint(key)),
         guest: None,
+        stage: false,
     };
     created(st, new, published.answer, ticket)
 }
@@ -509,6 +510,7 @@ async fn whep<C: SfuControl>(
         account: None,
         key,
         guest,
+        stage: watch.pairs > 1,
     };
     created(&st, new, subscribed.answer, ticket)
 }
@@ -529,6 +531,8 @@ pub(crate) struct NewSession {
     pub account: Option<String>,
     pub key: Option<String>,
     pub guest: Option<crate::sessions::Guest>,
+    /// A WHEP session with more than one section pair.
+    pub stage: bool,
 }
 
 pub(crate) fn created<C>(
@@ -562,6 +566,7 @@ pub(crate) fn created<C>(
         account: new.account,
         key: new.key,
         guest: new.guest,
+        stage: new.stage,
     };
     st.sessions.insert(token, session, ticket);
     let mut resp = (StatusCode::CREATED, answer).into_response();

@@ -44,6 +44,9 @@ pub(crate) struct Session {
     pub key: Option<String>,
     /// A stage guest's invite and display name (its stream is the channel's guest stream).
     pub guest: Option<Guest>,
+    /// A WHEP session with more than one section pair: a stage participant arriving later
+    /// can be shown on it.
+    pub stage: bool,
 }
 
 /// One participant of a stage with a session on this node.
@@ -326,13 +329,14 @@ impl Sessions {
             .count() as u64
     }
 
-    /// The WHEP sessions of `channel`: peer, the invite of a guest watching, whether it is
+    /// The WHEP sessions of `channel` with more than one section pair: peer, the invite of a
+    /// guest watching, whether it is
     /// the host watching (with its key).
     pub(crate) fn watchers_of(&self, channel: &str) -> Vec<(PeerId, Option<String>, bool)> {
         self.lock()
             .by_token
             .values()
-            .filter(|s| s.kind == Kind::Whep && s.channel == channel)
+            .filter(|s| s.kind == Kind::Whep && s.channel == channel && s.stage)
             .map(|s| {
                 let invite = s.guest.as_ref().map(|g| g.invite.clone());
                 (s.peer, invite, s.key.is_some())
@@ -398,6 +402,7 @@ mod tests {
             account: None,
             key: None,
             guest: None,
+            stage: false,
         }
     }
 

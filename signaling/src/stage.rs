@@ -58,6 +58,7 @@ pub(crate) async fn publish_guest<C: SfuControl>(
             invite: invite.id,
             name: invite.name,
         }),
+        stage: false,
     };
     created(st, new, published.answer, ticket)
 }
@@ -131,8 +132,8 @@ struct OnStage {
 
 /// `stream` went live at this origin: show it on the free sections of the stage's watching
 /// sessions (a guest's stream to everyone watching the channel but that guest, the host's
-/// to everyone but the host); the sessions it was shown to. A session without a free
-/// section (a one-section viewer) is left as it is.
+/// to everyone but the host); the sessions it was shown to. Sessions of one section pair
+/// (plain viewers) have no section to spare and are not asked.
 pub async fn show_arrival<C: SfuControl>(
     sessions: &Sessions,
     sfu: &C,
@@ -164,6 +165,8 @@ pub(crate) struct Watch {
     /// The first stream the session shows; `also` follow in the next section pairs.
     pub first: StreamId,
     pub also: Vec<StreamId>,
+    /// The offer's recvonly section pairs (the larger of its video and audio counts).
+    pub pairs: usize,
     /// A participant (a guest with its invite, or the host with its stream key) watching the
     /// others: not audience, and let in on a private channel.
     pub participant: Option<Participant>,
@@ -191,22 +194,26 @@ pub(crate) async fn watch<C: SfuControl>(
     token: Option<&str>,
     sections: &[media_core::sdp::MediaSection],
 ) -> Result<Watch, ApiError> {
+    let receiving = |kind: media_core::sdp::Kind| {
+        sections
+            .iter()
+            .filter(|m| m.kind == kind && !m.disabled && m.direction.offerer_receives())
+            .count()
+    };
+    let video_sections = receiving(media_core::sdp::Kind::Video);
+    let pairs = video_sections.max(receiving(media_core::sdp::Kind::Audio));
     if st.upstream.is_some() {
         return Ok(Watch {
             first: channel.clone(),
             also: Vec::new(),
+            pairs: 1,
             participant: None,
         });
     }
-    let video_sections = sections
-        .iter()
-        .filter(|m| {
-            m.kind == media_core::sdp::Kind::Video && !m.disabled && m.direction.offerer_receives()
-        })
-        .count();
-    let guests = st.sessions.guests_of(channel.as_str());
+    // Read only where guests are shown (not for a plain one-section viewer).
     let guest_streams = |except: Option<&str>| -> Vec<StreamId> {
-        guests
+        st.sessions
+            .guests_of(channel.as_str())
             .iter()
             .filter(|g| Some(g.as_str()) != except)
             .map(|g| StreamId::guest(channel, g))
@@ -218,6 +225,7 @@ pub(crate) async fn watch<C: SfuControl>(
             Ok(Watch {
                 first: channel.clone(),
                 also: guest_streams(Some(&invite.id)),
+                pairs,
                 participant: Some(Participant::Guest(Guest {
                     invite: invite.id,
                     name: invite.name,
@@ -244,11 +252,13 @@ pub(crate) async fn watch<C: SfuControl>(
             Ok(Watch {
                 first,
                 also: others.collect(),
+                pairs,
                 participant: Some(Participant::Host(storage::key_fingerprint(t))),
             })
         }
         _ => Ok(Watch {
             first: channel.clone(),
+            pairs,
             also: if video_sections > 1 {
                 guest_streams(None)
             } else {

@@ -333,6 +333,8 @@ async fn a_stream_going_live_is_shown_to_every_watching_session_but_its_own_part
         let resp = app.clone().oneshot(whep("duo", token, 3)).await.unwrap();
         assert_eq!(resp.status(), StatusCode::CREATED);
     }
+    // A one-section viewer (3008) has no section to spare: it is not asked.
+    watching(&app, None, 1).await;
     let (ann, host, viewer) = (PeerId(8), PeerId(1008), PeerId(2008));
 
     let ann_stream = StreamId::guest(&StreamId::new("duo").unwrap(), &guests[0].0);
@@ -350,7 +352,11 @@ async fn a_stream_going_live_is_shown_to_every_watching_session_but_its_own_part
         "the host's stream: not to the host"
     );
     let bound = fake.bound.lock().unwrap().clone();
-    assert_eq!(bound.len(), 4, "{bound:?}");
+    assert_eq!(
+        bound.len(),
+        4,
+        "the one-section viewer is never asked: {bound:?}"
+    );
 }
 
 fn sorted(mut v: Vec<PeerId>) -> Vec<PeerId> {
