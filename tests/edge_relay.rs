@@ -105,10 +105,18 @@ fn loss_on_the_relay_is_repaired_by_nack_from_the_upstream_cache() {
         origin.metric("aethex_relay_resent_packets_total"),
     );
     let late = edge.metric("aethex_relay_late_dropped_total");
+    let (large, large_dropped) = (
+        origin.metric("aethex_relay_large_datagrams_total"),
+        origin.metric("aethex_relay_large_dropped_total"),
+    );
     eprintln!(
         "relay loss: {lost_on_path} UDP datagrams dropped; edge nacked {nacked}, repaired \
-         {repaired}, unrepaired {unrepaired}, dropped late {late}; origin resent {resent}; \
-         viewer {r}"
+         {repaired}, unrepaired {unrepaired}, dropped late {late}; origin resent {resent}, \
+         sent {large} too large for the path on streams ({large_dropped} dropped); viewer {r}"
+    );
+    assert_eq!(
+        large_dropped, 0.0,
+        "an edge of this version reads large datagrams"
     );
     assert_eq!(r["ok"], true, "{r}");
     assert!(r["video_frames"].as_u64().unwrap() >= 150, "{r}");

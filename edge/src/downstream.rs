@@ -12,6 +12,7 @@ use sfu::{RelayIn, SfuEvent, StreamId};
 use tokio::sync::Notify;
 
 use crate::freshness::{rtp_time, Clock, Freshness, Verdict};
+use crate::large::Incoming;
 use crate::metrics::{PathSample, RelayMetrics};
 use crate::proto::{self, Control, Role};
 use crate::quic;
@@ -256,6 +257,7 @@ async fn run(
             capacity: config.capacity,
             auth: proto::auth_tag(&config.secret, Role::Edge, &exporter, &config.node_id),
             stamps: true,
+            large: true,
         })
         .await
         .map_err(|e| RunError::Connect(e.to_string()))?;
@@ -290,6 +292,7 @@ async fn run(
     repair.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut counted = (0, 0, 0);
     let mut reported_draining = false;
+    let mut large = Incoming::new(&conn);
     loop {
         tokio::select! {
             frame = control.read() => {
@@ -373,7 +376,7 @@ async fn run(
                     _ => {}
                 }
             }
-            datagram = conn.read_datagram() => {
+            datagram = large.next(&conn) => {
                 let bytes = datagram.map_err(|e| RunError::Closed(e.to_string()))?;
                 let Ok(proto::Datagram { track, stamp, rtp }) = proto::decode_datagram(&bytes) else {
                     config.metrics.dropped(1);
@@ -444,6 +447,14 @@ async fn run(
             _ = repair.tick() => {
                 for (track, seqs) in gaps.due(Instant::now(), conn.rtt()) {
                     control.write(&Control::Nack { track, seqs }).await.ok();
+                }
+                // A video packet lost for good leaves every viewer's picture broken until the
+                // next keyframe, and players are slow to ask (aiortc waits for its jitter
+                // buffer to overflow: seconds). The upstream coalesces the requests.
+                for track in gaps.take_lost() {
+                    if track % TRACK_BLOCK != sfu::AUDIO_TRACK {
+                        control.write(&Control::Keyframe { track }).await.ok();
+                    }
                 }
                 let now = (gaps.nacked, gaps.repaired, gaps.unrepaired);
                 if now != counted {

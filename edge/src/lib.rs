@@ -6,6 +6,7 @@
 //! - [`upstream`]: accept edges and serve their subscriptions from the local SFU;
 //! - [`downstream`]: an edge's connection to its upstream, feeding the edge's SFU;
 //! - [`freshness`]: late media at an edge (a stalled path's backlog) is dropped;
+//! - `large`: datagrams too large for the path go on streams of their own;
 //! - [`audience`]: the viewers below a node, from its edges' load reports.
 //!
 //! Routing (the registry, 307 redirects) and playback tokens are in the `cluster` and
@@ -16,6 +17,7 @@ pub mod audience;
 pub mod blocks;
 pub mod downstream;
 pub mod freshness;
+mod large;
 pub mod metrics;
 pub mod proto;
 pub mod quic;

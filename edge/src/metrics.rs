@@ -26,6 +26,9 @@ pub struct RelayMetrics {
     upstream_received: IntCounter,
     dropped: IntCounter,
     resent: IntCounter,
+    overflow: IntCounter,
+    large: IntCounter,
+    large_dropped: IntCounter,
     nacked: IntCounter,
     repaired: IntCounter,
     unrepaired: IntCounter,
@@ -171,6 +174,33 @@ impl RelayMetrics {
                 )
                 .expect("m"),
             ),
+            overflow: register(
+                &r,
+                IntCounter::new(
+                    "aethex_relay_send_overflow_total",
+                    "Relay datagrams sent into a full QUIC send queue, which makes room by \
+                     discarding its oldest (the path or the edge cannot keep up)",
+                )
+                .expect("m"),
+            ),
+            large: register(
+                &r,
+                IntCounter::new(
+                    "aethex_relay_large_datagrams_total",
+                    "Relay datagrams larger than the path's QUIC datagram size, sent on a stream \
+                     of their own instead",
+                )
+                .expect("m"),
+            ),
+            large_dropped: register(
+                &r,
+                IntCounter::new(
+                    "aethex_relay_large_dropped_total",
+                    "Relay datagrams too large for the path and dropped: the edge reads no \
+                     streams (an older edge), or too many were on their way",
+                )
+                .expect("m"),
+            ),
             nacked: register(
                 &r,
                 IntCounter::new(
@@ -277,6 +307,21 @@ impl RelayMetrics {
     /// Packets resent on NACK (upstream side).
     pub fn resent(&self, n: u64) {
         self.resent.inc_by(n);
+    }
+
+    /// Datagrams sent into a full send queue (upstream side).
+    pub fn overflow(&self, n: u64) {
+        self.overflow.inc_by(n);
+    }
+
+    /// Datagrams too large for the path, sent on streams (upstream side).
+    pub fn large(&self, n: u64) {
+        self.large.inc_by(n);
+    }
+
+    /// Datagrams too large for the path and dropped (upstream side).
+    pub fn large_dropped(&self, n: u64) {
+        self.large_dropped.inc_by(n);
     }
 
     /// Repair counters of the edge's gap tracker: increments since the last call.

@@ -123,6 +123,12 @@ pub enum Control {
         /// publisher skews. Absent (false) from an older edge, which gets plain ones.
         #[serde(default)]
         stamps: bool,
+        /// The edge reads media datagrams too large for the path's current QUIC datagram size
+        /// from unidirectional streams, one datagram per stream ("Datagrams too large for
+        /// the path" in docs/relay-protocol.md). Absent (false) from an older edge: such
+        /// datagrams are dropped for it (counted; NACK cannot repair them).
+        #[serde(default)]
+        large: bool,
     },
     /// Upstream -> edge: accepted.
     Welcome {
@@ -433,6 +439,7 @@ mod tests {
             capacity: 500,
             auth: "ab".into(),
             stamps: true,
+            large: true,
         });
         roundtrip(Control::Tracks {
             channel: "demo".into(),
@@ -539,7 +546,11 @@ mod tests {
         let old = br#"{"type":"hello","version":1,"node_id":"e","region":"eu","public_url":"http://e","capacity":1,"auth":"ab"}"#;
         assert!(matches!(
             Control::decode(old),
-            Ok(Control::Hello { stamps: false, .. })
+            Ok(Control::Hello {
+                stamps: false,
+                large: false,
+                ..
+            })
         ));
         let mut v2 = d.clone();
         v2[0] = 2;

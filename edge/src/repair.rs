@@ -93,6 +93,8 @@ pub struct GapTracker {
     pub unrepaired: u64,
     /// NACKed sequence numbers sent (each try counts).
     pub nacked: u64,
+    /// Tracks that gave up on a packet since [`GapTracker::take_lost`] last asked.
+    lost: Vec<u16>,
 }
 
 impl GapTracker {
@@ -176,6 +178,9 @@ impl GapTracker {
                 true
             });
             self.unrepaired += given_up;
+            if given_up > 0 && !self.lost.contains(track) {
+                self.lost.push(*track);
+            }
             if !seqs.is_empty() {
                 seqs.sort_unstable();
                 self.nacked += seqs.len() as u64;
@@ -183,6 +188,12 @@ impl GapTracker {
             }
         }
         out
+    }
+
+    /// The tracks that lost a packet for good since the last call: their pictures cannot go
+    /// on from what was lost, and their viewers need a keyframe.
+    pub fn take_lost(&mut self) -> Vec<u16> {
+        std::mem::take(&mut self.lost)
     }
 }
 
@@ -213,9 +224,12 @@ mod tests {
         assert_eq!(g.due(t0 + 73 * MS, 20 * MS), vec![(1, vec![13])]);
         assert!(g.due(t0 + 100 * MS, 20 * MS).is_empty());
         assert_eq!(g.unrepaired, 0, "still waiting for the last try's answer");
+        assert!(g.take_lost().is_empty(), "nothing given up yet");
         assert!(g.due(t0 + 154 * MS, 20 * MS).is_empty());
         assert_eq!(g.unrepaired, 1);
         assert_eq!(g.nacked, 4);
+        assert_eq!(g.take_lost(), vec![1], "the track that lost 13 for good");
+        assert!(g.take_lost().is_empty(), "told once");
     }
 
     #[test]

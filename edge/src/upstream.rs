@@ -12,6 +12,7 @@ use sfu::driver::SfuHandle;
 use sfu::{RelayId, RelayNotice, SfuError, StreamId};
 
 use crate::blocks::TrackBlocks;
+use crate::large::Out;
 use crate::metrics::{PathSample, RelayMetrics};
 use crate::proto::{self, Control, Role};
 use crate::quic;
@@ -154,21 +155,12 @@ async fn serve(
     sfu: &SfuHandle,
     connected: &Connected,
 ) -> Result<(), ServeError> {
-    let (mut control, edge, stamps) = handshake(&conn, config).await?;
+    let (mut control, edge, reads) = handshake(&conn, config).await?;
     tracing::info!(edge = %edge.node_id, region = %edge.region, peer = %conn.remote_address(), "edge connected");
     connected.insert(&edge.node_id, relay, &conn);
     config.metrics.edge_connected();
     register(config, &edge).await;
-    let result = relay_loop(
-        &conn,
-        &mut control,
-        relay,
-        edge.clone(),
-        stamps,
-        config,
-        sfu,
-    )
-    .await;
+    let result = relay_loop(&conn, &mut control, relay, edge.clone(), reads, config, sfu).await;
     config.metrics.edge_gone(&edge.node_id, &edge.region);
     // A connection replaced by the edge's newer one leaves the registration to that one.
     if connected.remove(&edge.node_id, relay) {
@@ -182,12 +174,20 @@ async fn serve(
     result
 }
 
-/// Check `hello` and answer `welcome`; the edge as it described itself, and whether it reads
-/// stamped datagrams.
+/// What an edge's hello says it reads beyond plain datagrams.
+#[derive(Debug, Clone, Copy)]
+struct Reads {
+    /// Stamped datagrams.
+    stamps: bool,
+    /// Datagrams too large for the path, on unidirectional streams.
+    large: bool,
+}
+
+/// Check `hello` and answer `welcome`; the edge as it described itself, and what it reads.
 async fn handshake(
     conn: &quinn::Connection,
     config: &UpstreamConfig,
-) -> Result<(ControlStream, EdgeRecord, bool), ServeError> {
+) -> Result<(ControlStream, EdgeRecord, Reads), ServeError> {
     let (send, recv) = tokio::time::timeout(HELLO_WITHIN, conn.accept_bi())
         .await
         .map_err(|_| ServeError::Handshake("no control stream"))?
@@ -205,6 +205,7 @@ async fn handshake(
         capacity,
         auth,
         stamps,
+        large,
     }) = hello
     else {
         control
@@ -244,7 +245,7 @@ async fn handshake(
         draining: false,
         via: config.node_id.clone(),
     };
-    Ok((control, edge, stamps))
+    Ok((control, edge, Reads { stamps, large }))
 }
 
 /// Put the edge in the registry for one TTL (routing is best effort: a registry error is
@@ -262,7 +263,7 @@ async fn relay_loop(
     control: &mut ControlStream,
     relay: RelayId,
     mut edge: EdgeRecord,
-    stamps: bool,
+    reads: Reads,
     config: &UpstreamConfig,
     sfu: &SfuHandle,
 ) -> Result<(), ServeError> {
@@ -275,6 +276,7 @@ async fn relay_loop(
     let mut private: HashMap<StreamId, bool> = HashMap::new();
     let mut sample = tokio::time::interval(SAMPLE);
     let mut cache = SendCache::default();
+    let out = Out::new(conn.clone(), reads.large, config.metrics.clone());
     loop {
         tokio::select! {
             frame = control.read() => {
@@ -351,7 +353,7 @@ async fn relay_loop(
                         let mut resent = 0;
                         for seq in seqs {
                             if let Some(d) = cache.get(track, seq, now) {
-                                let _ = conn.send_datagram(d);
+                                out.send(d);
                                 resent += 1;
                             }
                         }
@@ -363,7 +365,7 @@ async fn relay_loop(
             Some(p) = queues.packets.recv() => {
                 let Some(stream_base) = blocks.base(&p.stream) else { continue };
                 let track = stream_base + p.track;
-                let datagram = if stamps {
+                let datagram = if reads.stamps {
                     proto::encode_stamped(track, proto::stamp_of(p.at), &p.data)
                 } else {
                     proto::encode_datagram(track, &p.data)
@@ -372,8 +374,7 @@ async fn relay_loop(
                 if let Some(seq) = rtp_seq(&p.data) {
                     cache.record(track, seq, std::time::Instant::now(), bytes.clone());
                 }
-                // Too large or the connection is closing: dropped, like a lost packet.
-                let _ = conn.send_datagram(bytes);
+                out.send(bytes);
             }
             Some(notice) = queues.notices.recv() => {
                 let msg = match notice {
