@@ -5,6 +5,7 @@
 pub mod config;
 mod http_server;
 mod node;
+mod stage_live;
 
 pub use node::token_secret;
 
@@ -131,6 +132,8 @@ struct MediaSide {
     cluster: Arc<signaling::Cluster>,
     /// Channels turned private, for the relay to tell the edges below.
     privacy: tokio::sync::broadcast::Sender<String>,
+    /// What the live stages' drivers say, and the owners' controls for them.
+    stages: Arc<signaling::stage_board::StageBoard>,
 }
 
 impl MediaSide {
@@ -194,13 +197,28 @@ impl platform::LiveInfo for MediaSide {
 
     fn stage<'a>(&'a self, channel: &'a str) -> platform::LiveStage<'a> {
         Box::pin(async move {
+            let now = self.stages.get(channel).unwrap_or_default();
+            let controls = self.stages.controls(channel);
+            let Ok(host) = sfu::StreamId::new(channel) else {
+                return Vec::new();
+            };
             self.sessions
                 .presence(channel)
                 .into_iter()
-                .map(|p| platform::OnStage {
-                    invite: p.invite,
-                    live: p.publishing,
-                    watching: p.watching,
+                .map(|p| {
+                    let stream = match &p.invite {
+                        Some(g) => sfu::StreamId::guest(&host, g).to_string(),
+                        None => host.to_string(),
+                    };
+                    platform::OnStage {
+                        invite: p.invite,
+                        live: p.publishing,
+                        watching: p.watching,
+                        speaking: now.speaking.contains(&stream),
+                        featured: now.featured.as_ref() == Some(&stream),
+                        pinned: controls.pinned.as_ref() == Some(&stream),
+                        muted: controls.muted.contains(&stream),
+                    }
                 })
                 .collect()
         })
@@ -214,6 +232,31 @@ impl platform::LiveInfo for MediaSide {
             }
             for peer in peers {
                 let _ = self.sfu.close(peer).await;
+            }
+        })
+    }
+
+    fn stage_control<'a>(
+        &'a self,
+        channel: &'a str,
+        control: platform::StageControl,
+    ) -> platform::LiveAction<'a> {
+        Box::pin(async move {
+            let Ok(host) = sfu::StreamId::new(channel) else {
+                return;
+            };
+            let stream = |who: Option<String>| match who {
+                Some(g) => sfu::StreamId::guest(&host, &g).to_string(),
+                None => host.to_string(),
+            };
+            match control {
+                platform::StageControl::Feature(pick) => {
+                    tracing::info!(%channel, pinned = ?pick, "the owner picked who is featured");
+                    self.stages.pin(channel, pick.map(stream));
+                }
+                platform::StageControl::Mute(who, muted) => {
+                    self.stages.mute(channel, &stream(who), muted);
+                }
             }
         })
     }
@@ -273,11 +316,13 @@ pub async fn serve(
     let node = node::start(&config, http_addr, &sfu, &store).await?;
 
     let sessions = Arc::new(Sessions::default());
+    let stage_board = Arc::new(signaling::stage_board::StageBoard::default());
     let media = MediaSide {
         sfu: sfu.clone(),
         sessions: sessions.clone(),
         cluster: node.cluster.clone(),
         privacy: node.privacy.clone(),
+        stages: stage_board.clone(),
     };
     let privacy_follower = node
         .source
@@ -286,6 +331,7 @@ pub async fn serve(
     let mut events = sfu.events();
     let forget = sessions.clone();
     let stage_sfu = sfu.clone();
+    let stages = stage_live::Stages::new(sfu.clone(), sessions.clone(), stage_board.clone());
     let (tracker, board) = analytics(&config, &store, &node).await?;
     // Viewer sessions are written in the background: the watcher never waits for the database.
     let (viewers, recorder) = platform::viewer_sessions::Recorder::spawn(tracker.clone());
@@ -306,9 +352,13 @@ pub async fn serve(
                     forget.forget_peer(peer);
                     viewers.left(peer.0);
                 }
+                // A stage's mix is the stage's own work, not a publisher.
+                Ok(sfu::SfuEvent::StreamLive(s) | sfu::SfuEvent::StreamOffline(s))
+                    if s.mix_of().is_some() => {}
                 Ok(sfu::SfuEvent::StreamLive(s)) if s.guest_of().is_some() => {
                     if records.is_some() {
                         show_on_stage(&forget, &stage_sfu, &s);
+                        stages.ensure(s.channel());
                     }
                     if let (Some((store, url)), Some((channel, guest))) = (&records, s.guest_of()) {
                         if let Err(e) =
@@ -395,6 +445,7 @@ pub async fn serve(
         admission: Arc::new(signaling::Admission::new(
             config.signaling_limits().map_err(invalid)?,
         )),
+        stages: stage_board,
     };
     // A stream key replaced under this node (`aethex channel rotate-key`, another origin) ends
     // the publisher that used it.

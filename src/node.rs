@@ -330,7 +330,7 @@ fn announce_live(
                 event = events.recv() => match event {
                     // A stage guest's stream is found through its channel's host.
                     Ok(SfuEvent::StreamLive(s) | SfuEvent::StreamOffline(s))
-                        if s.guest_of().is_some() => Ok(()),
+                        if s.guest_of().is_some() || s.mix_of().is_some() => Ok(()),
                     Ok(SfuEvent::StreamLive(s)) => {
                         live.insert(s.to_string());
                         registry.put_live(&record(s.as_str()), ttl).await

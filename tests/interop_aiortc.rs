@@ -326,6 +326,99 @@ fn co_streamers_decode_each_other_never_themselves_and_a_three_section_viewer_de
     assert!(server.stop().success());
 }
 
+/// Issue 15's single-slot player: on a live stage a viewer with one video and one audio
+/// section (any plain WHEP player) decodes a participant's video (the featured one) and the
+/// server-side mix, in which the host's tone and both guests' tones are heard. A three-section
+/// viewer beside it keeps every participant's own tracks.
+#[test]
+fn a_one_section_viewer_decodes_the_featured_video_and_a_mix_of_every_participant() {
+    let dir = temp_dir("stage-mix");
+    let ch = create_channel(&dir, "mixed");
+    let server = Server::start(&dir, &[]);
+    let key = ch["stream_key"].as_str().unwrap();
+    let whip = format!("{}/whip/mixed", server.base);
+    let host = publisher_with(&whip, key, "vp8", 30, (640, 360), &["--tone", "440"]);
+    let mut guests = Vec::new();
+    for (name, size, tone) in [("Ann", (320, 180), "1200"), ("Bob", (480, 270), "2500")] {
+        let invite = cli(&dir, "stage", &["invite", "mixed", "--name", name]);
+        let token = invite["token"].as_str().unwrap().to_string();
+        guests.push(publisher_with(
+            &whip,
+            &token,
+            "vp8",
+            30,
+            size,
+            &["--tone", tone],
+        ));
+    }
+    assert_eq!(
+        server.wait_metric("aethex_publishers", 3.0, Duration::from_secs(10)),
+        3.0,
+        "the host and both guests publish"
+    );
+    let whep = format!("{}/whep/mixed", server.base);
+    let single = viewer_at(
+        &whep,
+        "a one-section viewer",
+        6,
+        &["--tones", "440,1200,2500"],
+    );
+    let all = viewer_at(
+        &whep,
+        "a three-section viewer",
+        6,
+        &["--video-sections", "3", "--audio-sections", "3"],
+    );
+    let (single, all) = (
+        single.result(Duration::from_secs(40)),
+        all.result(Duration::from_secs(40)),
+    );
+    let audio = single["tracks"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["kind"] == "audio"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no audio section: {single}"));
+    let video = single["tracks"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["kind"] == "video"))
+        .cloned()
+        .unwrap_or_default();
+    eprintln!(
+        "one-section viewer: video {:?} ({} frames, longest gap {} ms: a featured switch is \
+         within it), audio peak {} Hz, tone powers {}; g2g p50 {} p95 {} ms",
+        section_sizes(&single),
+        video["sizes"],
+        video["max_gap_ms"],
+        audio["peak_hz"],
+        audio["tone_power"],
+        single["g2g_ms_p50"],
+        single["g2g_ms_p95"]
+    );
+    assert_eq!(single["ok"], true, "{single}");
+    let sizes = section_sizes(&single);
+    assert_eq!(sizes.len(), 1, "{single}");
+    assert!(
+        ["640x360", "320x180", "480x270"]
+            .iter()
+            .any(|s| sizes[0].split('+').any(|x| x == *s)),
+        "the featured participant's video: {sizes:?}"
+    );
+    for tone in ["440", "1200", "2500"] {
+        let power = audio["tone_power"][tone].as_f64().unwrap_or(0.0);
+        assert!(
+            power > 20.0,
+            "the {tone} Hz participant is in the mix (power {power}): {audio}"
+        );
+    }
+    assert_eq!(all["ok"], true, "{all}");
+    let mut sizes = section_sizes(&all);
+    sizes[1..].sort();
+    assert_eq!(sizes, ["640x360", "320x180", "480x270"], "{all}");
+    drop(guests);
+    drop(host);
+    assert!(server.stop().success());
+}
+
 /// A guest who goes live after a viewer started is shown on the viewer's first free section
 /// (the event watcher binds it), without a new offer.
 #[test]
@@ -417,11 +510,32 @@ fn the_owner_lists_the_stage_and_removing_a_guest_ends_it_at_once() {
     let (s, v) = stage();
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["max_guests"], 5);
+    // Who speaks and who is featured follow the tones; the rest is fixed.
+    let fixed: Vec<Value> = v["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let keys = ["id", "role", "name", "live", "watching", "pinned", "muted"];
+            keys.iter()
+                .map(|k| (k.to_string(), p[*k].clone()))
+                .collect()
+        })
+        .collect();
+    let quiet = json!({"pinned": false, "muted": false});
+    let with = |mut a: Value| {
+        a.as_object_mut()
+            .unwrap()
+            .extend(quiet.as_object().unwrap().clone());
+        a
+    };
     assert_eq!(
-        v["participants"],
+        Value::from(fixed),
         json!([
-            {"id": null, "role": "host", "name": "hostess", "live": true, "watching": false},
-            {"id": id, "role": "guest", "name": "Ann", "live": true, "watching": true},
+            with(
+                json!({"id": null, "role": "host", "name": "hostess", "live": true, "watching": false})
+            ),
+            with(json!({"id": id, "role": "guest", "name": "Ann", "live": true, "watching": true})),
         ]),
         "{v}"
     );
@@ -462,6 +576,198 @@ fn the_owner_lists_the_stage_and_removing_a_guest_ends_it_at_once() {
     );
     drop(watching);
     drop(guest);
+    drop(host);
+    assert!(server.stop().success());
+}
+
+/// The owner's controls of a live stage, end to end: featuring a guest makes one-section viewers
+/// see it instead of the active speaker; muting a guest takes it out of the mix and out of
+/// forwarding (a three-section viewer no longer hears its own track); ending the stage revokes
+/// every invite and takes every guest off at once while the host stays live.
+#[test]
+fn the_owner_features_a_guest_mutes_another_and_ends_the_stage() {
+    use serde_json::json;
+    let dir = temp_dir("stage-owner");
+    let server = Server::start(&dir, &[]);
+    let owner = register(&server.base, "hostess");
+    let (s, v) = api(
+        &server.base,
+        "POST",
+        "/api/channels",
+        Some(&owner),
+        Some(json!({"name": "panel"})),
+    );
+    assert_eq!(s, 201, "{v}");
+    let key = v["stream_key"].as_str().unwrap().to_string();
+    let whip = format!("{}/whip/panel", server.base);
+    let host = publisher_with(&whip, &key, "vp8", 30, (640, 360), &["--tone", "440"]);
+    let mut ids = Vec::new();
+    let mut guests = Vec::new();
+    for (name, size, tone) in [("Ann", (320, 180), "1200"), ("Bob", (480, 270), "2500")] {
+        let (s, invite) = api(
+            &server.base,
+            "POST",
+            "/api/channels/panel/stage/invites",
+            Some(&owner),
+            Some(json!({ "name": name })),
+        );
+        assert_eq!(s, 201, "{invite}");
+        ids.push(invite["id"].as_str().unwrap().to_string());
+        let token = invite["token"].as_str().unwrap();
+        guests.push(publisher_with(
+            &whip,
+            token,
+            "vp8",
+            30,
+            size,
+            &["--tone", tone],
+        ));
+    }
+    server.wait_metric("aethex_publishers", 3.0, Duration::from_secs(10));
+    let control = |method: &str, path: &str, body: Value| {
+        api(
+            &server.base,
+            method,
+            &format!("/api/channels/panel/stage{path}"),
+            Some(&owner),
+            Some(body),
+        )
+    };
+    // A participant must be live on the stage; only the owner may ask.
+    let (s, v) = control("PUT", "/featured", json!({"participant": "nobody"}));
+    assert_eq!(s, 404, "{v}");
+    let nosy = register(&server.base, "nosy");
+    let (s, _) = api(
+        &server.base,
+        "PUT",
+        "/api/channels/panel/stage/featured",
+        Some(&nosy),
+        Some(json!({"participant": "host"})),
+    );
+    assert_eq!(s, 403);
+    let (s, v) = control("PUT", "/featured", json!({"participant": ids[0]}));
+    assert_eq!(s, 204, "{v}");
+    let (s, v) = control(
+        "POST",
+        "/mute",
+        json!({"participant": ids[1], "muted": true}),
+    );
+    assert_eq!(s, 204, "{v}");
+    // The stage's driver applies them at its next review (every 100 ms).
+    std::thread::sleep(Duration::from_millis(500));
+    let whep = format!("{}/whep/panel", server.base);
+    let single = viewer_at(
+        &whep,
+        "a one-section viewer",
+        6,
+        &["--tones", "440,1200,2500"],
+    );
+    let all = viewer_at(
+        &whep,
+        "a three-section viewer",
+        6,
+        &[
+            "--video-sections",
+            "3",
+            "--audio-sections",
+            "3",
+            "--tones",
+            "2500",
+        ],
+    );
+    let (single, all) = (
+        single.result(Duration::from_secs(40)),
+        all.result(Duration::from_secs(40)),
+    );
+    let tracks = |v: &Value, kind: &str| -> Vec<Value> {
+        v["tracks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["kind"] == kind)
+            .cloned()
+            .collect()
+    };
+    let video = &tracks(&single, "video")[0];
+    let audio = &tracks(&single, "audio")[0];
+    eprintln!(
+        "featured Ann, Bob muted: video {}, mix tone powers {}",
+        video["sizes"], audio["tone_power"]
+    );
+    assert_eq!(single["ok"], true, "{single}");
+    let frames = video["frames"].as_f64().unwrap();
+    let ann = video["sizes"]["320x180"].as_f64().unwrap_or(0.0);
+    assert!(
+        ann >= 0.9 * frames,
+        "the pinned guest is what a one-section viewer sees: {video}"
+    );
+    let power = |t: &str| audio["tone_power"][t].as_f64().unwrap_or(0.0);
+    assert!(
+        power("440") > 20.0 && power("1200") > 20.0,
+        "host and Ann in the mix: {audio}"
+    );
+    assert!(power("2500") < 5.0, "muted Bob is not in the mix: {audio}");
+    for t in tracks(&all, "audio") {
+        let bob = t["tone_power"]["2500"].as_f64().unwrap_or(0.0);
+        assert!(bob < 5.0, "no section carries muted Bob's audio: {t}");
+    }
+    let (s, v) = api(
+        &server.base,
+        "GET",
+        "/api/channels/panel/stage",
+        Some(&owner),
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    let by_id = |id: &str| {
+        v["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(
+        (
+            by_id(&ids[0])["featured"].clone(),
+            by_id(&ids[0])["pinned"].clone()
+        ),
+        (json!(true), json!(true)),
+        "{v}"
+    );
+    assert_eq!(by_id(&ids[1])["muted"], true, "{v}");
+
+    // Ending the stage: every guest off before the answer, every invite revoked.
+    let (s, _) = api(
+        &server.base,
+        "DELETE",
+        "/api/channels/panel/stage",
+        Some(&owner),
+        None,
+    );
+    assert_eq!(s, 204);
+    assert_eq!(
+        server.metric("aethex_publishers"),
+        1.0,
+        "only the host publishes"
+    );
+    let (_, v) = api(
+        &server.base,
+        "GET",
+        "/api/channels/panel/stage/invites",
+        Some(&owner),
+        None,
+    );
+    assert!(
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["active"] == false),
+        "{v}"
+    );
+    drop(guests);
     drop(host);
     assert!(server.stop().success());
 }

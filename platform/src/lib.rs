@@ -30,6 +30,7 @@ pub mod moderation;
 pub mod openapi;
 pub mod quota;
 pub mod stage;
+pub mod stage_controls;
 pub mod streams;
 pub mod viewer_sessions;
 pub mod webhook_target;
@@ -73,7 +74,7 @@ pub type LiveChannels<'a> = Pin<Box<dyn Future<Output = Vec<(String, LiveState)>
 pub type LiveAction<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 /// One participant's presence on a stage, as the media side knows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OnStage {
     /// The guest's invite id; `None` for the host.
     pub invite: Option<String>,
@@ -81,6 +82,25 @@ pub struct OnStage {
     pub live: bool,
     /// It watches the others now.
     pub watching: bool,
+    /// It speaks now (from the stage's mix).
+    pub speaking: bool,
+    /// One-section viewers see it now.
+    pub featured: bool,
+    /// Featured by the owner, not by the active speaker.
+    pub pinned: bool,
+    /// The owner muted it.
+    pub muted: bool,
+}
+
+/// What the owner asks of a live stage; a participant is `None` for the host, else a guest's
+/// invite id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StageControl {
+    /// Feature this participant instead of the active speaker (`None` in the outer option:
+    /// back to the active speaker).
+    Feature(Option<Option<String>>),
+    /// Mute (`true`) or unmute this participant: out of the mix and out of forwarding.
+    Mute(Option<String>, bool),
 }
 
 /// What [`LiveInfo::stage`] returns: the host first, then the guests with a session.
@@ -109,6 +129,12 @@ pub trait LiveInfo: Send + Sync + 'static {
     /// session at once (nothing to end where the media side keeps no stages).
     fn end_guest<'a>(&'a self, channel: &'a str, invite: &'a str) -> LiveAction<'a> {
         let _ = (channel, invite);
+        Box::pin(async {})
+    }
+    /// The owner's control of `channel`'s live stage (nothing where the media side keeps no
+    /// stages).
+    fn stage_control<'a>(&'a self, channel: &'a str, control: StageControl) -> LiveAction<'a> {
+        let _ = (channel, control);
         Box::pin(async {})
     }
 }
@@ -173,7 +199,9 @@ pub(crate) fn api_routes() -> OpenApiRouter<State> {
         .routes(routes!(quota::remove))
         .routes(routes!(stage::create_invite, stage::list_invites))
         .routes(routes!(stage::revoke_invite))
-        .routes(routes!(stage::get_stage))
+        .routes(routes!(stage::get_stage, stage_controls::end_stage))
+        .routes(routes!(stage_controls::feature))
+        .routes(routes!(stage_controls::mute))
         .routes(routes!(openapi::document))
 }
 

@@ -108,6 +108,14 @@ pub struct ParticipantOut {
     live: bool,
     /// It watches the others now.
     watching: bool,
+    /// It speaks now (heard in the stage's mix; `false` while no guest is on the stage).
+    speaking: bool,
+    /// One-section viewers see it now (the active speaker, or the owner's pick).
+    featured: bool,
+    /// Featured by the owner (`PUT .../stage/featured`), not by the active speaker.
+    pinned: bool,
+    /// Muted by the owner: out of the mix and out of forwarding.
+    muted: bool,
 }
 
 /// `{name}/stage/invites/{id}`.
@@ -275,12 +283,17 @@ pub async fn get_stage(
     let mut participants = Vec::new();
     let present = st.live.stage(&channel).await;
     let host = present.iter().find(|p| p.invite.is_none());
+    let host = host.cloned().unwrap_or_default();
     participants.push(ParticipantOut {
         id: None,
         role: "host",
         name: user.name.clone(),
-        live: host.is_some_and(|h| h.live),
-        watching: host.is_some_and(|h| h.watching),
+        live: host.live,
+        watching: host.watching,
+        speaking: host.speaking,
+        featured: host.featured,
+        pinned: host.pinned,
+        muted: host.muted,
     });
     for p in &present {
         let Some(id) = &p.invite else { continue };
@@ -294,6 +307,10 @@ pub async fn get_stage(
             name: invite.name.clone(),
             live: p.live,
             watching: p.watching,
+            speaking: p.speaking,
+            featured: p.featured,
+            pinned: p.pinned,
+            muted: p.muted,
         });
     }
     Ok(axum::Json(StageOut {

@@ -42,11 +42,36 @@ impl StreamId {
         Self(format!("{}{GUEST_MARK}{id}", channel.0))
     }
 
-    /// For a guest's stream, its channel and guest id; `None` for a channel's own stream.
+    /// For a guest's stream, its channel and guest id; `None` for a channel's own stream and
+    /// for a stage's mix.
     pub fn guest_of(&self) -> Option<(&str, &str)> {
-        self.0.split_once(GUEST_MARK)
+        self.0
+            .split_once(GUEST_MARK)
+            .filter(|(_, guest)| !guest.starts_with(GUEST_MARK))
+    }
+
+    /// The stream of a stage's server-side audio mix: `{channel}~~mix` (a guest id never
+    /// starts with `~`, so it is nobody's guest stream).
+    pub fn mix(channel: &StreamId) -> Self {
+        Self(format!("{}{GUEST_MARK}{MIX}", channel.0))
+    }
+
+    /// For a stage's mix stream, its channel.
+    pub fn mix_of(&self) -> Option<&str> {
+        self.0
+            .split_once(GUEST_MARK)
+            .filter(|(_, rest)| *rest == MIX)
+            .map(|(channel, _)| channel)
+    }
+
+    /// The channel this stream belongs to: itself, a guest's channel, or a mix's.
+    pub fn channel(&self) -> &str {
+        self.0.split_once(GUEST_MARK).map_or(&self.0, |(c, _)| c)
     }
 }
+
+/// What follows the channel and the guest mark in a mix's stream name.
+const MIX: &str = "~mix";
 
 /// Separates a channel from a guest in a guest's stream name.
 const GUEST_MARK: char = '~';
@@ -101,6 +126,15 @@ mod tests {
         assert_eq!(channel.guest_of(), None);
         assert!(StreamId::new(guest.as_str()).is_err());
         assert_ne!(guest, channel);
+        let mix = StreamId::mix(&channel);
+        assert_eq!(mix.mix_of(), Some("duo"));
+        assert_eq!(mix.guest_of(), None, "the mix is nobody's guest stream");
+        assert_eq!((guest.mix_of(), channel.mix_of()), (None, None));
+        assert_eq!(
+            [mix.channel(), guest.channel(), channel.channel()],
+            ["duo"; 3]
+        );
+        assert!(StreamId::new(mix.as_str()).is_err());
     }
 
     #[test]

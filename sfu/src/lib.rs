@@ -51,7 +51,7 @@ pub use ids::{PeerId, StreamId, StreamIdError};
 pub use node::Sfu;
 pub use stats::{DropReason, SfuStats, StreamStat};
 pub use types::{
-    CloseReason, IceRestarted, Input, Output, Pin, Published, SfuConfig, SfuError, SfuEvent, Shown,
-    SubscribeOptions, Subscribed, Transmit,
+    CloseReason, IceRestarted, Input, Output, Pin, Published, Sections, SfuConfig, SfuError,
+    SfuEvent, Shown, SubscribeOptions, Subscribed, Transmit,
 };
 pub use wire::{video_track, RelayCodec, RelayId, RelayPacket, RelayTracks, AUDIO_TRACK};

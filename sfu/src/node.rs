@@ -100,11 +100,28 @@ impl Sfu {
         self.core.subscribe_with(now, stream, offer, options)
     }
 
-    /// Show `stream` on a viewing session's first free video/audio section pair (a stage
-    /// participant who went live after the session started); `Ok(false)` when there is none,
-    /// it is shown already, or it is not live.
-    pub fn bind(&mut self, peer: PeerId, stream: &StreamId) -> Result<bool, SfuError> {
-        self.core.bind(peer, stream)
+    /// Show `stream` on a viewing session's first free video and/or audio section
+    /// (`sections`): a stage participant who went live after the session started, or the
+    /// featured participant and the mix of a one-section viewer; `Ok(false)` when there is
+    /// none, it is shown already, or it is not live.
+    pub fn bind(
+        &mut self,
+        peer: PeerId,
+        stream: &StreamId,
+        sections: crate::Sections,
+    ) -> Result<bool, SfuError> {
+        self.core.bind(peer, stream, sections)
+    }
+
+    /// Mute or unmute `stream`'s audio everywhere (viewers, edges, a stage's mix).
+    pub fn set_muted(&mut self, stream: &StreamId, muted: bool) {
+        self.core.set_muted(stream, muted)
+    }
+
+    /// Stop showing `stream` on a viewing session (its sections free for another; the
+    /// session stays); whether it was shown.
+    pub fn unbind(&mut self, peer: PeerId, stream: &StreamId) -> Result<bool, SfuError> {
+        self.core.unbind(peer, stream)
     }
 
     /// What a viewing session shows, on which of its sections, in offer order.

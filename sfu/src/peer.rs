@@ -13,7 +13,7 @@ use str0m::rtp::Ssrc;
 use str0m::{Candidate, Input, Output, Rtc};
 
 use crate::ids::{PeerId, StreamId};
-use crate::types::PeerBroken;
+use crate::types::{PeerBroken, Sections};
 use crate::viewer::{OutTrack, Viewer};
 
 /// Publisher or subscriber.
@@ -213,18 +213,19 @@ impl Peer {
         !self.slots.is_empty()
     }
 
-    /// Show `stream` on the first free video and audio sections with `viewer` made of them;
-    /// `false` when it is shown already or no section is free.
+    /// Show `stream` on the first free video and/or audio section (`sections`) with `viewer`
+    /// made of them; `false` when it is shown already or no such section is free.
     pub fn bind(
         &mut self,
         stream: &StreamId,
+        sections: Sections,
         viewer: impl FnOnce(Option<OutTrack>, Option<OutTrack>) -> Viewer,
     ) -> bool {
         if self.slots.iter().any(|s| &s.stream == stream) {
             return false;
         }
-        let video = (!self.free.0.is_empty()).then(|| self.free.0.remove(0));
-        let audio = (!self.free.1.is_empty()).then(|| self.free.1.remove(0));
+        let video = (sections.video() && !self.free.0.is_empty()).then(|| self.free.0.remove(0));
+        let audio = (sections.audio() && !self.free.1.is_empty()).then(|| self.free.1.remove(0));
         if video.is_none() && audio.is_none() {
             return false;
         }

@@ -185,6 +185,30 @@ pub struct Subscribed {
     pub answer: String,
 }
 
+/// Which of a viewing session's free sections a stream is shown on: a one-section stage viewer
+/// sees the featured participant on its video section and hears the mix on its audio one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sections {
+    /// The first free video section and the first free audio section.
+    Both,
+    /// The first free video section only.
+    Video,
+    /// The first free audio section only.
+    Audio,
+}
+
+impl Sections {
+    /// It takes a video section.
+    pub fn video(self) -> bool {
+        self != Sections::Audio
+    }
+
+    /// It takes an audio section.
+    pub fn audio(self) -> bool {
+        self != Sections::Video
+    }
+}
+
 /// One stream a viewing session shows, and on which of its sections (mids as in its offer).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Shown {

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use sfu::StreamId;
+use sfu::{Sections, StreamId};
 use str0m::media::{KeyframeRequestKind, MediaKind};
 
 mod support;
@@ -243,12 +243,15 @@ fn participants_arriving_later_take_the_first_free_section_and_numbering_goes_on
     let (vp, sp) = (w.clients[v].peer.unwrap(), w.clients[single].peer.unwrap());
     let g1_id = StreamId::new("g1").unwrap();
     assert!(
-        w.sfu.bind(vp, &g1_id).unwrap(),
+        w.sfu.bind(vp, &g1_id, Sections::Both).unwrap(),
         "g1 is shown on a free section"
     );
-    assert!(!w.sfu.bind(vp, &g1_id).unwrap(), "never twice");
     assert!(
-        !w.sfu.bind(sp, &g1_id).unwrap(),
+        !w.sfu.bind(vp, &g1_id, Sections::Both).unwrap(),
+        "never twice"
+    );
+    assert!(
+        !w.sfu.bind(sp, &g1_id, Sections::Both).unwrap(),
         "a one-section viewer has no free section"
     );
     run(&mut w, &mut parts, 30);
@@ -271,7 +274,10 @@ fn participants_arriving_later_take_the_first_free_section_and_numbering_goes_on
     parts.push(Participant::new(g2, 2));
     let g1_frames = w.clients[v].frames_on(w.clients[v].video_mids[1]).len();
     let g1_last = w.clients[v].frames_on(w.clients[v].video_mids[1])[g1_frames - 1].1;
-    assert!(w.sfu.bind(vp, &StreamId::new("g2").unwrap()).unwrap());
+    assert!(w
+        .sfu
+        .bind(vp, &StreamId::new("g2").unwrap(), Sections::Both)
+        .unwrap());
     run(&mut w, &mut parts, 30);
     let c = &w.clients[v];
     let section = c.frames_on(c.video_mids[1]);

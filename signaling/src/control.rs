@@ -4,8 +4,8 @@ use std::future::Future;
 
 use sfu::driver::SfuHandle;
 use sfu::{
-    IceRestarted, PeerId, Pin, Published, SfuError, SfuStats, Shown, StreamId, SubscribeOptions,
-    Subscribed,
+    IceRestarted, PeerId, Pin, Published, Sections, SfuError, SfuStats, Shown, StreamId,
+    SubscribeOptions, Subscribed,
 };
 
 /// Whether an edge could make a channel available.
@@ -52,9 +52,17 @@ pub trait SfuControl: Clone + Send + Sync + 'static {
         offer: String,
         options: SubscribeOptions,
     ) -> impl Future<Output = Result<Subscribed, SfuError>> + Send;
-    /// Show `stream` on a free section pair of a viewing session (a stage participant who
-    /// went live after it started); whether it was shown.
+    /// Show `stream` on a viewing session's free video and/or audio section (a stage
+    /// participant who went live after it started; a one-section viewer's featured
+    /// participant or mix); whether it was shown.
     fn bind(
+        &self,
+        peer: PeerId,
+        stream: StreamId,
+        sections: Sections,
+    ) -> impl Future<Output = Result<bool, SfuError>> + Send;
+    /// Stop showing `stream` on a viewing session (the session stays); whether it was shown.
+    fn unbind(
         &self,
         peer: PeerId,
         stream: StreamId,
@@ -109,8 +117,16 @@ impl SfuControl for SfuHandle {
         &self,
         peer: PeerId,
         stream: StreamId,
+        sections: Sections,
     ) -> impl Future<Output = Result<bool, SfuError>> + Send {
-        SfuHandle::bind(self, peer, stream)
+        SfuHandle::bind(self, peer, stream, sections)
+    }
+    fn unbind(
+        &self,
+        peer: PeerId,
+        stream: StreamId,
+    ) -> impl Future<Output = Result<bool, SfuError>> + Send {
+        SfuHandle::unbind(self, peer, stream)
     }
     fn shown(&self, peer: PeerId) -> impl Future<Output = Result<Vec<Shown>, SfuError>> + Send {
         SfuHandle::shown(self, peer)

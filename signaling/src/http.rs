@@ -88,6 +88,8 @@ pub struct AppState<C> {
     pub cluster: Arc<Cluster>,
     /// Admission limits and their state.
     pub admission: Arc<Admission>,
+    /// What the live stages' drivers say (featured, speaking).
+    pub stages: Arc<crate::stage_board::StageBoard>,
 }
 
 impl<C: Clone> Clone for AppState<C> {
@@ -101,6 +103,7 @@ impl<C: Clone> Clone for AppState<C> {
             upstream: self.upstream.clone(),
             cluster: self.cluster.clone(),
             admission: self.admission.clone(),
+            stages: self.stages.clone(),
         }
     }
 }

@@ -20,6 +20,7 @@ mod resource;
 pub mod routing;
 pub mod sessions;
 pub mod stage;
+pub mod stage_board;
 pub mod stage_map;
 pub mod web;
 

@@ -215,6 +215,23 @@ impl Sessions {
             .map(|s| (s.channel.clone(), s.client.clone().unwrap_or_default()))
     }
 
+    /// The WHEP sessions of `channel`'s audience with one section pair: a stage shows them the
+    /// featured participant and the mix.
+    pub fn single_viewers(&self, channel: &str) -> Vec<PeerId> {
+        self.lock()
+            .by_token
+            .values()
+            .filter(|s| {
+                s.kind == Kind::Whep
+                    && s.channel == channel
+                    && !s.stage
+                    && s.guest.is_none()
+                    && s.key.is_none()
+            })
+            .map(|s| s.peer)
+            .collect()
+    }
+
     /// Forget the WHEP sessions of `channel` that hold no playback token; their peers.
     pub fn take_tokenless_viewers(&self, channel: &str) -> Vec<PeerId> {
         let mut taken = Vec::new();
@@ -263,7 +280,7 @@ impl Sessions {
     }
 
     /// The invite ids of `channel`'s stage guests with a session now.
-    pub(crate) fn guests_of(&self, channel: &str) -> Vec<String> {
+    pub fn guests_of(&self, channel: &str) -> Vec<String> {
         let mut ids: Vec<String> = self
             .lock()
             .by_token

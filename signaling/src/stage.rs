@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use sfu::{PeerId, StreamId};
+use sfu::{PeerId, Sections, StreamId};
 
 use crate::control::SfuControl;
 use crate::error::{from_sfu, ApiError};
@@ -152,7 +152,7 @@ pub async fn show_arrival<C: SfuControl>(
         if itself {
             continue;
         }
-        if let Ok(true) = sfu.bind(peer, stream.clone()).await {
+        if let Ok(true) = sfu.bind(peer, stream.clone(), Sections::Both).await {
             shown.push(peer);
         }
     }

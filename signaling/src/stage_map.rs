@@ -18,6 +18,7 @@ use crate::error::{from_sfu, ApiError};
 use crate::http::AppState;
 use crate::resource::session_for;
 use crate::sessions::Kind;
+use crate::stage_board::StageNow;
 
 /// How often the events ask the engine what the session shows.
 const EVERY: Duration = Duration::from_secs(1);
@@ -36,12 +37,17 @@ pub struct Section {
     pub video_mid: Option<String>,
     /// The mid of the audio section.
     pub audio_mid: Option<String>,
-    /// `host` or `guest`.
+    /// `host`, `guest`, or `mix` (a one-section viewer's audio on a live stage: the
+    /// server-side mix of every participant).
     pub role: &'static str,
     /// The guest's invite id (`None` for the host).
     pub id: Option<String>,
     /// The guest's name from its invite; the channel's name for the host.
     pub name: String,
+    /// The participant speaks now (from the stage's mix; `false` where no stage runs).
+    pub speaking: bool,
+    /// The participant is the featured one (one-section viewers see it).
+    pub featured: bool,
 }
 
 /// `GET /whep/{channel}/{session}/stage`: the session's stage map now.
@@ -86,8 +92,8 @@ struct Watch<C> {
     /// The session's resource token.
     token: String,
     peer: PeerId,
-    /// What was last sent: the streams on their sections.
-    last: Option<Vec<Shown>>,
+    /// What was last sent: the streams on their sections, and the stage's state then.
+    last: Option<(Vec<Shown>, Option<StageNow>)>,
     first: bool,
 }
 
@@ -101,11 +107,13 @@ impl<C: SfuControl> Watch<C> {
             // The session ended (closed, or its resource deleted): the stream ends too.
             self.st.sessions.get(&self.token)?;
             let shown = self.st.sfu.shown(self.peer).await.ok()?;
-            if self.last.as_ref() == Some(&shown) {
+            let now = self.st.stages.get(&self.channel);
+            let seen = (shown, now);
+            if self.last.as_ref() == Some(&seen) {
                 continue;
             }
-            let map = map_of(&self.st, &self.channel, shown.clone()).await.ok()?;
-            self.last = Some(shown);
+            let map = map_of(&self.st, &self.channel, seen.0.clone()).await.ok()?;
+            self.last = Some(seen);
             return Some(map);
         }
     }
@@ -126,16 +134,20 @@ async fn map_of<C>(
     } else {
         Vec::new()
     };
+    let now = st.stages.get(channel).unwrap_or_default();
     let sections = shown
         .into_iter()
         .map(|s| {
             let (role, id, name) = who(&s.stream, channel, &invites);
+            let stream = s.stream.to_string();
             Section {
                 video_mid: s.video,
                 audio_mid: s.audio,
                 role,
                 id,
                 name,
+                speaking: now.speaking.contains(&stream),
+                featured: now.featured.as_ref() == Some(&stream),
             }
         })
         .collect();
@@ -147,6 +159,9 @@ fn who(
     channel: &str,
     invites: &[storage::Invite],
 ) -> (&'static str, Option<String>, String) {
+    if stream.mix_of().is_some() {
+        return ("mix", None, format!("{channel} (everyone)"));
+    }
     match stream.guest_of() {
         Some((_, id)) => {
             let name = invites

@@ -37,6 +37,7 @@ async fn state_with_key(fake: FakeSfu) -> (AppState<FakeSfu>, String) {
             TokenKey::new(common::SECRET),
         )),
         admission: Arc::default(),
+        stages: Arc::default(),
     };
     (st, key.expose().to_string())
 }
@@ -379,9 +380,15 @@ async fn a_watching_session_learns_which_section_shows_whom_as_a_snapshot_and_as
     assert_eq!(resp.status(), StatusCode::CREATED);
     let location = resp.headers()["location"].to_str().unwrap().to_string();
     let bob = &guests[1].0;
+    // The stage's driver says the host speaks and Bob is featured.
+    let bob_stream = StreamId::guest(&StreamId::new("duo").unwrap(), bob);
+    st.stages
+        .set("duo", Some(bob_stream.to_string()), vec!["duo".into()]);
     let want = serde_json::json!({"sections": [
-        {"video_mid": "0", "audio_mid": "1", "role": "host", "id": null, "name": "duo"},
-        {"video_mid": "2", "audio_mid": "3", "role": "guest", "id": bob, "name": "Bob"},
+        {"video_mid": "0", "audio_mid": "1", "role": "host", "id": null, "name": "duo",
+         "speaking": true, "featured": false},
+        {"video_mid": "2", "audio_mid": "3", "role": "guest", "id": bob, "name": "Bob",
+         "speaking": false, "featured": true},
     ]});
 
     let get = |path: String| Request::get(path).body(Body::empty()).unwrap();

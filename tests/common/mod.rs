@@ -454,6 +454,18 @@ pub fn publisher_sized(
 /// An aiortc WHIP publisher at `url` (e.g. `/whip/{channel}` with a stage invite as `key`), as
 /// [`publisher_sized`].
 pub fn publisher_at(url: &str, key: &str, codec: &str, seconds: u32, size: (u32, u32)) -> Peer {
+    publisher_with(url, key, codec, seconds, size, &[])
+}
+
+/// [`publisher_at`] with more arguments (e.g. `--tone 1200`).
+pub fn publisher_with(
+    url: &str,
+    key: &str,
+    codec: &str,
+    seconds: u32,
+    size: (u32, u32),
+    extra: &[&str],
+) -> Peer {
     let (width, height) = (size.0.to_string(), size.1.to_string());
     let args = [
         "publish",
@@ -472,7 +484,8 @@ pub fn publisher_at(url: &str, key: &str, codec: &str, seconds: u32, size: (u32,
         "--keyint",
         "100000",
     ];
-    let p = Peer::spawn(&format!("{codec} publisher"), &args.map(s));
+    let args: Vec<String> = args.iter().chain(extra).map(s).collect();
+    let p = Peer::spawn(&format!("{codec} publisher"), &args);
     p.wait_for(Duration::from_secs(20), |v| v["event"] == "live");
     p
 }

@@ -97,6 +97,9 @@ impl Core {
                 return;
             }
         };
+        if ingested.layer.is_none() && self.muted.contains(stream_id) {
+            return;
+        }
         if !stream.sinks().is_empty() {
             self.tap_sinks(stream_id, &packet, &ingested);
         }

@@ -61,6 +61,8 @@ pub(crate) struct Core {
     stats: SfuStats,
     /// The latest instant seen in any input.
     last_now: Instant,
+    /// Streams whose audio goes nowhere (a stage host muted a participant).
+    muted: std::collections::HashSet<StreamId>,
 }
 
 impl Core {
@@ -79,6 +81,17 @@ impl Core {
             rng: seed | 1,
             stats: SfuStats::default(),
             last_now: now,
+            muted: Default::default(),
+        }
+    }
+
+    /// Mute or unmute `stream`'s audio: a muted stream's audio reaches no viewer and no sink
+    /// (an edge, a stage's mix), whoever publishes it.
+    pub fn set_muted(&mut self, stream: &StreamId, muted: bool) {
+        if muted {
+            self.muted.insert(stream.clone());
+        } else {
+            self.muted.remove(stream);
         }
     }
 

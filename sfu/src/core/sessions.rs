@@ -18,7 +18,7 @@ use crate::negotiate;
 use crate::peer::{Peer, Role, Slot};
 use crate::stream::Stream;
 use crate::types::{
-    CloseReason, IceRestarted, Pin, Published, SfuError, SubscribeOptions, Subscribed,
+    CloseReason, IceRestarted, Pin, Published, Sections, SfuError, SubscribeOptions, Subscribed,
 };
 use crate::viewer::{OutTrack, Viewer, ViewerLayer};
 
@@ -218,7 +218,12 @@ impl Core {
     /// Show `stream` on `peer`'s first free video/audio section pair (a stage participant who
     /// went live after the session started). `Ok(false)`: shown already, no free section, or
     /// not live; a publishing session is `Unusable`.
-    pub fn bind(&mut self, peer: PeerId, stream: &StreamId) -> Result<bool, SfuError> {
+    pub fn bind(
+        &mut self,
+        peer: PeerId,
+        stream: &StreamId,
+        sections: Sections,
+    ) -> Result<bool, SfuError> {
         let now = self.last_now;
         if !self.streams.get(stream).is_some_and(Stream::is_live) {
             return Ok(false);
@@ -233,7 +238,7 @@ impl Core {
             .slots()
             .first()
             .map_or(Pin::Auto, |s| s.viewer.layer().pin());
-        let bound = p.bind(stream, |mut video, mut audio| {
+        let bound = p.bind(stream, sections, |mut video, mut audio| {
             for t in video.iter_mut().chain(audio.iter_mut()) {
                 t.rebind();
             }
@@ -252,6 +257,21 @@ impl Core {
         if connected && self.streams.get(stream).is_some_and(|s| !s.has_cache()) {
             self.request_keyframe(stream, None);
         }
+        Ok(true)
+    }
+
+    /// Stop showing `stream` on a viewing session, its sections free for another (the session
+    /// stays, even with nothing shown); whether it was shown.
+    pub fn unbind(&mut self, peer: PeerId, stream: &StreamId) -> Result<bool, SfuError> {
+        let p = self.peers.get_mut(&peer).ok_or(SfuError::UnknownPeer)?;
+        if p.is_publisher() || !p.slots().iter().any(|s| &s.stream == stream) {
+            return Ok(false);
+        }
+        p.unbind(stream);
+        if let Some(s) = self.streams.get_mut(stream) {
+            s.remove_viewer(peer);
+        }
+        self.drop_idle(stream);
         Ok(true)
     }
 

@@ -45,7 +45,17 @@ pub(super) enum Command {
     Bind {
         peer: PeerId,
         stream: StreamId,
+        sections: crate::Sections,
         reply: oneshot::Sender<Result<bool, SfuError>>,
+    },
+    Unbind {
+        peer: PeerId,
+        stream: StreamId,
+        reply: oneshot::Sender<Result<bool, SfuError>>,
+    },
+    SetMuted {
+        stream: StreamId,
+        muted: bool,
     },
     Shown {
         peer: PeerId,
@@ -140,8 +150,32 @@ impl SfuHandle {
     }
 
     /// Show `stream` on a free section pair of a viewing session (see [`Sfu::bind`]).
-    pub async fn bind(&self, peer: PeerId, stream: StreamId) -> Result<bool, SfuError> {
+    pub async fn bind(
+        &self,
+        peer: PeerId,
+        stream: StreamId,
+        sections: crate::Sections,
+    ) -> Result<bool, SfuError> {
         self.call(|reply| Command::Bind {
+            peer,
+            stream,
+            sections,
+            reply,
+        })
+        .await?
+    }
+
+    /// Mute or unmute a stream's audio everywhere (see [`Sfu::set_muted`]).
+    pub async fn set_muted(&self, stream: StreamId, muted: bool) -> Result<(), SfuError> {
+        self.tx
+            .send(Command::SetMuted { stream, muted })
+            .await
+            .map_err(|_| SfuError::Unavailable)
+    }
+
+    /// Stop showing a stream on a viewing session (see [`Sfu::unbind`]).
+    pub async fn unbind(&self, peer: PeerId, stream: StreamId) -> Result<bool, SfuError> {
+        self.call(|reply| Command::Unbind {
             peer,
             stream,
             reply,

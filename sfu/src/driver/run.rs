@@ -224,9 +224,18 @@ fn handle_command(sfu: &mut Sfu, cmd: Command) {
         Command::Bind {
             peer,
             stream,
+            sections,
             reply,
         } => {
-            let _ = reply.send(sfu.bind(peer, &stream));
+            let _ = reply.send(sfu.bind(peer, &stream, sections));
+        }
+        Command::SetMuted { stream, muted } => sfu.set_muted(&stream, muted),
+        Command::Unbind {
+            peer,
+            stream,
+            reply,
+        } => {
+            let _ = reply.send(sfu.unbind(peer, &stream));
         }
         Command::Shown { peer, reply } => {
             let _ = reply.send(sfu.shown(peer));

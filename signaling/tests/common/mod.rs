@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 
 use cluster::TokenKey;
 use sfu::{
-    IceRestarted, PeerId, Pin, Published, SfuError, SfuStats, Shown, StreamId, SubscribeOptions,
-    Subscribed,
+    IceRestarted, PeerId, Pin, Published, Sections, SfuError, SfuStats, Shown, StreamId,
+    SubscribeOptions, Subscribed,
 };
 use signaling::{router, AppState, Cluster, HttpSettings, Metrics, Sessions, SfuControl, Store};
 
@@ -58,9 +58,17 @@ impl SfuControl for FakeSfu {
             }),
         }
     }
-    async fn bind(&self, peer: PeerId, stream: StreamId) -> Result<bool, SfuError> {
+    async fn bind(
+        &self,
+        peer: PeerId,
+        stream: StreamId,
+        _sections: Sections,
+    ) -> Result<bool, SfuError> {
         self.bound.lock().unwrap().push((peer, stream));
         Ok(true)
+    }
+    async fn unbind(&self, _peer: PeerId, _stream: StreamId) -> Result<bool, SfuError> {
+        Ok(false)
     }
     async fn shown(&self, peer: PeerId) -> Result<Vec<Shown>, SfuError> {
         // Subscribe `n` is peer `8 + 1000 n`; its streams go on section pairs (2i, 2i+1).
@@ -144,6 +152,7 @@ pub async fn app_with(fake: FakeSfu, cluster: Cluster) -> (axum::Router, Arc<Ses
         upstream: None,
         cluster: Arc::new(cluster),
         admission: Arc::default(),
+        stages: Arc::default(),
     };
     (router(state), sessions)
 }
