@@ -189,7 +189,7 @@ impl Stages {
                             let stale = applied.get(&peer) != Some(&want)
                                 || (check && !still_shows(sfu, peer, &want).await);
                             if stale {
-                                show(sfu, peer, &want, &mix).await;
+                                show(sfu, peer, &want, &mix, &channel).await;
                                 applied.insert(peer, want.clone());
                             }
                         }
@@ -333,23 +333,50 @@ struct Shows {
 
 /// Make one-section viewer `peer` show `want`: the featured participant on its video section
 /// and the mix on its audio section (or the featured participant on both until the mix is
-/// live). What it shows otherwise is let go first; the mix, once shown, stays.
-async fn show(sfu: &SfuHandle, peer: sfu::PeerId, want: &Shows, mix: &StreamId) {
+/// live). Each change is one `rebind`, which leaves the section as it is when the session
+/// cannot show the new stream (a codec it did not negotiate): then it keeps the last one, or
+/// gets the host when it shows no one.
+async fn show(sfu: &SfuHandle, peer: sfu::PeerId, want: &Shows, mix: &StreamId, host: &StreamId) {
     let Ok(shown) = sfu.shown(peer).await else {
         return;
     };
-    for s in shown.iter().filter(|s| !(want.mix && &s.stream == mix)) {
-        let _ = sfu.unbind(peer, s.stream.clone()).await;
+    let on = |audio: bool| {
+        shown
+            .iter()
+            .find(|s| {
+                if audio {
+                    s.audio.is_some()
+                } else {
+                    s.video.is_some()
+                }
+            })
+            .map(|s| s.stream.clone())
+    };
+    let (mut video, audio) = (on(false), on(true));
+    if want.mix && audio.as_ref() != Some(mix) {
+        // The mix takes the audio section; what held it (the host on both) lets go of both.
+        let moved = sfu
+            .rebind(peer, audio.clone(), mix.clone(), Sections::Audio)
+            .await;
+        if moved.unwrap_or(false) && audio.is_some() && audio == video {
+            video = None;
+        }
     }
-    if want.mix {
-        let _ = sfu.bind(peer, mix.clone(), Sections::Audio).await;
+    if video.as_ref() == Some(&want.featured) {
+        return;
     }
     let sections = if want.mix {
         Sections::Video
     } else {
         Sections::Both
     };
-    let _ = sfu.bind(peer, want.featured.clone(), sections).await;
+    let switched = sfu
+        .rebind(peer, video.clone(), want.featured.clone(), sections)
+        .await
+        .unwrap_or(false);
+    if !switched && video.is_none() {
+        let _ = sfu.rebind(peer, None, host.clone(), sections).await;
+    }
 }
 
 /// Whether `peer` still shows `want.featured` (a participant who left and came back, or a

@@ -113,6 +113,18 @@ impl Sfu {
         self.core.bind(peer, stream, sections)
     }
 
+    /// Show `to` instead of `from` on a viewing session at once, or change nothing when it
+    /// cannot show `to` (not live, or a codec the session did not negotiate): `Ok(false)`.
+    pub fn rebind(
+        &mut self,
+        peer: PeerId,
+        from: Option<&StreamId>,
+        to: &StreamId,
+        sections: crate::Sections,
+    ) -> Result<bool, SfuError> {
+        self.core.rebind(peer, from, to, sections)
+    }
+
     /// Mute or unmute `stream`'s audio everywhere (viewers, edges, a stage's mix).
     pub fn set_muted(&mut self, stream: &StreamId, muted: bool) {
         self.core.set_muted(stream, muted)

@@ -228,6 +228,10 @@ pub struct SubscribeOptions {
     /// Further streams to watch in the same session, one per further video/audio section
     /// pair of the offer, in order (a stage's other participants). Empty for a plain viewer.
     pub also: Vec<StreamId>,
+    /// Negotiate every format the viewer offers that can be forwarded, not only the stream's:
+    /// a one-section viewer of a live stage, whose video section may show a participant that
+    /// sends another codec. (Sessions with several section pairs always do.)
+    pub open: bool,
 }
 
 /// A session's engine failed or panicked: the peer must be closed.

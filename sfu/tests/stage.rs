@@ -313,3 +313,83 @@ fn participants_arriving_later_take_the_first_free_section_and_numbering_goes_on
         ]
     );
 }
+
+/// A one-section viewer's featured switch (a stage's active speaker changed): its video section
+/// is rebound from the host to a guest at once. The guest's picture starts on a keyframe (from
+/// its cache), the section's sequence numbers go on without a gap, no frame of the host follows
+/// a frame of the guest, and the audio section, let go for the mix, carries no one.
+#[test]
+fn a_one_section_viewer_switches_to_the_featured_participant_on_a_keyframe_without_a_gap() {
+    let mut w = World::new();
+    let host = w.publish("127.0.0.2:1000", "host");
+    let g1 = w.publish("127.0.0.3:1000", "g1");
+    let mut parts = vec![Participant::new(host, 0), Participant::new(g1, 1)];
+    let single = w.subscribe_stage("127.0.0.10:1000", &["host"], 1);
+    w.connect_all();
+    run(&mut w, &mut parts, 20);
+    let sp = w.clients[single].peer.unwrap();
+    let (host_id, g1_id) = (StreamId::new("host").unwrap(), StreamId::new("g1").unwrap());
+    let before = {
+        let c = &w.clients[single];
+        (
+            c.frames_on(c.video_mids[0]).len(),
+            c.frames_on(c.audio_mids[0]).len(),
+        )
+    };
+    assert!(before.0 >= 15, "the host was shown first: {before:?}");
+    assert!(w
+        .sfu
+        .rebind(sp, Some(&host_id), &g1_id, Sections::Video)
+        .unwrap());
+    assert!(
+        !w.sfu
+            .rebind(
+                sp,
+                Some(&g1_id),
+                &StreamId::new("nobody").unwrap(),
+                Sections::Video
+            )
+            .unwrap(),
+        "a stream that is not live changes nothing"
+    );
+    run(&mut w, &mut parts, 20);
+    let c = &w.clients[single];
+    let frames = c.frames_on(c.video_mids[0]);
+    let first_g1 = frames
+        .iter()
+        .position(|(d, _)| counter(d) / TAG == 1)
+        .expect("the guest is shown");
+    assert_eq!(first_g1, before.0, "the switch follows the last host frame");
+    assert!(
+        frames[first_g1..]
+            .iter()
+            .all(|(d, _)| counter(d) / TAG == 1),
+        "no host frame after the switch"
+    );
+    assert_eq!(
+        frames[first_g1].0[0] & 1,
+        0,
+        "the guest's first frame is a keyframe"
+    );
+    assert_eq!(
+        frames[first_g1].1 .0,
+        frames[first_g1 - 1].1 .1 + 1,
+        "the section's numbering goes on across the switch"
+    );
+    assert!(
+        frames.len() - first_g1 >= 15,
+        "the guest plays at once (from its cache): {} frames",
+        frames.len() - first_g1
+    );
+    let audio_after = c.frames_on(c.audio_mids[0]).len() - before.1;
+    assert!(
+        audio_after <= 2,
+        "the audio section, let go for the mix, carries no one: {audio_after}"
+    );
+    let shown = w.sfu.shown(sp).unwrap();
+    assert_eq!(shown.len(), 1);
+    assert_eq!(
+        (shown[0].stream.as_str(), shown[0].audio.is_none()),
+        ("g1", true)
+    );
+}

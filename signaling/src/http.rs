@@ -483,6 +483,7 @@ async fn whep<C: SfuControl>(
     let options = SubscribeOptions {
         layer,
         also: watch.also,
+        open: watch.open,
     };
     let subscribed = st
         .sfu

@@ -170,6 +170,9 @@ pub(crate) struct Watch {
     /// A participant (a guest with its invite, or the host with its stream key) watching the
     /// others: not audience, and let in on a private channel.
     pub participant: Option<Participant>,
+    /// Negotiate every forwardable format: a one-section viewer of a stage with a guest on
+    /// it, whose video section shows whoever is featured.
+    pub open: bool,
 }
 
 /// Who watches the stage from on it.
@@ -185,7 +188,9 @@ pub(crate) enum Participant {
 /// - an invite token: every other participant, the host first, never the guest itself;
 /// - the channel's stream key: the guests (the host watching its stage);
 /// - anything else (a plain viewer, maybe with a playback token): the host, then the guests
-///   for further video sections. A one-section viewer gets the host, as without a stage.
+///   for further video sections. A one-section viewer gets the host, and while a guest is on
+///   the stage it negotiates every format (the stage's driver then shows it the featured
+///   participant and the mix).
 ///
 /// An edge relays single streams only (for now): there, the channel's stream.
 pub(crate) async fn watch<C: SfuControl>(
@@ -208,6 +213,7 @@ pub(crate) async fn watch<C: SfuControl>(
             also: Vec::new(),
             pairs: 1,
             participant: None,
+            open: false,
         });
     }
     // Read only where guests are shown (not for a plain one-section viewer).
@@ -230,6 +236,7 @@ pub(crate) async fn watch<C: SfuControl>(
                     invite: invite.id,
                     name: invite.name,
                 })),
+                open: false,
             })
         }
         Some(t) if t.starts_with(KEY_PREFIX) => {
@@ -254,17 +261,26 @@ pub(crate) async fn watch<C: SfuControl>(
                 also: others.collect(),
                 pairs,
                 participant: Some(Participant::Host(storage::key_fingerprint(t))),
+                open: false,
             })
         }
-        _ => Ok(Watch {
-            first: channel.clone(),
-            pairs,
-            also: if video_sections > 1 {
-                guest_streams(None)
+        _ => {
+            let (also, open) = if video_sections > 1 {
+                (guest_streams(None), false)
             } else {
-                Vec::new()
-            },
-            participant: None,
-        }),
+                // A one-section viewer: the stage's driver shows it whoever is featured.
+                (
+                    Vec::new(),
+                    !st.sessions.guests_of(channel.as_str()).is_empty(),
+                )
+            };
+            Ok(Watch {
+                first: channel.clone(),
+                pairs,
+                also,
+                participant: None,
+                open,
+            })
+        }
     }
 }

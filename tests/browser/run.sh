@@ -11,8 +11,10 @@
 # starts a regional edge (region eu) and runs tests/browser/edge.test.mjs on a third, private
 # channel (token, 307 to the edge), and stops both; tests/browser/stage.test.mjs (the co-stream page
 # /stage/{channel}: a host from /live and two guests with invites from `aethex stage invite` watch
-# each other, one leaves) runs on a fourth channel at the origin before the edge starts. Fails if
-# any test failed.
+# each other, a one-section viewer gets the mix, one guest leaves) runs on a fourth channel at the
+# origin before the edge starts, and again on a fifth with the host on OBS's WebRTC stack
+# (tests/peers/obs_peer.py in .venv312, H.264) beside the Chromium guests. Fails if any test
+# failed.
 # Needs /usr/bin/chromium, node/npm, curl and python3 (see scripts/install-test-deps.sh).
 set -euo pipefail
 
@@ -44,6 +46,12 @@ invite_token() { # channel name; prints the token of a new stage invite
 }
 ST_INVITE_A=$(invite_token stagech Ann)
 ST_INVITE_B=$(invite_token stagech Bob)
+PAIR=$(create_channel stageobs)
+read -r SO_CHANNEL SO_KEY <<<"$PAIR"
+SO_INVITE_A=$(invite_token stageobs Ann)
+SO_INVITE_B=$(invite_token stageobs Bob)
+OBS_PY="$ROOT/.venv312/bin/python"
+[[ -x "$OBS_PY" ]] || { echo "run.sh: $OBS_PY missing (OBS's stack: scripts/install-test-deps.sh)" >&2; exit 1; }
 if [[ -z "${CHANNEL:-}" || -z "${KEY:-}" || -z "${SC_CHANNEL:-}" || -z "${SC_KEY:-}" \
   || -z "${ST_CHANNEL:-}" || -z "${ST_KEY:-}" || -z "${ST_INVITE_A:-}" || -z "${ST_INVITE_B:-}" ]]; then
   echo "run.sh: could not create the test channels" >&2
@@ -71,6 +79,18 @@ AETHEX_URL="$URL" AETHEX_CHANNEL="$ST_CHANNEL" AETHEX_KEY="$ST_KEY" \
   AETHEX_INVITE_A="$ST_INVITE_A" AETHEX_INVITE_B="$ST_INVITE_B" \
   timeout -k 5 160 node "$ROOT/tests/browser/stage.test.mjs"
 STAGE_STATUS=$?
+echo "# ---- stage.test.mjs, the host on OBS's stack (channel $SO_CHANNEL) ----"
+OBS_OUT=$(mktemp)
+CLEANUP_FILES+=("$OBS_OUT")
+"$OBS_PY" "$ROOT/tests/peers/obs_peer.py" publish --url "$URL/whip" --token "$SO_KEY" \
+  --duration 120 >"$OBS_OUT" 2>/dev/null &
+OBS_PID=$!
+for _ in $(seq 1 100); do grep -q '"live"' "$OBS_OUT" && break; sleep 0.1; done
+AETHEX_URL="$URL" AETHEX_CHANNEL="$SO_CHANNEL" AETHEX_KEY="$SO_KEY" AETHEX_HOST=obs \
+  AETHEX_INVITE_A="$SO_INVITE_A" AETHEX_INVITE_B="$SO_INVITE_B" \
+  timeout -k 5 160 node "$ROOT/tests/browser/stage.test.mjs"
+STAGE_OBS_STATUS=$?
+stop_pid "$OBS_PID" "OBS-stack publisher"
 set -e
 
 start_edge
@@ -81,6 +101,6 @@ AETHEX_URL="$URL" AETHEX_EDGE_URL="$EDGE_URL" AETHEX_REGION=eu AETHEX_CHANNEL="$
   timeout -k 5 120 node "$ROOT/tests/browser/edge.test.mjs"
 EDGE_STATUS=$?
 set -e
-echo "# watch.test.mjs exit $WATCH_STATUS, simulcast.test.mjs exit $SIMULCAST_STATUS, player-errors.test.mjs exit $PLAYER_ERRORS_STATUS, stage.test.mjs exit $STAGE_STATUS, edge.test.mjs exit $EDGE_STATUS"
-if [[ $WATCH_STATUS -eq 0 && $SIMULCAST_STATUS -eq 0 && $PLAYER_ERRORS_STATUS -eq 0 && $STAGE_STATUS -eq 0 && $EDGE_STATUS -eq 0 ]]; then STATUS=0; else STATUS=1; fi
+echo "# watch.test.mjs exit $WATCH_STATUS, simulcast.test.mjs exit $SIMULCAST_STATUS, player-errors.test.mjs exit $PLAYER_ERRORS_STATUS, stage.test.mjs exit $STAGE_STATUS (OBS host: $STAGE_OBS_STATUS), edge.test.mjs exit $EDGE_STATUS"
+if [[ $WATCH_STATUS -eq 0 && $SIMULCAST_STATUS -eq 0 && $PLAYER_ERRORS_STATUS -eq 0 && $STAGE_STATUS -eq 0 && $STAGE_OBS_STATUS -eq 0 && $EDGE_STATUS -eq 0 ]]; then STATUS=0; else STATUS=1; fi
 exit "$STATUS"

@@ -10,7 +10,9 @@
 // then checks that A and B each show exactly 2 playing tiles (the host and the other guest: the
 // server never sends a guest itself, so 2 and not 3), that Leave on A DELETEs both of its
 // sessions (2xx) and clears the page, that B's tiles drop to 1 within 15 s, and that a bad
-// invite gives a clear error about the invite (401) and no tile. Prints `ok - name` /
+// invite gives a clear error about the invite (401) and no tile. A one-section viewer (the watch
+// page) on the stage plays a participant and receives the mix. With AETHEX_HOST=obs the host is
+// OBS's WebRTC stack (libdatachannel, H.264) beside the Chromium guests (VP8). Prints `ok - name` /
 // `not ok - name: why` per case, `# ` notes (time from Join to the first remote frame) and a
 // final `N passed, M failed` line; exits 0 only when nothing failed.
 //
@@ -28,6 +30,10 @@ const KEY = process.env.AETHEX_KEY || '';
 const INVITE_A = process.env.AETHEX_INVITE_A || '';
 const INVITE_B = process.env.AETHEX_INVITE_B || '';
 const WEB_DIR = process.env.AETHEX_WEB_CLIENT_DIR || '';
+// AETHEX_HOST=obs: the host is already live from OBS's WebRTC stack (tests/peers/obs_peer.py,
+// libdatachannel, H.264, started by run.sh); the test checks it is live instead of going live
+// from /live in Chromium.
+const HOST_OBS = process.env.AETHEX_HOST === 'obs';
 const TOTAL_TIMEOUT_MS = 130_000;
 const PLAY_TIMEOUT_MS = 20_000;  // until both guests show their 2 tiles playing
 const DROP_TIMEOUT_MS = 15_000;  // until B notices that A left
@@ -149,10 +155,21 @@ async function main() {
   if (WEB_DIR) await serveWebClient(ctx);
 
   // 1) the host
-  pages.host = await ctx.newPage();
-  const hostErrors = watchErrors(pages.host, 'host');
+  let hostErrors = [];
   let hostLive = false;
-  {
+  if (HOST_OBS) {
+    const name = 'the host is live from OBS\'s WebRTC stack (libdatachannel, H.264)';
+    try {
+      const st = await poll(async () => {
+        const r = await fetch(`${BASE}/api/channels/${encodeURIComponent(CHANNEL)}`);
+        const body = r.ok ? await r.json() : {};
+        return { done: body.live === true, status: r.status, live: body.live };
+      }, 10000, 250);
+      if (st.done) { hostLive = true; pass(name); } else fail(name, `GET /api/channels/${CHANNEL}: ${st.status}, live=${st.live}`);
+    } catch (e) { fail(name, e.message); }
+  } else {
+    pages.host = await ctx.newPage();
+    hostErrors = watchErrors(pages.host, 'host');
     const name = 'the host goes live from /live with the stream key';
     try {
       const st = await h.goLive(pages.host, BASE, KEY);
@@ -261,6 +278,53 @@ async function main() {
       }
       pass(name);
     } catch (e) { fail(name, e.message); }
+  }
+
+  // 4b) a one-section viewer: the watch page, as any WHEP player
+  {
+    const name = 'a one-section viewer (/watch) plays a participant and hears the stage\'s mix';
+    let watch = null;
+    try {
+      if (!aJoined || !bJoined) throw new Error('A or B did not join');
+      watch = await ctx.newPage();
+      // Keep the page's RTCPeerConnection reachable for getStats (player.js holds it privately).
+      await watch.addInitScript(() => {
+        const Native = window.RTCPeerConnection;
+        window.__pcs = [];
+        window.RTCPeerConnection = function (...args) { const pc = new Native(...args); window.__pcs.push(pc); return pc; };
+        window.RTCPeerConnection.prototype = Native.prototype;
+      });
+      await watch.goto(`${BASE}/watch/${encodeURIComponent(CHANNEL)}`, { timeout: 10000 });
+      const sample = () => watch.evaluate(async () => {
+        const v = document.querySelector('video');
+        const pc = (window.__pcs || [])[window.__pcs.length - 1];
+        let audio = 0; let videoCodec = '';
+        if (pc) {
+          const report = await pc.getStats();
+          const codecs = {};
+          report.forEach((r) => { if (r.type === 'codec') codecs[r.id] = r.mimeType; });
+          report.forEach((r) => {
+            if (r.type !== 'inbound-rtp') return;
+            if (r.kind === 'audio') audio += r.packetsReceived || 0;
+            if (r.kind === 'video') videoCodec = codecs[r.codecId] || '';
+          });
+        }
+        return { w: v.videoWidth, h: v.videoHeight, ct: v.currentTime, audio, videoCodec, state: (window.aethexPlayer || {}).state };
+      });
+      let first = null;
+      const st = await poll(async () => {
+        const s1 = await sample();
+        if (s1.w > 0 && first === null) first = s1;
+        s1.done = first !== null && s1.ct - first.ct >= 1.5 && s1.audio - first.audio >= 50 && s1.state === 'playing';
+        return s1;
+      }, PLAY_TIMEOUT_MS, 300);
+      if (!st.done) {
+        throw new Error(`videoWidth=${st.w} currentTime=${st.ct} audio packets=${st.audio} (first ${first && first.audio}) state=${st.state}`);
+      }
+      note(`one-section viewer: ${st.w}x${st.h} ${st.videoCodec}, ${st.audio - first.audio} mix packets in ${(st.ct - first.ct).toFixed(1)} s`);
+      pass(name);
+    } catch (e) { fail(name, e.message); }
+    if (watch) await watch.close().catch(() => {});
   }
 
   // 5) A leaves

@@ -140,7 +140,7 @@ impl Core {
         // A session with more than one section pair is a stage's: a participant who arrives
         // later may send another codec, so every format the viewer offers that can be
         // forwarded is negotiated (`bind`).
-        let open = wants(Kind::Video) > 1 || wants(Kind::Audio) > 1;
+        let open = options.open || wants(Kind::Video) > 1 || wants(Kind::Audio) > 1;
         let formats = sdp_codecs::section_formats(offer);
         let plan = negotiate::viewer_plan(&sections, &formats, &params, open)?;
         let has_video = params.iter().any(|p| p.spec().codec.is_video());
@@ -225,15 +225,12 @@ impl Core {
         sections: Sections,
     ) -> Result<bool, SfuError> {
         let now = self.last_now;
-        if !self.streams.get(stream).is_some_and(Stream::is_live) {
+        if !self.can_show(peer, stream, sections)? {
             return Ok(false);
         }
-        let p = self.peers.get_mut(&peer).ok_or(SfuError::UnknownPeer)?;
-        if p.is_publisher() {
-            return Err(SfuError::Unusable(
-                "only a viewing session shows streams".into(),
-            ));
-        }
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return Err(SfuError::UnknownPeer);
+        };
         let pin = p
             .slots()
             .first()
@@ -258,6 +255,56 @@ impl Core {
             self.request_keyframe(stream, None);
         }
         Ok(true)
+    }
+
+    /// Whether viewing session `peer` can show `stream` on `sections` now: the stream is
+    /// live, and the codecs the session negotiated carry its video (for a video section) and
+    /// its audio (for an audio section). A publishing session is `Unusable`.
+    fn can_show(
+        &self,
+        peer: PeerId,
+        stream: &StreamId,
+        sections: Sections,
+    ) -> Result<bool, SfuError> {
+        let p = self.peers.get(&peer).ok_or(SfuError::UnknownPeer)?;
+        if p.is_publisher() {
+            return Err(SfuError::Unusable(
+                "only a viewing session shows streams".into(),
+            ));
+        }
+        let Some(s) = self.streams.get(stream).filter(|s| s.is_live()) else {
+            return Ok(false);
+        };
+        let config = p.rtc().codec_config();
+        let carries = |video: bool| {
+            let mut kind = s
+                .params()
+                .iter()
+                .filter(|q| q.spec().codec.is_video() == video)
+                .peekable();
+            // A stream without this kind needs nothing carried.
+            kind.peek().is_none() || kind.any(|q| config.match_params(*q).is_some())
+        };
+        Ok((!sections.video() || carries(true)) && (!sections.audio() || carries(false)))
+    }
+
+    /// Show `to` instead of `from` (`None`: on free sections only) on a viewing session, at
+    /// once: when the session cannot show `to` (not live, or a codec it did not negotiate)
+    /// nothing changes and the answer is `Ok(false)`.
+    pub fn rebind(
+        &mut self,
+        peer: PeerId,
+        from: Option<&StreamId>,
+        to: &StreamId,
+        sections: Sections,
+    ) -> Result<bool, SfuError> {
+        if !self.can_show(peer, to, sections)? {
+            return Ok(false);
+        }
+        if let Some(from) = from.filter(|f| *f != to) {
+            self.unbind(peer, from)?;
+        }
+        self.bind(peer, to, sections)
     }
 
     /// Stop showing `stream` on a viewing session, its sections free for another (the session

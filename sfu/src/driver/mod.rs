@@ -57,6 +57,13 @@ pub(super) enum Command {
         stream: StreamId,
         muted: bool,
     },
+    Rebind {
+        peer: PeerId,
+        from: Option<StreamId>,
+        to: StreamId,
+        sections: crate::Sections,
+        reply: oneshot::Sender<Result<bool, SfuError>>,
+    },
     Shown {
         peer: PeerId,
         reply: oneshot::Sender<Result<Vec<crate::types::Shown>, SfuError>>,
@@ -159,6 +166,25 @@ impl SfuHandle {
         self.call(|reply| Command::Bind {
             peer,
             stream,
+            sections,
+            reply,
+        })
+        .await?
+    }
+
+    /// Show `to` instead of `from` on a viewing session, or nothing changes (see
+    /// [`Sfu::rebind`]).
+    pub async fn rebind(
+        &self,
+        peer: PeerId,
+        from: Option<StreamId>,
+        to: StreamId,
+        sections: crate::Sections,
+    ) -> Result<bool, SfuError> {
+        self.call(|reply| Command::Rebind {
+            peer,
+            from,
+            to,
             sections,
             reply,
         })

@@ -230,6 +230,15 @@ fn handle_command(sfu: &mut Sfu, cmd: Command) {
             let _ = reply.send(sfu.bind(peer, &stream, sections));
         }
         Command::SetMuted { stream, muted } => sfu.set_muted(&stream, muted),
+        Command::Rebind {
+            peer,
+            from,
+            to,
+            sections,
+            reply,
+        } => {
+            let _ = reply.send(sfu.rebind(peer, from.as_ref(), &to, sections));
+        }
         Command::Unbind {
             peer,
             stream,
