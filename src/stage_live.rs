@@ -132,7 +132,14 @@ impl Stages {
                 }
                 _ = frame.tick() => {
                     let now = Instant::now();
-                    let mixed = mixer.mix().map_err(|e| e.to_string())?;
+                    let mixed = match mixer.mix() {
+                        Ok(m) => m,
+                        Err(e) => {
+                            // libopus refused (a bug): the stage ends cleanly below.
+                            tracing::warn!(error = %e, "the mix failed: ending the stage");
+                            break;
+                        }
+                    };
                     for (p, level) in mixed.levels {
                         speaker.observe(p, level, now);
                     }

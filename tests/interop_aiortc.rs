@@ -458,6 +458,22 @@ fn a_guest_going_live_later_appears_on_a_watching_viewers_free_section() {
     assert!(server.stop().success());
 }
 
+/// A user `hostess` registered through the API and a channel `name` of hers: her session token
+/// and the channel's stream key.
+fn owned_channel(server: &Server, name: &str) -> (String, String) {
+    let owner = register(&server.base, "hostess");
+    let body = serde_json::json!({ "name": name });
+    let (s, v) = api(
+        &server.base,
+        "POST",
+        "/api/channels",
+        Some(&owner),
+        Some(body),
+    );
+    assert_eq!(s, 201, "{v}");
+    (owner, v["stream_key"].as_str().unwrap().to_string())
+}
+
 /// Host controls: the owner sees who is on the stage (`GET /api/channels/{name}/stage`), and
 /// revoking a guest's invite takes it off the stage at once, its publish and its watching.
 #[test]
@@ -465,16 +481,7 @@ fn the_owner_lists_the_stage_and_removing_a_guest_ends_it_at_once() {
     use serde_json::json;
     let dir = temp_dir("stage-controls");
     let server = Server::start(&dir, &[]);
-    let owner = register(&server.base, "hostess");
-    let (s, v) = api(
-        &server.base,
-        "POST",
-        "/api/channels",
-        Some(&owner),
-        Some(json!({"name": "show"})),
-    );
-    assert_eq!(s, 201, "{v}");
-    let key = v["stream_key"].as_str().unwrap().to_string();
+    let (owner, key) = owned_channel(&server, "show");
     let host = publisher_sized(&server, &key, "vp8", 30, (640, 360));
     let (s, invite) = api(
         &server.base,
@@ -589,16 +596,7 @@ fn the_owner_features_a_guest_mutes_another_and_ends_the_stage() {
     use serde_json::json;
     let dir = temp_dir("stage-owner");
     let server = Server::start(&dir, &[]);
-    let owner = register(&server.base, "hostess");
-    let (s, v) = api(
-        &server.base,
-        "POST",
-        "/api/channels",
-        Some(&owner),
-        Some(json!({"name": "panel"})),
-    );
-    assert_eq!(s, 201, "{v}");
-    let key = v["stream_key"].as_str().unwrap().to_string();
+    let (owner, key) = owned_channel(&server, "panel");
     let whip = format!("{}/whip/panel", server.base);
     let host = publisher_with(&whip, &key, "vp8", 30, (640, 360), &["--tone", "440"]);
     let mut ids = Vec::new();
