@@ -206,10 +206,7 @@ impl platform::LiveInfo for MediaSide {
                 .presence(channel)
                 .into_iter()
                 .map(|p| {
-                    let stream = match &p.invite {
-                        Some(g) => sfu::StreamId::guest(&host, g).to_string(),
-                        None => host.to_string(),
-                    };
+                    let stream = participant_stream(&host, p.invite.as_deref());
                     platform::OnStage {
                         invite: p.invite,
                         live: p.publishing,
@@ -245,17 +242,15 @@ impl platform::LiveInfo for MediaSide {
             let Ok(host) = sfu::StreamId::new(channel) else {
                 return;
             };
-            let stream = |who: Option<String>| match who {
-                Some(g) => sfu::StreamId::guest(&host, &g).to_string(),
-                None => host.to_string(),
-            };
             match control {
                 platform::StageControl::Feature(pick) => {
                     tracing::info!(%channel, pinned = ?pick, "the owner picked who is featured");
-                    self.stages.pin(channel, pick.map(stream));
+                    let stream = pick.map(|who| participant_stream(&host, who.as_deref()));
+                    self.stages.pin(channel, stream);
                 }
                 platform::StageControl::Mute(who, muted) => {
-                    self.stages.mute(channel, &stream(who), muted);
+                    self.stages
+                        .mute(channel, &participant_stream(&host, who.as_deref()), muted);
                 }
             }
         })
@@ -609,6 +604,15 @@ async fn sample_forever(
         tick.tick().await;
         let here = live.channels().await;
         platform::analytics::sample(&tracker, &board, &here, origin, period_secs).await;
+    }
+}
+
+/// The stream name of a stage participant: the host's is its channel's (`invite` `None`), a
+/// guest's is the channel's guest stream.
+fn participant_stream(host: &sfu::StreamId, invite: Option<&str>) -> String {
+    match invite {
+        Some(g) => sfu::StreamId::guest(host, g).to_string(),
+        None => host.to_string(),
     }
 }
 

@@ -84,6 +84,8 @@ struct Inner {
     /// Places taken by requests between admission and insertion.
     reserved: HashMap<IpAddr, usize>,
     reserved_pending: usize,
+    /// Stage seats held by guests whose join is under way, by channel (invite ids).
+    seats: HashMap<String, Vec<String>>,
 }
 
 /// Session resources and their admission counts.
@@ -123,7 +125,71 @@ impl Drop for Ticket {
     }
 }
 
+/// A seat on a stage held for a guest whose join is under way (between the capacity check and
+/// its session's insertion), so two guests joining at once cannot both take the last seat;
+/// given back on drop.
+pub(crate) struct Seat {
+    sessions: Arc<Sessions>,
+    channel: String,
+    invite: String,
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        let mut inner = self.sessions.lock();
+        if let Some(held) = inner.seats.get_mut(&self.channel) {
+            if let Some(i) = held.iter().position(|g| *g == self.invite) {
+                held.remove(i);
+            }
+            if held.is_empty() {
+                inner.seats.remove(&self.channel);
+            }
+        }
+    }
+}
+
 impl Sessions {
+    /// Take a seat on `channel`'s stage for the guest `invite`, unless the stage holds `max`
+    /// guests already (those with a session and those joining). A guest already on the stage
+    /// (a reconnect replacing its own session) always gets one.
+    pub(crate) fn take_seat(
+        self: &Arc<Self>,
+        channel: &str,
+        invite: &str,
+        max: usize,
+    ) -> Option<Seat> {
+        let mut inner = self.lock();
+        let mut on: Vec<&str> = inner
+            .by_token
+            .values()
+            .filter(|s| s.channel == channel && s.kind == Kind::Whip)
+            .filter_map(|s| s.guest.as_ref().map(|g| g.invite.as_str()))
+            .chain(
+                inner
+                    .seats
+                    .get(channel)
+                    .into_iter()
+                    .flatten()
+                    .map(String::as_str),
+            )
+            .collect();
+        on.sort_unstable();
+        on.dedup();
+        if !on.contains(&invite) && on.len() >= max {
+            return None;
+        }
+        inner
+            .seats
+            .entry(channel.to_string())
+            .or_default()
+            .push(invite.to_string());
+        Some(Seat {
+            sessions: self.clone(),
+            channel: channel.to_string(),
+            invite: invite.to_string(),
+        })
+    }
+
     /// Reserve a place for a new session from `key` (`None`: exempt from per-address
     /// limits); `pending` counts it against the node-wide connecting cap too (WHEP).
     pub(crate) fn admit(
@@ -421,6 +487,41 @@ mod tests {
             guest: None,
             stage: false,
         }
+    }
+
+    #[test]
+    fn guests_joining_at_once_cannot_both_take_the_last_seat_on_a_stage() {
+        let sessions = Arc::new(Sessions::default());
+        let guest = |peer: u64, invite: &str| Session {
+            kind: Kind::Whip,
+            guest: Some(Guest {
+                invite: invite.into(),
+                name: invite.into(),
+            }),
+            ..session(peer, None)
+        };
+        let on = sessions.admit(None, false, &Limits::default()).unwrap();
+        sessions.insert("g1".into(), guest(1, "i1"), on);
+        // Two more joins under way: with a cap of 3, the one after them is refused.
+        let s2 = sessions.take_seat("demo", "i2", 3).unwrap();
+        let s3 = sessions.take_seat("demo", "i3", 3).unwrap();
+        assert!(
+            sessions.take_seat("demo", "i4", 3).is_none(),
+            "the stage is full"
+        );
+        assert!(
+            sessions.take_seat("demo", "i1", 3).is_some(),
+            "a guest on the stage reconnecting keeps its seat"
+        );
+        assert!(
+            sessions.take_seat("other", "i4", 3).is_some(),
+            "another stage"
+        );
+        // One join fails (its seat drops): room again.
+        drop(s3);
+        let s4 = sessions.take_seat("demo", "i4", 3).unwrap();
+        drop((s2, s4));
+        assert!(sessions.lock().seats.is_empty(), "every seat given back");
     }
 
     #[test]

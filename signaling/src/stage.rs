@@ -31,13 +31,17 @@ pub(crate) async fn publish_guest<C: SfuControl>(
     ticket: Ticket,
 ) -> Result<axum::response::Response, ApiError> {
     let invite = invite_of(st, &channel, token).await?;
-    let on_stage = st.sessions.guests_of(channel.as_str());
-    if !on_stage.contains(&invite.id) && on_stage.len() >= MAX_GUESTS {
+    // Held until the session is stored (the end of this call), so two guests joining at once
+    // cannot both take the last seat.
+    let Some(_seat) = st
+        .sessions
+        .take_seat(channel.as_str(), &invite.id, MAX_GUESTS)
+    else {
         st.metrics.refused("stage_full");
         return Err(ApiError::Conflict(format!(
             "the stage of {channel} is full: the host and {MAX_GUESTS} guests"
         )));
-    }
+    };
     let stream = StreamId::guest(&channel, &invite.id);
     let ufrag = sdp_attr(&offer, "a=ice-ufrag:");
     let published = st.sfu.publish(stream, offer).await.map_err(from_sfu)?;

@@ -215,9 +215,10 @@ impl Core {
         Ok(Subscribed { peer: id, answer })
     }
 
-    /// Show `stream` on `peer`'s first free video/audio section pair (a stage participant who
-    /// went live after the session started). `Ok(false)`: shown already, no free section, or
-    /// not live; a publishing session is `Unusable`.
+    /// Show `stream` on `peer`'s first free video and/or audio section (`sections`): a stage
+    /// participant who went live after the session started, or a one-section viewer's
+    /// featured participant or mix. `Ok(false)`: shown already, no free section, not live, or
+    /// a codec the session did not negotiate; a publishing session is `Unusable`.
     pub fn bind(
         &mut self,
         peer: PeerId,
