@@ -607,12 +607,12 @@ async fn sample_forever(
     }
 }
 
-/// The stream name of a stage participant: the host's is its channel's (`invite` `None`), a
+/// The stream of a stage participant: the host's is its channel's (`invite` `None`), a
 /// guest's is the channel's guest stream.
-fn participant_stream(host: &sfu::StreamId, invite: Option<&str>) -> String {
+fn participant_stream(host: &sfu::StreamId, invite: Option<&str>) -> sfu::StreamId {
     match invite {
-        Some(g) => sfu::StreamId::guest(host, g).to_string(),
-        None => host.to_string(),
+        Some(g) => sfu::StreamId::guest(host, g),
+        None => host.clone(),
     }
 }
 

@@ -114,7 +114,7 @@ impl Stages {
         review.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut alone_since: Option<Instant> = None;
         let mut applied: HashMap<sfu::PeerId, Shows> = HashMap::new();
-        let mut muted: Vec<String> = Vec::new();
+        let mut muted: Vec<StreamId> = Vec::new();
         let mut reviews: u64 = 0;
         loop {
             tokio::select! {
@@ -162,7 +162,7 @@ impl Stages {
                     // The host's controls: a pin overrides the active speaker; a muted
                     // participant is out of the mix and its audio is forwarded to no one.
                     let controls = self.board.controls(channel.as_str());
-                    let pin = controls.pinned.as_deref().and_then(|s| cast.id_by_name(s));
+                    let pin = controls.pinned.as_ref().and_then(|s| cast.id_of(s));
                     if pin != speaker.pinned() {
                         speaker.pin(pin, now);
                     }
@@ -176,12 +176,12 @@ impl Stages {
                         muted = controls.muted;
                     }
                     let featured = speaker.featured(now).and_then(|p| cast.stream_of(p).cloned());
-                    let speaking: Vec<String> = cast
+                    let speaking: Vec<StreamId> = cast
                         .members()
                         .filter(|(_, p)| speaker.speaking(*p, now))
-                        .map(|(s, _)| s.to_string())
+                        .map(|(s, _)| s.clone())
                         .collect();
-                    self.board.set(channel.as_str(), featured.as_ref().map(ToString::to_string), speaking);
+                    self.board.set(channel.as_str(), featured.clone(), speaking);
                     reviews += 1;
                     if let Some(featured) = featured {
                         let want = Shows {
@@ -251,14 +251,6 @@ impl Cast {
         self.ids.iter().find(|(_, id)| **id == p).map(|(s, _)| s)
     }
 
-    /// The participant of the stream named `name`.
-    fn id_by_name(&self, name: &str) -> Option<ParticipantId> {
-        self.ids
-            .iter()
-            .find(|(s, _)| s.as_str() == name)
-            .map(|(_, p)| *p)
-    }
-
     fn members(&self) -> impl Iterator<Item = (&StreamId, ParticipantId)> {
         self.ids.iter().map(|(s, p)| (s, *p))
     }
@@ -306,28 +298,20 @@ impl Cast {
     }
 }
 
-/// Mute or unmute the participant of stream `name`: in the mix, and in forwarding (its audio
+/// Mute or unmute the participant of `stream`: in the mix, and in forwarding (its audio
 /// reaches no viewer, edge or mix: the SFU drops it as it comes in).
-async fn set_muted(sfu: &SfuHandle, mixer: &mut Mixer, cast: &Cast, name: &str, muted: bool) {
-    if let Some(p) = cast.id_by_name(name) {
+async fn set_muted(
+    sfu: &SfuHandle,
+    mixer: &mut Mixer,
+    cast: &Cast,
+    stream: &StreamId,
+    muted: bool,
+) {
+    if let Some(p) = cast.id_of(stream) {
         mixer.set_muted(p, muted);
     }
-    // A name that is no stream id (cannot happen: the board holds stream names) mutes nothing.
-    if let Some(stream) = stream_named(name) {
-        let _ = sfu.set_muted(stream, muted).await;
-    }
-    tracing::info!(stream = name, muted, "the host set a participant's audio");
-}
-
-/// The stream id of a participant stream's name (a channel, or `{channel}~{guest}`).
-fn stream_named(name: &str) -> Option<StreamId> {
-    match name.split_once('~') {
-        Some((channel, guest)) => StreamId::new(channel)
-            .ok()
-            .map(|c| StreamId::guest(&c, guest))
-            .filter(|s| s.as_str() == name),
-        None => StreamId::new(name).ok(),
-    }
+    let _ = sfu.set_muted(stream.clone(), muted).await;
+    tracing::info!(%stream, muted, "the host set a participant's audio");
 }
 
 /// What a one-section viewer was last set to show.
@@ -456,17 +440,6 @@ impl MixRtp {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_participant_streams_name_gives_its_stream_back_and_nothing_else_does() {
-        let duo = StreamId::new("duo").unwrap();
-        let guest = StreamId::guest(&duo, "0a1b");
-        assert_eq!(stream_named("duo"), Some(duo.clone()));
-        assert_eq!(stream_named(guest.as_str()), Some(guest));
-        assert_eq!(stream_named(StreamId::mix(&duo).as_str()), None);
-        assert_eq!(stream_named("duo~X/y"), None);
-        assert_eq!(stream_named("Upper"), None);
-    }
 
     #[test]
     fn the_mix_packets_count_up_by_one_and_by_a_frame_of_ticks() {

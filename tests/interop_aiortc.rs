@@ -357,31 +357,14 @@ fn a_one_section_viewer_decodes_the_featured_video_and_a_mix_of_every_participan
         "the host and both guests publish"
     );
     let whep = format!("{}/whep/mixed", server.base);
-    let single = viewer_at(
-        &whep,
-        "a one-section viewer",
-        6,
-        &["--tones", "440,1200,2500"],
-    );
-    let all = viewer_at(
-        &whep,
-        "a three-section viewer",
-        6,
-        &["--video-sections", "3", "--audio-sections", "3"],
-    );
-    let (single, all) = (
-        single.result(Duration::from_secs(40)),
-        all.result(Duration::from_secs(40)),
-    );
-    let audio = single["tracks"]
-        .as_array()
-        .and_then(|t| t.iter().find(|t| t["kind"] == "audio"))
-        .cloned()
+    let (single, all) = watch_stage(&whep);
+    let audio = tracks_of(&single, "audio")
+        .into_iter()
+        .next()
         .unwrap_or_else(|| panic!("no audio section: {single}"));
-    let video = single["tracks"]
-        .as_array()
-        .and_then(|t| t.iter().find(|t| t["kind"] == "video"))
-        .cloned()
+    let video = tracks_of(&single, "video")
+        .into_iter()
+        .next()
         .unwrap_or_default();
     eprintln!(
         "one-section viewer: video {:?} ({} frames, longest gap {} ms: a featured switch is \
@@ -456,6 +439,32 @@ fn a_guest_going_live_later_appears_on_a_watching_viewers_free_section() {
     drop(guest);
     drop(host);
     assert!(server.stop().success());
+}
+
+/// A one-section viewer and a three-section viewer of a stage at `whep`, 6 s each, both
+/// analysing the test tones 440, 1,200 and 2,500 Hz: their results.
+fn watch_stage(whep: &str) -> (Value, Value) {
+    let tones = ["--tones", "440,1200,2500"];
+    let single = viewer_at(whep, "a one-section viewer", 6, &tones);
+    let sections = ["--video-sections", "3", "--audio-sections", "3"];
+    let all = viewer_at(
+        whep,
+        "a three-section viewer",
+        6,
+        &[&sections[..], &tones].concat(),
+    );
+    let wait = Duration::from_secs(40);
+    (single.result(wait), all.result(wait))
+}
+
+/// A viewer result's tracks of `kind` (`video` or `audio`), in section order.
+fn tracks_of(v: &Value, kind: &str) -> Vec<Value> {
+    let tracks = v["tracks"].as_array().map_or(&[][..], Vec::as_slice);
+    tracks
+        .iter()
+        .filter(|t| t["kind"] == kind)
+        .cloned()
+        .collect()
 }
 
 /// A user `hostess` registered through the API and a channel `name` of hers: her session token
@@ -654,40 +663,9 @@ fn the_owner_features_a_guest_mutes_another_and_ends_the_stage() {
     // The stage's driver applies them at its next review (every 100 ms).
     std::thread::sleep(Duration::from_millis(500));
     let whep = format!("{}/whep/panel", server.base);
-    let single = viewer_at(
-        &whep,
-        "a one-section viewer",
-        6,
-        &["--tones", "440,1200,2500"],
-    );
-    let all = viewer_at(
-        &whep,
-        "a three-section viewer",
-        6,
-        &[
-            "--video-sections",
-            "3",
-            "--audio-sections",
-            "3",
-            "--tones",
-            "2500",
-        ],
-    );
-    let (single, all) = (
-        single.result(Duration::from_secs(40)),
-        all.result(Duration::from_secs(40)),
-    );
-    let tracks = |v: &Value, kind: &str| -> Vec<Value> {
-        v["tracks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|t| t["kind"] == kind)
-            .cloned()
-            .collect()
-    };
-    let video = &tracks(&single, "video")[0];
-    let audio = &tracks(&single, "audio")[0];
+    let (single, all) = watch_stage(&whep);
+    let video = &tracks_of(&single, "video")[0];
+    let audio = &tracks_of(&single, "audio")[0];
     eprintln!(
         "featured Ann, Bob muted: video {}, mix tone powers {}",
         video["sizes"], audio["tone_power"]
@@ -705,7 +683,7 @@ fn the_owner_features_a_guest_mutes_another_and_ends_the_stage() {
         "host and Ann in the mix: {audio}"
     );
     assert!(power("2500") < 5.0, "muted Bob is not in the mix: {audio}");
-    for t in tracks(&all, "audio") {
+    for t in tracks_of(&all, "audio") {
         let bob = t["tone_power"]["2500"].as_f64().unwrap_or(0.0);
         assert!(bob < 5.0, "no section carries muted Bob's audio: {t}");
     }

@@ -6,22 +6,24 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use sfu::StreamId;
+
 /// One stage now.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StageNow {
-    /// The featured participant's stream (the host's is the channel's name).
-    pub featured: Option<String>,
+    /// The featured participant's stream (the host's is the channel's).
+    pub featured: Option<StreamId>,
     /// The streams of the participants speaking now.
-    pub speaking: Vec<String>,
+    pub speaking: Vec<StreamId>,
 }
 
 /// What a stage's host asked for; dropped when the stage ends (no one stays muted after it).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Controls {
     /// The participant featured instead of the active speaker (its stream).
-    pub pinned: Option<String>,
+    pub pinned: Option<StreamId>,
     /// Participants muted in the mix and in forwarding (their streams).
-    pub muted: Vec<String>,
+    pub muted: Vec<StreamId>,
 }
 
 /// Every running stage, by channel.
@@ -37,7 +39,7 @@ impl StageBoard {
     }
 
     /// `channel`'s stage now.
-    pub fn set(&self, channel: &str, featured: Option<String>, mut speaking: Vec<String>) {
+    pub fn set(&self, channel: &str, featured: Option<StreamId>, mut speaking: Vec<StreamId>) {
         speaking.sort();
         self.lock()
             .insert(channel.to_string(), StageNow { featured, speaking });
@@ -65,16 +67,16 @@ impl StageBoard {
 
     /// Feature `stream` on `channel`'s stage instead of the active speaker; `None`: back to
     /// the active speaker.
-    pub fn pin(&self, channel: &str, stream: Option<String>) {
+    pub fn pin(&self, channel: &str, stream: Option<StreamId>) {
         self.controls_mut(channel, |c| c.pinned = stream);
     }
 
     /// Mute or unmute `stream` on `channel`'s stage.
-    pub fn mute(&self, channel: &str, stream: &str, muted: bool) {
+    pub fn mute(&self, channel: &str, stream: &StreamId, muted: bool) {
         self.controls_mut(channel, |c| {
             c.muted.retain(|m| m != stream);
             if muted {
-                c.muted.push(stream.to_string());
+                c.muted.push(stream.clone());
                 c.muted.sort();
             }
         });
@@ -97,18 +99,22 @@ impl StageBoard {
 mod tests {
     use super::*;
 
+    fn id(name: &str) -> StreamId {
+        let duo = StreamId::new("duo").unwrap();
+        match name.strip_prefix("duo~") {
+            Some(guest) => StreamId::guest(&duo, guest),
+            None => duo,
+        }
+    }
+
     #[test]
     fn a_stage_is_on_the_board_from_its_first_word_until_it_ends() {
         let board = StageBoard::default();
         assert_eq!(board.get("duo"), None);
-        board.set(
-            "duo",
-            Some("duo~g1".into()),
-            vec!["duo~g1".into(), "duo".into()],
-        );
+        board.set("duo", Some(id("duo~g1")), vec![id("duo~g1"), id("duo")]);
         let now = board.get("duo").unwrap();
-        assert_eq!(now.featured.as_deref(), Some("duo~g1"));
-        assert_eq!(now.speaking, ["duo", "duo~g1"], "sorted");
+        assert_eq!(now.featured, Some(id("duo~g1")));
+        assert_eq!(now.speaking, [id("duo"), id("duo~g1")], "sorted");
         board.end("duo");
         assert_eq!(board.get("duo"), None);
     }
@@ -116,17 +122,17 @@ mod tests {
     #[test]
     fn the_hosts_pin_and_mutes_hold_until_taken_back() {
         let board = StageBoard::default();
-        board.pin("duo", Some("duo~g1".into()));
-        board.mute("duo", "duo~g2", true);
-        board.mute("duo", "duo~g2", true);
-        board.mute("duo", "duo", true);
+        board.pin("duo", Some(id("duo~g1")));
+        board.mute("duo", &id("duo~g2"), true);
+        board.mute("duo", &id("duo~g2"), true);
+        board.mute("duo", &id("duo"), true);
         let c = board.controls("duo");
-        assert_eq!(c.pinned.as_deref(), Some("duo~g1"));
-        assert_eq!(c.muted, ["duo", "duo~g2"], "once each, sorted");
+        assert_eq!(c.pinned, Some(id("duo~g1")));
+        assert_eq!(c.muted, [id("duo"), id("duo~g2")], "once each, sorted");
         assert_eq!(board.controls("other"), Controls::default());
-        board.mute("duo", "duo~g2", false);
+        board.mute("duo", &id("duo~g2"), false);
         board.pin("duo", None);
-        assert_eq!(board.controls("duo").muted, ["duo"]);
+        assert_eq!(board.controls("duo").muted, [id("duo")]);
         board.clear_controls("duo");
         assert_eq!(board.controls("duo"), Controls::default());
     }

@@ -139,15 +139,14 @@ async fn map_of<C>(
         .into_iter()
         .map(|s| {
             let (role, id, name) = who(&s.stream, channel, &invites);
-            let stream = s.stream.to_string();
             Section {
+                speaking: now.speaking.contains(&s.stream),
+                featured: now.featured.as_ref() == Some(&s.stream),
                 video_mid: s.video,
                 audio_mid: s.audio,
                 role,
                 id,
                 name,
-                speaking: now.speaking.contains(&stream),
-                featured: now.featured.as_ref() == Some(&stream),
             }
         })
         .collect();

@@ -382,8 +382,8 @@ async fn a_watching_session_learns_which_section_shows_whom_as_a_snapshot_and_as
     let bob = &guests[1].0;
     // The stage's driver says the host speaks and Bob is featured.
     let bob_stream = StreamId::guest(&StreamId::new("duo").unwrap(), bob);
-    st.stages
-        .set("duo", Some(bob_stream.to_string()), vec!["duo".into()]);
+    let host = StreamId::new("duo").unwrap();
+    st.stages.set("duo", Some(bob_stream), vec![host]);
     let want = serde_json::json!({"sections": [
         {"video_mid": "0", "audio_mid": "1", "role": "host", "id": null, "name": "duo",
          "speaking": true, "featured": false},
