@@ -5,6 +5,7 @@
 pub mod config;
 mod http_server;
 mod node;
+mod stage_edge;
 mod stage_live;
 
 pub use node::token_secret;
@@ -182,12 +183,14 @@ impl platform::LiveInfo for MediaSide {
             stats
                 .streams
                 .into_iter()
+                // A stage's guests and mix are its channel's: one entry, one audience.
+                .filter(|s| !s.name.contains('~'))
                 .map(|s| {
-                    // Co-streamers watching the host are on the stage, not in the audience.
-                    let guests = self.sessions.guests_watching(&s.name);
+                    // Co-streamers watching the others are on the stage, not in the audience.
+                    let participants = self.sessions.participants_watching(&s.name);
                     let state = platform::LiveState {
                         live: s.live,
-                        viewers: s.viewers.saturating_sub(guests),
+                        viewers: s.audience.saturating_sub(participants),
                     };
                     (s.name, state)
                 })
@@ -308,10 +311,13 @@ pub async fn serve(
     let core = config.sfu.core(candidates, tcp_candidates, &config.limits);
     let http_addr = listeners.http_addr();
     let (sfu, driver) = sfu::driver::spawn(listeners.udp, listeners.tcp, core, seed)?;
-    let node = node::start(&config, http_addr, &sfu, &store).await?;
-
     let sessions = Arc::new(Sessions::default());
     let stage_board = Arc::new(signaling::stage_board::StageBoard::default());
+    let origin_stages = Arc::new(stage_live::OriginStages {
+        sessions: sessions.clone(),
+        board: stage_board.clone(),
+    });
+    let node = node::start(&config, http_addr, &sfu, &store, origin_stages).await?;
     let media = MediaSide {
         sfu: sfu.clone(),
         sessions: sessions.clone(),
@@ -323,6 +329,11 @@ pub async fn serve(
         .source
         .clone()
         .map(|source| media.follow_upstream_privacy(source));
+    // At an edge: one-section viewers of a relayed stage follow its featured participant.
+    let stage_follower = node
+        .source
+        .clone()
+        .map(|source| stage_edge::follow(sfu.clone(), sessions.clone(), source));
     let mut events = sfu.events();
     let forget = sessions.clone();
     let stage_sfu = sfu.clone();
@@ -351,8 +362,9 @@ pub async fn serve(
                 Ok(sfu::SfuEvent::StreamLive(s) | sfu::SfuEvent::StreamOffline(s))
                     if s.mix_of().is_some() => {}
                 Ok(sfu::SfuEvent::StreamLive(s)) if s.guest_of().is_some() => {
+                    // Shown to the stage's watchers here, origin or edge; mixed at the origin.
+                    show_on_stage(&forget, &stage_sfu, &s);
                     if records.is_some() {
-                        show_on_stage(&forget, &stage_sfu, &s);
                         stages.ensure(s.channel());
                     }
                     if let (Some((store, url)), Some((channel, guest))) = (&records, s.guest_of()) {
@@ -374,9 +386,7 @@ pub async fn serve(
                 }
                 Ok(sfu::SfuEvent::StreamLive(s)) => {
                     tracing::info!(stream = %s, "stream live");
-                    if records.is_some() {
-                        show_on_stage(&forget, &stage_sfu, &s);
-                    }
+                    show_on_stage(&forget, &stage_sfu, &s);
                     if let Some((store, url)) = &records {
                         if let Err(e) = platform::streams::started(store, s.as_str(), url).await {
                             tracing::warn!(stream = %s, error = %e, "stream record not written");
@@ -519,6 +529,9 @@ pub async fn serve(
     webhooks.abort();
     sampler.abort();
     key_watch.abort();
+    if let Some(task) = stage_follower {
+        task.abort();
+    }
     if let Some(task) = privacy_follower {
         task.abort();
     }

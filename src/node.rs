@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use cluster::{LiveRecord, Registry, TokenKey};
 use sfu::driver::SfuHandle;
 use sfu::SfuEvent;
-use signaling::{Availability, ChannelSource, Cluster, Store};
+use signaling::{Availability, ChannelSource, Cluster, RelayedStage, Store};
 
 use crate::config::Config;
 use crate::public_url;
@@ -58,6 +58,42 @@ impl ChannelSource for EdgeSource {
     fn is_private(&self, channel: &str) -> bool {
         // Channels here are the ones relayed from upstream, which marks the private ones.
         sfu::StreamId::new(channel).map_or(true, |s| self.0.is_private(&s))
+    }
+
+    fn stage(&self, channel: &str) -> Option<RelayedStage> {
+        self.0.stage(channel).map(|s| relayed(channel, s))
+    }
+
+    fn stages(&self) -> Vec<(sfu::StreamId, RelayedStage)> {
+        self.0
+            .stages()
+            .into_iter()
+            .map(|(c, s)| {
+                let stage = relayed(c.as_str(), s);
+                (c, stage)
+            })
+            .collect()
+    }
+}
+
+/// A stage as the relay told it, in `signaling`'s types (names that do not parse as
+/// streams of `channel` are left out).
+fn relayed(channel: &str, stage: edge::RelayedStage) -> RelayedStage {
+    let ours = |name: &str| {
+        sfu::StreamId::parse(name)
+            .ok()
+            .filter(|s| s.channel() == channel)
+    };
+    RelayedStage {
+        participants: stage
+            .participants
+            .into_iter()
+            .filter_map(|p| Some((ours(&p.stream)?, p.name)))
+            .collect(),
+        now: signaling::stage_board::StageNow {
+            featured: stage.featured.as_deref().and_then(ours),
+            speaking: stage.speaking.iter().filter_map(|s| ours(s)).collect(),
+        },
     }
 }
 
@@ -182,6 +218,7 @@ pub(crate) async fn start(
     http: SocketAddr,
     sfu: &SfuHandle,
     store: &Store,
+    origin_stages: Arc<dyn edge::StageSource>,
 ) -> std::io::Result<Node> {
     let secret: Arc<[u8]> = Arc::from(config.relay.secret.as_bytes());
     let node_id = node_id(config)?;
@@ -235,6 +272,8 @@ pub(crate) async fn start(
         announcer: None,
     };
     let mut policy: Arc<dyn edge::ChannelPolicy> = Arc::new(StorePolicy(store.clone()));
+    // An edge serving a tier below tells it the stages its own upstream told.
+    let mut stages = origin_stages;
     if config.relay.is_edge() {
         let upstream = tokio::net::lookup_host(config.relay.origin.as_str())
             .await?
@@ -264,6 +303,7 @@ pub(crate) async fn start(
         );
         node.source = Some(Arc::new(EdgeSource(up.clone())));
         policy = Arc::new(up.clone());
+        stages = Arc::new(up.clone());
         node.upstream = Some(up);
     } else if let Some(r) = &registry {
         node.announcer = Some(announce_live(
@@ -288,6 +328,7 @@ pub(crate) async fn start(
             audience: node.audience.clone(),
             max_channels: edge::upstream::MAX_CHANNELS,
             privacy: node.privacy.clone(),
+            stages,
         };
         let (bound, endpoint) = edge::upstream::listen(addr, upstream_config, sfu.clone())
             .map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -404,5 +445,44 @@ impl Node {
         if let Some(r) = &self.cluster.registry {
             let _ = r.forget_node(&self.cluster.node_id).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relayed_stage_keeps_only_streams_of_its_own_channel() {
+        let member = |stream: &str, name: &str| edge::proto::StageMember {
+            stream: stream.into(),
+            name: name.into(),
+        };
+        let told = edge::RelayedStage {
+            participants: vec![
+                member("duo", "duo"),
+                member("duo~g1", "Ann"),
+                member("other~g2", "Eve"),
+                member("duo~BAD", "Mallory"),
+            ],
+            featured: Some("other~g2".into()),
+            speaking: vec!["duo~g1".into(), "duo~~mix".into(), "junk~~".into()],
+        };
+        let stage = relayed("duo", told);
+        let duo = sfu::StreamId::new("duo").unwrap();
+        let ann = sfu::StreamId::guest(&duo, "g1");
+        assert_eq!(
+            stage.participants,
+            [
+                (duo.clone(), "duo".to_string()),
+                (ann.clone(), "Ann".to_string())
+            ]
+        );
+        assert_eq!(stage.guests().collect::<Vec<_>>(), [&ann]);
+        assert_eq!(
+            stage.now.featured, None,
+            "another channel's stream is nobody here"
+        );
+        assert_eq!(stage.now.speaking, [ann, sfu::StreamId::mix(&duo)]);
     }
 }

@@ -113,9 +113,8 @@ impl Stages {
         let mut review = tokio::time::interval(REVIEW_EVERY);
         review.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut alone_since: Option<Instant> = None;
-        let mut applied: HashMap<sfu::PeerId, Shows> = HashMap::new();
+        let mut one_section = OneSection::default();
         let mut muted: Vec<StreamId> = Vec::new();
-        let mut reviews: u64 = 0;
         loop {
             tokio::select! {
                 Some(p) = queues.packets.recv() => {
@@ -182,24 +181,13 @@ impl Stages {
                         .map(|(s, _)| s.clone())
                         .collect();
                     self.board.set(channel.as_str(), featured.clone(), speaking);
-                    reviews += 1;
                     if let Some(featured) = featured {
                         let want = Shows {
                             featured,
                             mix: sfu.is_live(mix.clone()).await.unwrap_or(false),
                         };
                         let viewers = self.sessions.single_viewers(channel.as_str());
-                        applied.retain(|peer, _| viewers.contains(peer));
-                        // Checked once a second that it still holds; set at once when it changes.
-                        let check = reviews.is_multiple_of(10);
-                        for peer in viewers {
-                            let stale = applied.get(&peer) != Some(&want)
-                                || (check && !still_shows(sfu, peer, &want).await);
-                            if stale {
-                                show(sfu, peer, &want, &mix, &channel).await;
-                                applied.insert(peer, want.clone());
-                            }
-                        }
+                        one_section.review(sfu, viewers, &want, &mix, &channel).await;
                     }
                 }
             }
@@ -232,6 +220,47 @@ impl Stages {
                     .map(|g| StreamId::guest(channel, g)),
             )
             .collect()
+    }
+}
+
+/// The stages at this origin as the relay tells them to edges: who is on each (from the
+/// sessions: a stage is told while a guest publishes), who is featured and who speaks (from
+/// the stage board its driver writes).
+pub struct OriginStages {
+    /// The sessions here.
+    pub sessions: Arc<Sessions>,
+    /// What each stage's driver says.
+    pub board: Arc<StageBoard>,
+}
+
+impl edge::StageSource for OriginStages {
+    fn stage(&self, channel: &str) -> Option<edge::RelayedStage> {
+        let guests = self.sessions.guest_names(channel);
+        if guests.is_empty() {
+            return None;
+        }
+        let host = StreamId::new(channel).ok()?;
+        let member = |stream: &StreamId, name: String| edge::proto::StageMember {
+            stream: stream.to_string(),
+            name,
+        };
+        let participants = self
+            .sessions
+            .publisher_of(channel)
+            .map(|_| member(&host, channel.to_string()))
+            .into_iter()
+            .chain(
+                guests
+                    .into_iter()
+                    .map(|(id, name)| member(&StreamId::guest(&host, &id), name)),
+            )
+            .collect();
+        let now = self.board.get(channel).unwrap_or_default();
+        Some(edge::RelayedStage {
+            participants,
+            featured: now.featured.map(|s| s.to_string()),
+            speaking: now.speaking.iter().map(|s| s.to_string()).collect(),
+        })
     }
 }
 
@@ -314,12 +343,45 @@ async fn set_muted(
     tracing::info!(%stream, muted, "the host set a participant's audio");
 }
 
-/// What a one-section viewer was last set to show.
+/// What a one-section viewer of a stage is to show.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Shows {
-    featured: StreamId,
+pub(crate) struct Shows {
+    pub featured: StreamId,
     /// The mix on its audio section (once the mix is live).
-    mix: bool,
+    pub mix: bool,
+}
+
+/// What each one-section viewer of one stage was last set to show.
+#[derive(Default)]
+pub(crate) struct OneSection {
+    applied: HashMap<sfu::PeerId, Shows>,
+    reviews: u64,
+}
+
+impl OneSection {
+    /// Make every one of `viewers` show `want` (the mix `mix`, the host `host`): set at once
+    /// when it changes, and checked against the engine once every ten reviews that it still
+    /// holds (a participant who left and came back, or a grace that ended, can take it off).
+    pub(crate) async fn review(
+        &mut self,
+        sfu: &SfuHandle,
+        viewers: Vec<sfu::PeerId>,
+        want: &Shows,
+        mix: &StreamId,
+        host: &StreamId,
+    ) {
+        self.reviews += 1;
+        self.applied.retain(|peer, _| viewers.contains(peer));
+        let check = self.reviews.is_multiple_of(10);
+        for peer in viewers {
+            let stale = self.applied.get(&peer) != Some(want)
+                || (check && !still_shows(sfu, peer, want).await);
+            if stale {
+                show(sfu, peer, want, mix, host).await;
+                self.applied.insert(peer, want.clone());
+            }
+        }
+    }
 }
 
 /// Make one-section viewer `peer` show `want`: the featured participant on its video section
@@ -379,7 +441,7 @@ async fn still_shows(sfu: &SfuHandle, peer: sfu::PeerId, want: &Shows) -> bool {
 }
 
 /// The stage ended: `peer` shows the host on both sections again.
-async fn restore(sfu: &SfuHandle, peer: sfu::PeerId, host: &StreamId) {
+pub(crate) async fn restore(sfu: &SfuHandle, peer: sfu::PeerId, host: &StreamId) {
     let Ok(shown) = sfu.shown(peer).await else {
         return;
     };

@@ -274,3 +274,79 @@ fn with_mutual_tls_only_edges_holding_a_certificate_of_the_cluster_ca_connect() 
         assert!(server.stop().success());
     }
 }
+
+/// Issue 15's "the same at an edge": a stage at the origin (the host and two guests, each
+/// with its own tone) watched at a regional edge. The edge relays every participant's stream
+/// and the mix made at the origin: a one-section viewer there decodes the featured
+/// participant and a mix with every tone, a three-section viewer decodes each participant,
+/// and the stage map at the edge names the guests as the origin told it.
+#[test]
+fn a_stage_at_the_origin_is_watched_at_an_edge_with_its_mix_and_every_participant() {
+    let dir = temp_dir("stage-edge-origin");
+    let ch = create_channel(&dir, "relayed");
+    let origin = Server::start(&dir, &["--relay-listen", "127.0.0.1:0"]);
+    let edge = Server::start_edge(&temp_dir("stage-edge"), origin.relay_addr(), "eu", &[]);
+    let key = ch["stream_key"].as_str().unwrap();
+    let whip = format!("{}/whip/relayed", origin.base);
+    let (host, guests) = tone_stage(&dir, &whip, "relayed", key);
+    assert_eq!(
+        origin.wait_metric("aethex_publishers", 3.0, Duration::from_secs(10)),
+        3.0,
+        "the host and both guests publish at the origin"
+    );
+    // The stage's driver runs at the origin once a guest is live (its mix is the one track
+    // edges relay for one-section viewers).
+    std::thread::sleep(Duration::from_secs(1));
+    let whep = format!("{}/whep/relayed", edge.base);
+    let (single, all) = watch_stage(&whep);
+    assert_watched_stage(&single, &all);
+
+    // The stage map at the edge: a session with three section pairs shows the host and both
+    // guests, named as their invites (told by the origin over the relay).
+    let resp = http()
+        .post(&whep)
+        .header("content-type", "application/sdp")
+        .body(stage_offer(3))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{:?}", resp.text());
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    let map: serde_json::Value = http()
+        .get(format!("{}{location}/stage", edge.base))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let sections = map["sections"].as_array().cloned().unwrap_or_default();
+    let roles: Vec<&str> = sections.iter().filter_map(|s| s["role"].as_str()).collect();
+    let mut names: Vec<&str> = sections.iter().filter_map(|s| s["name"].as_str()).collect();
+    names[1..].sort();
+    assert_eq!(roles, ["host", "guest", "guest"], "{map}");
+    assert_eq!(names, ["relayed", "Ann", "Bob"], "{map}");
+    // The session never connects: end it (a draining edge waits for its viewers).
+    let ended = http()
+        .delete(format!("{}{location}", edge.base))
+        .send()
+        .unwrap();
+    assert_eq!(ended.status(), 200);
+    // Nothing was published at the edge: what it showed came over the relay.
+    assert!(edge.metric("aethex_relay_upstream_received_bytes_total") > 0.0);
+    drop(guests);
+    drop(host);
+    for server in [edge, origin] {
+        assert!(server.stop().success(), "SIGTERM exits 0");
+    }
+}
+
+/// A WHEP offer (str0m) receiving `n` video and `n` audio sections, with a host candidate
+/// that is never used: the session exists until ICE gives up.
+fn stage_offer(n: usize) -> String {
+    use str0m::media::{Direction, MediaKind};
+    let mut rtc = str0m::Rtc::builder().build(std::time::Instant::now());
+    let mut api = rtc.sdp_api();
+    for _ in 0..n {
+        api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+        api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+    }
+    api.apply().unwrap().0.to_sdp_string()
+}

@@ -188,32 +188,6 @@ fn a_stage_guest_joins_beside_the_host_and_is_ended_when_its_invite_is_revoked()
     assert!(server.stop().success());
 }
 
-/// The picture sizes a viewer's video sections decoded, in m-line order (each section's
-/// sizes joined by `+`, `-` for a section that decoded nothing).
-fn section_sizes(v: &Value) -> Vec<String> {
-    let tracks = v["tracks"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no tracks: {v}"));
-    tracks
-        .iter()
-        .filter(|t| t["kind"] == "video")
-        .map(|t| {
-            let sizes: Vec<&String> = t["sizes"]
-                .as_object()
-                .map_or(vec![], |m| m.keys().collect());
-            if sizes.is_empty() {
-                "-".into()
-            } else {
-                sizes
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join("+")
-            }
-        })
-        .collect()
-}
-
 /// Issue 15's "seeing each other" and multi-slot viewers, with independent peers: a host
 /// (640x360, stream key) and two guests (320x180 and 480x270, invites from `aethex stage
 /// invite`) publish; each co-streamer watches with its own credential and two video sections
@@ -337,20 +311,7 @@ fn a_one_section_viewer_decodes_the_featured_video_and_a_mix_of_every_participan
     let server = Server::start(&dir, &[]);
     let key = ch["stream_key"].as_str().unwrap();
     let whip = format!("{}/whip/mixed", server.base);
-    let host = publisher_with(&whip, key, "vp8", 30, (640, 360), &["--tone", "440"]);
-    let mut guests = Vec::new();
-    for (name, size, tone) in [("Ann", (320, 180), "1200"), ("Bob", (480, 270), "2500")] {
-        let invite = cli(&dir, "stage", &["invite", "mixed", "--name", name]);
-        let token = invite["token"].as_str().unwrap().to_string();
-        guests.push(publisher_with(
-            &whip,
-            &token,
-            "vp8",
-            30,
-            size,
-            &["--tone", tone],
-        ));
-    }
+    let (host, guests) = tone_stage(&dir, &whip, "mixed", key);
     assert_eq!(
         server.wait_metric("aethex_publishers", 3.0, Duration::from_secs(10)),
         3.0,
@@ -358,45 +319,7 @@ fn a_one_section_viewer_decodes_the_featured_video_and_a_mix_of_every_participan
     );
     let whep = format!("{}/whep/mixed", server.base);
     let (single, all) = watch_stage(&whep);
-    let audio = tracks_of(&single, "audio")
-        .into_iter()
-        .next()
-        .unwrap_or_else(|| panic!("no audio section: {single}"));
-    let video = tracks_of(&single, "video")
-        .into_iter()
-        .next()
-        .unwrap_or_default();
-    eprintln!(
-        "one-section viewer: video {:?} ({} frames, longest gap {} ms: a featured switch is \
-         within it), audio peak {} Hz, tone powers {}; g2g p50 {} p95 {} ms",
-        section_sizes(&single),
-        video["sizes"],
-        video["max_gap_ms"],
-        audio["peak_hz"],
-        audio["tone_power"],
-        single["g2g_ms_p50"],
-        single["g2g_ms_p95"]
-    );
-    assert_eq!(single["ok"], true, "{single}");
-    let sizes = section_sizes(&single);
-    assert_eq!(sizes.len(), 1, "{single}");
-    assert!(
-        ["640x360", "320x180", "480x270"]
-            .iter()
-            .any(|s| sizes[0].split('+').any(|x| x == *s)),
-        "the featured participant's video: {sizes:?}"
-    );
-    for tone in ["440", "1200", "2500"] {
-        let power = audio["tone_power"][tone].as_f64().unwrap_or(0.0);
-        assert!(
-            power > 20.0,
-            "the {tone} Hz participant is in the mix (power {power}): {audio}"
-        );
-    }
-    assert_eq!(all["ok"], true, "{all}");
-    let mut sizes = section_sizes(&all);
-    sizes[1..].sort();
-    assert_eq!(sizes, ["640x360", "320x180", "480x270"], "{all}");
+    assert_watched_stage(&single, &all);
     drop(guests);
     drop(host);
     assert!(server.stop().success());
@@ -439,32 +362,6 @@ fn a_guest_going_live_later_appears_on_a_watching_viewers_free_section() {
     drop(guest);
     drop(host);
     assert!(server.stop().success());
-}
-
-/// A one-section viewer and a three-section viewer of a stage at `whep`, 6 s each, both
-/// analysing the test tones 440, 1,200 and 2,500 Hz: their results.
-fn watch_stage(whep: &str) -> (Value, Value) {
-    let tones = ["--tones", "440,1200,2500"];
-    let single = viewer_at(whep, "a one-section viewer", 6, &tones);
-    let sections = ["--video-sections", "3", "--audio-sections", "3"];
-    let all = viewer_at(
-        whep,
-        "a three-section viewer",
-        6,
-        &[&sections[..], &tones].concat(),
-    );
-    let wait = Duration::from_secs(40);
-    (single.result(wait), all.result(wait))
-}
-
-/// A viewer result's tracks of `kind` (`video` or `audio`), in section order.
-fn tracks_of(v: &Value, kind: &str) -> Vec<Value> {
-    let tracks = v["tracks"].as_array().map_or(&[][..], Vec::as_slice);
-    tracks
-        .iter()
-        .filter(|t| t["kind"] == kind)
-        .cloned()
-        .collect()
 }
 
 /// A user `hostess` registered through the API and a channel `name` of hers: her session token

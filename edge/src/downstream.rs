@@ -18,7 +18,7 @@ use crate::proto::{self, Control, Role};
 use crate::quic;
 use crate::repair::{rtp_seq, GapTracker};
 use crate::session::{relay_tracks, ControlStream};
-use crate::upstream::TRACK_BLOCK;
+use crate::upstream::{RelayedStage, StageSource, TRACK_BLOCK};
 
 /// Settings of the edge role.
 #[derive(Clone)]
@@ -82,6 +82,8 @@ struct Inner {
     /// When the upstream last answered `offline` or `not_found` for a wanted channel: a viewer
     /// asking after that hears "not live" at once instead of waiting out the ensure time.
     refused: Mutex<HashMap<StreamId, Instant>>,
+    /// The held channels' stages, as the upstream last told them (`stage`).
+    stages: Mutex<HashMap<StreamId, RelayedStage>>,
     /// The upstream's public base URL, from its `welcome`.
     upstream_url: Mutex<Option<String>>,
     /// Shutting down: say so upstream, take no new viewers.
@@ -100,6 +102,7 @@ impl Upstream {
             wanted: Mutex::new(HashMap::new()),
             private: Mutex::new(HashSet::new()),
             refused: Mutex::new(HashMap::new()),
+            stages: Mutex::new(HashMap::new()),
             upstream_url: Mutex::new(None),
             draining: AtomicBool::new(false),
             wake: Notify::new(),
@@ -134,7 +137,7 @@ impl Upstream {
     /// is live at this edge. `Some(private)` when live; `None`: not live within the wait
     /// (offline, unknown, no upstream), or the upstream answered so after this call began.
     pub async fn ensure(&self, channel: &str) -> Option<bool> {
-        let stream = StreamId::new(channel).ok()?;
+        let stream = StreamId::parse(channel).ok()?;
         let asked = Instant::now();
         {
             let mut wanted = self.inner.lock();
@@ -170,6 +173,20 @@ impl Upstream {
         None
     }
 
+    /// `channel`'s stage as the upstream last told it (while the edge holds the channel).
+    pub fn stage(&self, channel: &str) -> Option<RelayedStage> {
+        let stream = StreamId::new(channel).ok()?;
+        lock(&self.inner.stages).get(&stream).cloned()
+    }
+
+    /// Every stage of a channel held here, by channel.
+    pub fn stages(&self) -> Vec<(StreamId, RelayedStage)> {
+        lock(&self.inner.stages)
+            .iter()
+            .map(|(c, s)| (c.clone(), s.clone()))
+            .collect()
+    }
+
     /// Whether the upstream marked `stream` private.
     pub fn is_private(&self, stream: &StreamId) -> bool {
         lock(&self.inner.private).contains(stream)
@@ -187,12 +204,18 @@ impl Upstream {
     }
 }
 
+impl StageSource for Upstream {
+    fn stage(&self, channel: &str) -> Option<RelayedStage> {
+        Upstream::stage(self, channel)
+    }
+}
+
 impl crate::ChannelPolicy for Upstream {
     fn private<'a>(
         &'a self,
         channel: &'a str,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
-        Box::pin(async move { StreamId::new(channel).is_ok_and(|s| self.is_private(&s)) })
+        Box::pin(async move { StreamId::parse(channel).is_ok_and(|s| self.is_private(&s)) })
     }
 }
 
@@ -203,6 +226,21 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Inner {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<StreamId, Instant>> {
         self.wanted.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `stream` is a participant's or the mix of a stage held here: wanted while its channel
+    /// is (one-section viewers are shown it by the stage's binding, K-section ones as it
+    /// arrives).
+    fn on_stage(&self, stream: &StreamId) -> bool {
+        let Ok(channel) = StreamId::new(stream.channel()) else {
+            return false;
+        };
+        if &channel == stream {
+            return false;
+        }
+        lock(&self.stages).get(&channel).is_some_and(|st| {
+            stream.mix_of().is_some() || st.participants.iter().any(|p| p.stream == stream.as_str())
+        })
     }
 
     /// The upstream answered `stream` is not live: tell the ensures waiting for it.
@@ -278,6 +316,8 @@ async fn run(
         _ => return Err(RunError::Handshake("no valid welcome".into())),
     }
 
+    // Stages are told again for every channel this connection subscribes.
+    lock(&inner.stages).clear();
     let ingest = inner.sfu.relay_ingest();
     let mut events = inner.sfu.events();
     let mut subs: HashMap<StreamId, Sub> = HashMap::new();
@@ -335,7 +375,7 @@ async fn run(
                         }
                     }
                     Control::Privacy { channel, private } => {
-                        if let Ok(stream) = StreamId::new(&channel) {
+                        if let Ok(stream) = StreamId::parse(&channel) {
                             if private {
                                 lock(&inner.private).insert(stream);
                             } else {
@@ -345,7 +385,7 @@ async fn run(
                         }
                     }
                     Control::Offline { channel } => {
-                        if let Ok(stream) = StreamId::new(&channel) {
+                        if let Ok(stream) = StreamId::parse(&channel) {
                             let _ = inner.sfu.relay_offline(stream.clone()).await;
                             if let Some(s) = subs.get_mut(&stream) {
                                 s.base = None;
@@ -353,15 +393,43 @@ async fn run(
                             // Nobody watches it here (a junk name, or a viewer that gave up):
                             // forget it now rather than hold one of MAX_WANTED for the grace
                             // period. Watched channels stay wanted and are asked for again.
-                            if inner.sfu.viewers(stream.clone()).await.unwrap_or(0) == 0 {
+                            if inner.sfu.viewers(stream.clone()).await.unwrap_or(0) == 0
+                                && !inner.on_stage(&stream)
+                            {
                                 subs.remove(&stream);
                                 inner.lock().remove(&stream);
                             }
                             inner.refuse(&stream);
                         }
                     }
+                    Control::Stage { channel, participants, featured, speaking } => {
+                        let Ok(stream) = StreamId::new(&channel) else { continue };
+                        if !subs.contains_key(&stream) {
+                            continue;
+                        }
+                        if participants.is_empty() {
+                            lock(&inner.stages).remove(&stream);
+                        } else {
+                            // Every participant's stream and the mix are asked for at once,
+                            // not when a viewer wants them: the stage's viewers are here.
+                            let mut wanted = inner.lock();
+                            let members = participants
+                                .iter()
+                                .filter_map(|p| StreamId::parse(&p.stream).ok())
+                                .filter(|p| p.channel() == stream.as_str() && *p != stream);
+                            for p in members.chain(std::iter::once(StreamId::mix(&stream))) {
+                                if wanted.len() < MAX_WANTED {
+                                    wanted.entry(p).or_insert_with(Instant::now);
+                                }
+                            }
+                            drop(wanted);
+                            let told = RelayedStage { participants, featured, speaking };
+                            lock(&inner.stages).insert(stream, told);
+                            inner.wake.notify_one();
+                        }
+                    }
                     Control::NotFound { channel } => {
-                        if let Ok(stream) = StreamId::new(&channel) {
+                        if let Ok(stream) = StreamId::parse(&channel) {
                             inner.refuse(&stream);
                             subs.remove(&stream);
                             inner.lock().remove(&stream);
@@ -494,13 +562,15 @@ async fn report_load(
             )
         })
         .collect();
+    // Each viewer once, under its channel (a stage's viewer may show a guest and the mix).
     let mut audience: BTreeMap<String, u32> = stats
         .streams
         .iter()
+        .filter(|st| !st.name.contains('~'))
         .map(|st| {
             (
                 st.name.clone(),
-                u32::try_from(st.viewers).unwrap_or(u32::MAX),
+                u32::try_from(st.audience).unwrap_or(u32::MAX),
             )
         })
         .collect();
@@ -546,11 +616,15 @@ async fn maintain(
         .map(|s| (s.name.as_str(), s.viewers + s.relays))
         .collect();
     for (stream, last_viewer) in wanted {
-        let viewers = demand.get(stream.as_str()).copied().unwrap_or(0);
+        let mut viewers = demand.get(stream.as_str()).copied().unwrap_or(0);
+        if inner.on_stage(&stream) {
+            viewers += demand.get(stream.channel()).copied().unwrap_or(0);
+        }
         if viewers > 0 {
             inner.lock().insert(stream.clone(), now);
         } else if now.saturating_duration_since(last_viewer) > grace {
             inner.lock().remove(&stream);
+            lock(&inner.stages).remove(&stream);
             if subs.remove(&stream).is_some() {
                 control
                     .write(&Control::Unsubscribe {

@@ -28,4 +28,4 @@ pub mod upstream;
 pub use audience::Audience;
 pub use downstream::{EdgeConfig, Upstream};
 pub use metrics::RelayMetrics;
-pub use upstream::{ChannelPolicy, UpstreamConfig};
+pub use upstream::{ChannelPolicy, RelayedStage, StageSource, UpstreamConfig};

@@ -100,6 +100,15 @@ impl From<&Codec> for sfu::RelayCodec {
     }
 }
 
+/// One participant of a relayed stage (`stage` message).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageMember {
+    /// Its stream: the channel's for the host, `{channel}~{guest}` for a guest.
+    pub stream: String,
+    /// Its display name (the guest's invite name; the channel's name for the host).
+    pub name: String,
+}
+
 /// A control message. Unknown `type`s decode as [`Control::Unknown`] (ignored and counted).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -175,6 +184,22 @@ pub enum Control {
         channel: String,
         /// Viewers need a playback token now.
         private: bool,
+    },
+    /// Upstream -> edge: a subscribed channel's stage now, sent when it changes (and at
+    /// subscribe when a stage runs). No participants: the stage ended. The participants'
+    /// streams and the mix are subscribed like channels, by their stream names
+    /// (`{channel}~{guest}`, `{channel}~~mix`).
+    Stage {
+        /// Channel name.
+        channel: String,
+        /// Who is on the stage, the host first.
+        participants: Vec<StageMember>,
+        /// The featured participant's stream.
+        #[serde(default)]
+        featured: Option<String>,
+        /// The streams of the participants speaking now.
+        #[serde(default)]
+        speaking: Vec<String>,
     },
     /// Upstream -> edge: no publisher at the moment.
     Offline {
@@ -471,6 +496,34 @@ mod tests {
             audience: [("demo".to_string(), 7)].into(),
         });
         roundtrip(Control::KeepaliveAck { t: 42 });
+        roundtrip(Control::Stage {
+            channel: "duo".into(),
+            participants: vec![
+                StageMember {
+                    stream: "duo".into(),
+                    name: "duo".into(),
+                },
+                StageMember {
+                    stream: "duo~g1".into(),
+                    name: "Ann".into(),
+                },
+            ],
+            featured: Some("duo~g1".into()),
+            speaking: vec!["duo".into()],
+        });
+    }
+
+    #[test]
+    fn a_stage_message_from_a_terse_upstream_means_no_one_featured_or_speaking() {
+        assert_eq!(
+            Control::decode(br#"{"type":"stage","channel":"duo","participants":[]}"#),
+            Ok(Control::Stage {
+                channel: "duo".into(),
+                participants: Vec::new(),
+                featured: None,
+                speaking: Vec::new(),
+            })
+        );
     }
 
     #[test]

@@ -80,7 +80,7 @@ pub(crate) fn relay_tracks(
     tracks: &[Track],
     codecs: &[Codec],
 ) -> Option<(RelayTracks, u16)> {
-    let stream = StreamId::new(channel).ok()?;
+    let stream = StreamId::parse(channel).ok()?;
     let base = tracks.iter().map(|t| t.id).min().unwrap_or(0);
     let base = base - base % crate::upstream::TRACK_BLOCK;
     Some((

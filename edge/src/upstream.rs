@@ -35,6 +35,37 @@ pub trait ChannelPolicy: Send + Sync + 'static {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>>;
 }
 
+/// Who is on each channel's stage, for the `stage` message. At an origin the sessions and the
+/// stage's driver know; at an edge serving a tier below, its own upstream said so.
+pub trait StageSource: Send + Sync + 'static {
+    /// `channel`'s stage now; `None` while no guest is on it.
+    fn stage(&self, channel: &str) -> Option<RelayedStage>;
+}
+
+/// A stage as the relay carries it (the `stage` message's content).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RelayedStage {
+    /// Who is on the stage, the host first.
+    pub participants: Vec<proto::StageMember>,
+    /// The featured participant's stream.
+    pub featured: Option<String>,
+    /// The streams of the participants speaking now.
+    pub speaking: Vec<String>,
+}
+
+impl RelayedStage {
+    /// The `stage` message saying `channel`'s stage is `stage` (`None`: ended).
+    pub fn message(channel: &str, stage: Option<&RelayedStage>) -> Control {
+        let stage = stage.cloned().unwrap_or_default();
+        Control::Stage {
+            channel: channel.to_string(),
+            participants: stage.participants,
+            featured: stage.featured,
+            speaking: stage.speaking,
+        }
+    }
+}
+
 /// Settings of the upstream role.
 #[derive(Clone)]
 pub struct UpstreamConfig {
@@ -63,6 +94,9 @@ pub struct UpstreamConfig {
     /// Names of channels whose privacy changed (made private here, or told from upstream):
     /// each connected edge subscribed to one is told its new state.
     pub privacy: tokio::sync::broadcast::Sender<String>,
+    /// Who is on each channel's stage: told to the edges holding the channel, and the
+    /// participants' streams are served to them like channels.
+    pub stages: Arc<dyn StageSource>,
 }
 
 /// Default of [`UpstreamConfig::max_channels`].
@@ -274,6 +308,8 @@ async fn relay_loop(
     // Live channels' track-id blocks, and whether each is private.
     let mut blocks = TrackBlocks::new(config.max_channels);
     let mut private: HashMap<StreamId, bool> = HashMap::new();
+    // The held channels' stages as last told to the edge.
+    let mut stages: HashMap<StreamId, Option<RelayedStage>> = HashMap::new();
     let mut sample = tokio::time::interval(SAMPLE);
     let mut cache = SendCache::default();
     let out = Out::new(conn.clone(), reads.large, config.metrics.clone());
@@ -285,7 +321,8 @@ async fn relay_loop(
                 };
                 match msg {
                     Control::Subscribe { channel } => {
-                        let Ok(stream) = StreamId::new(&channel) else {
+                        // A channel, or a stage participant's or mix's stream of one.
+                        let Ok(stream) = StreamId::parse(&channel) else {
                             control.write(&Control::NotFound { channel }).await.ok();
                             continue;
                         };
@@ -314,12 +351,22 @@ async fn relay_loop(
                                 continue;
                             }
                         };
-                        let is_private = config.policy.private(&channel).await;
+                        let is_private = config.policy.private(stream.channel()).await;
                         private.insert(stream.clone(), is_private);
+                        // A channel's stage first: by the time its tracks make it live at
+                        // the edge, the edge knows its participants.
+                        if stream.as_str() == stream.channel() {
+                            let now = config.stages.stage(&channel);
+                            if now.is_some() {
+                                control.write(&RelayedStage::message(&channel, now.as_ref())).await.ok();
+                            }
+                            stages.insert(stream, now);
+                        }
                         control.write(&tracks_message(&tracks, base, is_private)).await.ok();
                     }
                     Control::Unsubscribe { channel } => {
-                        if let Ok(stream) = StreamId::new(&channel) {
+                        if let Ok(stream) = StreamId::parse(&channel) {
+                            stages.remove(&stream);
                             // Unsubscribe first: no packet of it is queued after its block is
                             // free (those already queued find no block and are dropped).
                             let _ = sfu.relay_unsubscribe(relay, stream.clone()).await;
@@ -398,13 +445,14 @@ async fn relay_loop(
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => String::new(),
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => continue,
                 };
+                // A channel's stage participants and mix share its privacy.
                 let held: Vec<StreamId> = private
                     .keys()
-                    .filter(|s| channel.is_empty() || s.as_str() == channel)
+                    .filter(|s| channel.is_empty() || s.channel() == channel)
                     .cloned()
                     .collect();
                 for stream in held {
-                    let now_private = config.policy.private(stream.as_str()).await;
+                    let now_private = config.policy.private(stream.channel()).await;
                     if private.insert(stream.clone(), now_private) != Some(now_private) {
                         let msg = Control::Privacy { channel: stream.to_string(), private: now_private };
                         control.write(&msg).await.ok();
@@ -413,6 +461,13 @@ async fn relay_loop(
             }
             _ = sample.tick() => {
                 config.metrics.edge_sample(&edge.node_id, PathSample::of(conn, true));
+                for (channel, told) in stages.iter_mut() {
+                    let now = config.stages.stage(channel.as_str());
+                    if now != *told {
+                        control.write(&RelayedStage::message(channel.as_str(), now.as_ref())).await.ok();
+                        *told = now;
+                    }
+                }
                 if queues.take_overflow() {
                     resync(control, relay, &blocks, &private, sfu, &edge).await?;
                 }

@@ -25,6 +25,29 @@ impl StreamId {
         }
     }
 
+    /// Any stream's name as [`Display`](fmt::Display) writes it: a channel's, a guest's
+    /// (`{channel}~{guest}`, the guest id 1-32 of `[a-z0-9]`) or a stage mix's
+    /// (`{channel}~~mix`). For names that come from another node (the relay), never from a
+    /// URL: a WHIP or WHEP path names a channel, parsed with [`StreamId::new`].
+    pub fn parse(name: &str) -> Result<Self, StreamIdError> {
+        let Some((channel, rest)) = name.split_once(GUEST_MARK) else {
+            return Self::new(name);
+        };
+        let channel = Self::new(channel)?;
+        if rest == MIX {
+            return Ok(Self::mix(&channel));
+        }
+        let guest_ok = (1..=32).contains(&rest.len())
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if guest_ok {
+            Ok(Self::guest(&channel, rest))
+        } else {
+            Err(StreamIdError)
+        }
+    }
+
     /// The channel name.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -135,6 +158,24 @@ mod tests {
             ["duo"; 3]
         );
         assert!(StreamId::new(mix.as_str()).is_err());
+    }
+
+    #[test]
+    fn every_stream_name_parses_back_from_its_text_and_nothing_else_does() {
+        let channel = StreamId::new("duo").unwrap();
+        for s in [
+            channel.clone(),
+            StreamId::guest(&channel, "0a1b2c"),
+            StreamId::mix(&channel),
+        ] {
+            assert_eq!(StreamId::parse(s.as_str()), Ok(s));
+        }
+        for bad in [
+            "duo~", "duo~~", "duo~~max", "duo~A1", "duo~a~b", "~g1", "Duo~g1", "duo~a-b",
+        ] {
+            assert!(StreamId::parse(bad).is_err(), "{bad}");
+        }
+        assert!(StreamId::parse(&format!("duo~{}", "a".repeat(33))).is_err());
     }
 
     #[test]

@@ -86,6 +86,11 @@ pub struct StreamStat {
     pub live: bool,
     /// Viewers on this node.
     pub viewers: u64,
+    /// On a channel's own stream: the viewer sessions here that show any stream of the
+    /// channel (its host, a stage guest, the stage's mix), each counted once however many of
+    /// them it shows. 0 on a guest's or a mix's stream. A stage's audience is this, not the
+    /// sum of its streams' `viewers`.
+    pub audience: u64,
     /// Edges this node feeds it to.
     pub relays: u64,
 }

@@ -3,6 +3,8 @@
 use std::future::Future;
 
 use sfu::driver::SfuHandle;
+
+use crate::stage_board::StageNow;
 use sfu::{
     IceRestarted, PeerId, Pin, Published, Sections, SfuError, SfuStats, Shown, StreamId,
     SubscribeOptions, Subscribed,
@@ -34,6 +36,30 @@ pub trait ChannelSource: Send + Sync + 'static {
     /// Whether the upstream said `channel` is private (unknown channels count as private:
     /// nothing about them is shown).
     fn is_private(&self, channel: &str) -> bool;
+    /// The stage of `channel` as the upstream tells it (while a guest is on it and the edge
+    /// holds the channel).
+    fn stage(&self, channel: &str) -> Option<RelayedStage>;
+    /// Every stage the upstream tells of, by channel.
+    fn stages(&self) -> Vec<(StreamId, RelayedStage)>;
+}
+
+/// A stage relayed to an edge: who is on it and what its driver at the origin says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RelayedStage {
+    /// The participants' streams and display names, the host first.
+    pub participants: Vec<(StreamId, String)>,
+    /// Who is featured and who speaks.
+    pub now: StageNow,
+}
+
+impl RelayedStage {
+    /// The guests' streams (every participant but the host).
+    pub fn guests(&self) -> impl Iterator<Item = &StreamId> {
+        self.participants
+            .iter()
+            .map(|(s, _)| s)
+            .filter(|s| s.guest_of().is_some())
+    }
 }
 
 /// What signaling needs from the SFU. Implemented by [`SfuHandle`] (a command plus a oneshot

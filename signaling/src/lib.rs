@@ -24,7 +24,7 @@ pub mod stage_board;
 pub mod stage_map;
 pub mod web;
 
-pub use control::{Availability, ChannelSource, SfuControl};
+pub use control::{Availability, ChannelSource, RelayedStage, SfuControl};
 pub use error::ApiError;
 pub use http::{metrics_router, router, router_with, AppState, HttpSettings, IceServer};
 pub use limits::{Admission, Limits};

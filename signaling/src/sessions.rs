@@ -284,13 +284,19 @@ impl Sessions {
     /// The WHEP sessions of `channel`'s audience with one section pair: a stage shows them the
     /// featured participant and the mix.
     pub fn single_viewers(&self, channel: &str) -> Vec<PeerId> {
+        self.audience_of(channel, false)
+    }
+
+    /// The WHEP sessions of `channel`'s audience (not a participant) with (`stage`) or
+    /// without more than one section pair.
+    fn audience_of(&self, channel: &str, stage: bool) -> Vec<PeerId> {
         self.lock()
             .by_token
             .values()
             .filter(|s| {
                 s.kind == Kind::Whep
                     && s.channel == channel
-                    && !s.stage
+                    && s.stage == stage
                     && s.guest.is_none()
                     && s.key.is_none()
             })
@@ -359,6 +365,20 @@ impl Sessions {
         ids
     }
 
+    /// `channel`'s stage guests publishing now: invite id and name, by invite id.
+    pub fn guest_names(&self, channel: &str) -> Vec<(String, String)> {
+        let mut guests: Vec<(String, String)> = self
+            .lock()
+            .by_token
+            .values()
+            .filter(|s| s.channel == channel && s.kind == Kind::Whip)
+            .filter_map(|s| s.guest.as_ref().map(|g| (g.invite.clone(), g.name.clone())))
+            .collect();
+        guests.sort();
+        guests.dedup_by(|a, b| a.0 == b.0);
+        guests
+    }
+
     /// Who is on `channel`'s stage with a session here: the host first (its invite `None`),
     /// then each guest by invite id, with whether it publishes and whether it watches.
     pub fn presence(&self, channel: &str) -> Vec<Presence> {
@@ -402,13 +422,23 @@ impl Sessions {
         taken
     }
 
-    /// The stage guests watching `channel` (their sessions show its host's stream, but they
-    /// are not its audience).
-    pub fn guests_watching(&self, channel: &str) -> u64 {
+    /// The audience of `channel` watching with more than one section pair (not a
+    /// participant): their first section pair shows the featured participant.
+    pub fn stage_viewers(&self, channel: &str) -> Vec<PeerId> {
+        self.audience_of(channel, true)
+    }
+
+    /// The stage's participants watching `channel`: guests with their invite, the host with
+    /// its key (their sessions show the channel's streams, but they are not its audience).
+    pub fn participants_watching(&self, channel: &str) -> u64 {
         self.lock()
             .by_token
             .values()
-            .filter(|s| s.kind == Kind::Whep && s.channel == channel && s.guest.is_some())
+            .filter(|s| {
+                s.kind == Kind::Whep
+                    && s.channel == channel
+                    && (s.guest.is_some() || s.key.is_some())
+            })
             .count() as u64
     }
 

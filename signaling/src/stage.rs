@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use sfu::{PeerId, Sections, StreamId};
 
-use crate::control::SfuControl;
+use crate::control::{Availability, SfuControl};
 use crate::error::{from_sfu, ApiError};
 use crate::http::{created, AppState, NewSession};
 use crate::request::sdp_attr;
@@ -196,7 +196,8 @@ pub(crate) enum Participant {
 ///   the stage it negotiates every format (the stage's driver then shows it the featured
 ///   participant and the mix).
 ///
-/// An edge relays single streams only (for now): there, the channel's stream.
+/// At an edge, the stage its upstream tells of (viewers only: an invite or a stream key there
+/// watches as a viewer does).
 pub(crate) async fn watch<C: SfuControl>(
     st: &AppState<C>,
     channel: &StreamId,
@@ -211,13 +212,28 @@ pub(crate) async fn watch<C: SfuControl>(
     };
     let video_sections = receiving(media_core::sdp::Kind::Video);
     let pairs = video_sections.max(receiving(media_core::sdp::Kind::Audio));
-    if st.upstream.is_some() {
+    if let Some(source) = &st.upstream {
+        // An edge serves viewers only (participants watch at the origin, which knows the
+        // invites): the stage its upstream tells of, the host first, then the guests for
+        // further video sections, each pulled through like a channel.
+        let guests: Vec<StreamId> = source
+            .stage(channel.as_str())
+            .map(|stage| stage.guests().cloned().collect())
+            .unwrap_or_default();
+        let mut also = Vec::new();
+        if video_sections > 1 {
+            for g in guests.iter().take(MAX_GUESTS) {
+                if matches!(source.ensure(g.as_str()).await, Availability::Live { .. }) {
+                    also.push(g.clone());
+                }
+            }
+        }
         return Ok(Watch {
             first: channel.clone(),
-            also: Vec::new(),
-            pairs: 1,
+            also,
+            pairs,
             participant: None,
-            open: false,
+            open: video_sections <= 1 && !guests.is_empty(),
         });
     }
     // Read only where guests are shown (not for a plain one-section viewer).

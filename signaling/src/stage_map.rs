@@ -107,7 +107,7 @@ impl<C: SfuControl> Watch<C> {
             // The session ended (closed, or its resource deleted): the stream ends too.
             self.st.sessions.get(&self.token)?;
             let shown = self.st.sfu.shown(self.peer).await.ok()?;
-            let now = self.st.stages.get(&self.channel);
+            let now = stage_now(&self.st, &self.channel);
             let seen = (shown, now);
             if self.last.as_ref() == Some(&seen) {
                 continue;
@@ -119,26 +119,49 @@ impl<C: SfuControl> Watch<C> {
     }
 }
 
-/// Who each shown stream is: the channel's host, or a guest named by its invite.
+/// `channel`'s stage now: at an edge as its upstream tells it, else as the stage's driver
+/// here says.
+fn stage_now<C>(st: &AppState<C>, channel: &str) -> Option<StageNow> {
+    match &st.upstream {
+        Some(source) => source.stage(channel).map(|s| s.now),
+        None => st.stages.get(channel),
+    }
+}
+
+/// Who each shown stream is: the channel's host, or a guest named by its invite (at an edge:
+/// by what the upstream told).
 async fn map_of<C>(
     st: &AppState<C>,
     channel: &str,
     shown: Vec<Shown>,
 ) -> Result<StageMap, ApiError> {
     let guests = shown.iter().any(|s| s.stream.guest_of().is_some());
-    let invites = if guests {
-        st.store
+    let names: Vec<(String, String)> = match &st.upstream {
+        _ if !guests => Vec::new(),
+        Some(source) => source
+            .stage(channel)
+            .map(|stage| {
+                stage
+                    .participants
+                    .iter()
+                    .filter_map(|(s, name)| Some((s.guest_of()?.1.to_string(), name.clone())))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        None => st
+            .store
             .invites(channel)
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?
-    } else {
-        Vec::new()
+            .into_iter()
+            .map(|i| (i.id, i.name))
+            .collect(),
     };
-    let now = st.stages.get(channel).unwrap_or_default();
+    let now = stage_now(st, channel).unwrap_or_default();
     let sections = shown
         .into_iter()
         .map(|s| {
-            let (role, id, name) = who(&s.stream, channel, &invites);
+            let (role, id, name) = who(&s.stream, channel, &names);
             Section {
                 speaking: now.speaking.contains(&s.stream),
                 featured: now.featured.as_ref() == Some(&s.stream),
@@ -153,20 +176,21 @@ async fn map_of<C>(
     Ok(StageMap { sections })
 }
 
+/// The role, guest id and name of `stream`; `names` are the guests' (invite id, name).
 fn who(
     stream: &StreamId,
     channel: &str,
-    invites: &[storage::Invite],
+    names: &[(String, String)],
 ) -> (&'static str, Option<String>, String) {
     if stream.mix_of().is_some() {
         return ("mix", None, format!("{channel} (everyone)"));
     }
     match stream.guest_of() {
         Some((_, id)) => {
-            let name = invites
+            let name = names
                 .iter()
-                .find(|i| i.id == id)
-                .map_or_else(|| "guest".to_string(), |i| i.name.clone());
+                .find(|(i, _)| i == id)
+                .map_or_else(|| "guest".to_string(), |(_, n)| n.clone());
             ("guest", Some(id.to_string()), name)
         }
         None => ("host", None, channel.to_string()),

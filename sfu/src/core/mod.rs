@@ -14,7 +14,7 @@ mod layering;
 mod sessions;
 mod sinks;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -100,6 +100,13 @@ impl Core {
         let mut s = self.stats.clone();
         s.publishers = self.peers.values().filter(|p| p.is_publisher()).count() as u64;
         s.subscribers = self.peers.len() as u64 - s.publishers;
+        let mut by_channel: HashMap<&str, BTreeSet<PeerId>> = HashMap::new();
+        for (id, st) in self.streams.iter() {
+            by_channel
+                .entry(id.channel())
+                .or_default()
+                .extend(st.viewers().iter().copied());
+        }
         s.streams = self
             .streams
             .iter()
@@ -107,6 +114,11 @@ impl Core {
                 name: id.to_string(),
                 live: st.is_live(),
                 viewers: st.viewers().len() as u64,
+                audience: if id.as_str() == id.channel() {
+                    by_channel.get(id.channel()).map_or(0, |v| v.len() as u64)
+                } else {
+                    0
+                },
                 relays: st.sinks().len() as u64,
             })
             .collect();
