@@ -4,7 +4,8 @@
 //! the mix made at the origin like channels. Viewers with several video sections are shown
 //! the participants as their streams arrive (as at the origin); this task gives every
 //! one-section viewer the featured participant on its video section and the mix on its
-//! audio section, and the host again when the stage ends.
+//! audio section (the host again when the stage ends), and every viewer with several
+//! sections the featured participant on its first, as the origin's driver does.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use sfu::StreamId;
 use signaling::sessions::Sessions;
 use signaling::ChannelSource;
 
-use crate::stage_live::{restore, OneSection, Shows};
+use crate::stage_live::{restore, FeaturedFirst, OneSection, Shows};
 
 /// How often one-section viewers are brought up to date (as at the origin).
 const REVIEW_EVERY: Duration = Duration::from_millis(100);
@@ -27,7 +28,7 @@ pub(crate) fn follow(
     source: Arc<dyn ChannelSource>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut running: HashMap<StreamId, OneSection> = HashMap::new();
+        let mut running: HashMap<StreamId, (OneSection, FeaturedFirst)> = HashMap::new();
         let mut tick = tokio::time::interval(REVIEW_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
@@ -53,14 +54,13 @@ pub(crate) fn follow(
                 let Some(want) = want else { continue };
                 let viewers = sessions.single_viewers(channel.as_str());
                 let mix = StreamId::mix(&channel);
-                running
-                    .entry(channel.clone())
-                    .or_insert_with(|| {
-                        tracing::info!(%channel, "relayed stage: one-section viewers follow the featured participant");
-                        OneSection::default()
-                    })
-                    .review(&sfu, viewers, &want, &mix, &channel)
-                    .await;
+                let (one, first) = running.entry(channel.clone()).or_insert_with(|| {
+                    tracing::info!(%channel, "relayed stage: viewers follow the featured participant");
+                    Default::default()
+                });
+                one.review(&sfu, viewers, &want, &mix, &channel).await;
+                let viewers = sessions.stage_viewers(channel.as_str());
+                first.review(&sfu, viewers, &want.featured).await;
             }
         }
     })

@@ -10,7 +10,8 @@
 //!   RFC 6464 level, and the decoded level works for every publisher alike);
 //! - shows every one-section viewer of the channel the featured participant on its video
 //!   section (switched on the new participant's cached keyframe, sequence numbers going on)
-//!   and the mix on its audio section;
+//!   and the mix on its audio section, and every viewer with several section pairs the
+//!   featured participant on its first (slot 0: two sections swap);
 //! - applies the host's controls from the stage board (a pinned participant instead of the
 //!   active speaker; muted participants out of the mix and out of forwarding),
 //! - and says who is featured and who speaks on the stage board, which the stage map serves.
@@ -114,6 +115,7 @@ impl Stages {
         review.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut alone_since: Option<Instant> = None;
         let mut one_section = OneSection::default();
+        let mut featured_first = FeaturedFirst::default();
         let mut muted: Vec<StreamId> = Vec::new();
         loop {
             tokio::select! {
@@ -188,6 +190,8 @@ impl Stages {
                         };
                         let viewers = self.sessions.single_viewers(channel.as_str());
                         one_section.review(sfu, viewers, &want, &mix, &channel).await;
+                        let viewers = self.sessions.stage_viewers(channel.as_str());
+                        featured_first.review(sfu, viewers, &want.featured).await;
                     }
                 }
             }
@@ -381,6 +385,64 @@ impl OneSection {
                 self.applied.insert(peer, want.clone());
             }
         }
+    }
+}
+
+/// Which participant each K-section viewer of one stage was last set to show first.
+#[derive(Default)]
+pub(crate) struct FeaturedFirst {
+    applied: HashMap<sfu::PeerId, StreamId>,
+    reviews: u64,
+}
+
+impl FeaturedFirst {
+    /// Put `featured` on the first section pair (slot 0) of every one of `viewers`: at once
+    /// when it changes, and checked against the engine once every ten reviews.
+    pub(crate) async fn review(
+        &mut self,
+        sfu: &SfuHandle,
+        viewers: Vec<sfu::PeerId>,
+        featured: &StreamId,
+    ) {
+        self.reviews += 1;
+        self.applied.retain(|peer, _| viewers.contains(peer));
+        let check = self.reviews.is_multiple_of(10);
+        for peer in viewers {
+            if self.applied.get(&peer) == Some(featured) && !check {
+                continue;
+            }
+            put_first(sfu, peer, featured).await;
+            self.applied.insert(peer, featured.clone());
+        }
+    }
+}
+
+/// Make `peer`'s first section pair show `featured` (docs/costreaming.md, "Slots"): the two
+/// section pairs are freed and filled again lowest first, so `featured` takes the first and
+/// whoever held it takes `featured`'s old one (or a free one; none free: it is not shown
+/// until one frees). Everyone else keeps their section; both changed sections start again
+/// from their new participant's keyframe cache, their numbering going on.
+async fn put_first(sfu: &SfuHandle, peer: sfu::PeerId, featured: &StreamId) {
+    let Ok(shown) = sfu.shown(peer).await else {
+        return;
+    };
+    let first = shown.first().map(|s| s.stream.clone());
+    if first.as_ref() == Some(featured) {
+        return;
+    }
+    let was_shown = shown.iter().any(|s| &s.stream == featured);
+    if !was_shown && !matches!(sfu.is_live(featured.clone()).await, Ok(true)) {
+        return;
+    }
+    if let Some(first) = &first {
+        let _ = sfu.unbind(peer, first.clone()).await;
+    }
+    if was_shown {
+        let _ = sfu.unbind(peer, featured.clone()).await;
+    }
+    let _ = sfu.bind(peer, featured.clone(), Sections::Both).await;
+    if let Some(first) = first {
+        let _ = sfu.bind(peer, first, Sections::Both).await;
     }
 }
 

@@ -279,16 +279,16 @@ fn with_mutual_tls_only_edges_holding_a_certificate_of_the_cluster_ca_connect() 
 /// with its own tone) watched at a regional edge. The edge relays every participant's stream
 /// and the mix made at the origin: a one-section viewer there decodes the featured
 /// participant and a mix with every tone, a three-section viewer decodes each participant,
-/// and the stage map at the edge names the guests as the origin told it.
+/// the stage map at the edge names the guests as the origin told it, and when the owner
+/// features a guest, a three-section viewer's first section swaps to it.
 #[test]
 fn a_stage_at_the_origin_is_watched_at_an_edge_with_its_mix_and_every_participant() {
     let dir = temp_dir("stage-edge-origin");
-    let ch = create_channel(&dir, "relayed");
     let origin = Server::start(&dir, &["--relay-listen", "127.0.0.1:0"]);
     let edge = Server::start_edge(&temp_dir("stage-edge"), origin.relay_addr(), "eu", &[]);
-    let key = ch["stream_key"].as_str().unwrap();
+    let (owner, key) = owned_channel(&origin, "relayed");
     let whip = format!("{}/whip/relayed", origin.base);
-    let (host, guests) = tone_stage(&dir, &whip, "relayed", key);
+    let (host, guests) = tone_stage(&dir, &whip, "relayed", &key);
     assert_eq!(
         origin.wait_metric("aethex_publishers", 3.0, Duration::from_secs(10)),
         3.0,
@@ -329,6 +329,69 @@ fn a_stage_at_the_origin_is_watched_at_an_edge_with_its_mix_and_every_participan
         .send()
         .unwrap();
     assert_eq!(ended.status(), 200);
+    // Slot 0 at the edge follows the origin's featured participant: a three-section viewer
+    // watching when the owner features Ann sees her and the host swap sections, Bob stays.
+    let watching = viewer_at(
+        &whep,
+        "a three-section viewer at the edge",
+        7,
+        &["--video-sections", "3", "--audio-sections", "3"],
+    );
+    let single = viewer_at(&whep, "a one-section viewer at the edge", 7, &[]);
+    std::thread::sleep(Duration::from_secs(3));
+    let (s, invites) = api(
+        &origin.base,
+        "GET",
+        "/api/channels/relayed/stage/invites",
+        Some(&owner),
+        None,
+    );
+    assert_eq!(s, 200, "{invites}");
+    let ann = invites["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|i| i["name"] == "Ann"))
+        .and_then(|i| i["id"].as_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no invite of Ann: {invites}"));
+    let (s, v) = api(
+        &origin.base,
+        "PUT",
+        "/api/channels/relayed/stage/featured",
+        Some(&owner),
+        Some(serde_json::json!({ "participant": ann })),
+    );
+    assert_eq!(s, 204, "{v}");
+    let swapped = watching.result(Duration::from_secs(40));
+    let single = single.result(Duration::from_secs(40));
+    let video = tracks_of(&single, "video")
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    eprintln!(
+        "featuring Ann at the edge: the one-section viewer's video {} (longest gap {} ms)",
+        video["sizes"], video["max_gap_ms"]
+    );
+    assert_eq!(single["ok"], true, "{single}");
+    assert_eq!(
+        section_sizes(&single),
+        ["320x180+640x360"],
+        "a one-section viewer switched from the host to Ann: {single}"
+    );
+    eprintln!(
+        "featuring Ann at the edge: sections {:?}",
+        section_sizes(&swapped)
+    );
+    assert_eq!(swapped["ok"], true, "{swapped}");
+    // The host (featured) on the first section, the guests by invite id: the first section
+    // and Ann's each showed the host and Ann, Bob's only Bob.
+    let mut sizes = section_sizes(&swapped);
+    assert_eq!(sizes[0], "320x180+640x360", "{swapped}");
+    sizes.sort();
+    assert_eq!(
+        sizes,
+        ["320x180+640x360", "320x180+640x360", "480x270"],
+        "the host's and Ann's sections swapped, Bob's kept: {swapped}"
+    );
     // Nothing was published at the edge: what it showed came over the relay.
     assert!(edge.metric("aethex_relay_upstream_received_bytes_total") > 0.0);
     drop(guests);

@@ -160,7 +160,8 @@ fn a_stage_guest_joins_beside_the_host_and_is_ended_when_its_invite_is_revoked()
     let invite = cli(&dir, "stage", &["invite", "duo", "--name", "Ann"]);
     let token = invite["token"].as_str().unwrap();
     let url = format!("{}/whip/duo", server.base);
-    let guest = publisher_at(&url, token, "vp8", 20, (320, 180));
+    let quieter = ["--volume", GUEST_VOLUME];
+    let guest = publisher_with(&url, token, "vp8", 20, (320, 180), &quieter);
     assert_eq!(
         server.wait_metric("aethex_publishers", 2.0, Duration::from_secs(10)),
         2.0,
@@ -206,7 +207,8 @@ fn co_streamers_decode_each_other_never_themselves_and_a_three_section_viewer_de
         let invite = cli(&dir, "stage", &["invite", "trio", "--name", name]);
         let token = invite["token"].as_str().unwrap().to_string();
         let id = invite["id"].as_str().unwrap().to_string();
-        let p = publisher_at(&whip, &token, "vp8", 30, size);
+        let quieter = ["--volume", GUEST_VOLUME];
+        let p = publisher_with(&whip, &token, "vp8", 30, size, &quieter);
         guests.push((id, token, size, p));
     }
     assert_eq!(
@@ -344,12 +346,13 @@ fn a_guest_going_live_later_appears_on_a_watching_viewers_free_section() {
     std::thread::sleep(Duration::from_secs(2));
     let invite = cli(&dir, "stage", &["invite", "late", "--name", "Ann"]);
     let whip = format!("{}/whip/late", server.base);
-    let guest = publisher_at(
+    let guest = publisher_with(
         &whip,
         invite["token"].as_str().unwrap(),
         "vp8",
         30,
         (320, 180),
+        &["--volume", GUEST_VOLUME],
     );
     let result = watching.result(Duration::from_secs(40));
     eprintln!("late join: sections {:?}", section_sizes(&result));
@@ -362,22 +365,6 @@ fn a_guest_going_live_later_appears_on_a_watching_viewers_free_section() {
     drop(guest);
     drop(host);
     assert!(server.stop().success());
-}
-
-/// A user `hostess` registered through the API and a channel `name` of hers: her session token
-/// and the channel's stream key.
-fn owned_channel(server: &Server, name: &str) -> (String, String) {
-    let owner = register(&server.base, "hostess");
-    let body = serde_json::json!({ "name": name });
-    let (s, v) = api(
-        &server.base,
-        "POST",
-        "/api/channels",
-        Some(&owner),
-        Some(body),
-    );
-    assert_eq!(s, 201, "{v}");
-    (owner, v["stream_key"].as_str().unwrap().to_string())
 }
 
 /// Host controls: the owner sees who is on the stage (`GET /api/channels/{name}/stage`), and
@@ -584,6 +571,10 @@ fn the_owner_features_a_guest_mutes_another_and_ends_the_stage() {
         let bob = t["tone_power"]["2500"].as_f64().unwrap_or(0.0);
         assert!(bob < 5.0, "no section carries muted Bob's audio: {t}");
     }
+    // Slot 0 is the featured participant's: the pinned guest on the first section.
+    let mut slots = section_sizes(&all);
+    slots[1..].sort();
+    assert_eq!(slots, ["320x180", "480x270", "640x360"], "{all}");
     let (s, v) = api(
         &server.base,
         "GET",

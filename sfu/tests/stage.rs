@@ -393,3 +393,66 @@ fn a_one_section_viewer_switches_to_the_featured_participant_on_a_keyframe_witho
         ("g1", true)
     );
 }
+
+/// Slot 0 for a K-section viewer (docs/costreaming.md, "Slots"): when a guest is featured the
+/// stage's driver frees the first section pair and the guest's, then binds the guest first and
+/// the old first participant second. Exactly those two sections change, each to the other's
+/// participant, starting on a keyframe with its numbering going on; the third section keeps
+/// its participant throughout.
+#[test]
+fn featuring_a_guest_swaps_the_first_section_with_the_guests_and_no_other() {
+    let mut w = World::new();
+    let mut parts = stage(&mut w);
+    let v = w.subscribe_stage("127.0.0.9:1000", &["host", "g1", "g2"], 3);
+    w.connect_all();
+    run(&mut w, &mut parts, 30);
+    let vp = w.clients[v].peer.unwrap();
+    let id = |n: &str| StreamId::new(n).unwrap();
+    let before: Vec<usize> = (0..3)
+        .map(|s| w.clients[v].frames_on(w.clients[v].video_mids[s]).len())
+        .collect();
+
+    // g2 featured: sections 0 (host) and 2 (g2) are freed, g2 takes the first, the host the
+    // next free one.
+    assert!(w.sfu.unbind(vp, &id("host")).unwrap());
+    assert!(w.sfu.unbind(vp, &id("g2")).unwrap());
+    assert!(w.sfu.bind(vp, &id("g2"), Sections::Both).unwrap());
+    assert!(w.sfu.bind(vp, &id("host"), Sections::Both).unwrap());
+    run(&mut w, &mut parts, 30);
+
+    let c = &w.clients[v];
+    let shown: Vec<String> = w
+        .sfu
+        .shown(vp)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.stream.to_string())
+        .collect();
+    assert_eq!(shown, ["g2", "g1", "host"], "two sections swapped");
+    for (section, from, to) in [(0, 0, 2), (2, 2, 0)] {
+        let frames = c.frames_on(c.video_mids[section]);
+        let (old, new) = frames.split_at(before[section]);
+        assert!(old.iter().all(|(d, _)| counter(d) / TAG == from));
+        assert!(
+            new.len() >= 25,
+            "section {section} plays its new participant at once: {} frames",
+            new.len()
+        );
+        assert!(
+            new.iter().all(|(d, _)| counter(d) / TAG == to),
+            "section {section} shows participant {to} only after the swap"
+        );
+        assert_eq!(
+            new[0].0[0] & 1,
+            0,
+            "section {section} restarts on a keyframe"
+        );
+        assert_eq!(
+            new[0].1 .0,
+            old[old.len() - 1].1 .1 + 1,
+            "section {section}: numbering goes on"
+        );
+    }
+    let g1 = one_participant_in_order(&w, v, 1, 1);
+    assert!(g1 >= 55, "g1 keeps its section, whole: {g1} of 60 frames");
+}

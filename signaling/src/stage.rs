@@ -127,6 +127,22 @@ pub async fn end_uninvited<C: SfuControl>(st: &AppState<C>) -> Vec<(String, Stri
     ended
 }
 
+/// The streams of a viewer's section pairs on a stage: the featured participant first (slot
+/// 0), then the others in stage order (the host, then the guests by invite id).
+fn featured_first(
+    host: &StreamId,
+    guests: Vec<StreamId>,
+    featured: Option<&StreamId>,
+) -> (StreamId, Vec<StreamId>) {
+    let mut all: Vec<StreamId> = std::iter::once(host.clone()).chain(guests).collect();
+    if let Some(i) = featured.and_then(|f| all.iter().position(|s| s == f)) {
+        let f = all.remove(i);
+        all.insert(0, f);
+    }
+    let first = all.remove(0);
+    (first, all)
+}
+
 /// One guest's session, for the invite check.
 struct OnStage {
     token: String,
@@ -191,8 +207,9 @@ pub(crate) enum Participant {
 /// offer's `sections`:
 /// - an invite token: every other participant, the host first, never the guest itself;
 /// - the channel's stream key: the guests (the host watching its stage);
-/// - anything else (a plain viewer, maybe with a playback token): the host, then the guests
-///   for further video sections. A one-section viewer gets the host, and while a guest is on
+/// - anything else (a plain viewer, maybe with a playback token): the featured participant
+///   first (slot 0; the host when no stage runs), then the others, the host first, for
+///   further video sections. A one-section viewer gets the host, and while a guest is on
 ///   the stage it negotiates every format (the stage's driver then shows it the featured
 ///   participant and the mix).
 ///
@@ -220,16 +237,18 @@ pub(crate) async fn watch<C: SfuControl>(
             .stage(channel.as_str())
             .map(|stage| stage.guests().cloned().collect())
             .unwrap_or_default();
-        let mut also = Vec::new();
+        let mut live = Vec::new();
         if video_sections > 1 {
             for g in guests.iter().take(MAX_GUESTS) {
                 if matches!(source.ensure(g.as_str()).await, Availability::Live { .. }) {
-                    also.push(g.clone());
+                    live.push(g.clone());
                 }
             }
         }
+        let featured = source.stage(channel.as_str()).and_then(|s| s.now.featured);
+        let (first, also) = featured_first(channel, live, featured.as_ref());
         return Ok(Watch {
-            first: channel.clone(),
+            first,
             also,
             pairs,
             participant: None,
@@ -285,22 +304,47 @@ pub(crate) async fn watch<C: SfuControl>(
             })
         }
         _ => {
-            let (also, open) = if video_sections > 1 {
-                (guest_streams(None), false)
+            let ((first, also), open) = if video_sections > 1 {
+                let featured = st.stages.get(channel.as_str()).and_then(|n| n.featured);
+                let order = featured_first(channel, guest_streams(None), featured.as_ref());
+                (order, false)
             } else {
                 // A one-section viewer: the stage's driver shows it whoever is featured.
                 (
-                    Vec::new(),
+                    (channel.clone(), Vec::new()),
                     !st.sessions.guests_of(channel.as_str()).is_empty(),
                 )
             };
             Ok(Watch {
-                first: channel.clone(),
+                first,
                 pairs,
                 also,
                 participant: None,
                 open,
             })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_featured_participant_takes_the_first_section_and_the_rest_keep_stage_order() {
+        let host = StreamId::new("duo").unwrap();
+        let (g1, g2) = (StreamId::guest(&host, "g1"), StreamId::guest(&host, "g2"));
+        let guests = || vec![g1.clone(), g2.clone()];
+        assert_eq!(
+            featured_first(&host, guests(), Some(&g2)),
+            (g2.clone(), vec![host.clone(), g1.clone()])
+        );
+        for nobody in [None, Some(&host), Some(&StreamId::guest(&host, "gone"))] {
+            assert_eq!(
+                featured_first(&host, guests(), nobody),
+                (host.clone(), guests()),
+                "{nobody:?}: the host first"
+            );
         }
     }
 }

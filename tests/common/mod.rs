@@ -682,7 +682,7 @@ pub fn tracks_of(v: &Value, kind: &str) -> Vec<Value> {
 /// What [`watch_stage`] must show of a stage whose host (640x360, 440 Hz) and two guests
 /// (320x180 at 1,200 Hz, 480x270 at 2,500 Hz) publish: the one-section viewer decodes one
 /// participant's video (the featured one) and a mix in which every tone is heard; the
-/// three-section viewer decodes each participant, the host first.
+/// three-section viewer decodes each participant, the host (the loudest: featured) first.
 pub fn assert_watched_stage(single: &Value, all: &Value) {
     let audio = tracks_of(single, "audio")
         .into_iter()
@@ -693,8 +693,8 @@ pub fn assert_watched_stage(single: &Value, all: &Value) {
         .next()
         .unwrap_or_default();
     eprintln!(
-        "one-section viewer: video {:?} ({} frames, longest gap {} ms: a featured switch is \
-         within it), audio peak {} Hz, tone powers {}; g2g p50 {} p95 {} ms",
+        "one-section viewer: video {:?} ({} frames, longest gap {} ms), audio peak {} Hz, \
+         tone powers {}; g2g p50 {} p95 {} ms",
         section_sizes(single),
         video["sizes"],
         video["max_gap_ms"],
@@ -727,21 +727,36 @@ pub fn assert_watched_stage(single: &Value, all: &Value) {
 
 /// A stage of `channel` publishing at `whip` for 30 s: the host with `key` (640x360, a
 /// 440 Hz tone) and two guests invited with `aethex stage invite` in `dir`, Ann (320x180,
-/// 1,200 Hz) and Bob (480x270, 2,500 Hz). The host's and the guests' publishers.
+/// 1,200 Hz) and Bob (480x270, 2,500 Hz), each half as loud as the host (so the host is the
+/// active speaker and stays featured). The host's and the guests' publishers.
 pub fn tone_stage(dir: &Path, whip: &str, channel: &str, key: &str) -> (Peer, Vec<Peer>) {
     let host = publisher_with(whip, key, "vp8", 30, (640, 360), &["--tone", "440"]);
     let mut guests = Vec::new();
     for (name, size, tone) in [("Ann", (320, 180), "1200"), ("Bob", (480, 270), "2500")] {
         let invite = cli(dir, "stage", &["invite", channel, "--name", name]);
         let token = invite["token"].as_str().unwrap().to_string();
-        guests.push(publisher_with(
-            whip,
-            &token,
-            "vp8",
-            30,
-            size,
-            &["--tone", tone],
-        ));
+        let args = ["--tone", tone, "--volume", GUEST_VOLUME];
+        guests.push(publisher_with(whip, &token, "vp8", 30, size, &args));
     }
     (host, guests)
+}
+
+/// The loudness of the test stages' guests (the host's is 0.3 of full scale): a stage's
+/// featured participant, who takes a viewer's first section, stays the host.
+pub const GUEST_VOLUME: &str = "0.15";
+
+/// A user `hostess` registered through the API and a channel `name` of hers: her session token
+/// and the channel's stream key.
+pub fn owned_channel(server: &Server, name: &str) -> (String, String) {
+    let owner = register(&server.base, "hostess");
+    let body = serde_json::json!({ "name": name });
+    let (s, v) = api(
+        &server.base,
+        "POST",
+        "/api/channels",
+        Some(&owner),
+        Some(body),
+    );
+    assert_eq!(s, 201, "{v}");
+    (owner, v["stream_key"].as_str().unwrap().to_string())
 }

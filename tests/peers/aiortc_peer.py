@@ -139,16 +139,17 @@ class BarcodeVideoTrack(MediaStreamTrack):
 
 
 class SineAudioTrack(MediaStreamTrack):
-    """Sine at `freq` Hz (440 by default, `publish --tone`), 0.3 full scale, 48 kHz mono s16,
-    20 ms frames."""
+    """Sine at `freq` Hz (440 by default, `publish --tone`) at `volume` of full scale (0.3 by
+    default, `publish --volume`), 48 kHz mono s16, 20 ms frames."""
 
     kind = "audio"
     RATE = 48000
     SAMPLES = 960
 
-    def __init__(self, freq=440.0):
+    def __init__(self, freq=440.0, volume=0.3):
         super().__init__()
         self.freq = freq
+        self.volume = volume
         self.frames = 0
         self._start = None
         self._pts = 0
@@ -165,7 +166,7 @@ class SineAudioTrack(MediaStreamTrack):
             if wait > 0:
                 await asyncio.sleep(wait)
         t = (np.arange(self.SAMPLES) + self._pts) / self.RATE
-        pcm = (0.3 * 32767 * np.sin(2 * math.pi * self.freq * t)).astype(np.int16)
+        pcm = (self.volume * 32767 * np.sin(2 * math.pi * self.freq * t)).astype(np.int16)
         frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = self.RATE
         frame.pts = self._pts
@@ -834,15 +835,15 @@ def add_recv_transceivers(pc, codec, video_sections=1, audio_sections=1):
     return out
 
 
-def add_send_tracks(pc, codec, width, height, fps, audio=True, tone=440.0):
-    """Video track (and the Opus sine at `tone` Hz unless `audio` is false); returns
-    (vtrack, atrack|None)."""
+def add_send_tracks(pc, codec, width, height, fps, audio=True, tone=440.0, volume=0.3):
+    """Video track (and the Opus sine at `tone` Hz, `volume` of full scale, unless `audio` is
+    false); returns (vtrack, atrack|None)."""
     vtrack = BarcodeVideoTrack(width, height, fps)
     tv = pc.addTransceiver(vtrack, direction="sendonly")
     set_codec_prefs(tv, "video", video_codec_names(codec))
     atrack = None
     if audio:
-        atrack = SineAudioTrack(tone)
+        atrack = SineAudioTrack(tone, volume)
         ta = pc.addTransceiver(atrack, direction="sendonly")
         set_codec_prefs(ta, "audio", ["opus"])
     return vtrack, atrack
@@ -919,7 +920,7 @@ def new_session(a, max_bundle=False):
 async def cmd_publish(a):
     stop_evt, pc, t0, states, connected, failed, auth = new_session(a)
     vtrack, atrack = add_send_tracks(pc, a.codec, a.width, a.height, a.fps,
-                                     audio=not a.no_audio, tone=a.tone)
+                                     audio=not a.no_audio, tone=a.tone, volume=a.volume)
     location = None
     result = {"role": "publisher", "ok": False, "codec": a.codec, "audio": not a.no_audio}
     if not a.no_audio:
@@ -1139,6 +1140,9 @@ def main():
     pp.add_argument("--tone", type=float, default=440.0,
                     help="frequency of the Opus sine in Hz (default 440), so that a viewer of "
                          "several publishers (view --tones) can tell them apart by ear")
+    pp.add_argument("--volume", type=float, default=0.3,
+                    help="amplitude of the sine as a share of full scale (default 0.3): on a "
+                         "stage the loudest participant is the active speaker")
     pp.add_argument("--stats-out")
 
     pv = sub.add_parser("view", help="WHEP viewer")
