@@ -6,8 +6,9 @@
 //! - mixes their audio with [`stage::mix::Mixer`] every 20 ms (every participant decoded once,
 //!   one encoder per stage) and feeds the mix back into the SFU as the stream
 //!   `{channel}~~mix` with one Opus track, as an upstream feeds an edge;
-//! - finds who speaks from the levels of the decoded audio ([`stage::speaker`]: OBS sends no
-//!   RFC 6464 level, and the decoded level works for every publisher alike);
+//! - finds who speaks ([`stage::speaker`]) from the RFC 6464 audio level a publisher sends
+//!   with its packets (browsers, aiortc), else from the level of its decoded audio (OBS
+//!   sends none);
 //! - shows every one-section viewer of the channel the featured participant on its video
 //!   section (switched on the new participant's cached keyframe, sequence numbers going on)
 //!   and the mix on its audio section, and every viewer with several section pairs the
@@ -125,6 +126,13 @@ impl Stages {
                             (cast.id_of(&p.stream), media_core::rtp::RtpHeader::parse(&p.data))
                         {
                             mixer.push(id, h.payload(&p.data));
+                            // The level the publisher measured (browsers, aiortc) before its
+                            // encoder; the decoded one is the fallback (OBS sends none).
+                            if let Some(level) = p.level {
+                                let now = Instant::now();
+                                speaker.observe(id, level, now);
+                                cast.reported(id, now);
+                            }
                         }
                     }
                 }
@@ -142,7 +150,9 @@ impl Stages {
                         }
                     };
                     for (p, level) in mixed.levels {
-                        speaker.observe(p, level, now);
+                        if !cast.reports(p, now) {
+                            speaker.observe(p, level, now);
+                        }
                     }
                     let data = out.packet(&mixed.packet);
                     let _ = ingest.try_send(RelayIn { stream: mix.clone(), track: AUDIO_TRACK, data });
@@ -272,10 +282,32 @@ impl edge::StageSource for OriginStages {
 #[derive(Default)]
 struct Cast {
     ids: HashMap<StreamId, ParticipantId>,
+    /// When each participant's publisher last sent an RFC 6464 audio level.
+    levels_at: HashMap<ParticipantId, Instant>,
     next: u64,
 }
 
+/// A publisher that sent an RFC 6464 level this recently is judged on its levels alone.
+const REPORTS_WITHIN: Duration = Duration::from_millis(200);
+
 impl Cast {
+    /// `p`'s publisher sent an audio level at `now`.
+    fn reported(&mut self, p: ParticipantId, now: Instant) {
+        if self.levels_at.insert(p, now).is_none() {
+            tracing::info!(
+                participant = p.0,
+                "speaker levels from the publisher's RFC 6464 extension"
+            );
+        }
+    }
+
+    /// Whether `p`'s publisher sends audio levels (one came within [`REPORTS_WITHIN`]).
+    fn reports(&self, p: ParticipantId, now: Instant) -> bool {
+        self.levels_at
+            .get(&p)
+            .is_some_and(|at| now.saturating_duration_since(*at) < REPORTS_WITHIN)
+    }
+
     fn id_of(&self, stream: &StreamId) -> Option<ParticipantId> {
         self.ids.get(stream).copied()
     }
@@ -306,6 +338,7 @@ impl Cast {
             .collect();
         for s in gone {
             if let Some(p) = self.ids.remove(&s) {
+                self.levels_at.remove(&p);
                 mixer.remove(p);
                 speaker.leave(p, now);
                 let _ = sfu.relay_unsubscribe(relay, s.clone()).await;

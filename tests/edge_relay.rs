@@ -280,7 +280,8 @@ fn with_mutual_tls_only_edges_holding_a_certificate_of_the_cluster_ca_connect() 
 /// and the mix made at the origin: a one-section viewer there decodes the featured
 /// participant and a mix with every tone, a three-section viewer decodes each participant,
 /// the stage map at the edge names the guests as the origin told it, and when the owner
-/// features a guest, a three-section viewer's first section swaps to it.
+/// features a guest, a three-section viewer's first section swaps to it. A co-streamer's
+/// invite at the edge is sent to the origin.
 #[test]
 fn a_stage_at_the_origin_is_watched_at_an_edge_with_its_mix_and_every_participant() {
     let dir = temp_dir("stage-edge-origin");
@@ -391,6 +392,33 @@ fn a_stage_at_the_origin_is_watched_at_an_edge_with_its_mix_and_every_participan
         sizes,
         ["320x180+640x360", "320x180+640x360", "480x270"],
         "the host's and Ann's sections swapped, Bob's kept: {swapped}"
+    );
+    // A participant's credential at the edge is sent to the origin, where co-streamers
+    // watch each other (the edge knows no invites).
+    let no_follow = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let invite = cli(&dir, "stage", &["invite", "relayed", "--name", "Cy"]);
+    let resp = no_follow
+        .post(&whep)
+        .header("content-type", "application/sdp")
+        .bearer_auth(invite["token"].as_str().unwrap())
+        .body(stage_offer(2))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 307);
+    assert_eq!(
+        resp.headers()["location"].to_str().unwrap(),
+        format!("{}/whep/relayed", origin.base)
+    );
+    // aiortc sends RFC 6464 levels (measured before its encoder): the origin's speaker
+    // detector used them, and the louder host stayed featured until the owner's pick.
+    assert!(
+        origin
+            .log_text()
+            .contains("speaker levels from the publisher's RFC 6464 extension"),
+        "the stage used the publishers' audio levels"
     );
     // Nothing was published at the edge: what it showed came over the relay.
     assert!(edge.metric("aethex_relay_upstream_received_bytes_total") > 0.0);

@@ -47,7 +47,7 @@ pub(crate) fn encode(p: SinkPacket) -> Option<RelayPacket> {
     } else {
         &p.payload
     };
-    let at = p.at;
+    let (at, level) = (p.at, p.level);
     let data = rtp_bytes(
         p.pt,
         p.seq,
@@ -62,6 +62,7 @@ pub(crate) fn encode(p: SinkPacket) -> Option<RelayPacket> {
         track: p.layer.map_or(AUDIO_TRACK, video_track),
         data,
         at,
+        level,
     })
 }
 

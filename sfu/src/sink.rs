@@ -35,6 +35,9 @@ pub(crate) struct SinkPacket {
     /// When the packet entered this node (a cached one: when it first did). A relay below
     /// judges its path's lateness on it, not on the media time, which a late publisher skews.
     pub at: Instant,
+    /// The RFC 6464 audio level its publisher sent with it, in -dBov (0 loudest, 127
+    /// silence); `None` without one (video, OBS's audio, a cached packet).
+    pub level: Option<u8>,
 }
 
 /// What a stream carries now: announced to its sinks on every new source.

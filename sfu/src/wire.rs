@@ -52,6 +52,10 @@ pub struct RelayPacket {
     /// When the packet entered this node (stamped on the datagram for an edge that reads
     /// stamps).
     pub at: std::time::Instant,
+    /// The RFC 6464 audio level its publisher sent with it, in -dBov (0 loudest, 127
+    /// silence), for a local sink (a stage's speaker detector); not carried on the relay's
+    /// wire.
+    pub level: Option<u8>,
 }
 
 /// The audio track's id.

@@ -288,3 +288,36 @@ fn keyframes_whose_first_packet_comes_late_on_the_relay_reach_starting_and_repla
         "the replaying viewer jumped to the fresh keyframe"
     );
 }
+
+/// A stage's speaker detector hears the RFC 6464 audio level a publisher sends (browsers do,
+/// OBS does not) on the packets a sink gets: each audio packet carries its own level, one
+/// sent without the extension none, and the relay's wire bytes are the same either way.
+#[test]
+fn a_sink_gets_the_audio_level_each_packet_was_sent_with() {
+    let mut p = Pair::new();
+    p.tick();
+    p.subscribe_edge();
+    p.origin.relay_out.clear();
+    for (i, level) in [Some(25u8), None, Some(90)].into_iter().enumerate() {
+        let now = p.origin.now;
+        let c = &mut p.origin.clients[p.publisher];
+        let ticks = 100_000 + i as u64 * 960;
+        match level {
+            Some(l) => c.write_audio_level(now, ticks, vec![i as u8; 40], l),
+            None => c.write(now, MediaKind::Audio, ticks, vec![i as u8; 40]),
+        }
+        p.origin.run_for(Duration::from_millis(20));
+    }
+    let audio: Vec<(Option<u8>, usize)> = p
+        .origin
+        .relay_out
+        .iter()
+        .filter(|r| r.track == sfu::AUDIO_TRACK)
+        .map(|r| (r.level, r.data.len()))
+        .collect();
+    assert_eq!(
+        audio,
+        [(Some(25), 12 + 40), (None, 12 + 40), (Some(90), 12 + 40)],
+        "levels as sent; plain RTP on the wire"
+    );
+}

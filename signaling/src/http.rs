@@ -426,6 +426,17 @@ async fn whep<C: SfuControl>(
             None => Err(ApiError::Draining),
         };
     }
+    // A stage's participants (an invite, or the host's stream key) watch each other at the
+    // origin, which knows the invites and keys and is a relay hop closer to the others: an
+    // edge sends them there.
+    if let Some(source) = &st.upstream {
+        if http_common::bearer_token(&headers).is_some_and(crate::stage::is_participant_token) {
+            return match source.upstream_url() {
+                Some(url) => routing::redirect(&url, &channel, q, "upstream"),
+                None => Err(ApiError::Unavailable),
+            };
+        }
+    }
     let region = routing::viewer_region(q, &headers, ip, &st.cluster.rules);
     if let Some((url, node)) = routing::edge_for(&st.cluster, region.as_deref()).await? {
         return routing::redirect(&url, &channel, q, &node);

@@ -67,6 +67,11 @@ pub(crate) async fn publish_guest<C: SfuControl>(
     created(st, new, published.answer, ticket)
 }
 
+/// Whether a bearer `token` is a stage participant's: an invite, or a stream key (the host).
+pub(crate) fn is_participant_token(token: &str) -> bool {
+    token.starts_with(INVITE_PREFIX) || token.starts_with(KEY_PREFIX)
+}
+
 /// The invite `token` stands for, if it admits a guest onto `channel`'s stage now.
 async fn invite_of<C>(
     st: &AppState<C>,
@@ -213,8 +218,8 @@ pub(crate) enum Participant {
 ///   the stage it negotiates every format (the stage's driver then shows it the featured
 ///   participant and the mix).
 ///
-/// At an edge, the stage its upstream tells of (viewers only: an invite or a stream key there
-/// watches as a viewer does).
+/// At an edge, the stage its upstream tells of (viewers only: participants are sent to the
+/// origin before this).
 pub(crate) async fn watch<C: SfuControl>(
     st: &AppState<C>,
     channel: &StreamId,
@@ -230,9 +235,9 @@ pub(crate) async fn watch<C: SfuControl>(
     let video_sections = receiving(media_core::sdp::Kind::Video);
     let pairs = video_sections.max(receiving(media_core::sdp::Kind::Audio));
     if let Some(source) = &st.upstream {
-        // An edge serves viewers only (participants watch at the origin, which knows the
-        // invites): the stage its upstream tells of, the host first, then the guests for
-        // further video sections, each pulled through like a channel.
+        // An edge serves viewers only (participants were sent to the origin, which knows the
+        // invites): the stage its upstream tells of, the featured participant first, then
+        // the others for further video sections, each pulled through like a channel.
         let guests: Vec<StreamId> = source
             .stage(channel.as_str())
             .map(|stage| stage.guests().cloned().collect())

@@ -279,6 +279,11 @@ impl Core {
                 marker: packet.marker,
                 payload: packet.payload.clone(),
                 at: self.last_now,
+                // str0m reads the level as -dBov, negative (-127..=0).
+                level: packet
+                    .ext_vals
+                    .audio_level
+                    .map(|l| l.unsigned_abs().min(127)),
             }));
         }
     }

@@ -46,6 +46,7 @@ impl Core {
                     marker: p.marker,
                     payload: p.payload.clone(),
                     at: p.wallclock,
+                    level: None,
                 }));
             }
         }

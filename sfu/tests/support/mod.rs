@@ -172,6 +172,21 @@ impl Client {
         self.rtc.sdp_api().accept_answer(pending, answer).unwrap();
     }
 
+    /// An Opus packet with the RFC 6464 audio level `dbov` (0 loudest, 127 silence).
+    pub fn write_audio_level(&mut self, now: Instant, ticks: u64, data: Vec<u8>, dbov: u8) {
+        let writer = self.rtc.writer(self.audio.unwrap()).unwrap();
+        let pt = writer
+            .payload_params()
+            .find(|p| p.spec().codec == Codec::Opus)
+            .unwrap()
+            .pt();
+        let time = MediaTime::new(ticks, str0m::media::Frequency::new(48_000).unwrap());
+        writer
+            .audio_level(-(dbov.min(127) as i8), true)
+            .write(pt, now, time, data)
+            .unwrap();
+    }
+
     pub fn write(&mut self, now: Instant, kind: MediaKind, ticks: u64, data: Vec<u8>) {
         let (mid, codec, rate) = match kind {
             MediaKind::Video => (self.video.unwrap(), Codec::Vp8, 90_000),
