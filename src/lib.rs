@@ -205,7 +205,8 @@ impl platform::LiveInfo for MediaSide {
             let Ok(host) = sfu::StreamId::new(channel) else {
                 return Vec::new();
             };
-            self.sessions
+            let mut on_stage: Vec<platform::OnStage> = self
+                .sessions
                 .presence(channel)
                 .into_iter()
                 .map(|p| {
@@ -218,9 +219,21 @@ impl platform::LiveInfo for MediaSide {
                         featured: now.featured.as_ref() == Some(&stream),
                         pinned: controls.pinned.as_ref() == Some(&stream),
                         muted: controls.muted.contains(&stream),
+                        slot: None,
                     }
                 })
-                .collect()
+                .collect();
+            // The slots a joining viewer gets: the featured participant first, then the
+            // others that publish in this order (signaling::stage::watch).
+            let mut slots: Vec<usize> = (0..on_stage.len()).filter(|i| on_stage[*i].live).collect();
+            if let Some(at) = slots.iter().position(|i| on_stage[*i].featured) {
+                let featured = slots.remove(at);
+                slots.insert(0, featured);
+            }
+            for (slot, i) in slots.into_iter().enumerate() {
+                on_stage[i].slot = Some(slot);
+            }
+            on_stage
         })
     }
 

@@ -601,6 +601,17 @@ fn the_owner_features_a_guest_mutes_another_and_ends_the_stage() {
         "{v}"
     );
     assert_eq!(by_id(&ids[1])["muted"], true, "{v}");
+    // A viewer joining now: the pinned Ann on the first section pair, then the host, then Bob.
+    let host_slot = v["participants"][0]["slot"].clone();
+    assert_eq!(
+        [
+            by_id(&ids[0])["slot"].clone(),
+            host_slot,
+            by_id(&ids[1])["slot"].clone()
+        ],
+        [json!(0), json!(1), json!(2)],
+        "{v}"
+    );
 
     // Ending the stage: every guest off before the answer, every invite revoked.
     let (s, _) = api(

@@ -90,6 +90,9 @@ pub struct OnStage {
     pub pinned: bool,
     /// The owner muted it.
     pub muted: bool,
+    /// The section pair a viewer joining now shows it on: 0 for the featured participant,
+    /// then the others that publish, the host first; `None` while it does not publish.
+    pub slot: Option<usize>,
 }
 
 /// What the owner asks of a live stage; a participant is `None` for the host, else a guest's

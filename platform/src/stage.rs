@@ -116,6 +116,12 @@ pub struct ParticipantOut {
     pinned: bool,
     /// Muted by the owner: out of the mix and out of forwarding.
     muted: bool,
+    /// The section pair a viewer joining now shows it on: 0 for the featured participant,
+    /// then the others that publish in this list's order (a viewer keeps its slots while it
+    /// watches; a newly featured participant swaps with slot 0); `null` while it does not
+    /// publish.
+    #[schema(required = true)]
+    slot: Option<usize>,
 }
 
 /// `{name}/stage/invites/{id}`.
@@ -294,6 +300,7 @@ pub async fn get_stage(
         featured: host.featured,
         pinned: host.pinned,
         muted: host.muted,
+        slot: host.slot,
     });
     for p in &present {
         let Some(id) = &p.invite else { continue };
@@ -311,6 +318,7 @@ pub async fn get_stage(
             featured: p.featured,
             pinned: p.pinned,
             muted: p.muted,
+            slot: p.slot,
         });
     }
     Ok(axum::Json(StageOut {

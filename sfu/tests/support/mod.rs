@@ -122,17 +122,9 @@ impl Client {
 
     /// Write one VP8 frame on simulcast layer `rid`.
     pub fn write_layer(&mut self, now: Instant, rid: &str, ticks: u64, data: Vec<u8>) {
-        let writer = self.rtc.writer(self.video.unwrap()).unwrap();
-        let pt = writer
-            .payload_params()
-            .find(|p| p.spec().codec == Codec::Vp8)
-            .unwrap()
-            .pt();
-        let time = MediaTime::new(ticks, str0m::media::Frequency::new(90_000).unwrap());
-        writer
-            .rid(Rid::from(rid))
-            .write(pt, now, time, data)
-            .unwrap();
+        self.write_with(now, MediaKind::Video, ticks, data, |w| {
+            w.rid(Rid::from(rid))
+        });
     }
 
     pub fn offer(&mut self, dir: Direction) -> (String, SdpPendingOffer) {
@@ -174,20 +166,25 @@ impl Client {
 
     /// An Opus packet with the RFC 6464 audio level `dbov` (0 loudest, 127 silence).
     pub fn write_audio_level(&mut self, now: Instant, ticks: u64, data: Vec<u8>, dbov: u8) {
-        let writer = self.rtc.writer(self.audio.unwrap()).unwrap();
-        let pt = writer
-            .payload_params()
-            .find(|p| p.spec().codec == Codec::Opus)
-            .unwrap()
-            .pt();
-        let time = MediaTime::new(ticks, str0m::media::Frequency::new(48_000).unwrap());
-        writer
-            .audio_level(-(dbov.min(127) as i8), true)
-            .write(pt, now, time, data)
-            .unwrap();
+        let level = -(dbov.min(127) as i8);
+        self.write_with(now, MediaKind::Audio, ticks, data, |w| {
+            w.audio_level(level, true)
+        });
     }
 
     pub fn write(&mut self, now: Instant, kind: MediaKind, ticks: u64, data: Vec<u8>) {
+        self.write_with(now, kind, ticks, data, |w| w);
+    }
+
+    /// Write one VP8 frame or Opus packet, its writer first set up by `dress`.
+    fn write_with(
+        &mut self,
+        now: Instant,
+        kind: MediaKind,
+        ticks: u64,
+        data: Vec<u8>,
+        dress: impl for<'w> FnOnce(str0m::media::Writer<'w>) -> str0m::media::Writer<'w>,
+    ) {
         let (mid, codec, rate) = match kind {
             MediaKind::Video => (self.video.unwrap(), Codec::Vp8, 90_000),
             MediaKind::Audio => (self.audio.unwrap(), Codec::Opus, 48_000),
@@ -199,7 +196,7 @@ impl Client {
             .unwrap()
             .pt();
         let time = MediaTime::new(ticks, str0m::media::Frequency::new(rate).unwrap());
-        writer.write(pt, now, time, data).unwrap();
+        dress(writer).write(pt, now, time, data).unwrap();
     }
 }
 
