@@ -41,6 +41,40 @@ struct ChatMessage {
     user: String,
     body: String,
     sent_at_ms: i64,
+    /// `hate`, `offensive` or `neither`, and the probability that it is hate or offensive.
+    toxicity: Score,
+    /// `positive`, `neutral` or `negative`, and the polarity (-1 to 1).
+    sentiment: Score,
+}
+
+/// A label and its score (docs/moderation.md).
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Score {
+    /// The label.
+    pub label: String,
+    /// Its score.
+    pub score: f64,
+}
+
+impl Score {
+    fn of(label: &str, score: f32) -> Self {
+        // Three decimals are all a client can use; the stored and sent value agree.
+        Self {
+            label: label.to_string(),
+            score: (f64::from(score) * 1000.0).round() / 1000.0,
+        }
+    }
+}
+
+/// The toxicity and sentiment of `text` (the model built into the binary).
+pub(crate) fn scores(text: &str) -> Result<(Score, Score), ApiError> {
+    let scorer = moderation::Scorer::builtin()
+        .map_err(|e| ApiError::Internal(format!("the chat scoring model: {e}")))?;
+    let s = scorer.score(text);
+    Ok((
+        Score::of(s.toxicity, s.toxicity_score),
+        Score::of(s.sentiment.as_str(), s.sentiment_score),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -175,8 +209,10 @@ pub struct TokenQuery {
 }
 
 async fn history(st: &State, channel: &str) -> Result<Vec<ChatMessage>, ApiError> {
-    let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
-        "SELECT id, user_name, body, sent_at_ms FROM chat_messages \
+    type Row = (String, String, String, i64, String, f64, String, f64);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, user_name, body, sent_at_ms, toxicity, toxicity_score, sentiment, \
+         sentiment_score FROM chat_messages \
          WHERE channel = $1 AND deleted = 0 ORDER BY sent_at_ms DESC, id DESC LIMIT $2",
     )
     .bind(channel)
@@ -187,12 +223,22 @@ async fn history(st: &State, channel: &str) -> Result<Vec<ChatMessage>, ApiError
     Ok(rows
         .into_iter()
         .rev()
-        .map(|(id, user, body, sent_at_ms)| ChatMessage {
-            id,
-            user,
-            body,
-            sent_at_ms,
-        })
+        .map(
+            |(id, user, body, sent_at_ms, tox, tox_score, sent, sent_score)| ChatMessage {
+                id,
+                user,
+                body,
+                sent_at_ms,
+                toxicity: Score {
+                    label: tox,
+                    score: tox_score,
+                },
+                sentiment: Score {
+                    label: sent,
+                    score: sent_score,
+                },
+            },
+        )
         .collect())
 }
 
@@ -328,14 +374,17 @@ async fn handle(
             ))
         }
     }
+    // Scored before it is stored and broadcast (well under a millisecond: docs/moderation.md).
+    let (toxicity, sentiment) = scores(&body).map_err(internal)?;
     let sent_at_ms = now_ms();
     let id = format!(
         "m_{sent_at_ms:012x}{}",
         crate::accounts::random_hex(6).map_err(internal)?
     );
     sqlx::query(
-        "INSERT INTO chat_messages (id, channel, user_id, user_name, body, sent_at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO chat_messages (id, channel, user_id, user_name, body, sent_at_ms, \
+         toxicity, toxicity_score, sentiment, sentiment_score) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(&id)
     .bind(channel)
@@ -343,6 +392,10 @@ async fn handle(
     .bind(&user.name)
     .bind(&body)
     .bind(sent_at_ms)
+    .bind(&toxicity.label)
+    .bind(toxicity.score)
+    .bind(&sentiment.label)
+    .bind(sentiment.score)
     .execute(st.store.pool())
     .await
     .map_err(|e| internal(db(e)))?;
@@ -351,6 +404,8 @@ async fn handle(
         user: user.name.clone(),
         body,
         sent_at_ms,
+        toxicity,
+        sentiment,
     };
     let json = serde_json::to_value(&msg).unwrap_or_default();
     st.chat.publish(channel, event("message", json)).await;

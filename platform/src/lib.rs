@@ -29,6 +29,7 @@ pub mod limits;
 pub mod moderation;
 pub mod openapi;
 pub mod quota;
+pub mod scoring;
 pub mod stage;
 pub mod stage_controls;
 pub mod streams;
@@ -205,6 +206,7 @@ pub(crate) fn api_routes() -> OpenApiRouter<State> {
         .routes(routes!(stage::get_stage, stage_controls::end_stage))
         .routes(routes!(stage_controls::feature))
         .routes(routes!(stage_controls::mute))
+        .routes(routes!(scoring::score))
         .routes(routes!(openapi::document))
 }
 

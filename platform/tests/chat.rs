@@ -157,11 +157,54 @@ async fn chat_is_stored_broadcast_and_replayed_on_join(store: Store, db: &TestDb
             ev["id"].as_str().unwrap().starts_with("m_") && ev["sent_at_ms"].as_i64().unwrap() > 0
         );
     }
+    // Scored before the broadcast, and the scores are stored with it.
+    say(&mut writer, "this stream is awesome").await;
+    let praise = next(&mut reader).await;
+    next(&mut writer).await;
+    assert_eq!(praise["toxicity"]["label"], "neither", "{praise}");
+    assert!(
+        praise["toxicity"]["score"].as_f64().unwrap() < 0.5,
+        "{praise}"
+    );
+    assert_eq!(praise["sentiment"]["label"], "positive", "{praise}");
     // A new node on the same database (a restart) replays it.
     let base2 = node(db.open().await, ChatHub::local()).await;
     let mut late = connect(&base2, "room", None).await;
     let hello = next(&mut late).await;
     assert_eq!(hello["messages"][0]["body"], "hello room", "{hello}");
+    assert_eq!(
+        (
+            &hello["messages"][1]["toxicity"],
+            &hello["messages"][1]["sentiment"]
+        ),
+        (&praise["toxicity"], &praise["sentiment"]),
+        "{hello}"
+    );
+    // The scores a message would get, for bots: a label and a score each; bad text is a 400.
+    let (s, v) = post(
+        &base,
+        "/api/moderation/score",
+        None,
+        json!({"text": "gg well played"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (
+            v["toxicity"]["label"].as_str(),
+            v["sentiment"]["label"].as_str()
+        ),
+        (Some("neither"), Some("positive")),
+        "{v}"
+    );
+    for bad in [
+        json!({"text": ""}),
+        json!({"text": "x".repeat(501)}),
+        json!({"txt": "hi"}),
+    ] {
+        let (s, v) = post(&base, "/api/moderation/score", None, bad).await;
+        assert_eq!(s, 400, "{v}");
+    }
     // Unknown channel: refused before the upgrade.
     let err =
         tokio_tungstenite::connect_async(format!("ws://{base}/api/channels/nosuch/chat")).await;
