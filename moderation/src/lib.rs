@@ -91,4 +91,14 @@ mod tests {
             Sentiment::Positive
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_gets_scores_in_their_ranges(text in "\\PC{0,120}") {
+            let s = Scorer::builtin().unwrap().score(&text);
+            proptest::prop_assert!((0.0..=1.0001).contains(&s.toxicity_score));
+            proptest::prop_assert!((-1.0..=1.0).contains(&s.sentiment_score));
+            proptest::prop_assert!(CLASSES.contains(&s.toxicity));
+        }
+    }
 }

@@ -70,7 +70,12 @@ pub fn decode_entities(text: &str) -> String {
     while let Some(at) = rest.find('&') {
         out.push_str(&rest[..at]);
         rest = &rest[at..];
-        let end = rest[..rest.len().min(12)].find(';');
+        // An entity is short: its `;` within the next 12 characters.
+        let end = rest
+            .char_indices()
+            .take(12)
+            .find(|(_, c)| *c == ';')
+            .map(|(i, _)| i);
         let decoded = end.and_then(|end| entity(&rest[1..end]).map(|c| (c, end)));
         match decoded {
             Some((c, end)) => {
@@ -121,6 +126,9 @@ mod tests {
             decode_entities("a &bogus; b &#xZZ; &"),
             "a &bogus; b &#xZZ; &"
         );
+        // Any text is safe, however its characters fall.
+        assert_eq!(decode_entities("&ééééééé;x&"), "&ééééééé;x&");
+        assert_eq!(decode_entities("&#1114112;"), "&#1114112;");
         assert!(words("").is_empty());
     }
 }

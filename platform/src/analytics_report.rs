@@ -61,6 +61,8 @@ pub struct StreamStats {
     pub sessions: u64,
     /// Seconds watched, summed over its viewers.
     pub watch_time_secs: u64,
+    /// Its chat engagement (messages per viewer, chatters, mood; a 0-100 score).
+    pub engagement: crate::engagement::Engagement,
 }
 
 /// The answer.
@@ -266,6 +268,24 @@ pub async fn analytics(
     .fetch_all(pool)
     .await
     .map_err(db)?;
+    let said: Vec<(i64, String, f64)> = sqlx::query_as(
+        "SELECT sent_at_ms, user_id, sentiment_score FROM chat_messages \
+         WHERE channel = $1 AND sent_at_ms >= $2 AND sent_at_ms < $3",
+    )
+    .bind(&name)
+    .bind(from.saturating_mul(1000))
+    .bind(to.saturating_mul(1000))
+    .fetch_all(pool)
+    .await
+    .map_err(db)?;
+    let said: Vec<crate::engagement::Said> = said
+        .into_iter()
+        .map(|(at_ms, user, sentiment)| crate::engagement::Said {
+            at_ms,
+            user,
+            sentiment,
+        })
+        .collect();
     let chat_per_minute: Vec<Point> = chat
         .into_iter()
         .map(|(m, n)| Point {
@@ -302,16 +322,30 @@ pub async fn analytics(
         .map(|(id, started_at, ended_at)| {
             let end = ended_at.unwrap_or(now);
             let t = per_stream.remove(id.as_str()).unwrap_or_default();
+            let during: Vec<crate::engagement::Said> = said
+                .iter()
+                .filter(|s| s.at_ms >= started_at * 1000 && s.at_ms < end * 1000)
+                .cloned()
+                .collect();
+            let watched = u64::try_from(t.watched).unwrap_or(0);
+            let viewers = t.viewers.len() as u64;
             StreamStats {
+                engagement: crate::engagement::engagement(
+                    &during,
+                    started_at.max(from),
+                    end.min(to),
+                    watched,
+                    viewers,
+                ),
                 peak_viewers: samples
                     .iter()
                     .filter(|&&(t, _)| t >= started_at - 1 && t <= end)
                     .map(|&(_, v)| v)
                     .max()
                     .unwrap_or(0),
-                unique_viewers: t.viewers.len() as u64,
+                unique_viewers: viewers,
                 sessions: t.sessions,
-                watch_time_secs: u64::try_from(t.watched).unwrap_or(0),
+                watch_time_secs: watched,
                 id,
                 started_at,
                 ended_at,

@@ -23,6 +23,7 @@ pub mod analytics_report;
 pub mod channels;
 pub mod chat;
 pub mod chat_hub;
+pub mod engagement;
 pub mod follows;
 mod json;
 pub mod limits;
@@ -33,6 +34,7 @@ pub mod scoring;
 pub mod stage;
 pub mod stage_controls;
 pub mod streams;
+pub mod trending;
 pub mod viewer_sessions;
 pub mod webhook_target;
 pub mod webhooks;
@@ -207,6 +209,8 @@ pub(crate) fn api_routes() -> OpenApiRouter<State> {
         .routes(routes!(stage_controls::feature))
         .routes(routes!(stage_controls::mute))
         .routes(routes!(scoring::score))
+        .routes(routes!(trending::platform))
+        .routes(routes!(trending::channel))
         .routes(routes!(openapi::document))
 }
 

@@ -153,6 +153,22 @@ async fn the_owner_gets_watch_time_uniques_peak_chat_and_retention_for_a_range(
         })
         .collect();
     assert_eq!(per, vec![("s1", 3, 2, 1000, 3), ("s2", 1, 1, 600, 5)]);
+    // s1 in the range: 1,000 s live, 1,000 s watched (1 viewer on average), 2 viewers, 4
+    // messages of one chatter with neutral sentiment: 0.24 messages a minute per viewer
+    // (full), half the viewers chatted: 100 x (0.5 + 0.3 x 0.5 + 0.2 x 0.5) = 75. s2 has no
+    // chat in the range.
+    let engagement: Vec<(f64, f64, u64)> = streams
+        .iter()
+        .map(|s| {
+            let e = &s["engagement"];
+            (
+                e["messages_per_minute_per_viewer"].as_f64().unwrap(),
+                e["chatter_share"].as_f64().unwrap(),
+                e["score"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(engagement, vec![(0.24, 0.5, 75), (0.0, 0.0, 0)]);
 }
 
 async fn analytics_are_for_the_owner_only_and_bad_ranges_are_json_400s(store: Store, _db: &TestDb) {

@@ -180,6 +180,31 @@ async fn chat_is_stored_broadcast_and_replayed_on_join(store: Store, db: &TestDb
         (&praise["toxicity"], &praise["sentiment"]),
         "{hello}"
     );
+    // What the chat talks about: terms by the messages using them, stop words out.
+    for path in ["/api/channels/room/trending", "/api/trending?minutes=5"] {
+        let (s, t) = call(&base, "GET", path, None, None).await;
+        assert_eq!(s, 200, "{t}");
+        let terms: Vec<&str> = t["terms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|x| x["term"].as_str())
+            .collect();
+        assert!(
+            ["awesome", "hello", "room", "stream"]
+                .iter()
+                .all(|w| terms.contains(w)),
+            "{t}"
+        );
+        assert!(
+            !terms.contains(&"this") && !terms.contains(&"is"),
+            "stop words: {t}"
+        );
+    }
+    let (s, _) = call(&base, "GET", "/api/trending?minutes=0", None, None).await;
+    assert_eq!(s, 400);
+    let (s, _) = call(&base, "GET", "/api/channels/nosuch/trending", None, None).await;
+    assert_eq!(s, 404);
     // The scores a message would get, for bots: a label and a score each; bad text is a 400.
     let (s, v) = post(
         &base,
