@@ -98,6 +98,26 @@ fn window(q: &WindowQuery) -> Result<u32, ApiError> {
     }
 }
 
+/// The trending terms of the last `minutes` of `channel`'s chat (`None`: every public
+/// channel's).
+async fn recent(st: &State, minutes: u32, channel: Option<&str>) -> Result<Response, ApiError> {
+    let since = now_ms() - i64::from(minutes) * 60_000;
+    // One query for both: `$3` is NULL for the platform.
+    let bodies: Vec<(String,)> = sqlx::query_as(
+        "SELECT m.body FROM chat_messages m JOIN channels c ON c.name = m.channel \
+         WHERE m.deleted = 0 AND m.sent_at_ms >= $1 \
+         AND ((CAST($3 AS TEXT) IS NULL AND c.private = 0) OR m.channel = $3) \
+         ORDER BY m.sent_at_ms DESC LIMIT $2",
+    )
+    .bind(since)
+    .bind(MAX_MESSAGES)
+    .bind(channel)
+    .fetch_all(st.store.pool())
+    .await
+    .map_err(db)?;
+    Ok(answer(minutes, bodies))
+}
+
 fn answer(minutes: u32, bodies: Vec<(String,)>) -> Response {
     let terms = top_terms(bodies.iter().map(|(b,)| b.as_str()), TOP);
     axum::Json(Trending {
@@ -123,19 +143,7 @@ pub async fn platform(
     AxState(st): AxState<State>,
     QueryParams(q): QueryParams<WindowQuery>,
 ) -> Result<Response, ApiError> {
-    let minutes = window(&q)?;
-    let since = now_ms() - i64::from(minutes) * 60_000;
-    let bodies: Vec<(String,)> = sqlx::query_as(
-        "SELECT m.body FROM chat_messages m JOIN channels c ON c.name = m.channel \
-         WHERE c.private = 0 AND m.deleted = 0 AND m.sent_at_ms >= $1 \
-         ORDER BY m.sent_at_ms DESC LIMIT $2",
-    )
-    .bind(since)
-    .bind(MAX_MESSAGES)
-    .fetch_all(st.store.pool())
-    .await
-    .map_err(db)?;
-    Ok(answer(minutes, bodies))
+    recent(&st, window(&q)?, None).await
 }
 
 /// `GET /api/channels/{name}/trending` (a private channel's: its owner and moderators).
@@ -171,18 +179,7 @@ pub async fn channel(
             "this channel is private: its owner or moderators only",
         ));
     }
-    let since = now_ms() - i64::from(minutes) * 60_000;
-    let bodies: Vec<(String,)> = sqlx::query_as(
-        "SELECT body FROM chat_messages WHERE channel = $1 AND deleted = 0 AND sent_at_ms >= $2 \
-         ORDER BY sent_at_ms DESC LIMIT $3",
-    )
-    .bind(&name)
-    .bind(since)
-    .bind(MAX_MESSAGES)
-    .fetch_all(st.store.pool())
-    .await
-    .map_err(db)?;
-    Ok(answer(minutes, bodies))
+    recent(&st, minutes, Some(&name)).await
 }
 
 #[cfg(test)]
