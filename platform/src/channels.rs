@@ -14,6 +14,7 @@ use crate::accounts::{valid_name, User};
 use crate::openapi::{
     BadPage, BodyRejected, ChannelPath, ErrorBody, NoSuchChannel, NotOwner, Unauthorized,
 };
+use crate::queue::ToxicityAction;
 use crate::{db, JsonBody, LiveState, Page, Paged, QueryParams, State};
 
 /// A channel as the API shows it.
@@ -32,6 +33,12 @@ pub struct ChannelOut {
     private: bool,
     /// Seconds a chatter waits between messages (0: off).
     slow_mode_secs: i64,
+    /// What a chat message the toxicity model scores at or above `toxicity_threshold` gets
+    /// (docs/moderation.md): `off`, `flag` (marked for moderators) or `hold` (waits in the
+    /// moderation queue).
+    toxicity_action: ToxicityAction,
+    /// The toxicity score (0 to 1) from which `toxicity_action` applies.
+    toxicity_threshold: f64,
     /// Name of the owner (null for a channel made by the operator).
     #[schema(required = true)]
     owner: Option<String>,
@@ -74,12 +81,14 @@ type Row = (
     String,
     i64,
     i64,
+    String,
+    f64,
     Option<String>,
     i64,
 );
 
 const SELECT: &str = "SELECT c.name, c.title, c.description, c.category, c.private, \
-     c.slow_mode_secs, u.name, \
+     c.slow_mode_secs, c.toxicity_action, c.toxicity_threshold, u.name, \
      (SELECT COUNT(*) FROM follows f WHERE f.channel = c.name) \
      FROM channels c LEFT JOIN users u ON u.id = c.owner_id WHERE c.name = $1";
 
@@ -106,8 +115,18 @@ async fn load(st: &State, name: &str, reveal: bool) -> Result<ChannelOut, ApiErr
         .fetch_optional(st.store.pool())
         .await
         .map_err(db)?;
-    let (name, title, description, category, private, slow_mode_secs, owner, followers) =
-        row.ok_or_else(|| ApiError::NotFound(format!("no such channel: {name}")))?;
+    let (
+        name,
+        title,
+        description,
+        category,
+        private,
+        slow_mode_secs,
+        action,
+        toxicity_threshold,
+        owner,
+        followers,
+    ) = row.ok_or_else(|| ApiError::NotFound(format!("no such channel: {name}")))?;
     let shown = private == 0 || reveal;
     let live = if shown {
         live_state(st, &name).await
@@ -121,6 +140,8 @@ async fn load(st: &State, name: &str, reveal: bool) -> Result<ChannelOut, ApiErr
         category,
         private: private != 0,
         slow_mode_secs,
+        toxicity_action: ToxicityAction::parse(&action).unwrap_or(ToxicityAction::Flag),
+        toxicity_threshold,
         owner,
         followers,
         live: shown.then_some(live.live),
@@ -243,6 +264,11 @@ pub struct ChannelPatch {
     /// terms of at most 64 characters, one line each. Replaces the list.
     #[schema(max_items = 100)]
     blocked_terms: Option<Vec<String>>,
+    /// What a message scored at or above the threshold gets: `off`, `flag` or `hold`.
+    toxicity_action: Option<ToxicityAction>,
+    /// The toxicity score from which the action applies, 0.05 to 1.
+    #[schema(minimum = 0.05, maximum = 1.0)]
+    toxicity_threshold: Option<f64>,
 }
 
 fn limit(field: &str, value: &Option<String>, max: usize) -> Result<(), ApiError> {
@@ -255,7 +281,7 @@ fn limit(field: &str, value: &Option<String>, max: usize) -> Result<(), ApiError
 }
 
 /// `PATCH /api/channels/{name}` (owner): title, description, category, private, slow mode,
-/// blocked terms.
+/// blocked terms, what toxic messages get.
 #[utoipa::path(
     patch,
     path = "/api/channels/{name}",
@@ -285,6 +311,11 @@ pub async fn patch_channel(
     if p.slow_mode_secs.is_some_and(|s| !(0..=3600).contains(&s)) {
         return Err(ApiError::BadRequest("slow_mode_secs: 0 to 3600".into()));
     }
+    if p.toxicity_threshold
+        .is_some_and(|t| !(0.05..=1.0).contains(&t))
+    {
+        return Err(ApiError::BadRequest("toxicity_threshold: 0.05 to 1".into()));
+    }
     let terms = match &p.blocked_terms {
         Some(t)
             if t.len() > 100 || t.iter().any(|w| w.chars().count() > 64 || w.contains('\n')) =>
@@ -300,8 +331,9 @@ pub async fn patch_channel(
     sqlx::query(
         "UPDATE channels SET title = COALESCE($1, title), description = COALESCE($2, description), \
          category = COALESCE($3, category), private = COALESCE($4, private), \
-         slow_mode_secs = COALESCE($5, slow_mode_secs), blocked_terms = COALESCE($6, blocked_terms) \
-         WHERE name = $7",
+         slow_mode_secs = COALESCE($5, slow_mode_secs), blocked_terms = COALESCE($6, blocked_terms), \
+         toxicity_action = COALESCE($7, toxicity_action), \
+         toxicity_threshold = COALESCE($8, toxicity_threshold) WHERE name = $9",
     )
     .bind(p.title)
     .bind(p.description)
@@ -309,6 +341,8 @@ pub async fn patch_channel(
     .bind(p.private.map(i64::from))
     .bind(p.slow_mode_secs)
     .bind(terms)
+    .bind(p.toxicity_action.map(ToxicityAction::as_str))
+    .bind(p.toxicity_threshold)
     .bind(&name)
     .execute(st.store.pool())
     .await

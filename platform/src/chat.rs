@@ -2,8 +2,10 @@
 //! signs in; anyone may read). On join: `{"type":"history","messages":[...]}` (the last 50).
 //! Then the server sends `message`, `deleted` and `error` events, and a signed-in client sends
 //! `{"type":"send","body":"..."}`. Every message is stored before it is broadcast, with a
-//! server id and timestamp. Moderation (owner or moderators) is REST, in [`crate::moderation`];
-//! slow mode and blocked terms are channel fields.
+//! server id and timestamp. Moderation (owner or moderators) is REST, in [`crate::moderation`]
+//! and [`crate::queue`]; slow mode, blocked terms and what toxic messages get (flag or hold)
+//! are channel fields. A held message goes only to its author and the channel's staff until
+//! a moderator approves it (then to everyone, as a `message` with the same id) or rejects it.
 
 use std::time::Duration;
 
@@ -17,10 +19,11 @@ use http_common::ClientIp;
 use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
 
-use crate::access::may_see_private;
+use crate::access::{may_see_private, role, Role};
 use crate::accounts::{bearer_of, user_for_token, User};
-use crate::chat_hub::Limited;
+use crate::chat_hub::{Limited, Reader, To};
 use crate::openapi::{ChannelPath, ErrorBody, NoSuchChannel};
+use crate::queue::ToxicityAction;
 use crate::{db, QueryParams, State};
 
 /// Messages sent on join.
@@ -35,16 +38,74 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 /// A stored chat message as clients see it.
-#[derive(Debug, Serialize)]
-struct ChatMessage {
-    id: String,
-    user: String,
-    body: String,
-    sent_at_ms: i64,
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ChatMessage {
+    /// Message id (`m_...`).
+    pub id: String,
+    /// Its author's name.
+    pub user: String,
+    /// The text.
+    pub body: String,
+    /// When the server took it (ms since the Unix epoch).
+    pub sent_at_ms: i64,
     /// `hate`, `offensive` or `neither`, and the probability that it is hate or offensive.
-    toxicity: Score,
+    pub toxicity: Score,
     /// `positive`, `neutral` or `negative`, and the polarity (-1 to 1).
-    sentiment: Score,
+    pub sentiment: Score,
+    /// Waiting for a moderator (only its author and the channel's staff see it); absent when
+    /// false.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
+    /// Scored at or above the channel's threshold (only staff see the mark); absent when
+    /// false.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub flagged: bool,
+}
+
+/// The columns [`ChatMessage::from_row`] reads, in order.
+pub(crate) const MESSAGE_COLUMNS: &str = "id, user_name, body, sent_at_ms, toxicity, \
+     toxicity_score, sentiment, sentiment_score, status, flagged";
+
+/// A row of [`MESSAGE_COLUMNS`].
+pub(crate) type MessageRow = (
+    String,
+    String,
+    String,
+    i64,
+    String,
+    f64,
+    String,
+    f64,
+    String,
+    i64,
+);
+
+impl ChatMessage {
+    /// From a row of [`MESSAGE_COLUMNS`]; the flag is shown only to `staff`.
+    pub(crate) fn from_row(row: MessageRow, staff: bool) -> Self {
+        let (id, user, body, sent_at_ms, tox, tox_score, sent, sent_score, status, flagged) = row;
+        Self {
+            id,
+            user,
+            body,
+            sent_at_ms,
+            toxicity: Score {
+                label: tox,
+                score: tox_score,
+            },
+            sentiment: Score {
+                label: sent,
+                score: sent_score,
+            },
+            held: status == "held",
+            flagged: staff && flagged != 0,
+        }
+    }
+
+    /// The `message` event.
+    pub(crate) fn event(&self) -> String {
+        event("message", serde_json::to_value(self).unwrap_or_default())
+    }
 }
 
 /// A label and its score (docs/moderation.md).
@@ -93,29 +154,66 @@ fn error_event(code: &str, message: &str) -> String {
     event("error", serde_json::json!({"code": code, "error": message}))
 }
 
-/// Channel chat settings: slow mode and blocked terms (lower-cased).
-async fn settings(st: &State, channel: &str) -> Result<(Duration, Vec<String>), ApiError> {
-    let row: Option<(i64, String)> =
-        sqlx::query_as("SELECT slow_mode_secs, blocked_terms FROM channels WHERE name = $1")
-            .bind(channel)
-            .fetch_optional(st.store.pool())
-            .await
-            .map_err(db)?;
-    let (slow, terms) =
+/// A channel's chat settings.
+struct ChatSettings {
+    slow: Duration,
+    /// Lower-cased.
+    blocked_terms: Vec<String>,
+    action: ToxicityAction,
+    threshold: f64,
+}
+
+async fn settings(st: &State, channel: &str) -> Result<ChatSettings, ApiError> {
+    let row: Option<(i64, String, String, f64)> = sqlx::query_as(
+        "SELECT slow_mode_secs, blocked_terms, toxicity_action, toxicity_threshold \
+         FROM channels WHERE name = $1",
+    )
+    .bind(channel)
+    .fetch_optional(st.store.pool())
+    .await
+    .map_err(db)?;
+    let (slow, terms, action, threshold) =
         row.ok_or_else(|| ApiError::NotFound(format!("no such channel: {channel}")))?;
-    let terms = terms
+    let blocked_terms = terms
         .lines()
         .map(|t| t.trim().to_lowercase())
         .filter(|t| !t.is_empty())
         .collect();
-    Ok((Duration::from_secs(slow.max(0) as u64), terms))
+    Ok(ChatSettings {
+        slow: Duration::from_secs(slow.max(0) as u64),
+        blocked_terms,
+        // Only the API writes the column, and it writes a valid name.
+        action: ToxicityAction::parse(&action).unwrap_or(ToxicityAction::Flag),
+        threshold,
+    })
+}
+
+/// Who reads a socket of `channel`: `user`, and whether they are its owner or a moderator.
+async fn reader(st: &State, channel: &str, user: Option<&User>) -> Result<Reader, ApiError> {
+    let Some(user) = user else {
+        return Ok(Reader::default());
+    };
+    Ok(Reader {
+        user: Some(user.id.clone()),
+        staff: is_staff(st, channel, &user.id).await?,
+    })
+}
+
+/// `user_id` is `channel`'s owner or one of its moderators.
+async fn is_staff(st: &State, channel: &str, user_id: &str) -> Result<bool, ApiError> {
+    Ok(matches!(
+        role(st, channel, user_id).await?,
+        Some(Role::Owner | Role::Moderator)
+    ))
 }
 
 /// `GET /api/channels/{name}/chat`: upgrade to a chat socket.
 ///
 /// On join the server sends `{"type":"history","messages":[...]}` (the last 50), then
-/// `message`, `deleted`, `lagged` and `error` events; a signed-in client sends
-/// `{"type":"send","body":"..."}` (1 to 500 characters).
+/// `message`, `deleted`, `rejected`, `lagged` and `error` events (and to the owner and
+/// moderators `reported` and `decided`); a signed-in client sends
+/// `{"type":"send","body":"..."}` (1 to 500 characters). A `message` whose id the client
+/// already holds replaces it (a held message, approved).
 #[utoipa::path(
     get,
     path = "/api/channels/{name}/chat",
@@ -208,14 +306,17 @@ pub struct TokenQuery {
     playback: Option<String>,
 }
 
-async fn history(st: &State, channel: &str) -> Result<Vec<ChatMessage>, ApiError> {
-    type Row = (String, String, String, i64, String, f64, String, f64);
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT id, user_name, body, sent_at_ms, toxicity, toxicity_score, sentiment, \
-         sentiment_score FROM chat_messages \
-         WHERE channel = $1 AND deleted = 0 ORDER BY sent_at_ms DESC, id DESC LIMIT $2",
-    )
+/// The last messages `reader` may see: visible ones, and held ones to staff and their authors.
+async fn history(st: &State, channel: &str, reader: &Reader) -> Result<Vec<ChatMessage>, ApiError> {
+    let rows: Vec<MessageRow> = sqlx::query_as(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM chat_messages \
+         WHERE channel = $1 AND deleted = 0 AND (status = 'visible' \
+         OR (status = 'held' AND ($2 = 1 OR user_id = $3))) \
+         ORDER BY sent_at_ms DESC, id DESC LIMIT $4"
+    ))
     .bind(channel)
+    .bind(i64::from(reader.staff))
+    .bind(reader.user.as_deref().unwrap_or(""))
     .bind(HISTORY)
     .fetch_all(st.store.pool())
     .await
@@ -223,22 +324,7 @@ async fn history(st: &State, channel: &str) -> Result<Vec<ChatMessage>, ApiError
     Ok(rows
         .into_iter()
         .rev()
-        .map(
-            |(id, user, body, sent_at_ms, tox, tox_score, sent, sent_score)| ChatMessage {
-                id,
-                user,
-                body,
-                sent_at_ms,
-                toxicity: Score {
-                    label: tox,
-                    score: tox_score,
-                },
-                sentiment: Score {
-                    label: sent,
-                    score: sent_score,
-                },
-            },
-        )
+        .map(|row| ChatMessage::from_row(row, reader.staff))
         .collect())
 }
 
@@ -258,7 +344,10 @@ async fn session(
     let mut ping = tokio::time::interval(idle / 3);
     ping.tick().await;
     let mut last_heard = tokio::time::Instant::now();
-    let Ok(past) = history(&st, &channel).await else {
+    let Ok(mut reader) = reader(&st, &channel, user.as_ref()).await else {
+        return;
+    };
+    let Ok(past) = history(&st, &channel, &reader).await else {
         return;
     };
     let hello = event("history", serde_json::json!({"messages": past}));
@@ -276,6 +365,10 @@ async fn session(
                     if matches!(user_for_token(&st, t).await, Err(ApiError::Unauthorized(_))) {
                         user = None;
                     }
+                    // Named or removed as a moderator since: the next events follow.
+                    if let Ok(r) = self::reader(&st, &channel, user.as_ref()).await {
+                        reader = r;
+                    }
                 }
                 if ws.send(Message::Ping(Default::default())).await.is_err() {
                     return;
@@ -288,7 +381,8 @@ async fn session(
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
                     Some(Ok(_)) => continue,
                 };
-                let reply = match handle(&st, &channel, user.as_ref(), text.as_str()).await {
+                let from = user.as_ref().map(|u| (u, reader.staff));
+                let reply = match handle(&st, &channel, from, text.as_str()).await {
                     Ok(()) => None,
                     Err((code, message)) => Some(error_event(code, &message)),
                 };
@@ -299,8 +393,9 @@ async fn session(
                 }
             }
             ev = events.recv() => match ev {
-                Ok(text) => {
-                    if ws.send(Message::Text(text)).await.is_err() {
+                Ok(ev) if !reader.wants(&ev.to) => {}
+                Ok(ev) => {
+                    if ws.send(Message::Text(ev.text)).await.is_err() {
                         return;
                     }
                 }
@@ -335,17 +430,18 @@ pub fn parse_frame(text: &str) -> Result<String, (&'static str, String)> {
     Ok(body)
 }
 
-/// One client frame: checks, store, broadcast. `Err((code, message))` goes back to the sender.
+/// One client frame from `user` (and whether they are staff): checks, score, store, broadcast
+/// (or hold). `Err((code, message))` goes back to the sender.
 async fn handle(
     st: &State,
     channel: &str,
-    user: Option<&User>,
+    user: Option<(&User, bool)>,
     text: &str,
 ) -> Result<(), (&'static str, String)> {
     let body = parse_frame(text)?;
-    let user = user.ok_or(("unauthorized", "sign in to chat (?token=)".to_string()))?;
+    let (user, staff) = user.ok_or(("unauthorized", "sign in to chat (?token=)".to_string()))?;
     let internal = |e: ApiError| ("internal", e.to_string());
-    let (slow, terms) = settings(st, channel).await.map_err(internal)?;
+    let chat = settings(st, channel).await.map_err(internal)?;
     let ban: Option<(Option<i64>,)> =
         sqlx::query_as("SELECT until_ms FROM chat_bans WHERE channel = $1 AND user_id = $2")
             .bind(channel)
@@ -361,10 +457,14 @@ async fn handle(
         _ => {}
     }
     let lower = body.to_lowercase();
-    if terms.iter().any(|t| lower.contains(t.as_str())) {
+    if chat
+        .blocked_terms
+        .iter()
+        .any(|t| lower.contains(t.as_str()))
+    {
         return Err(("blocked_term", "the message contains a blocked term".into()));
     }
-    match st.chat.admit(channel, &user.id, slow) {
+    match st.chat.admit(channel, &user.id, chat.slow) {
         Ok(()) => {}
         Err(Limited::Rate) => return Err(("rate_limited", "too many messages: slow down".into())),
         Err(Limited::Slow(d)) => {
@@ -376,15 +476,23 @@ async fn handle(
     }
     // Scored before it is stored and broadcast (well under a millisecond: docs/moderation.md).
     let (toxicity, sentiment) = scores(&body).map_err(internal)?;
+    // The owner and moderators are never held or flagged.
+    let over = !staff && toxicity.score >= chat.threshold;
+    let held = over && chat.action == ToxicityAction::Hold;
+    let flagged = over && chat.action == ToxicityAction::Flag;
     let sent_at_ms = now_ms();
+    // Ids sort as the messages were taken: the time, then this node's sequence (two messages
+    // in one millisecond), then random bytes (unique across nodes).
+    static SEQUENCE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let seq = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & 0xffff;
     let id = format!(
-        "m_{sent_at_ms:012x}{}",
-        crate::accounts::random_hex(6).map_err(internal)?
+        "m_{sent_at_ms:012x}{seq:04x}{}",
+        crate::accounts::random_hex(4).map_err(internal)?
     );
     sqlx::query(
         "INSERT INTO chat_messages (id, channel, user_id, user_name, body, sent_at_ms, \
-         toxicity, toxicity_score, sentiment, sentiment_score) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+         toxicity, toxicity_score, sentiment, sentiment_score, status, flagged) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(&id)
     .bind(channel)
@@ -396,19 +504,32 @@ async fn handle(
     .bind(toxicity.score)
     .bind(&sentiment.label)
     .bind(sentiment.score)
+    .bind(if held { "held" } else { "visible" })
+    .bind(i64::from(flagged))
     .execute(st.store.pool())
     .await
     .map_err(|e| internal(db(e)))?;
-    let msg = ChatMessage {
+    let mut msg = ChatMessage {
         id,
         user: user.name.clone(),
         body,
         sent_at_ms,
         toxicity,
         sentiment,
+        held,
+        flagged: false,
     };
-    let json = serde_json::to_value(&msg).unwrap_or_default();
-    st.chat.publish(channel, event("message", json)).await;
+    if held {
+        let to = To::StaffAnd(user.id.clone());
+        st.chat.publish_to(channel, to, msg.event()).await;
+    } else if flagged {
+        // One copy for viewers, a marked one for the staff.
+        st.chat.publish_to(channel, To::Viewers, msg.event()).await;
+        msg.flagged = true;
+        st.chat.publish_to(channel, To::Staff, msg.event()).await;
+    } else {
+        st.chat.publish(channel, msg.event()).await;
+    }
     Ok(())
 }
 

@@ -4,6 +4,11 @@
 //! `{prefix}:chat:{channel}` instead, and every node (this one included) delivers what its
 //! `PSUBSCRIBE {prefix}:chat:*` receives, so a message sent on node A reaches viewers on node B.
 //! Per-user send limits live here too (per node).
+//!
+//! Each event says whom it is for ([`To`]): everyone, the channel's staff (owner and
+//! moderators), its staff and one user (a held message's author), or everyone but its staff
+//! (who get a marked copy instead). Sockets filter by their reader ([`Reader::wants`]); through
+//! Redis the audience travels as a first line before the JSON.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,6 +31,80 @@ struct Sender {
     last_sent: Option<Instant>,
 }
 
+/// Whom a chat event is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum To {
+    /// Every socket of the channel.
+    Everyone,
+    /// Everyone but the owner and moderators (who get another copy).
+    Viewers,
+    /// The owner and moderators.
+    Staff,
+    /// The owner, the moderators and this user (by id).
+    StaffAnd(String),
+}
+
+impl To {
+    /// The first line of a Redis payload.
+    fn tag(&self) -> String {
+        match self {
+            To::Everyone => "*".into(),
+            To::Viewers => "v".into(),
+            To::Staff => "s".into(),
+            To::StaffAnd(user) => format!("s:{user}"),
+        }
+    }
+
+    fn from_tag(tag: &str) -> Option<Self> {
+        match tag {
+            "*" => Some(To::Everyone),
+            "v" => Some(To::Viewers),
+            "s" => Some(To::Staff),
+            t => t.strip_prefix("s:").map(|u| To::StaffAnd(u.to_string())),
+        }
+    }
+}
+
+/// A chat event (serialized once) and its audience.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// Whom it is for.
+    pub to: To,
+    /// The JSON text.
+    pub text: Utf8Bytes,
+}
+
+/// Who reads a socket: its user (if signed in) and whether they moderate the channel.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reader {
+    /// The signed-in user's id.
+    pub user: Option<String>,
+    /// The channel's owner or a moderator.
+    pub staff: bool,
+}
+
+impl Reader {
+    /// Whether an event for `to` goes to this socket.
+    pub fn wants(&self, to: &To) -> bool {
+        match to {
+            To::Everyone => true,
+            To::Viewers => !self.staff,
+            To::Staff => self.staff,
+            To::StaffAnd(user) => self.staff || self.user.as_deref() == Some(user.as_str()),
+        }
+    }
+}
+
+/// A Redis payload: the audience's tag, a newline, the JSON.
+fn encode(to: &To, text: &str) -> String {
+    format!("{}\n{text}", to.tag())
+}
+
+fn decode(payload: &str) -> Option<(To, &str)> {
+    let (tag, text) = payload.split_once('\n')?;
+    Some((To::from_tag(tag)?, text))
+}
+
 /// Why a send was refused by the limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limited {
@@ -37,7 +116,7 @@ pub enum Limited {
 
 /// Where chat events go.
 pub struct ChatHub {
-    local: Mutex<HashMap<String, broadcast::Sender<Utf8Bytes>>>,
+    local: Mutex<HashMap<String, broadcast::Sender<Event>>>,
     senders: Mutex<HashMap<(String, String), Sender>>,
     redis: Option<(redis::Client, String)>,
 }
@@ -89,7 +168,7 @@ impl ChatHub {
     }
 
     /// Receive the events of `channel` from now on.
-    pub fn join(&self, channel: &str) -> broadcast::Receiver<Utf8Bytes> {
+    pub fn join(&self, channel: &str) -> broadcast::Receiver<Event> {
         lock(&self.local)
             .entry(channel.to_string())
             .or_insert_with(|| broadcast::channel(BACKLOG).0)
@@ -97,7 +176,7 @@ impl ChatHub {
     }
 
     /// Deliver to this node's sockets of `channel`.
-    fn deliver(&self, channel: &str, event: Utf8Bytes) {
+    fn deliver(&self, channel: &str, event: Event) {
         let mut map = lock(&self.local);
         if let Some(tx) = map.get(channel) {
             if tx.send(event).is_err() {
@@ -109,22 +188,31 @@ impl ChatHub {
 
     /// Send an event to every socket of `channel`, on every node.
     pub async fn publish(&self, channel: &str, event: String) {
+        self.publish_to(channel, To::Everyone, event).await;
+    }
+
+    /// Send an event to the sockets of `channel` whose reader is in `to`, on every node.
+    pub async fn publish_to(&self, channel: &str, to: To, event: String) {
+        let local = |to: To, text: String| Event {
+            to,
+            text: Utf8Bytes::from(text),
+        };
         match &self.redis {
-            None => self.deliver(channel, Utf8Bytes::from(event)),
+            None => self.deliver(channel, local(to, event)),
             Some((client, prefix)) => {
                 let topic = format!("{prefix}:chat:{channel}");
                 let sent = async {
                     let mut c = client.get_multiplexed_async_connection().await?;
                     redis::cmd("PUBLISH")
                         .arg(&topic)
-                        .arg(&event)
+                        .arg(encode(&to, &event))
                         .query_async::<i64>(&mut c)
                         .await
                 };
                 if let Err(e) = sent.await {
                     // The message is stored; this node's own viewers still get it.
                     tracing::warn!(error = %e, "chat publish to Redis failed");
-                    self.deliver(channel, Utf8Bytes::from(event));
+                    self.deliver(channel, local(to, event));
                 }
             }
         }
@@ -187,9 +275,13 @@ async fn subscribe(
                         let Ok(payload) = msg.get_payload::<String>() else {
                             continue;
                         };
-                        if let Some(channel) = topic.strip_prefix(&strip) {
-                            hub.deliver(channel, Utf8Bytes::from(payload));
-                        }
+                        let (Some(channel), Some((to, text))) =
+                            (topic.strip_prefix(&strip), decode(&payload))
+                        else {
+                            continue;
+                        };
+                        let text = Utf8Bytes::from(text.to_string());
+                        hub.deliver(channel, Event { to, text });
                     }
                 }
             }
@@ -217,6 +309,50 @@ mod tests {
         // Another user, or the same user elsewhere, is not affected.
         assert_eq!(hub.admit("c", "v", Duration::ZERO), Ok(()));
         assert_eq!(hub.admit("d", "u", Duration::ZERO), Ok(()));
+    }
+
+    #[test]
+    fn each_audience_reaches_exactly_its_readers() {
+        let anon = Reader::default();
+        let viewer = Reader {
+            user: Some("u1".into()),
+            staff: false,
+        };
+        let author = Reader {
+            user: Some("u2".into()),
+            staff: false,
+        };
+        let moderator = Reader {
+            user: Some("u3".into()),
+            staff: true,
+        };
+        let held = To::StaffAnd("u2".into());
+        let cases = [
+            (To::Everyone, [true, true, true, true]),
+            (To::Viewers, [true, true, true, false]),
+            (To::Staff, [false, false, false, true]),
+            (held, [false, false, true, true]),
+        ];
+        for (to, want) in cases {
+            let got = [&anon, &viewer, &author, &moderator].map(|r| r.wants(&to));
+            assert_eq!(got, want, "{to:?}");
+        }
+    }
+
+    #[test]
+    fn an_audience_survives_the_redis_payload() {
+        for to in [
+            To::Everyone,
+            To::Viewers,
+            To::Staff,
+            To::StaffAnd("u_1f".into()),
+        ] {
+            let text = r#"{"type":"message","body":"two\nlines"}"#;
+            let payload = encode(&to, text);
+            assert_eq!(decode(&payload), Some((to, text)));
+        }
+        assert_eq!(decode("no newline"), None);
+        assert_eq!(decode("x\n{}"), None);
     }
 
     #[test]

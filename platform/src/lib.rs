@@ -29,6 +29,7 @@ mod json;
 pub mod limits;
 pub mod moderation;
 pub mod openapi;
+pub mod queue;
 pub mod quota;
 pub mod scoring;
 pub mod stage;
@@ -191,6 +192,11 @@ pub(crate) fn api_routes() -> OpenApiRouter<State> {
         .routes(routes!(analytics_report::analytics))
         .routes(routes!(chat::socket))
         .routes(routes!(moderation::delete_message))
+        .routes(routes!(queue::report))
+        .routes(routes!(queue::list))
+        .routes(routes!(queue::approve))
+        .routes(routes!(queue::reject))
+        .routes(routes!(queue::decisions))
         .routes(routes!(moderation::ban, moderation::unban))
         .routes(routes!(
             moderation::add_moderator,

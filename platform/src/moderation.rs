@@ -20,7 +20,7 @@ use crate::{db, JsonBody, State};
 
 /// The signed-in user may moderate `channel` (its owner or a moderator); `owner_only` for
 /// naming moderators.
-async fn may_moderate(
+pub(crate) async fn may_moderate(
     st: &State,
     channel: &str,
     user: &User,

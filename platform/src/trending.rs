@@ -105,7 +105,7 @@ async fn recent(st: &State, minutes: u32, channel: Option<&str>) -> Result<Respo
     // One query for both: `$3` is NULL for the platform.
     let bodies: Vec<(String,)> = sqlx::query_as(
         "SELECT m.body FROM chat_messages m JOIN channels c ON c.name = m.channel \
-         WHERE m.deleted = 0 AND m.sent_at_ms >= $1 \
+         WHERE m.deleted = 0 AND m.status = 'visible' AND m.sent_at_ms >= $1 \
          AND ((CAST($3 AS TEXT) IS NULL AND c.private = 0) OR m.channel = $3) \
          ORDER BY m.sent_at_ms DESC LIMIT $2",
     )

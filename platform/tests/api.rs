@@ -131,7 +131,8 @@ async fn only_the_owner_edits_a_channel_or_rotates_its_key(store: Store, _db: &T
     assert_eq!(
         v,
         json!({"name": "alpha", "title": "Speedrun", "description": "", "category": "games",
-        "private": true, "slow_mode_secs": 0, "owner": "cy", "followers": 0, "live": null, "viewers": null})
+        "private": true, "slow_mode_secs": 0, "toxicity_action": "flag", "toxicity_threshold": 0.8,
+        "owner": "cy", "followers": 0, "live": null, "viewers": null})
     );
     let (_, v) = api
         .call("GET", "/api/channels/alpha", Some(&other), None)

@@ -3,123 +3,17 @@
 //! moderation and limits; and two nodes sharing Redis, where a message sent on one reaches a
 //! socket on the other.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use platform::chat_hub::ChatHub;
-use platform::{LiveChannels, LiveInfo, Settings, State};
 use serde_json::{json, Value};
 use storage::testing::TestDb;
 use storage::Store;
 use tokio_tungstenite::tungstenite::Message;
 
-struct NoLive;
-
-impl LiveInfo for NoLive {
-    fn channels(&self) -> LiveChannels<'_> {
-        Box::pin(async { Vec::new() })
-    }
-    fn token_allows(&self, _: &str, _: &str) -> bool {
-        false
-    }
-    fn end_publisher<'a>(&'a self, _: &'a str) -> platform::LiveAction<'a> {
-        Box::pin(async {})
-    }
-    fn privatised<'a>(&'a self, _: &'a str) -> platform::LiveAction<'a> {
-        Box::pin(async {})
-    }
-}
-
-/// A node: the platform router served on 127.0.0.1 with this store and hub.
-async fn node(store: Store, chat: Arc<ChatHub>) -> String {
-    let state = State {
-        store,
-        live: Arc::new(NoLive),
-        settings: Arc::new(Settings {
-            session_ttl_secs: 3600,
-            public_url: "http://test".into(),
-        }),
-        chat,
-        buckets: Default::default(),
-        board: Arc::new(platform::analytics::ViewerBoard::local("test")),
-        guards: Arc::default(),
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, platform::router(state)).await;
-    });
-    format!("127.0.0.1:{}", addr.port())
-}
-
-async fn post(base: &str, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
-    call(base, "POST", path, token, Some(body)).await
-}
-
-async fn call(
-    base: &str,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let client = reqwest::Client::new();
-    let mut req = client.request(method.parse().unwrap(), format!("http://{base}{path}"));
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let v = resp.json::<Value>().await.unwrap_or(Value::Null);
-    (status, v)
-}
-
-async fn user(base: &str, name: &str) -> String {
-    let (s, v) = post(
-        base,
-        "/api/users",
-        None,
-        json!({"name": name, "password": "correct horse"}),
-    )
-    .await;
-    assert_eq!(s, 201, "{v}");
-    v["token"].as_str().unwrap().to_string()
-}
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn connect(base: &str, channel: &str, token: Option<&str>) -> Ws {
-    let q = token.map(|t| format!("?token={t}")).unwrap_or_default();
-    let (ws, _) =
-        tokio_tungstenite::connect_async(format!("ws://{base}/api/channels/{channel}/chat{q}"))
-            .await
-            .unwrap();
-    ws
-}
-
-/// The next JSON event (bounded wait).
-async fn next(ws: &mut Ws) -> Value {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("an event within 5 s")
-            .expect("socket open")
-            .unwrap();
-        if let Message::Text(t) = msg {
-            return serde_json::from_str(t.as_str()).unwrap();
-        }
-    }
-}
-
-async fn say(ws: &mut Ws, body: &str) {
-    let frame = json!({"type": "send", "body": body}).to_string();
-    ws.send(Message::text(frame)).await.unwrap();
-}
+mod common;
+use common::ws::{call, connect, next, node, post, say, user};
 
 async fn chat_is_stored_broadcast_and_replayed_on_join(store: Store, db: &TestDb) {
     let base = node(store, ChatHub::local()).await;
@@ -490,4 +384,27 @@ async fn a_message_sent_on_one_node_reaches_a_socket_on_another_through_redis() 
         (Some("message"), Some("host")),
         "{ev}"
     );
+    // An event's audience crosses nodes too: a held message reaches the owner's socket on B,
+    // and B's anonymous socket gets the next message instead.
+    let patch = json!({"toxicity_action": "hold", "toxicity_threshold": 0.9});
+    let (s, v) = call(&a, "PATCH", "/api/channels/room", Some(&owner), Some(patch)).await;
+    assert_eq!(s, 200, "{v}");
+    let mut host_on_b = connect(&b, "room", Some(&owner)).await;
+    next(&mut host_on_b).await;
+    let fan = user(&a, "fan").await;
+    let mut fan_on_a = connect(&a, "room", Some(&fan)).await;
+    next(&mut fan_on_a).await;
+    say(&mut fan_on_a, "shut up you stupid bitch").await;
+    let held = next(&mut host_on_b).await;
+    assert_eq!(held["held"], true, "{held}");
+    tokio::time::sleep(Duration::from_millis(1100)).await; // the rate limit refills
+    say(&mut on_a, "after the held one").await;
+    let mut seen = next(&mut on_b).await;
+    while seen["body"]
+        .as_str()
+        .is_some_and(|b| b.starts_with("across"))
+    {
+        seen = next(&mut on_b).await; // retries of the loop above that B got late
+    }
+    assert_eq!(seen["body"], "after the held one", "{seen}");
 }

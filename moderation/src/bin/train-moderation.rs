@@ -54,6 +54,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
 
+    if std::env::var_os("AETHEX_TRAIN_THRESHOLDS").is_some() {
+        // What a channel's toxicity_threshold holds (docs/moderation.md): by cross-validation,
+        // the share of each class's posts whose score (P(hate) + P(offensive)) reaches it.
+        thresholds(&labels, &examples, &config);
+        return Ok(());
+    }
+
     let started = Instant::now();
     let model_cv = model_cv(&labels, &examples, &config);
     eprintln!(
@@ -129,4 +136,43 @@ fn model_cv(
         },
         |m, i| m.predict(&examples[i].0),
     )
+}
+
+/// Print, for each threshold, the share of hate, offensive and neither posts scored at or
+/// above it by the shipped model of the fold that did not train on them.
+fn thresholds(
+    labels: &[usize],
+    examples: &[(moderation::features::Features, usize)],
+    config: &TrainConfig,
+) {
+    let fold = moderation::eval::folds(labels.len(), FOLDS, SEED);
+    let mut scores = vec![0f32; labels.len()];
+    for f in 0..FOLDS {
+        let part: Vec<_> = (0..labels.len())
+            .filter(|i| fold[*i] != f)
+            .map(|i| examples[i].clone())
+            .collect();
+        let model = Model::train(&part, config).shipped();
+        for i in (0..labels.len()).filter(|i| fold[*i] == f) {
+            let p = model.probabilities(&examples[i].0);
+            scores[i] = p[0] + p[1];
+        }
+    }
+    println!("| threshold | hate posts at or above | offensive posts | neither posts |");
+    println!("|---|---|---|---|");
+    for t in [0.5f32, 0.7, 0.8, 0.9, 0.95] {
+        let share = |class: usize| {
+            let of: Vec<f32> = (0..labels.len())
+                .filter(|i| labels[*i] == class)
+                .map(|i| scores[i])
+                .collect();
+            100.0 * of.iter().filter(|s| **s >= t).count() as f64 / of.len().max(1) as f64
+        };
+        println!(
+            "| {t:.2} | {:.1} % | {:.1} % | {:.1} % |",
+            share(0),
+            share(1),
+            share(2)
+        );
+    }
 }

@@ -12,6 +12,8 @@ use serde_json::{json, Value};
 use storage::Store;
 use tower::ServiceExt;
 
+pub mod ws;
+
 /// The media side, as a fixed list. Playback tokens `play-{channel}` are valid; the actions
 /// the platform asks for are recorded (`end_publisher alice`, `privatised alice`).
 pub struct FakeLive(
