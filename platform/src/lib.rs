@@ -32,6 +32,7 @@ pub mod openapi;
 pub mod queue;
 pub mod quota;
 pub mod scoring;
+pub mod search;
 pub mod stage;
 pub mod stage_controls;
 pub mod streams;
@@ -53,13 +54,14 @@ use utoipa_axum::routes;
 pub use json::{JsonBody, QueryParams};
 
 /// Run the platform's migrations (`platform/migrations`) on `store`, which [`Store::open`] has
-/// migrated to storage's; applied ones are skipped, so a reopened database costs one query.
+/// migrated to storage's; applied ones are skipped, so a reopened database costs a few
+/// queries. Then the search index, which is each database's own ([`search::prepare`]).
 /// Both migrators keep their versions in sqlx's `_sqlx_migrations`: each ignores the other's.
 pub async fn migrate(store: &Store) -> Result<(), StoreError> {
     let mut migrator = sqlx::migrate!("./migrations");
     migrator.set_ignore_missing(true);
     migrator.run(store.pool()).await?;
-    Ok(())
+    search::prepare(store).await
 }
 
 /// What the media side says about a channel right now.
@@ -185,6 +187,7 @@ pub(crate) fn api_routes() -> OpenApiRouter<State> {
         .routes(routes!(follows::following))
         .routes(routes!(channels::create))
         .routes(routes!(channels::live_now))
+        .routes(routes!(search::search))
         .routes(routes!(channels::get_channel, channels::patch_channel))
         .routes(routes!(channels::rotate_key))
         .routes(routes!(follows::follow, follows::unfollow))
