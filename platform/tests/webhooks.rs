@@ -8,28 +8,14 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use platform::webhooks::{signature, spawn_worker, WorkerConfig};
-use platform::{LiveChannels, LiveInfo, Settings, State};
+use platform::{Settings, State};
 use serde_json::{json, Value};
 use storage::testing::TestDb;
 use storage::Store;
 use tower::ServiceExt;
 
-struct NoLive;
-
-impl LiveInfo for NoLive {
-    fn channels(&self) -> LiveChannels<'_> {
-        Box::pin(async { Vec::new() })
-    }
-    fn token_allows(&self, _: &str, _: &str) -> bool {
-        false
-    }
-    fn end_publisher<'a>(&'a self, _: &'a str) -> platform::LiveAction<'a> {
-        Box::pin(async {})
-    }
-    fn privatised<'a>(&'a self, _: &'a str) -> platform::LiveAction<'a> {
-        Box::pin(async {})
-    }
-}
+mod common;
+use common::ws::NoLive;
 
 /// The receivers here are on loopback: private destinations allowed, as on premises.
 const FAST: WorkerConfig = WorkerConfig {
